@@ -1,0 +1,310 @@
+//! # integration-tests: the session store conformance suite
+//!
+//! Every behaviour a session store must keep, as a library. A backend (built-in or
+//! third-party) runs the whole suite with one call; cases are picked from the store's
+//! [`Capabilities`], and each case gets a store in a fresh namespace from the
+//! [`StoreFactory`] the backend provides.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use integration_tests::{StoreFactory, run_conformance};
+//! use session_core::{BoxError, SessionStore};
+//!
+//! struct Memory;
+//!
+//! #[session_core::async_trait]
+//! impl StoreFactory for Memory {
+//!     async fn fresh(&self) -> Result<Arc<dyn SessionStore>, BoxError> {
+//!         Ok(Arc::new(backend_cache::MemoryStore::new()))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() {
+//! let report = run_conformance("memory", &Memory).await;
+//! report.assert_passed();
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod cases;
+pub mod servers;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use session_core::{
+    BoxError, Capabilities, Config, EngineRegistry, SessionSettings, SessionStore,
+};
+
+/// Makes stores for the suite: each call to [`StoreFactory::fresh`] returns a store in a
+/// new, empty namespace (directory, table, key prefix), so cases cannot see each other.
+#[async_trait]
+pub trait StoreFactory: Send + Sync {
+    /// A store in a fresh, empty namespace.
+    async fn fresh(&self) -> Result<Arc<dyn SessionStore>, BoxError>;
+
+    /// Settings the session handle uses in handle-level cases.
+    fn settings(&self) -> SessionSettings {
+        SessionSettings::default()
+    }
+
+    /// Removes every namespace `fresh` created. Called once, after the last case.
+    async fn cleanup(&self) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// A [`StoreFactory`] that builds stores through the engine registry from a
+/// configuration, which `make_config` returns anew (with a fresh namespace) each call.
+pub struct ConfigFactory<F> {
+    registry: EngineRegistry,
+    make_config: F,
+}
+
+impl<F> ConfigFactory<F>
+where
+    F: Fn() -> Config + Send + Sync,
+{
+    /// A factory over `registry` and a configuration maker.
+    pub fn new(registry: EngineRegistry, make_config: F) -> Self {
+        ConfigFactory {
+            registry,
+            make_config,
+        }
+    }
+}
+
+#[async_trait]
+impl<F> StoreFactory for ConfigFactory<F>
+where
+    F: Fn() -> Config + Send + Sync,
+{
+    async fn fresh(&self) -> Result<Arc<dyn SessionStore>, BoxError> {
+        Ok(self.registry.build(&(self.make_config)()).await?)
+    }
+
+    fn settings(&self) -> SessionSettings {
+        (self.make_config)().settings().unwrap_or_default()
+    }
+}
+
+/// The groups of cases; counts per category are printed and documented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Category {
+    /// The store contract: create, load, update, delete, touch, exists, versions.
+    Store,
+    /// Expiry: deadlines, `clear_expired`, every `set_expiry` form.
+    Expiry,
+    /// The session handle's Django semantics.
+    Django,
+    /// Values: kinds, sizes, unicode.
+    Values,
+    /// Concurrency: parallel creates, conflicting saves.
+    Concurrency,
+    /// Malformed keys, corrupt stored bytes.
+    BadInput,
+    /// Counting and listing.
+    Listing,
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// What a case gets: a store in a fresh namespace and the handle settings.
+pub struct Ctx {
+    /// The store under test.
+    pub store: Arc<dyn SessionStore>,
+    /// Settings for session handles.
+    pub settings: Arc<SessionSettings>,
+    /// The store's declared capabilities.
+    pub caps: Capabilities,
+}
+
+/// A case's outcome: `Err` carries the explanation of the failure.
+pub type CaseResult = Result<(), String>;
+
+/// One conformance case.
+pub struct Case {
+    /// Unique name.
+    pub name: &'static str,
+    /// Its group.
+    pub category: Category,
+    /// Whether the case applies to a store with these capabilities.
+    pub applies: fn(&Capabilities) -> bool,
+    /// The check itself.
+    pub run: for<'a> fn(&'a Ctx) -> BoxFuture<'a, CaseResult>,
+}
+
+/// Every case of the suite.
+pub fn all_cases() -> Vec<Case> {
+    cases::all()
+}
+
+/// Outcome of one case.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Passed.
+    Passed,
+    /// Not applicable to the store's capabilities.
+    Skipped,
+    /// Failed, with the reason.
+    Failed(String),
+}
+
+/// The result of a conformance run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Name of the target.
+    pub target: String,
+    /// Each case with its category and outcome, in run order.
+    pub results: Vec<(&'static str, Category, Outcome)>,
+}
+
+impl Report {
+    /// Names of the failed cases with their reasons.
+    pub fn failures(&self) -> Vec<(&'static str, String)> {
+        self.results
+            .iter()
+            .filter_map(|(n, _, o)| match o {
+                Outcome::Failed(why) => Some((*n, why.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether the named case failed.
+    pub fn failed(&self, name: &str) -> bool {
+        self.failures().iter().any(|(n, _)| *n == name)
+    }
+
+    /// Passed-case counts per category.
+    pub fn passed_by_category(&self) -> BTreeMap<Category, usize> {
+        let mut m = BTreeMap::new();
+        for (_, c, o) in &self.results {
+            if matches!(o, Outcome::Passed) {
+                *m.entry(*c).or_insert(0) += 1;
+            }
+        }
+        m
+    }
+
+    /// Number of passed cases.
+    pub fn passed(&self) -> usize {
+        self.passed_by_category().values().sum()
+    }
+
+    /// Panics with every failure listed, unless all applicable cases passed.
+    pub fn assert_passed(&self) {
+        let failures = self.failures();
+        if !failures.is_empty() {
+            let list: Vec<String> = failures
+                .iter()
+                .map(|(n, why)| format!("  - {n}: {why}"))
+                .collect();
+            panic!(
+                "conformance suite on {}: {} case(s) failed:\n{}",
+                self.target,
+                failures.len(),
+                list.join("\n")
+            );
+        }
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let skipped = self
+            .results
+            .iter()
+            .filter(|(_, _, o)| matches!(o, Outcome::Skipped))
+            .count();
+        write!(
+            f,
+            "conformance[{}]: {} passed, {} failed, {} not applicable;",
+            self.target,
+            self.passed(),
+            self.failures().len(),
+            skipped
+        )?;
+        for (c, n) in self.passed_by_category() {
+            write!(f, " {c}={n}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs every applicable case against stores from `factory`, then cleans up. Prints a
+/// summary line with the count of cases per category.
+pub async fn run_conformance(target: &str, factory: &dyn StoreFactory) -> Report {
+    run_cases(target, factory, all_cases()).await
+}
+
+/// Runs the given cases (a subset, for a focused test) against stores from `factory`.
+pub async fn run_cases(target: &str, factory: &dyn StoreFactory, cases: Vec<Case>) -> Report {
+    let settings = Arc::new(factory.settings());
+    let mut results = Vec::with_capacity(cases.len());
+    for case in cases {
+        let store = match factory.fresh().await {
+            Ok(s) => s,
+            Err(e) => {
+                results.push((
+                    case.name,
+                    case.category,
+                    Outcome::Failed(format!("could not build a fresh store: {e}")),
+                ));
+                continue;
+            }
+        };
+        let caps = store.capabilities();
+        if !(case.applies)(&caps) {
+            results.push((case.name, case.category, Outcome::Skipped));
+            continue;
+        }
+        let ctx = Ctx {
+            store,
+            settings: settings.clone(),
+            caps,
+        };
+        let started = Instant::now();
+        let outcome = match std::panic::AssertUnwindSafe((case.run)(&ctx))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(())) => Outcome::Passed,
+            Ok(Err(why)) => Outcome::Failed(why),
+            Err(panic) => Outcome::Failed(format!(
+                "panicked: {}",
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_default()
+            )),
+        };
+        tracing::debug!(case = case.name, elapsed = ?started.elapsed(), "conformance case done");
+        results.push((case.name, case.category, outcome));
+    }
+    if let Err(e) = factory.cleanup().await {
+        results.push((
+            "cleanup",
+            Category::Store,
+            Outcome::Failed(format!("cleanup failed: {e}")),
+        ));
+    }
+    let report = Report {
+        target: target.to_owned(),
+        results,
+    };
+    println!("{report}");
+    report
+}

@@ -1,0 +1,242 @@
+//! The compact codec: bincode 2 with an explicit tag per value.
+//!
+//! bincode is not self-describing (it has no `deserialize_any`), so JSON-model values
+//! cannot go through serde here; each value is written as a one-byte tag followed by
+//! its payload. Layout: `B1 'S' 'R' <format version> <bincode payload>`.
+
+use bincode::de::Decoder;
+use bincode::enc::Encoder;
+use bincode::error::{DecodeError, EncodeError};
+use bincode::{Decode, Encode};
+use serde_json::{Number, Value};
+
+use super::{
+    BINARY_FORMAT_VERSION, BINARY_MAGIC, Codec, CodecError, MAX_DEPTH, check_size, decode_any,
+};
+use crate::expiry::Expiry;
+use crate::record::{Record, SessionData};
+use crate::time::Timestamp;
+
+/// Claimed-memory ceiling for one decode: a hostile length prefix cannot make the
+/// decoder reserve more than this, whatever the input claims.
+const CLAIM_LIMIT: usize = 64 * 1024 * 1024;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<CLAIM_LIMIT>()
+}
+
+/// bincode 2 records: the compact default.
+#[derive(Debug, Clone)]
+pub struct BincodeCodec {
+    max_encoded_size: usize,
+}
+
+impl BincodeCodec {
+    /// A bincode codec refusing encodings above `max_encoded_size` bytes.
+    pub fn new(max_encoded_size: usize) -> Self {
+        BincodeCodec { max_encoded_size }
+    }
+}
+
+impl Default for BincodeCodec {
+    fn default() -> Self {
+        BincodeCodec::new(super::DEFAULT_MAX_ENCODED_SIZE)
+    }
+}
+
+impl Codec for BincodeCodec {
+    fn name(&self) -> &'static str {
+        "bincode"
+    }
+
+    fn encode(&self, r: &Record) -> Result<Vec<u8>, CodecError> {
+        let mut out = Vec::with_capacity(64 + r.data.len() * 32);
+        out.extend_from_slice(&BINARY_MAGIC);
+        out.push(BINARY_FORMAT_VERSION);
+        bincode::encode_into_std_write(WireRef(r), &mut out, config())
+            .map_err(|e| CodecError::Encode(e.to_string()))?;
+        check_size(out, self.max_encoded_size)
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<Record, CodecError> {
+        decode_any(bytes, self.max_encoded_size)
+    }
+}
+
+pub(super) fn decode(bytes: &[u8]) -> Result<Record, CodecError> {
+    let header = BINARY_MAGIC.len() + 1;
+    if bytes.len() < header {
+        return if BINARY_MAGIC.starts_with(bytes) {
+            Err(CodecError::Truncated("header cut short".into()))
+        } else {
+            Err(CodecError::Foreign)
+        };
+    }
+    if bytes[..BINARY_MAGIC.len()] != BINARY_MAGIC {
+        return Err(CodecError::Foreign);
+    }
+    let version = bytes[BINARY_MAGIC.len()];
+    if version != BINARY_FORMAT_VERSION {
+        return Err(CodecError::UnsupportedVersion(u32::from(version)));
+    }
+    let body = &bytes[header..];
+    match bincode::decode_from_slice::<WireOwned, _>(body, config()) {
+        Ok((WireOwned(r), read)) if read == body.len() => Ok(r),
+        Ok((_, read)) => Err(CodecError::Corrupt(format!(
+            "{} trailing bytes after the record",
+            body.len() - read
+        ))),
+        Err(DecodeError::UnexpectedEnd { .. }) => {
+            Err(CodecError::Truncated("input ends inside the record".into()))
+        }
+        Err(e) => Err(CodecError::Corrupt(e.to_string())),
+    }
+}
+
+struct WireRef<'a>(&'a Record);
+struct WireOwned(Record);
+
+impl Encode for WireRef<'_> {
+    fn encode<E: Encoder>(&self, e: &mut E) -> Result<(), EncodeError> {
+        let r = self.0;
+        r.version.encode(e)?;
+        r.created_at.as_unix_millis().encode(e)?;
+        r.expires_at.as_unix_millis().encode(e)?;
+        match r.expiry {
+            Expiry::Default => 0u8.encode(e)?,
+            Expiry::BrowserClose => 1u8.encode(e)?,
+            Expiry::Idle(n) => {
+                2u8.encode(e)?;
+                n.encode(e)?;
+            }
+            Expiry::At(t) => {
+                3u8.encode(e)?;
+                t.as_unix_millis().encode(e)?;
+            }
+        }
+        encode_map(&r.data, e, 0)
+    }
+}
+
+fn too_deep() -> EncodeError {
+    EncodeError::OtherString(format!(
+        "session value nested deeper than {MAX_DEPTH} levels"
+    ))
+}
+
+fn encode_map<E: Encoder>(m: &SessionData, e: &mut E, depth: usize) -> Result<(), EncodeError> {
+    m.len().encode(e)?;
+    for (k, v) in m {
+        k.encode(e)?;
+        encode_value(v, e, depth + 1)?;
+    }
+    Ok(())
+}
+
+fn encode_value<E: Encoder>(v: &Value, e: &mut E, depth: usize) -> Result<(), EncodeError> {
+    if depth > MAX_DEPTH {
+        return Err(too_deep());
+    }
+    match v {
+        Value::Null => 0u8.encode(e),
+        Value::Bool(b) => {
+            1u8.encode(e)?;
+            b.encode(e)
+        }
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                3u8.encode(e)?;
+                u.encode(e)
+            } else if let Some(i) = n.as_i64() {
+                2u8.encode(e)?;
+                i.encode(e)
+            } else {
+                4u8.encode(e)?;
+                n.as_f64().unwrap_or(0.0).encode(e)
+            }
+        }
+        Value::String(s) => {
+            5u8.encode(e)?;
+            s.encode(e)
+        }
+        Value::Array(a) => {
+            6u8.encode(e)?;
+            a.len().encode(e)?;
+            for x in a {
+                encode_value(x, e, depth + 1)?;
+            }
+            Ok(())
+        }
+        Value::Object(m) => {
+            7u8.encode(e)?;
+            encode_map(m, e, depth)
+        }
+    }
+}
+
+impl<C> Decode<C> for WireOwned {
+    fn decode<D: Decoder<Context = C>>(d: &mut D) -> Result<Self, DecodeError> {
+        let version = u64::decode(d)?;
+        let created_at = Timestamp::from_unix_millis(i64::decode(d)?);
+        let expires_at = Timestamp::from_unix_millis(i64::decode(d)?);
+        let expiry = match u8::decode(d)? {
+            0 => Expiry::Default,
+            1 => Expiry::BrowserClose,
+            2 => Expiry::Idle(i64::decode(d)?),
+            3 => Expiry::At(Timestamp::from_unix_millis(i64::decode(d)?)),
+            t => return Err(DecodeError::OtherString(format!("unknown expiry tag {t}"))),
+        };
+        let data = decode_map(d, 0)?;
+        Ok(WireOwned(Record {
+            data,
+            expiry,
+            created_at,
+            expires_at,
+            version,
+        }))
+    }
+}
+
+fn decode_map<D: Decoder>(d: &mut D, depth: usize) -> Result<SessionData, DecodeError> {
+    let len = usize::decode(d)?;
+    d.claim_container_read::<(String, Value)>(len)?;
+    let mut m = SessionData::new();
+    for _ in 0..len {
+        d.unclaim_bytes_read(std::mem::size_of::<(String, Value)>());
+        let k = String::decode(d)?;
+        let v = decode_value(d, depth + 1)?;
+        m.insert(k, v);
+    }
+    Ok(m)
+}
+
+fn decode_value<D: Decoder>(d: &mut D, depth: usize) -> Result<Value, DecodeError> {
+    if depth > MAX_DEPTH {
+        return Err(DecodeError::OtherString(format!(
+            "session value nested deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    Ok(match u8::decode(d)? {
+        0 => Value::Null,
+        1 => Value::Bool(bool::decode(d)?),
+        2 => Value::Number(i64::decode(d)?.into()),
+        3 => Value::Number(u64::decode(d)?.into()),
+        4 => Value::Number(
+            Number::from_f64(f64::decode(d)?)
+                .ok_or(DecodeError::Other("non-finite float in session value"))?,
+        ),
+        5 => Value::String(String::decode(d)?),
+        6 => {
+            let len = usize::decode(d)?;
+            d.claim_container_read::<Value>(len)?;
+            let mut a = Vec::with_capacity(len.min(1024));
+            for _ in 0..len {
+                d.unclaim_bytes_read(std::mem::size_of::<Value>());
+                a.push(decode_value(d, depth + 1)?);
+            }
+            Value::Array(a)
+        }
+        7 => Value::Object(decode_map(d, depth)?),
+        t => return Err(DecodeError::OtherString(format!("unknown value tag {t}"))),
+    })
+}

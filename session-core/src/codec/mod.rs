@@ -1,0 +1,132 @@
+//! Codecs turn a [`Record`] into bytes and back.
+//!
+//! Two formats ship: [`BincodeCodec`] (compact, the default) and [`JsonCodec`]
+//! (readable: `cat` a session file and read it). Both carry a format version, and each
+//! codec's decoder reads both formats, so switching the configured codec never logs
+//! anyone out: old records are read in their old format and rewritten in the new one at
+//! their next save.
+//!
+//! Decoding is defensive: input longer than the configured maximum is refused before it
+//! is parsed, nesting is bounded, and corrupt, truncated, foreign or future-format bytes
+//! give a typed [`CodecError`], never a panic.
+//!
+//! bincode's 2.x line is the last release of an unmaintained project (3.0.0 on the
+//! registry is an empty tombstone); the [`Codec`] trait keeps it swappable.
+
+mod binary;
+mod json;
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use binary::BincodeCodec;
+pub use json::JsonCodec;
+
+use crate::record::Record;
+
+/// Default maximum encoded size of one session: 4 MiB.
+pub const DEFAULT_MAX_ENCODED_SIZE: usize = 4 * 1024 * 1024;
+
+/// Maximum nesting depth of a session value (arrays and objects inside each other).
+pub const MAX_DEPTH: usize = 128;
+
+/// The first bytes of a binary record: a non-text byte, "SR", then the format version.
+pub(crate) const BINARY_MAGIC: [u8; 3] = [0xB1, b'S', b'R'];
+
+/// The binary format version this build writes.
+pub const BINARY_FORMAT_VERSION: u8 = 1;
+
+/// The JSON format version this build writes.
+pub const JSON_FORMAT_VERSION: u32 = 1;
+
+/// Why bytes could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The encoding is larger than the configured maximum.
+    #[error("encoded session is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// The size seen.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The bytes end before the record does.
+    #[error("truncated session record: {0}")]
+    Truncated(String),
+    /// The bytes are not a session record of any known format.
+    #[error("not a session record (unknown format)")]
+    Foreign,
+    /// A session record from a newer (or unknown) format version.
+    #[error("unsupported session record format version {0}")]
+    UnsupportedVersion(u32),
+    /// The bytes look like a record but are damaged.
+    #[error("corrupt session record: {0}")]
+    Corrupt(String),
+    /// The record could not be encoded.
+    #[error("session record could not be encoded: {0}")]
+    Encode(String),
+}
+
+/// Record <-> bytes. Object-safe; stores hold an `Arc<dyn Codec>`.
+pub trait Codec: Send + Sync + fmt::Debug {
+    /// The codec's configuration name (`"bincode"`, `"json"`).
+    fn name(&self) -> &'static str;
+    /// Encodes `record`, failing with [`CodecError::TooLarge`] above the limit.
+    fn encode(&self, record: &Record) -> Result<Vec<u8>, CodecError>;
+    /// Decodes bytes written by any built-in codec.
+    fn decode(&self, bytes: &[u8]) -> Result<Record, CodecError>;
+}
+
+/// Which codec a configuration selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CodecKind {
+    /// [`BincodeCodec`].
+    #[default]
+    Bincode,
+    /// [`JsonCodec`].
+    Json,
+}
+
+impl CodecKind {
+    /// Builds the codec with a maximum encoded size.
+    pub fn build(self, max_encoded_size: usize) -> Arc<dyn Codec> {
+        match self {
+            CodecKind::Bincode => Arc::new(BincodeCodec::new(max_encoded_size)),
+            CodecKind::Json => Arc::new(JsonCodec::new(max_encoded_size)),
+        }
+    }
+}
+
+/// Decodes either format, dispatching on the first byte.
+pub(crate) fn decode_any(bytes: &[u8], limit: usize) -> Result<Record, CodecError> {
+    if bytes.len() > limit {
+        return Err(CodecError::TooLarge {
+            size: bytes.len(),
+            limit,
+        });
+    }
+    match bytes.first() {
+        None => Err(CodecError::Truncated("empty input".into())),
+        Some(&b) if b == BINARY_MAGIC[0] => binary::decode(bytes),
+        Some(b'{') => json::decode(bytes),
+        Some(_) => Err(CodecError::Foreign),
+    }
+}
+
+pub(crate) fn check_size(bytes: Vec<u8>, limit: usize) -> Result<Vec<u8>, CodecError> {
+    if bytes.len() > limit {
+        Err(CodecError::TooLarge {
+            size: bytes.len(),
+            limit,
+        })
+    } else {
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,326 @@
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::expiry::Expiry;
+use crate::record::{Record, SessionData};
+use crate::time::Timestamp;
+
+fn codecs() -> Vec<Box<dyn Codec>> {
+    vec![
+        Box::new(BincodeCodec::default()),
+        Box::new(JsonCodec::default()),
+    ]
+}
+
+fn sample() -> Record {
+    let mut data = SessionData::new();
+    data.insert("null".into(), Value::Null);
+    data.insert("t".into(), json!(true));
+    data.insert("f".into(), json!(false));
+    data.insert("neg".into(), json!(-42));
+    data.insert("min".into(), json!(i64::MIN));
+    data.insert("max".into(), json!(u64::MAX));
+    data.insert("float".into(), json!(3.25));
+    data.insert("tiny".into(), json!(1e-300));
+    data.insert("str".into(), json!("Zoë ☃ 𝄞 \u{0} \"quoted\""));
+    data.insert("arr".into(), json!([1, "two", [3], {"four": 4}]));
+    data.insert("obj".into(), json!({"nested": {"deep": [null, 1.5]}}));
+    data.insert("ключ".into(), json!("значение"));
+    data.insert(String::new(), json!("empty key"));
+    Record {
+        data,
+        expiry: Expiry::Idle(300),
+        created_at: Timestamp::from_unix_millis(1_700_000_000_000),
+        expires_at: Timestamp::from_unix_millis(1_700_000_300_000),
+        version: 7,
+    }
+}
+
+#[test]
+fn every_value_kind_round_trips_in_both_codecs() {
+    for c in codecs() {
+        let r = sample();
+        let bytes = c.encode(&r).expect("encode");
+        assert_eq!(c.decode(&bytes).expect("decode"), r, "{}", c.name());
+    }
+}
+
+#[test]
+fn every_expiry_kind_round_trips() {
+    for c in codecs() {
+        for e in [
+            Expiry::Default,
+            Expiry::BrowserClose,
+            Expiry::Idle(-5),
+            Expiry::At(Timestamp::from_unix_millis(-1)),
+        ] {
+            let r = Record {
+                expiry: e,
+                ..sample()
+            };
+            assert_eq!(c.decode(&c.encode(&r).expect("enc")).expect("dec"), r);
+        }
+    }
+}
+
+#[test]
+fn each_codec_reads_the_other_format() {
+    let r = sample();
+    let b = BincodeCodec::default().encode(&r).expect("bin");
+    let j = JsonCodec::default().encode(&r).expect("json");
+    assert_eq!(JsonCodec::default().decode(&b).expect("json reads bin"), r);
+    assert_eq!(
+        BincodeCodec::default().decode(&j).expect("bin reads json"),
+        r
+    );
+}
+
+#[test]
+fn json_is_readable() {
+    let mut data = SessionData::new();
+    data.insert("user_id".into(), json!(101));
+    let text = String::from_utf8(
+        JsonCodec::default()
+            .encode(&Record::with_ttl(data, 10))
+            .expect("enc"),
+    )
+    .expect("utf8");
+    assert!(text.starts_with("{\"data\":{\"user_id\":101}"), "{text}");
+    assert!(text.contains("\"format\":1"));
+}
+
+#[test]
+fn truncated_input_is_a_typed_error() {
+    for c in codecs() {
+        let bytes = c.encode(&sample()).expect("enc");
+        for cut in [0, 1, 2, 3, 4, 5, bytes.len() / 2, bytes.len() - 1] {
+            match c.decode(&bytes[..cut]) {
+                Err(CodecError::Truncated(_)) => {}
+                other => panic!("{} cut at {cut}: {other:?}", c.name()),
+            }
+        }
+    }
+}
+
+#[test]
+fn every_prefix_and_every_single_byte_flip_is_handled_without_panic() {
+    for c in codecs() {
+        let bytes = c.encode(&sample()).expect("enc");
+        for cut in 0..bytes.len() {
+            let _ = c.decode(&bytes[..cut]);
+        }
+        for i in 0..bytes.len() {
+            for flip in [0x01u8, 0x80, 0xFF] {
+                let mut b = bytes.clone();
+                b[i] ^= flip;
+                let _ = c.decode(&b);
+            }
+        }
+    }
+}
+
+#[test]
+fn foreign_input_is_recognised() {
+    let django = b"eyJ1c2VyX2lkIjoxMDF9:1r31eq:_h3jaZ971_4kGhQPNtIugVb-pQC9VhmGBadPptk5vEo";
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+    for c in codecs() {
+        assert_eq!(c.decode(django), Err(CodecError::Foreign));
+        assert_eq!(c.decode(png), Err(CodecError::Foreign));
+        // JSON, but not one of our records.
+        assert_eq!(c.decode(br#"{"user_id":101}"#), Err(CodecError::Foreign));
+        assert_eq!(c.decode(b"\xB1XY\x01abc"), Err(CodecError::Foreign));
+    }
+}
+
+#[test]
+fn future_formats_are_reported() {
+    let mut b = BincodeCodec::default().encode(&sample()).expect("enc");
+    b[3] = 9;
+    assert_eq!(
+        BincodeCodec::default().decode(&b),
+        Err(CodecError::UnsupportedVersion(9))
+    );
+    let j = String::from_utf8(JsonCodec::default().encode(&sample()).expect("enc"))
+        .expect("utf8")
+        .replace("\"format\":1", "\"format\":2");
+    assert_eq!(
+        JsonCodec::default().decode(j.as_bytes()),
+        Err(CodecError::UnsupportedVersion(2))
+    );
+}
+
+#[test]
+fn corrupt_input_is_a_typed_error() {
+    let mut b = BincodeCodec::default().encode(&sample()).expect("enc");
+    b.push(0);
+    assert!(matches!(
+        BincodeCodec::default().decode(&b),
+        Err(CodecError::Corrupt(_))
+    ));
+    assert!(matches!(
+        JsonCodec::default().decode(br#"{"data":{},"expires_at":"x","expiry":"default","created_at":0,"version":1,"format":1}"#),
+        Err(CodecError::Corrupt(_))
+    ));
+    // An unknown value tag.
+    let r = Record {
+        data: SessionData::new(),
+        ..sample()
+    };
+    let mut b = BincodeCodec::default().encode(&r).expect("enc");
+    let last = b.len() - 1; // map length 0 -> claim one entry with a bad tag
+    b[last] = 1;
+    b.extend_from_slice(&[1, b'k', 99]);
+    assert!(matches!(
+        BincodeCodec::default().decode(&b),
+        Err(CodecError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn hostile_length_prefixes_do_not_allocate_or_panic() {
+    let r = Record {
+        data: SessionData::new(),
+        ..sample()
+    };
+    let mut b = BincodeCodec::default().encode(&r).expect("enc");
+    b.pop(); // drop map length 0
+    // varint u64 marker (253) then u64::MAX: "a map of 2^64-1 entries".
+    b.push(253);
+    b.extend_from_slice(&u64::MAX.to_le_bytes());
+    assert!(BincodeCodec::default().decode(&b).is_err());
+    // A string claiming 2^40 bytes.
+    let mut b = BincodeCodec::default().encode(&r).expect("enc");
+    b.pop();
+    b.push(1);
+    b.push(253);
+    b.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    assert!(BincodeCodec::default().decode(&b).is_err());
+}
+
+#[test]
+fn deep_nesting_is_refused_not_a_stack_overflow() {
+    let mut v = json!(1);
+    for _ in 0..(MAX_DEPTH + 10) {
+        v = json!([v]);
+    }
+    let mut data = SessionData::new();
+    data.insert("deep".into(), v);
+    let r = Record { data, ..sample() };
+    assert!(matches!(
+        BincodeCodec::default().encode(&r),
+        Err(CodecError::Encode(_))
+    ));
+    // Hand-made deep binary input: tag 6 (array) of length 1, repeated.
+    let base = Record {
+        data: SessionData::new(),
+        ..sample()
+    };
+    let mut b = BincodeCodec::default().encode(&base).expect("enc");
+    b.pop();
+    b.push(1);
+    b.extend_from_slice(&[1, b'k']);
+    for _ in 0..100_000 {
+        b.extend_from_slice(&[6, 1]);
+    }
+    b.push(0);
+    assert!(matches!(
+        BincodeCodec::default().decode(&b),
+        Err(CodecError::Corrupt(_))
+    ));
+    let deep_json = format!(
+        "{{\"data\":{{\"k\":{}1{}}},\"expires_at\":0,\"expiry\":\"default\",\"created_at\":0,\"version\":1,\"format\":1}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    assert!(
+        JsonCodec::new(10 << 20)
+            .decode(deep_json.as_bytes())
+            .is_err()
+    );
+}
+
+#[test]
+fn oversized_records_are_refused_both_ways() {
+    let mut data = SessionData::new();
+    data.insert("big".into(), json!("x".repeat(2000)));
+    let r = Record { data, ..sample() };
+    for c in [
+        Box::new(BincodeCodec::new(1000)) as Box<dyn Codec>,
+        Box::new(JsonCodec::new(1000)),
+    ] {
+        assert!(matches!(
+            c.encode(&r),
+            Err(CodecError::TooLarge { limit: 1000, .. })
+        ));
+    }
+    let big = JsonCodec::default().encode(&r).expect("enc");
+    assert!(matches!(
+        JsonCodec::new(1000).decode(&big),
+        Err(CodecError::TooLarge { limit: 1000, .. })
+    ));
+}
+
+#[test]
+fn a_one_mebibyte_value_round_trips() {
+    let mut data = SessionData::new();
+    data.insert("blob".into(), json!("é".repeat(512 * 1024)));
+    let r = Record { data, ..sample() };
+    for c in codecs() {
+        assert_eq!(c.decode(&c.encode(&r).expect("enc")).expect("dec"), r);
+    }
+}
+
+fn arb_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|i| json!(i)),
+        any::<u64>().prop_map(|u| json!(u)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
+        ".*".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+            prop::collection::btree_map(".*", inner, 0..8)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #[test]
+    fn proptest_round_trip(
+        entries in prop::collection::btree_map(".*", arb_value(), 0..16),
+        version in any::<u64>(),
+        created in any::<i64>(),
+        expires in any::<i64>(),
+        idle in any::<i64>(),
+    ) {
+        let r = Record {
+            data: entries.into_iter().collect(),
+            expiry: Expiry::Idle(idle),
+            created_at: Timestamp::from_unix_millis(created),
+            expires_at: Timestamp::from_unix_millis(expires),
+            version,
+        };
+        for c in codecs() {
+            let bytes = c.encode(&r).expect("encode");
+            prop_assert_eq!(c.decode(&bytes).expect("decode"), r.clone());
+        }
+    }
+
+    #[test]
+    fn proptest_arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        for c in codecs() {
+            let _ = c.decode(&bytes);
+            let mut with_magic = BINARY_MAGIC.to_vec();
+            with_magic.push(BINARY_FORMAT_VERSION);
+            with_magic.extend_from_slice(&bytes);
+            let _ = c.decode(&with_magic);
+        }
+    }
+}

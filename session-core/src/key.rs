@@ -1,0 +1,184 @@
+//! Session keys: minted from the OS CSPRNG, validated before any I/O, redacted in `Debug`.
+//!
+//! A key is exactly [`KEY_LEN`] characters of `[a-z0-9]` (Django's alphabet, ~165 bits).
+//! Because parsing checks length and alphabet first, a key can never smuggle a path
+//! separator, a SQL fragment, a Redis glob or a NUL byte into a backend.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+/// Number of characters in a session key.
+pub const KEY_LEN: usize = 32;
+
+/// The characters a key is made of: lowercase ASCII letters and digits (36 symbols).
+pub const KEY_ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+
+/// Why a string is not a session key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The string was empty.
+    #[error("session key is empty")]
+    Empty,
+    /// The string had the wrong length.
+    #[error("session key has length {0}, expected {KEY_LEN}")]
+    Length(usize),
+    /// The string held a character outside `[a-z0-9]`.
+    #[error("session key contains a character outside [a-z0-9] at byte {0}")]
+    Character(usize),
+    /// The operating system's random source failed.
+    #[error("the OS random number generator failed: {0}")]
+    Random(String),
+}
+
+/// A validated session key.
+///
+/// `Debug` never prints the key; use [`SessionKey::fingerprint`] in logs and
+/// [`SessionKey::as_str`] only where the key itself is needed (cookie, storage).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey(Box<str>);
+
+impl SessionKey {
+    /// Mints a fresh random key from the OS CSPRNG.
+    ///
+    /// Each character is drawn uniformly from [`KEY_ALPHABET`] by rejection sampling,
+    /// so the key carries `32 * log2(36) ≈ 165` bits.
+    pub fn generate() -> Result<Self, KeyError> {
+        let mut out = String::with_capacity(KEY_LEN);
+        // 252 = 7 * 36: bytes at or above it are rejected so every symbol is equally likely.
+        let mut buf = [0u8; 48];
+        while out.len() < KEY_LEN {
+            getrandom::fill(&mut buf).map_err(|e| KeyError::Random(e.to_string()))?;
+            for &b in &buf {
+                if b < 252 && out.len() < KEY_LEN {
+                    out.push(KEY_ALPHABET[(b % 36) as usize] as char);
+                }
+            }
+        }
+        Ok(SessionKey(out.into_boxed_str()))
+    }
+
+    /// Validates `s` as a key: exactly [`KEY_LEN`] characters of `[a-z0-9]`.
+    pub fn parse(s: &str) -> Result<Self, KeyError> {
+        if s.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        if s.len() != KEY_LEN {
+            return Err(KeyError::Length(s.len()));
+        }
+        if let Some(i) = s
+            .bytes()
+            .position(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit()))
+        {
+            return Err(KeyError::Character(i));
+        }
+        Ok(SessionKey(s.into()))
+    }
+
+    /// The key itself, for a cookie value or a storage name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A short, stable, non-reversible tag for logs: the first 8 hex digits of SHA-256.
+    pub fn fingerprint(&self) -> String {
+        let digest = Sha256::digest(self.0.as_bytes());
+        digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Hex SHA-256 of the key: what stores keep when keys are hashed at rest.
+    pub fn sha256_hex(&self) -> String {
+        let digest = Sha256::digest(self.0.as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionKey(<redacted #{}>)", self.fingerprint())
+    }
+}
+
+impl std::str::FromStr for SessionKey {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SessionKey::parse(s)
+    }
+}
+
+/// Where a store gets new keys from. The default is [`SessionKey::generate`];
+/// tests substitute a generator to force collisions.
+pub type KeyGenerator = dyn Fn() -> Result<SessionKey, KeyError> + Send + Sync;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn generated_keys_are_valid_and_unique() {
+        let mut seen = HashSet::with_capacity(100_000);
+        for _ in 0..100_000 {
+            let k = SessionKey::generate().expect("rng");
+            assert_eq!(k.as_str().len(), KEY_LEN);
+            assert!(SessionKey::parse(k.as_str()).is_ok());
+            assert!(seen.insert(k), "duplicate key generated");
+        }
+    }
+
+    #[test]
+    fn generated_keys_use_the_whole_alphabet() {
+        let mut seen = HashSet::new();
+        for _ in 0..200 {
+            seen.extend(SessionKey::generate().expect("rng").as_str().bytes());
+        }
+        assert_eq!(seen.len(), 36);
+    }
+
+    #[test]
+    fn rejections() {
+        let ok = "abcdefghijklmnopqrstuvwxyz012345";
+        assert!(SessionKey::parse(ok).is_ok());
+        assert_eq!(SessionKey::parse(""), Err(KeyError::Empty));
+        assert_eq!(SessionKey::parse("abc"), Err(KeyError::Length(3)));
+        assert_eq!(SessionKey::parse(&ok[..31]), Err(KeyError::Length(31)));
+        assert_eq!(
+            SessionKey::parse(&format!("{ok}a")),
+            Err(KeyError::Length(33))
+        );
+        let cases = [
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345",
+            "abcdefghijklmnopqrstuvwxyz01234/",
+            "../../../../../../../etc/passwd0",
+            "abcdefghijklmnopqrstuvwxyz0123\\4",
+            "abcdefghijklmnopqrstuvwxyz0123\u{0}4",
+            "abcdefghijklmnopqrstuvwxyz01234*",
+            "abcdefghijklmnopqrstuvwxyz0123 4",
+            "abcdefghijklmnopqrstuvwxyz01234.",
+            "abcdefghijklmnopqrstuvwxyz0123'4",
+        ];
+        for c in cases {
+            assert!(
+                matches!(SessionKey::parse(c), Err(KeyError::Character(_))),
+                "{c:?}"
+            );
+        }
+        // Non-ASCII: 31 ASCII bytes + a two-byte char is 33 bytes; a 30 + 2-byte char is 32.
+        let non_ascii = "abcdefghijklmnopqrstuvwxyz0123é";
+        assert_eq!(non_ascii.len(), 32);
+        assert!(matches!(
+            SessionKey::parse(non_ascii),
+            Err(KeyError::Character(30))
+        ));
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let k = SessionKey::generate().expect("rng");
+        let dbg = format!("{k:?}");
+        assert!(!dbg.contains(k.as_str()));
+        assert!(dbg.contains(&k.fingerprint()));
+        assert_eq!(k.fingerprint().len(), 8);
+    }
+}

@@ -1,0 +1,72 @@
+//! # session-core
+//!
+//! The contracts of a server-side session framework: Django's `request.session` for Rust.
+//! This crate holds what every backend and every application shares:
+//!
+//! - [`SessionKey`]: 32 characters of `[a-z0-9]` from the OS CSPRNG, validated before
+//!   any I/O, redacted in `Debug`;
+//! - [`Record`] and [`SessionData`]: JSON-model values with an absolute deadline, the
+//!   [`Expiry`] policy the app set, and a version bumped by every write;
+//! - [`Codec`]: [`BincodeCodec`] (compact, default) and [`JsonCodec`] (readable), both
+//!   versioned and defensive against corrupt input;
+//! - [`SessionStore`]: the async, object-safe storage contract (collision-safe create,
+//!   no resurrection, compare-and-set) with its [`Capabilities`];
+//! - [`Session`]: the per-request handle, lazy, with Django's `accessed`/`modified`
+//!   semantics and conflict re-application;
+//! - [`Config`] and [`EngineRegistry`]: the backend chosen by name at deploy time from
+//!   `Sessions.toml` and `SESSION_*` environment variables.
+//!
+//! Backends live in their own crates (`backend-file`, `backend-db`, `backend-cache`,
+//! `backend-cached-db`), each exposing a `register` function for the registry.
+//!
+//! ## Example
+//!
+//! ```
+//! use session_core::{BincodeCodec, Codec, JsonCodec, Record, SessionData, SessionKey};
+//!
+//! let key = SessionKey::generate().expect("OS randomness");
+//! assert_eq!(key.as_str().len(), 32);
+//! assert!(SessionKey::parse("../../etc/passwd").is_err());
+//! // Debug output never shows the key.
+//! assert!(!format!("{key:?}").contains(key.as_str()));
+//!
+//! let mut data = SessionData::new();
+//! data.insert("user_id".into(), 101.into());
+//! let record = Record::with_ttl(data, 3600);
+//! let bytes = BincodeCodec::default().encode(&record).unwrap();
+//! // Either codec reads either format.
+//! assert_eq!(JsonCodec::default().decode(&bytes).unwrap(), record);
+//! ```
+//!
+//! ## Security
+//!
+//! Keys are never adopted from clients: a key the store does not know starts a new
+//! session with a freshly minted key. Keys never appear in `Debug` output or logs (logs
+//! carry [`SessionKey::fingerprint`]). Nothing decoded from outside can panic the process.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod expiry;
+pub mod key;
+pub mod record;
+pub mod registry;
+pub mod session;
+pub mod store;
+pub mod time;
+
+pub use codec::{BincodeCodec, Codec, CodecError, CodecKind, JsonCodec};
+pub use config::{Config, SessionSettings};
+pub use error::{BoxError, Error, Result};
+pub use expiry::{Expiry, ExpirySettings};
+pub use key::{KeyError, KeyGenerator, SessionKey};
+pub use record::{Record, SessionData};
+pub use registry::{EngineContext, EngineFactory, EngineRegistry};
+pub use session::Session;
+pub use store::{Capabilities, Inserted, RawAccess, SessionStore, create_with};
+pub use time::Timestamp;
+
+/// Re-exported so backends implement [`SessionStore`] with the same macro version.
+pub use async_trait::async_trait;

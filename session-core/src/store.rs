@@ -1,0 +1,195 @@
+//! The storage contract every backend implements.
+//!
+//! A store keeps [`Record`]s under [`SessionKey`]s and promises:
+//! - [`SessionStore::insert_new`] writes only if the key is absent (SQL unique insert,
+//!   `SET NX`, `O_EXCL`), so [`SessionStore::create`] never overwrites, re-rolling the key
+//!   on a collision;
+//! - [`SessionStore::load`] returns `None` for a missing **or expired** record, even
+//!   before any cleanup ran;
+//! - [`SessionStore::update`] never resurrects: a record deleted or expired meanwhile is
+//!   [`Error::NotFound`]; given an expected version it is compare-and-set and reports
+//!   [`Error::Conflict`]. Every successful write bumps the version;
+//! - [`SessionStore::delete`] is idempotent; [`SessionStore::touch`] moves the deadline
+//!   without rewriting the data or the version; [`SessionStore::clear_expired`] returns
+//!   how many records it removed.
+//!
+//! The conformance suite in the `integration-tests` crate checks all of this on any store.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::error::{Error, Result};
+use crate::key::{KeyGenerator, SessionKey};
+use crate::record::Record;
+use crate::time::Timestamp;
+
+/// How many keys [`SessionStore::create`] tries before giving up.
+pub const MAX_CREATE_ATTEMPTS: u32 = 16;
+
+/// What a backend guarantees; the conformance suite picks its cases from it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// The server drops expired records by itself (Redis, Memcached TTLs).
+    pub native_ttl: bool,
+    /// Several processes can share the store safely.
+    pub cross_process: bool,
+    /// Records survive a restart of the process and of the server.
+    pub durable: bool,
+    /// `update` with an expected version is atomic compare-and-set.
+    pub compare_and_set: bool,
+    /// `count` and `list` are supported.
+    pub listing: bool,
+    /// The server may evict live records under memory pressure (a cache).
+    pub may_evict: bool,
+}
+
+impl Capabilities {
+    /// No guarantees beyond the trait's contract.
+    pub const fn none() -> Self {
+        Capabilities {
+            native_ttl: false,
+            cross_process: false,
+            durable: false,
+            compare_and_set: false,
+            listing: false,
+            may_evict: false,
+        }
+    }
+
+    /// With `native_ttl` set.
+    pub const fn native_ttl(mut self, v: bool) -> Self {
+        self.native_ttl = v;
+        self
+    }
+    /// With `cross_process` set.
+    pub const fn cross_process(mut self, v: bool) -> Self {
+        self.cross_process = v;
+        self
+    }
+    /// With `durable` set.
+    pub const fn durable(mut self, v: bool) -> Self {
+        self.durable = v;
+        self
+    }
+    /// With `compare_and_set` set.
+    pub const fn compare_and_set(mut self, v: bool) -> Self {
+        self.compare_and_set = v;
+        self
+    }
+    /// With `listing` set.
+    pub const fn listing(mut self, v: bool) -> Self {
+        self.listing = v;
+        self
+    }
+    /// With `may_evict` set.
+    pub const fn may_evict(mut self, v: bool) -> Self {
+        self.may_evict = v;
+        self
+    }
+}
+
+/// Outcome of [`SessionStore::insert_new`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// The record was written under the key.
+    Created,
+    /// The key was already taken; nothing was written.
+    KeyTaken,
+}
+
+/// A session store. Object-safe: applications hold an `Arc<dyn SessionStore>`.
+#[async_trait]
+pub trait SessionStore: Send + Sync + fmt::Debug {
+    /// The engine's name (`"file"`, `"db"`, `"redis"`, ...), used in errors and logs.
+    fn engine(&self) -> &str;
+
+    /// What this store guarantees.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Writes `record` under `key` only if no live record holds the key (an expired one
+    /// may be replaced). The stored version is `record.version`.
+    async fn insert_new(&self, key: &SessionKey, record: &Record) -> Result<Inserted>;
+
+    /// Mints a fresh key and inserts `record` under it, re-rolling on collision.
+    async fn create(&self, record: &Record) -> Result<SessionKey> {
+        create_with(self, record, &SessionKey::generate).await
+    }
+
+    /// The live record under `key`, or `None` when it is missing or expired.
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>>;
+
+    /// Replaces the record's data, expiry and deadline, returning the new version.
+    ///
+    /// Fails with [`Error::NotFound`] when no live record exists (never an upsert), and
+    /// with [`Error::Conflict`] when `expected_version` is given and differs.
+    async fn update(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        expected_version: Option<u64>,
+    ) -> Result<u64>;
+
+    /// Removes the record; `Ok(false)` when there was none. Idempotent.
+    async fn delete(&self, key: &SessionKey) -> Result<bool>;
+
+    /// Moves the deadline of a live record to `expires_at` without touching its data or
+    /// version. [`Error::NotFound`] when there is no live record.
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()>;
+
+    /// Whether a live record exists under `key`.
+    async fn exists(&self, key: &SessionKey) -> Result<bool>;
+
+    /// Removes expired records and returns how many it removed (0 where the server
+    /// expires records itself).
+    async fn clear_expired(&self) -> Result<u64>;
+
+    /// Number of records held (live and not yet cleared expired ones), where supported.
+    async fn count(&self) -> Result<u64> {
+        Err(Error::unsupported(self.engine(), "count"))
+    }
+
+    /// Up to `limit` keys in ascending order, strictly after `after`, where supported.
+    /// Keyset pagination: pass the last key of a page to get the next.
+    async fn list(&self, after: Option<&SessionKey>, limit: usize) -> Result<Vec<SessionKey>> {
+        let _ = (after, limit);
+        Err(Error::unsupported(self.engine(), "list"))
+    }
+
+    /// Access to the stored bytes, for stores that keep encoded records.
+    fn raw(&self) -> Option<&dyn RawAccess> {
+        None
+    }
+}
+
+/// Byte-level access to a store that keeps encoded records: used by operator tools
+/// (`sessions show --raw`) and by the conformance suite to plant corrupt bytes.
+#[async_trait]
+pub trait RawAccess: Send + Sync {
+    /// Writes `bytes` as the stored form of `key`, live until `expires_at`, replacing anything there.
+    async fn put_raw(&self, key: &SessionKey, bytes: &[u8], expires_at: Timestamp) -> Result<()>;
+    /// The stored bytes of `key`, expired or not.
+    async fn get_raw(&self, key: &SessionKey) -> Result<Option<Vec<u8>>>;
+}
+
+/// [`SessionStore::create`] with an explicit key generator: the hook tests use to force
+/// collisions.
+pub async fn create_with<S: SessionStore + ?Sized>(
+    store: &S,
+    record: &Record,
+    keygen: &KeyGenerator,
+) -> Result<SessionKey> {
+    for _ in 0..MAX_CREATE_ATTEMPTS {
+        let key = keygen()?;
+        match store.insert_new(&key, record).await? {
+            Inserted::Created => return Ok(key),
+            Inserted::KeyTaken => {
+                tracing::debug!(engine = store.engine(), "session key collision; re-rolling");
+            }
+        }
+    }
+    Err(Error::KeyCollision {
+        attempts: MAX_CREATE_ATTEMPTS,
+    })
+}
