@@ -1,0 +1,2 @@
+//! backend-cached-db: work in progress.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! backend-db: work in progress.
+#![forbid(unsafe_code)]

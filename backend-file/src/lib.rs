@@ -1,0 +1,2 @@
+//! backend-file: work in progress.
+#![forbid(unsafe_code)]
