@@ -117,6 +117,12 @@ impl Config {
     ///
     /// An explicitly given path that does not exist is an error.
     pub fn load(path: Option<&Path>) -> Result<Self> {
+        Self::load_with_defaults(path, SessionSettings::default())
+    }
+
+    /// Like [`Config::load`], with other defaults underneath (a tool whose natural
+    /// default engine is not `memory`, say).
+    pub fn load_with_defaults(path: Option<&Path>, defaults: SessionSettings) -> Result<Self> {
         let file: PathBuf = match path {
             Some(p) => {
                 if !p.is_file() {
@@ -133,7 +139,7 @@ impl Config {
             None => PathBuf::from(DEFAULT_CONFIG_FILE),
         };
         Ok(Self::from_figment(
-            Figment::from(Serialized::defaults(SessionSettings::default()))
+            Figment::from(Serialized::defaults(defaults))
                 .merge(Toml::file(file))
                 .merge(env_provider()),
         ))

@@ -53,6 +53,8 @@ struct State {
     base_loaded: bool,
     version: Option<u64>,
     created_at: Option<Timestamp>,
+    /// The stored deadline as loaded (or last written by this handle).
+    expires_at: Option<Timestamp>,
     expiry: Expiry,
     expiry_set: bool,
     accessed: bool,
@@ -89,6 +91,7 @@ impl State {
             Some(r) => {
                 self.version = Some(r.version);
                 self.created_at = Some(r.created_at);
+                self.expires_at = Some(r.expires_at);
                 if !self.expiry_set {
                     self.expiry = r.expiry;
                 }
@@ -99,6 +102,7 @@ impl State {
                 self.key = None;
                 self.version = None;
                 self.created_at = None;
+                self.expires_at = None;
                 SessionData::new()
             }
         };
@@ -284,16 +288,21 @@ impl Session {
         self.insert_value(key, v).await
     }
 
+    fn check_room(&self, data: &SessionData, new_keys: usize) -> Result<()> {
+        let max_keys = self.inner.settings.max_keys;
+        if data.len().saturating_add(new_keys) > max_keys {
+            return Err(Error::Limit(format!(
+                "a session holds at most {max_keys} keys (setting max_keys)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Stores a JSON value under `key`.
     pub async fn insert_value(&self, key: &str, value: Value) -> Result<()> {
-        let max_keys = self.inner.settings.max_keys;
         self.with_data(|st| {
             let data = st.data_mut();
-            if !data.contains_key(key) && data.len() >= max_keys {
-                return Err(Error::Limit(format!(
-                    "a session holds at most {max_keys} keys (setting max_keys)"
-                )));
-            }
+            self.check_room(data, usize::from(!data.contains_key(key)))?;
             data.insert(key.to_owned(), value.clone());
             st.changes.push(Change::Set(key.to_owned(), value));
             st.modified = true;
@@ -315,17 +324,18 @@ impl Session {
         .await
     }
 
-    /// Removes `key`, returning its value converted to `T` (Django's `pop`).
+    /// Removes `key`, returning its value converted to `T` (Django's `pop`). A value
+    /// that does not convert is left in place and reported as [`Error::Value`].
     pub async fn pop<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        match self.remove(key).await? {
-            None => Ok(None),
-            Some(v) => serde_json::from_value(v)
-                .map(Some)
-                .map_err(|source| Error::Value {
-                    key: key.to_owned(),
-                    source,
-                }),
-        }
+        let Some(v) = self.get_value(key).await? else {
+            return Ok(None);
+        };
+        let typed = T::deserialize(&v).map_err(|source| Error::Value {
+            key: key.to_owned(),
+            source,
+        })?;
+        self.remove(key).await?;
+        Ok(Some(typed))
     }
 
     /// Whether `key` is present (Django's `in`).
@@ -368,6 +378,9 @@ impl Session {
     /// Inserts every entry (Django's `update`); sets `modified` even when empty.
     pub async fn extend(&self, entries: SessionData) -> Result<()> {
         self.with_data(|st| {
+            let data = st.data_mut();
+            let new_keys = entries.keys().filter(|k| !data.contains_key(*k)).count();
+            self.check_room(data, new_keys)?;
             st.modified = true;
             for (k, v) in entries {
                 st.data_mut().insert(k.clone(), v.clone());
@@ -395,6 +408,7 @@ impl Session {
         let new = self
             .with_data(|st| {
                 let data = st.data_mut();
+                self.check_room(data, usize::from(!data.contains_key(key)))?;
                 let v = modify(data.get(key)).map_err(|source| Error::Value {
                     key: key.to_owned(),
                     source,
@@ -431,6 +445,7 @@ impl Session {
             st.modified = true;
             st.version = None;
             st.created_at = None;
+            st.expires_at = None;
             st.expiry = Expiry::Default;
             st.expiry_set = false;
             st.base_loaded = true;
@@ -466,6 +481,7 @@ impl Session {
             st.key = Some(new_key);
             st.version = Some(record.version);
             st.created_at = Some(record.created_at);
+            st.expires_at = Some(record.expires_at);
             st.changes.clear();
             st.base_loaded = true;
             st.modified = true;
@@ -548,6 +564,54 @@ impl Session {
         self.remove(TEST_COOKIE_NAME).await.map(|_| ())
     }
 
+    /// The stored deadline as last loaded or written by this handle (`None` for a new or
+    /// not-yet-loaded session).
+    pub fn stored_expires_at(&self) -> Option<Timestamp> {
+        self.lock().expires_at
+    }
+
+    /// Extends the stored deadline without rewriting the data, when a sliding session's
+    /// deadline would move by at least `interval` (the middleware's touch policy: an
+    /// idle-timeout session read on every request is touched at most once per interval
+    /// instead of being rewritten). Returns whether it touched.
+    ///
+    /// Does nothing for a modified session (its save renews the deadline), a session
+    /// that was never loaded, or a fixed-deadline policy. A session deleted meanwhile is
+    /// left deleted ([`Error::NotFound`] is reported as `Ok(false)`).
+    pub async fn touch_if_due(&self, interval: Duration) -> Result<bool> {
+        let now = Timestamp::now();
+        let (key, new_deadline) = {
+            let st = self.lock();
+            let (Some(key), Some(stored), false, true) =
+                (st.key.clone(), st.expires_at, st.modified, st.base_loaded)
+            else {
+                return Ok(false);
+            };
+            if matches!(st.expiry, Expiry::At(_)) {
+                return Ok(false);
+            }
+            let created = st.created_at.unwrap_or(now);
+            let next = self
+                .inner
+                .settings
+                .expiry
+                .expires_at(st.expiry, now, created);
+            let moved = stored.millis_until(next);
+            if moved < i64::try_from(interval.as_millis()).unwrap_or(i64::MAX) {
+                return Ok(false);
+            }
+            (key, next)
+        };
+        match self.inner.store.touch(&key, new_deadline).await {
+            Ok(()) => {
+                self.lock().expires_at = Some(new_deadline);
+                Ok(true)
+            }
+            Err(Error::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Writes the session: creates it under a fresh key when it has none, otherwise
     /// updates it with compare-and-set on the version it was based on.
     ///
@@ -589,6 +653,7 @@ impl Session {
                 st.key = Some(new_key);
                 st.version = Some(record.version);
                 st.created_at = Some(record.created_at);
+                st.expires_at = Some(record.expires_at);
                 st.changes.clear();
                 st.base_loaded = true;
                 return Ok(());
@@ -598,6 +663,7 @@ impl Session {
                     let mut st = self.lock();
                     st.version = Some(version);
                     st.created_at = Some(record.created_at);
+                    st.expires_at = Some(record.expires_at);
                     st.changes.clear();
                     return Ok(());
                 }

@@ -369,6 +369,16 @@ async fn max_keys_is_enforced_with_a_typed_error() {
     }
     assert!(matches!(s.insert("k3", &3).await, Err(Error::Limit(_))));
     s.insert("k0", &10).await.expect("overwrite allowed");
+    let more: SessionData = (5..7).map(|i| (format!("k{i}"), json!(i))).collect();
+    assert!(matches!(s.extend(more).await, Err(Error::Limit(_))));
+    assert!(matches!(
+        s.update("k9", |v: Option<u64>| v.unwrap_or(0)).await,
+        Err(Error::Limit(_))
+    ));
+    s.update("k1", |v: Option<u64>| v.unwrap_or(0) + 1)
+        .await
+        .expect("existing key");
+    assert_eq!(s.len().await.expect("len"), 3);
 }
 
 #[tokio::test]
@@ -377,6 +387,20 @@ async fn typed_get_of_the_wrong_type_is_an_error_not_a_panic() {
     let s = session(&store, &settings, None);
     s.insert("n", "not a number").await.expect("insert");
     assert!(matches!(s.get::<i64>("n").await, Err(Error::Value { .. })));
+    // A failed typed pop leaves the value where it was.
+    let fresh = session(&store, &settings, None);
+    fresh.insert("n", "text").await.expect("insert");
+    fresh.save().await.expect("save");
+    let again = session(&store, &settings, fresh.key());
+    assert!(matches!(
+        again.pop::<u64>("n").await,
+        Err(Error::Value { .. })
+    ));
+    assert_eq!(
+        again.get_value("n").await.expect("get"),
+        Some(json!("text"))
+    );
+    assert!(!again.modified());
 }
 
 #[tokio::test]
@@ -423,4 +447,61 @@ async fn is_empty_follows_django() {
         "a key alone is not empty (and is_empty does not load)"
     );
     assert_eq!(store.loads.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn touch_if_due_moves_the_deadline_once_per_interval() {
+    let store = Arc::new(MapStore::default());
+    let settings = Arc::new(SessionSettings {
+        expiry: crate::ExpirySettings {
+            default_age_secs: 600,
+            ..Default::default()
+        },
+        ..SessionSettings::default()
+    });
+    let s = session(&store, &settings, None);
+    s.insert("x", &1).await.expect("insert");
+    s.save().await.expect("save");
+    let k = s.key().expect("key");
+    // Age the stored deadline by 120 s, as if the last save was two minutes ago.
+    {
+        let mut m = store.map.lock().expect("lock");
+        let r = m.get_mut(&k).expect("rec");
+        r.expires_at = r.expires_at.add_secs(-120);
+    }
+    let reader = session(&store, &settings, Some(k.clone()));
+    let _ = reader.get_value("x").await.expect("read");
+    let before = store.load(&k).await.expect("load").expect("rec");
+    assert!(
+        !reader
+            .touch_if_due(Duration::from_secs(300))
+            .await
+            .expect("touch"),
+        "not due yet"
+    );
+    assert!(
+        reader
+            .touch_if_due(Duration::from_secs(60))
+            .await
+            .expect("touch"),
+        "due"
+    );
+    let after = store.load(&k).await.expect("load").expect("rec");
+    assert!(after.expires_at > before.expires_at);
+    assert_eq!(
+        after.version, before.version,
+        "touch does not bump the version"
+    );
+    assert_eq!(after.data, before.data);
+    // Right after touching, it is not due again.
+    assert!(
+        !reader
+            .touch_if_due(Duration::from_secs(60))
+            .await
+            .expect("touch")
+    );
+    // A modified session is saved, not touched.
+    let writer = session(&store, &settings, Some(k));
+    writer.insert("y", &2).await.expect("insert");
+    assert!(!writer.touch_if_due(Duration::ZERO).await.expect("touch"));
 }
