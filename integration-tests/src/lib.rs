@@ -5,6 +5,14 @@
 //! [`Capabilities`], and each case gets a store in a fresh namespace from the
 //! [`StoreFactory`] the backend provides.
 //!
+//! The cases fall in seven [`Category`]s: the store contract, expiry, Django's handle
+//! semantics, values, concurrency, bad input (malformed cookies, corrupt bytes) and
+//! listing. Handle-level cases drive a [`session_core::Session`] over the store under
+//! test; the bad-input cases wrap it in a [`SpyStore`] to prove that a malformed cookie
+//! causes no I/O. The crate's README lists every category with its count, the timing
+//! margins the cases keep, and the outcomes the concurrency cases pin down;
+//! `examples/custom_store.rs` is a complete third-party store that passes the suite.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use integration_tests::{StoreFactory, run_conformance};
@@ -30,18 +38,19 @@
 
 mod cases;
 pub mod servers;
+mod spy;
+
+pub use spy::{Call, SpyStore};
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use session_core::{
-    BoxError, Capabilities, Config, EngineRegistry, SessionSettings, SessionStore,
-};
+use session_core::{BoxError, Capabilities, Config, EngineRegistry, SessionSettings, SessionStore};
 
 /// Makes stores for the suite: each call to [`StoreFactory::fresh`] returns a store in a
 /// new, empty namespace (directory, table, key prefix), so cases cannot see each other.
@@ -150,12 +159,36 @@ pub fn all_cases() -> Vec<Case> {
     cases::all()
 }
 
+/// How many cases each category holds (whatever a store's capabilities).
+pub fn case_counts() -> BTreeMap<Category, usize> {
+    let mut m = BTreeMap::new();
+    for c in all_cases() {
+        *m.entry(c.category).or_insert(0) += 1;
+    }
+    m
+}
+
+/// The longest a single case may run before it counts as failed (a hung store must not
+/// hang the test run).
+pub const CASE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Marks a [`CaseResult`] error as "not applicable", for what capabilities cannot say
+/// (for example whether the store offers [`SessionStore::raw`]).
+const NOT_APPLICABLE: &str = "\u{0}not applicable: ";
+
+/// The error a case returns when it finds at run time that it does not apply to the
+/// store; the run records it as [`Outcome::Skipped`], not as a failure.
+pub fn not_applicable(why: &str) -> String {
+    format!("{NOT_APPLICABLE}{why}")
+}
+
 /// Outcome of one case.
 #[derive(Debug, Clone)]
 pub enum Outcome {
     /// Passed.
     Passed,
-    /// Not applicable to the store's capabilities.
+    /// Not applicable to the store: excluded by its capabilities, or found at run time
+    /// to need something it does not offer (raw byte access, see [`not_applicable`]).
     Skipped,
     /// Failed, with the reason.
     Failed(String),
@@ -276,13 +309,16 @@ pub async fn run_cases(target: &str, factory: &dyn StoreFactory, cases: Vec<Case
             caps,
         };
         let started = Instant::now();
-        let outcome = match std::panic::AssertUnwindSafe((case.run)(&ctx))
-            .catch_unwind()
-            .await
-        {
-            Ok(Ok(())) => Outcome::Passed,
-            Ok(Err(why)) => Outcome::Failed(why),
-            Err(panic) => Outcome::Failed(format!(
+        let run = std::panic::AssertUnwindSafe((case.run)(&ctx)).catch_unwind();
+        let outcome = match tokio::time::timeout(CASE_TIMEOUT, run).await {
+            Err(_) => Outcome::Failed(format!("did not finish within {CASE_TIMEOUT:?}")),
+            Ok(Ok(Ok(()))) => Outcome::Passed,
+            Ok(Ok(Err(why))) if why.starts_with(NOT_APPLICABLE) => {
+                tracing::debug!(case = case.name, reason = %&why[NOT_APPLICABLE.len()..], "not applicable");
+                Outcome::Skipped
+            }
+            Ok(Ok(Err(why))) => Outcome::Failed(why),
+            Ok(Err(panic)) => Outcome::Failed(format!(
                 "panicked: {}",
                 panic
                     .downcast_ref::<String>()

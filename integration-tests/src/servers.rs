@@ -12,7 +12,9 @@ fn var_or(name: &str, default: Option<&str>, server: &str) -> String {
         Ok(v) if !v.trim().is_empty() => v,
         _ => match default {
             Some(d) => d.to_owned(),
-            None => panic!("{server} is required for this test but {name} is not set: {HOW_TO_START}"),
+            None => {
+                panic!("{server} is required for this test but {name} is not set: {HOW_TO_START}")
+            }
         },
     }
 }
@@ -46,11 +48,15 @@ pub fn redis_url() -> String {
 
 /// Redis Cluster node URLs (`SESSIONS_TEST_REDIS_CLUSTER_URLS`, comma-separated; required).
 pub fn redis_cluster_urls() -> Vec<String> {
-    var_or("SESSIONS_TEST_REDIS_CLUSTER_URLS", None, "A 3-node Redis Cluster")
-        .split(',')
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect()
+    var_or(
+        "SESSIONS_TEST_REDIS_CLUSTER_URLS",
+        None,
+        "A 3-node Redis Cluster",
+    )
+    .split(',')
+    .map(|s| s.trim().to_owned())
+    .filter(|s| !s.is_empty())
+    .collect()
 }
 
 /// Memcached URL (`SESSIONS_TEST_MEMCACHED_URL`; required).

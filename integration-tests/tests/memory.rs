@@ -1,9 +1,15 @@
-//! The conformance suite on the in-process `memory` engine.
+//! The conformance suite on the in-process `memory` engine: once built directly, once
+//! built by name from configuration through the engine registry (`ConfigFactory`).
+//!
+//! `memory` keeps decoded records, not bytes, so the corrupt-bytes cases (which need
+//! `SessionStore::raw`) are reported as not applicable here; they run on the byte-keeping
+//! store in `suite_self_test.rs` and on every server-backed engine.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use integration_tests::{StoreFactory, run_conformance};
-use session_core::{BoxError, SessionStore};
+use integration_tests::{ConfigFactory, StoreFactory, run_conformance};
+use session_core::{BoxError, Config, EngineRegistry, SessionStore};
 
 struct Memory;
 
@@ -16,5 +22,21 @@ impl StoreFactory for Memory {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_passes_the_conformance_suite() {
-    run_conformance("memory", &Memory).await.assert_passed();
+    let started = Instant::now();
+    let report = run_conformance("memory", &Memory).await;
+    println!("conformance[memory] took {:?}", started.elapsed());
+    report.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_from_config_passes_the_conformance_suite() {
+    let registry = EngineRegistry::new();
+    backend_cache::register(&registry);
+    // Each call builds a new, empty in-process store: a fresh namespace per case.
+    let factory = ConfigFactory::new(registry, || {
+        Config::from_toml("engine = \"memory\"\n[memory]\nmax_entries = 100000\n")
+    });
+    run_conformance("memory (from config)", &factory)
+        .await
+        .assert_passed();
 }

@@ -1,0 +1,250 @@
+//! The conformance suite on Redis (standalone), plus an outage test on a private server.
+//!
+//! The suite runs against the shared server (`servers::redis_url()`), each store in its
+//! own random key prefix under one per-run prefix, which the cleanup deletes with
+//! `SCAN` + `DEL`. The outage test never touches the shared server: it starts its own
+//! `redis-server` on a free loopback port, kills it mid-run and starts it again.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use backend_cache::{CacheConfig, CacheStore};
+use integration_tests::{StoreFactory, run_conformance, servers};
+use session_core::{
+    BoxError, Config, EngineRegistry, Error, Record, SessionData, SessionStore, Timestamp,
+};
+
+/// Builds each store through the engine registry from a `[cache]` configuration with
+/// a fresh prefix, as an application would.
+struct Redis {
+    url: String,
+    run_prefix: String,
+    registry: EngineRegistry,
+    made: AtomicUsize,
+}
+
+impl Redis {
+    fn new(url: String) -> Self {
+        let registry = EngineRegistry::new();
+        backend_cache::register(&registry);
+        Redis {
+            url,
+            run_prefix: format!("it-redis-{}:", servers::unique_suffix()),
+            registry,
+            made: AtomicUsize::new(0),
+        }
+    }
+}
+
+#[session_core::async_trait]
+impl StoreFactory for Redis {
+    async fn fresh(&self) -> Result<Arc<dyn SessionStore>, BoxError> {
+        let n = self.made.fetch_add(1, Ordering::Relaxed);
+        let config = Config::from_toml("engine = \"cache\"")
+            .with("cache.url", &self.url)
+            .with("cache.key_prefix", format!("{}{n}:", self.run_prefix));
+        Ok(self.registry.build(&config).await?)
+    }
+
+    async fn cleanup(&self) -> Result<(), BoxError> {
+        let config = CacheConfig::new(&self.url).with_key_prefix(&self.run_prefix);
+        let store =
+            CacheStore::connect(&config, session_core::CodecKind::Bincode.build(1 << 22)).await?;
+        store.purge().await?;
+        // Nothing of this run may be left behind.
+        let left = store.count().await?;
+        if left != 0 {
+            return Err(format!("{left} keys left under {}", self.run_prefix).into());
+        }
+        Ok(())
+    }
+}
+
+async fn check_reachable(url: &str) {
+    let config = CacheConfig::new(url);
+    if let Err(e) =
+        CacheStore::connect(&config, session_core::CodecKind::Bincode.build(1 << 22)).await
+    {
+        servers::unreachable("Redis", url, e);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_passes_the_conformance_suite() {
+    let url = servers::redis_url();
+    check_reachable(&url).await;
+    run_conformance("redis", &Redis::new(url))
+        .await
+        .assert_passed();
+}
+
+/// A private `redis-server` on a loopback port, killed when dropped.
+struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "could not start redis-server ({e}); install it (apt-get install redis-server)"
+                )
+            });
+        let server = PrivateRedis {
+            port,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "private redis-server did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
+    listener.local_addr().expect("local addr").port()
+}
+
+fn sample() -> Record {
+    let mut data = SessionData::new();
+    data.insert("user_id".into(), 7.into());
+    Record::with_ttl(data, 600)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_gives_timely_typed_errors_and_the_same_store_recovers() {
+    let port = free_port();
+    let mut server = PrivateRedis::start(port);
+    let command_timeout = Duration::from_millis(300);
+    let config = CacheConfig {
+        command_timeout_ms: 300,
+        connect_timeout_ms: 300,
+        ..CacheConfig::new(format!("redis://127.0.0.1:{port}"))
+            .with_key_prefix(format!("outage-{}:", servers::unique_suffix()))
+    };
+    let store = Arc::new(
+        CacheStore::connect(&config, session_core::CodecKind::Bincode.build(1 << 22))
+            .await
+            .expect("connect to the private redis-server"),
+    );
+    let key = store.create(&sample()).await.expect("create");
+
+    // Loads in a loop while the server goes away: every call returns, in time.
+    let loader = {
+        let store = store.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            let stop = Instant::now() + Duration::from_secs(2);
+            for _ in 0..10_000 {
+                if Instant::now() >= stop {
+                    break;
+                }
+                let started = Instant::now();
+                let r = store.load(&key).await;
+                outcomes.push((r.map(|o| o.is_some()), started.elapsed()));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            outcomes
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill();
+    let outcomes = loader.await.expect("loader task");
+    let slack = command_timeout + Duration::from_millis(700);
+    let mut errors = 0;
+    for (r, took) in &outcomes {
+        assert!(
+            *took <= slack,
+            "a load took {took:?} while the server was down"
+        );
+        match r {
+            Ok(_) => {}
+            Err(e) => {
+                assert!(
+                    matches!(e, Error::Backend { .. } | Error::Timeout { .. }),
+                    "outage gave an untyped error: {e:?}"
+                );
+                errors += 1;
+            }
+        }
+    }
+    assert!(errors > 0, "no load failed although the server was killed");
+    assert!(
+        outcomes.iter().any(|(r, _)| matches!(r, Ok(true))),
+        "loads before the kill succeeded"
+    );
+
+    // Every operation fails fast and typed while the server is down.
+    for _ in 0..5 {
+        let started = Instant::now();
+        let err = store.create(&sample()).await.expect_err("server is down");
+        assert!(err.is_unavailable(), "{err:?}");
+        assert!(
+            started.elapsed() <= slack,
+            "create took {:?}",
+            started.elapsed()
+        );
+    }
+
+    // Back on the same port: the same store works again within 5 s.
+    let _server = PrivateRedis::start(port);
+    let back = Instant::now();
+    let recovered = loop {
+        match store.create(&sample()).await {
+            Ok(k) => break k,
+            Err(e) => {
+                assert!(e.is_unavailable(), "{e:?}");
+                assert!(
+                    back.elapsed() < Duration::from_secs(5),
+                    "the store did not recover within 5 s of the server's return: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let got = store.load(&recovered).await.expect("load after recovery");
+    assert!(got.is_some(), "a session created after recovery loads");
+    // The new server knows none of the scripts: EVALSHA falls back to EVAL.
+    let v = store
+        .update(&recovered, &sample(), Some(1))
+        .await
+        .expect("update after recovery");
+    assert_eq!(v, 2);
+    store
+        .touch(&recovered, Timestamp::now().add_secs(60))
+        .await
+        .expect("touch after recovery");
+    // The old session died with the unpersisted server: a typed miss, not an error.
+    assert!(store.load(&key).await.expect("load").is_none());
+    assert!(got.is_some_and(|r| r.expires_at > Timestamp::now()));
+}
