@@ -1,0 +1,348 @@
+//! Blocking file-system primitives: the directory, locked session files, temp files.
+//!
+//! Everything the store guarantees rests on three facts about POSIX file systems:
+//! `rename` within a directory atomically replaces the target (readers see the old file or
+//! the new one, never a mix); `link` atomically creates a name only if it is absent (our
+//! `O_EXCL` that never exposes a half-written file); and `flock` on an open file excludes
+//! every other open file description, in this process or another. A lock on a session file
+//! is taken on the inode its path names *at the moment of locking*: since writers replace
+//! the inode, whoever acquires a lock re-checks that the path still names the locked inode
+//! and starts over otherwise (see [`lock_existing`]).
+//!
+//! Nothing here runs on an async executor thread: the store calls it from
+//! `tokio::task::spawn_blocking`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+/// Names of temp files start with this; a configured prefix may not start with `.`, so a
+/// temp file can never be mistaken for a session file (and vice versa).
+pub(crate) const TEMP_PREFIX: &str = ".tmp_";
+
+/// How many times a locker re-opens a session file that was replaced while it waited for
+/// the lock. Every retry means another writer completed, so the bound only trips under
+/// pathological contention (thousands of writers on one session).
+const MAX_LOCK_ATTEMPTS: u32 = 10_000;
+
+/// Distinguishes the temp files of one process; the pid distinguishes processes.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// This process's id, asked of the kernel once (`getpid` is a syscall per call).
+fn pid() -> u32 {
+    static PID: OnceLock<u32> = OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
+/// A temp file in the session directory, removed on drop unless it was renamed or linked
+/// into place and [`TempFile::persisted`] was called.
+#[derive(Debug)]
+pub(crate) struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempFile {
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The temp name was renamed away: nothing left to remove.
+    pub(crate) fn persisted(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed {
+            // Best effort: a leftover temp file is removed later by `clear_expired`.
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Writes `bytes` to a fresh temp file in `dir` (mode 0600, created exclusively), stamps
+/// its modification time with `mtime`, and flushes it to disk when `fsync` is set.
+pub(crate) fn write_temp(
+    dir: &Path,
+    bytes: &[u8],
+    mtime: SystemTime,
+    fsync: bool,
+) -> io::Result<TempFile> {
+    let pid = pid();
+    let mut last_err = None;
+    for _ in 0..16 {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("{TEMP_PREFIX}{pid}_{n}"));
+        let mut file = match private_create_new(&path) {
+            Ok(f) => f,
+            // A leftover of an earlier process that had our pid: pick the next name.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                last_err = Some(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let guard = TempFile { path, armed: true };
+        file.write_all(bytes)?;
+        // The modification time carries the record's deadline, so a sweep can skip live
+        // files by a `stat` alone. A clock the file system cannot store is only a weaker
+        // hint (the sweep confirms by decoding), so a failure here is not an error.
+        if let Err(e) = file.set_modified(mtime) {
+            tracing::debug!(error = %e, "could not stamp a session file's deadline as its mtime");
+        }
+        if fsync {
+            file.sync_data()?;
+        }
+        return Ok(guard);
+    }
+    Err(last_err.unwrap_or_else(|| io::Error::other("no free temp file name")))
+}
+
+#[cfg(unix)]
+fn private_create_new(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn private_create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+/// Opens the file at `path` and takes its exclusive lock, making sure the path still names
+/// the locked file once the lock is held. `Ok(None)` when there is no file at `path`.
+///
+/// Returns the file with its metadata. The lock is released when the file is dropped (or
+/// the process dies).
+pub(crate) fn lock_existing(path: &Path) -> io::Result<Option<(File, fs::Metadata)>> {
+    for _ in 0..MAX_LOCK_ATTEMPTS {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        file.lock()?;
+        let held = file.metadata()?;
+        match fs::symlink_metadata(path) {
+            Ok(now) if same_file(&held, &now) => return Ok(Some((file, held))),
+            // Replaced while we waited: the lock we hold guards a dead inode.
+            Ok(_) => continue,
+            // Deleted while we waited (a delete holds the lock while it unlinks).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other(
+        "a session file kept being replaced while waiting for its lock",
+    ))
+}
+
+#[cfg(unix)]
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // The locked file is open, so its inode number cannot be reused meanwhile.
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+#[cfg(not(unix))]
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    // Without inode numbers, length and modification time are the best available proxy.
+    a.len() == b.len() && a.modified().ok() == b.modified().ok()
+}
+
+/// Why reading a session file's bytes stopped.
+pub(crate) enum ReadOutcome {
+    /// The whole file.
+    Bytes(Vec<u8>),
+    /// The file is larger than the limit; its size.
+    TooLarge(u64),
+}
+
+/// Reads a whole file through `reader`, refusing (without buffering it) anything above
+/// `limit` bytes.
+pub(crate) fn read_capped(mut reader: impl Read, limit: usize) -> io::Result<ReadOutcome> {
+    let mut buf = Vec::with_capacity(limit.min(8 * 1024));
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    (&mut reader).take(cap).read_to_end(&mut buf)?;
+    if buf.len() > limit {
+        return Ok(ReadOutcome::TooLarge(buf.len() as u64));
+    }
+    Ok(ReadOutcome::Bytes(buf))
+}
+
+/// Reads a whole file of known length `len` (session files never change in place, so the
+/// length seen under the lock is the length to read), refusing anything above `limit`.
+pub(crate) fn read_known_len(file: &File, len: u64, limit: usize) -> io::Result<ReadOutcome> {
+    if len > u64::try_from(limit).unwrap_or(u64::MAX) {
+        return Ok(ReadOutcome::TooLarge(len));
+    }
+    // `take` ends the read at `len` without a final empty `read` call.
+    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(limit));
+    file.take(len).read_to_end(&mut buf)?;
+    Ok(ReadOutcome::Bytes(buf))
+}
+
+/// Opens and reads the file at `path`; `Ok(None)` when there is none.
+pub(crate) fn read_path(path: &Path, limit: usize) -> io::Result<Option<ReadOutcome>> {
+    match File::open(path) {
+        Ok(f) => match read_capped(&f, limit)? {
+            // Report the real size, not where reading stopped.
+            ReadOutcome::TooLarge(seen) => Ok(Some(ReadOutcome::TooLarge(
+                f.metadata().map_or(seen, |m| m.len().max(seen)),
+            ))),
+            bytes => Ok(Some(bytes)),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes `path`; `Ok(false)` when it was already gone.
+pub(crate) fn remove_if_present(path: &Path) -> io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes the directory's entries (renames, links, unlinks) durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// When the file's inode last changed (Unix `ctime`): unlike the modification time, which
+/// the store uses for deadlines, it cannot be set, so it tells when a temp file was written.
+pub(crate) fn changed_at(meta: &fs::Metadata) -> Option<SystemTime> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let secs = u64::try_from(meta.ctime()).ok()?;
+        let nanos = u32::try_from(meta.ctime_nsec()).ok()?;
+        SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+    }
+    #[cfg(not(unix))]
+    {
+        meta.modified().ok()
+    }
+}
+
+/// Creates `dir` (and missing parents) with mode 0700, or accepts it if it exists.
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// The permission bits of a file or directory (0 where the platform has none).
+pub(crate) fn mode_of(meta: &fs::Metadata) -> u32 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        meta.permissions().mode() & 0o7777
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        0
+    }
+}
+
+/// Whether the directory at `dir` belongs to the user running this process, checked by
+/// creating a probe file in it (std has no portable `getuid`).
+pub(crate) fn owned_by_us(dir: &Path, dir_meta: &fs::Metadata) -> io::Result<bool> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let probe = write_temp(dir, b"", SystemTime::now(), false)?;
+        let ours = fs::metadata(probe.path())?.uid();
+        drop(probe);
+        Ok(ours == dir_meta.uid())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (dir, dir_meta);
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_files_are_private_and_cleaned_on_drop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = write_temp(dir.path(), b"abc", SystemTime::now(), true).expect("temp");
+        let name = t
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("utf-8 name")
+            .to_owned();
+        assert!(name.starts_with(TEMP_PREFIX), "{name}");
+        #[cfg(unix)]
+        assert_eq!(
+            mode_of(&fs::metadata(t.path()).expect("meta")) & 0o777,
+            0o600
+        );
+        let path = t.path().to_owned();
+        drop(t);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn lock_follows_replacement() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        fs::write(&path, b"one").expect("write");
+        let (held, _) = lock_existing(&path).expect("lock").expect("present");
+        // Another writer replaces the file: a fresh locker must see the new inode.
+        let t = write_temp(dir.path(), b"two", SystemTime::now(), false).expect("temp");
+        fs::rename(t.path(), &path).expect("rename");
+        t.persisted();
+        drop(held);
+        let (mut again, meta) = lock_existing(&path).expect("lock").expect("present");
+        assert_eq!(meta.len(), 3);
+        let mut s = String::new();
+        again.read_to_string(&mut s).expect("read");
+        assert_eq!(s, "two");
+        drop(again);
+        fs::remove_file(&path).expect("rm");
+        assert!(lock_existing(&path).expect("lock").is_none());
+    }
+
+    #[test]
+    fn capped_reads() {
+        match read_capped(&b"12345"[..], 5).expect("read") {
+            ReadOutcome::Bytes(b) => assert_eq!(b, b"12345"),
+            ReadOutcome::TooLarge(_) => panic!("within the limit"),
+        }
+        assert!(matches!(
+            read_capped(&b"123456"[..], 5).expect("read"),
+            ReadOutcome::TooLarge(6)
+        ));
+    }
+}

@@ -1,0 +1,425 @@
+//! The store's operations as blocking functions over the session directory.
+//!
+//! Rules every operation follows:
+//! - readers never lock: a session file only ever changes by an atomic `rename` (or
+//!   appears by `link`), so a read sees one complete version;
+//! - every change to an existing session file (update, touch, delete, removal of an
+//!   expired file, replacement of an expired file by a create) happens while holding the
+//!   file's `flock`, obtained through [`sfs::lock_existing`], after re-reading the file
+//!   through the locked descriptor. That makes read-check-write atomic across threads and
+//!   processes, and a writer that waited on a file deleted meanwhile finds it gone instead
+//!   of resurrecting it;
+//! - a new session file appears by `link(temp, final)`, which fails if the name exists:
+//!   two creators never both win, and readers never see a partial file;
+//! - each file's modification time is its record's deadline, so a sweep skips live files
+//!   with one `stat` each. The deadline inside the encoded record stays authoritative.
+
+use std::collections::BinaryHeap;
+use std::ffi::OsStr;
+use std::fs::{self, File, ReadDir};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use session_core::{Codec, CodecError, Error, Inserted, Record, Result, SessionKey, Timestamp};
+
+use crate::error::io_error;
+use crate::fs::{self as sfs, ReadOutcome, TEMP_PREFIX};
+
+/// How many directory entries one blocking step of a sweep handles.
+pub(crate) const SWEEP_BATCH: usize = 256;
+
+/// The configured store: everything the blocking operations need.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) prefix: String,
+    pub(crate) fsync: bool,
+    pub(crate) codec: Arc<dyn Codec>,
+    pub(crate) max_file_size: usize,
+    pub(crate) stale_temp_after: Duration,
+}
+
+/// A session file's content, decoded.
+enum Current {
+    Live(Record),
+    Expired,
+    Corrupt(CodecError),
+}
+
+impl Inner {
+    /// The file of `key`. The key is validated `[a-z0-9]{32}` and the prefix is checked
+    /// at construction, so the name never leaves the directory.
+    pub(crate) fn path_of(&self, key: &SessionKey) -> PathBuf {
+        let mut name = String::with_capacity(self.prefix.len() + key.as_str().len());
+        name.push_str(&self.prefix);
+        name.push_str(key.as_str());
+        self.dir.join(name)
+    }
+
+    /// The key a directory entry belongs to, if it is a session file.
+    fn key_of(&self, name: &OsStr) -> Option<SessionKey> {
+        let rest = name.to_str()?.strip_prefix(self.prefix.as_str())?;
+        SessionKey::parse(rest).ok()
+    }
+
+    fn io(&self, op: &'static str, key: Option<&SessionKey>) -> impl FnOnce(io::Error) -> Error {
+        move |e| io_error(op, key, &self.dir, e)
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        if self.fsync {
+            sfs::sync_dir(&self.dir)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Decodes what was read, with the limit applied.
+    fn decode(&self, read: ReadOutcome) -> std::result::Result<Record, CodecError> {
+        match read {
+            ReadOutcome::Bytes(bytes) => self.codec.decode(&bytes),
+            ReadOutcome::TooLarge(size) => Err(CodecError::TooLarge {
+                size: usize::try_from(size).unwrap_or(usize::MAX),
+                limit: self.max_file_size,
+            }),
+        }
+    }
+
+    fn classify(&self, read: ReadOutcome, now: Timestamp) -> Current {
+        match self.decode(read) {
+            Ok(r) if r.is_expired_at(now) => Current::Expired,
+            Ok(r) => Current::Live(r),
+            Err(e) => Current::Corrupt(e),
+        }
+    }
+
+    /// Reads the file through its locked descriptor.
+    fn read_locked(&self, (file, meta): &(File, fs::Metadata)) -> io::Result<Current> {
+        let read = sfs::read_known_len(file, meta.len(), self.max_file_size)?;
+        Ok(self.classify(read, Timestamp::now()))
+    }
+
+    /// A stored record that cannot be decoded: warned about (by fingerprint) and typed.
+    fn corrupt(&self, key: &SessionKey, e: CodecError) -> Error {
+        tracing::warn!(
+            engine = crate::error::ENGINE,
+            session = %key.fingerprint(),
+            error = %e,
+            "session file cannot be decoded; it is left in place until its deadline (its mtime) passes"
+        );
+        Error::Codec(e)
+    }
+
+    /// Atomically replaces the file at `path` (whose lock the caller holds, if it exists).
+    fn replace(&self, path: &Path, bytes: &[u8], deadline: Timestamp) -> io::Result<()> {
+        let temp = sfs::write_temp(&self.dir, bytes, deadline.to_system_time(), self.fsync)?;
+        fs::rename(temp.path(), path)?;
+        temp.persisted();
+        self.sync_dir()
+    }
+
+    pub(crate) fn insert_new(
+        &self,
+        key: &SessionKey,
+        bytes: &[u8],
+        deadline: Timestamp,
+    ) -> Result<Inserted> {
+        let io = |e| io_error("create", Some(key), &self.dir, e);
+        let path = self.path_of(key);
+        // Written and flushed before any name is claimed: the link below publishes a
+        // complete file or nothing.
+        let temp =
+            sfs::write_temp(&self.dir, bytes, deadline.to_system_time(), self.fsync).map_err(io)?;
+        for _ in 0..16 {
+            match fs::hard_link(temp.path(), &path) {
+                Ok(()) => {
+                    drop(temp);
+                    self.sync_dir().map_err(io)?;
+                    return Ok(Inserted::Created);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(io(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{e} (creating a session links a temp file to its name: the \
+                             directory's file system must support hard links)"
+                        ),
+                    )));
+                }
+            }
+            // The name is taken: only an expired record may be replaced, under its lock.
+            let Some(locked) = sfs::lock_existing(&path).map_err(io)? else {
+                continue; // deleted meanwhile: try to claim the name again
+            };
+            return match self.read_locked(&locked).map_err(io)? {
+                Current::Expired => {
+                    fs::rename(temp.path(), &path).map_err(io)?;
+                    temp.persisted();
+                    self.sync_dir().map_err(io)?;
+                    Ok(Inserted::Created)
+                }
+                // A record that cannot be read is never overwritten; create re-rolls.
+                Current::Live(_) | Current::Corrupt(_) => Ok(Inserted::KeyTaken),
+            };
+        }
+        Err(io(io::Error::other(
+            "the session name kept appearing and disappearing while creating it",
+        )))
+    }
+
+    pub(crate) fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        let path = self.path_of(key);
+        let Some(read) =
+            sfs::read_path(&path, self.max_file_size).map_err(self.io("load", Some(key)))?
+        else {
+            return Ok(None);
+        };
+        // Decoded here, on the blocking thread: a large session takes milliseconds to
+        // decode, which must not stall the executor either.
+        match self.classify(read, Timestamp::now()) {
+            Current::Live(r) => Ok(Some(r)),
+            Current::Expired => {
+                self.remove_expired(key, &path)
+                    .map_err(self.io("remove expired", Some(key)))?;
+                Ok(None)
+            }
+            Current::Corrupt(e) => Err(self.corrupt(key, e)),
+        }
+    }
+
+    /// Removes the file at `path` if, under its lock, it holds an expired record, or an
+    /// undecodable one whose deadline (the file's mtime) has passed. Whether it did.
+    fn remove_expired(&self, key: &SessionKey, path: &Path) -> io::Result<bool> {
+        let Some(locked) = sfs::lock_existing(path)? else {
+            return Ok(false);
+        };
+        let remove = match self.read_locked(&locked)? {
+            Current::Expired => true,
+            Current::Live(r) => {
+                // The deadline hint was stale (the file was copied or touched by hand):
+                // repair it so later sweeps skip the file by `stat` again.
+                let _ = locked.0.set_modified(r.expires_at.to_system_time());
+                false
+            }
+            Current::Corrupt(e) => {
+                let deadline = locked.1.modified()?;
+                let due = Timestamp::from_system_time(deadline) <= Timestamp::now();
+                if due {
+                    tracing::warn!(
+                        engine = crate::error::ENGINE,
+                        session = %key.fingerprint(),
+                        error = %e,
+                        "removing an undecodable session file whose deadline passed"
+                    );
+                }
+                due
+            }
+        };
+        if remove {
+            sfs::remove_if_present(path)?;
+        }
+        Ok(remove)
+    }
+
+    pub(crate) fn update(
+        &self,
+        key: &SessionKey,
+        mut record: Record,
+        expected: Option<u64>,
+    ) -> Result<u64> {
+        let io = |e| io_error("update", Some(key), &self.dir, e);
+        let path = self.path_of(key);
+        let Some(locked) = sfs::lock_existing(&path).map_err(io)? else {
+            return Err(Error::NotFound);
+        };
+        let current = match self.read_locked(&locked).map_err(io)? {
+            Current::Live(r) => r,
+            Current::Expired => {
+                sfs::remove_if_present(&path).map_err(io)?;
+                return Err(Error::NotFound);
+            }
+            Current::Corrupt(e) => return Err(self.corrupt(key, e)),
+        };
+        if let Some(expected) = expected.filter(|v| *v != current.version) {
+            return Err(Error::Conflict {
+                expected,
+                found: current.version,
+            });
+        }
+        record.version = current.version.saturating_add(1);
+        let bytes = self.codec.encode(&record)?;
+        self.replace(&path, &bytes, record.expires_at).map_err(io)?;
+        drop(locked); // the lock is held until the new file is in place
+        Ok(record.version)
+    }
+
+    pub(crate) fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
+        let io = |e| io_error("touch", Some(key), &self.dir, e);
+        let path = self.path_of(key);
+        let Some(locked) = sfs::lock_existing(&path).map_err(io)? else {
+            return Err(Error::NotFound);
+        };
+        let mut current = match self.read_locked(&locked).map_err(io)? {
+            Current::Live(r) => r,
+            Current::Expired => {
+                sfs::remove_if_present(&path).map_err(io)?;
+                return Err(Error::NotFound);
+            }
+            Current::Corrupt(e) => return Err(self.corrupt(key, e)),
+        };
+        // The deadline lives inside the encoded record, so the file is rewritten with the
+        // same data and version: only `expires_at` differs.
+        current.expires_at = expires_at;
+        let bytes = self.codec.encode(&current)?;
+        self.replace(&path, &bytes, expires_at).map_err(io)?;
+        drop(locked);
+        Ok(())
+    }
+
+    pub(crate) fn delete(&self, key: &SessionKey) -> Result<bool> {
+        let io = |e| io_error("delete", Some(key), &self.dir, e);
+        let path = self.path_of(key);
+        // Under the lock, so a writer holding it finishes first and a writer waiting for
+        // it finds the file gone afterwards (no resurrection).
+        let Some(locked) = sfs::lock_existing(&path).map_err(io)? else {
+            return Ok(false);
+        };
+        let removed = sfs::remove_if_present(&path).map_err(io)?;
+        drop(locked);
+        if removed {
+            self.sync_dir().map_err(io)?;
+        }
+        Ok(removed)
+    }
+
+    pub(crate) fn put_raw(
+        &self,
+        key: &SessionKey,
+        bytes: &[u8],
+        expires_at: Timestamp,
+    ) -> Result<()> {
+        let io = |e| io_error("put raw", Some(key), &self.dir, e);
+        let path = self.path_of(key);
+        let lock = sfs::lock_existing(&path).map_err(io)?;
+        self.replace(&path, bytes, expires_at).map_err(io)?;
+        drop(lock);
+        Ok(())
+    }
+
+    pub(crate) fn get_raw(&self, key: &SessionKey) -> Result<Option<Vec<u8>>> {
+        match fs::read(self.path_of(key)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error("get raw", Some(key), &self.dir, e)),
+        }
+    }
+
+    pub(crate) fn open_dir(&self, op: &'static str) -> Result<ReadDir> {
+        fs::read_dir(&self.dir).map_err(self.io(op, None))
+    }
+
+    /// One bounded step of `clear_expired`: handles up to [`SWEEP_BATCH`] entries of `iter`.
+    /// Returns how many sessions it removed and whether the directory is exhausted.
+    pub(crate) fn sweep_batch(&self, iter: &mut ReadDir) -> Result<(u64, bool)> {
+        let now = Timestamp::now();
+        let mut removed = 0;
+        for _ in 0..SWEEP_BATCH {
+            let Some(entry) = iter.next() else {
+                return Ok((removed, true));
+            };
+            let entry = entry.map_err(self.io("clear expired", None))?;
+            let name = entry.file_name();
+            if let Some(key) = self.key_of(&name) {
+                // The mtime is the deadline: live files cost one `stat`, no read.
+                let due = match entry.metadata() {
+                    Ok(m) => m
+                        .modified()
+                        .map(|t| Timestamp::from_system_time(t) <= now)
+                        .unwrap_or(true),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                    Err(e) => return Err(io_error("clear expired", Some(&key), &self.dir, e)),
+                };
+                if due {
+                    match self.remove_expired(&key, &entry.path()) {
+                        Ok(true) => removed += 1,
+                        Ok(false) => {}
+                        // One unreadable file must not stop the sweep of all the others.
+                        Err(e) => tracing::warn!(
+                            engine = crate::error::ENGINE,
+                            session = %key.fingerprint(),
+                            error = %e,
+                            "clear_expired skipped a session file it could not check"
+                        ),
+                    }
+                }
+            } else if name.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+                self.remove_if_stale_temp(&entry.path());
+            }
+        }
+        Ok((removed, false))
+    }
+
+    /// Removes a temp file left behind by a writer that died, judged by when it was
+    /// written (its ctime; the mtime holds a deadline). Writes in flight are far younger.
+    fn remove_if_stale_temp(&self, path: &Path) {
+        let Ok(meta) = fs::symlink_metadata(path) else {
+            return;
+        };
+        let written = sfs::changed_at(&meta).unwrap_or(SystemTime::UNIX_EPOCH);
+        let age = SystemTime::now()
+            .duration_since(written)
+            .unwrap_or(Duration::ZERO);
+        if age >= self.stale_temp_after && meta.is_file() {
+            match fs::remove_file(path) {
+                Ok(()) => tracing::debug!(
+                    engine = crate::error::ENGINE,
+                    "removed a stale temp file left by an interrupted write"
+                ),
+                Err(e) => tracing::debug!(
+                    engine = crate::error::ENGINE,
+                    error = %e,
+                    "could not remove a stale temp file"
+                ),
+            }
+        }
+    }
+
+    pub(crate) fn count(&self) -> Result<u64> {
+        let mut n = 0;
+        for entry in self.open_dir("count")? {
+            let entry = entry.map_err(self.io("count", None))?;
+            if self.key_of(&entry.file_name()).is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// The `limit` smallest keys above `after`, streaming the directory through a bounded
+    /// max-heap: memory is O(limit) whatever the directory's size.
+    pub(crate) fn list(&self, after: Option<&SessionKey>, limit: usize) -> Result<Vec<SessionKey>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut heap: BinaryHeap<SessionKey> = BinaryHeap::with_capacity(limit.min(4096) + 1);
+        for entry in self.open_dir("list")? {
+            let entry = entry.map_err(self.io("list", None))?;
+            let Some(key) = self.key_of(&entry.file_name()) else {
+                continue;
+            };
+            if after.is_some_and(|a| key <= *a) {
+                continue;
+            }
+            if heap.len() < limit {
+                heap.push(key);
+            } else if heap.peek().is_some_and(|top| key < *top) {
+                heap.pop();
+                heap.push(key);
+            }
+        }
+        Ok(heap.into_sorted_vec())
+    }
+}
