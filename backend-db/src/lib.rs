@@ -1,2 +1,98 @@
-//! backend-db: work in progress.
+//! # backend-db
+//!
+//! Django's `db` session engine for Rust: sessions in one SQL table, on SQLite (embedded,
+//! a file next to the application), PostgreSQL or MySQL/MariaDB, the database chosen by
+//! the scheme of the configured URL (`sqlite://sessions.db`, `postgres://...`,
+//! `mysql://...`). One [`DbStore`] serves all three.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use backend_db::{DbConfig, DbStore};
+//! use session_core::{Session, SessionSettings, SessionStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> session_core::Result<()> {
+//! // Any of sqlite://FILE, postgres://USER@HOST/DB, mysql://USER@HOST/DB.
+//! let store = Arc::new(DbStore::connect(&DbConfig::new("sqlite::memory:")).await?);
+//! let settings = Arc::new(SessionSettings::default());
+//!
+//! let session = Session::new(store.clone(), settings.clone(), None);
+//! session.insert("user_id", &101).await?;
+//! session.save().await?;
+//!
+//! // The next request comes back with the key from its cookie.
+//! let again = Session::new(store.clone(), settings, session.key());
+//! assert_eq!(again.get::<u64>("user_id").await?, Some(101));
+//! assert_eq!(store.count().await?, 1);
+//! # Ok(()) }
+//! ```
+//!
+//! From configuration (engine `db`, section `db`, see [`DbConfig`]) after [`register`]:
+//!
+//! ```toml
+//! engine = "db"
+//! [db]
+//! url = "postgres://app@127.0.0.1/app"
+//! table = "sessions"
+//! ```
+//!
+//! ## The table
+//!
+//! Shaped like Django's `django_session`: `session_key` (primary key), `session_data`
+//! (the codec's bytes), `expires_at` (indexed; Unix milliseconds in a `BIGINT`, portable
+//! and free of time zones) and `version` (`BIGINT`, bumped by every write: the basis of
+//! compare-and-set). The `expires_at` and `version` columns are authoritative; the copies
+//! inside the encoded bytes are overwritten on load. [`DbStore::migrate`] creates the
+//! table and index (and `sessions migrate` runs it); it records a schema version per
+//! table so later releases can upgrade in place, and running it again changes nothing.
+//!
+//! ## Design
+//!
+//! - **Typed pools, not sqlx's `Any` driver.** [`DbPool`] is an enum over the three typed
+//!   pools: values bind as native types with no runtime translation, each driver keeps its
+//!   own prepared-statement cache, and each dialect runs its best statement (PostgreSQL
+//!   and SQLite `RETURNING`, MySQL `LAST_INSERT_ID(expr)`), where `Any` would force the
+//!   lowest common denominator.
+//! - **One statement per operation.** `create` is a single conditional upsert that
+//!   fails on a live duplicate and re-rolls the key (never check-then-insert, which is how
+//!   tower-sessions' SQLite store got `SQLITE_BUSY` and its PostgreSQL store a race);
+//!   it replaces an *expired* row with the same key atomically. `update` never upserts,
+//!   so a session deleted by a concurrent logout stays deleted. `clear_expired` deletes
+//!   in batches of [`CLEAR_BATCH`] rows so it never holds long locks on a big table.
+//! - **Outages are errors, not missing sessions.** Database failures are
+//!   [`session_core::Error::Backend`], pool and statement timeouts
+//!   [`session_core::Error::Timeout`]; only a genuinely absent row is `NotFound` or `None`
+//!   (Django reports a failed save as a deleted session).
+//!
+//! ## Security
+//!
+//! Every value is a bind parameter. The only text interpolated into SQL is the table
+//! name, validated as `^[A-Za-z_][A-Za-z0-9_]{0,62}$` and quoted. Session keys are
+//! validated before any query and never logged (logs carry a fingerprint); passwords in
+//! database URLs are redacted from `Debug` output and errors.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod migrate;
+pub mod pool;
+mod sql;
+pub mod store;
+
+pub use config::{Backend, DbConfig, TableName};
+pub use migrate::{Migrated, SCHEMA_VERSION};
+pub use pool::DbPool;
+pub use store::{CLEAR_BATCH, DbStore};
+
+use std::sync::Arc;
+
+use session_core::{EngineContext, EngineRegistry, SessionStore};
+
+/// Registers the `db` engine (options in the `db` section, see [`DbConfig`]).
+pub fn register(registry: &EngineRegistry) {
+    registry.register("db", |ctx: EngineContext| async move {
+        let config: DbConfig = ctx.section("db")?;
+        let store = DbStore::connect(&config).await?.with_codec(ctx.codec());
+        Ok(Arc::new(store) as Arc<dyn SessionStore>)
+    });
+}

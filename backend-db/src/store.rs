@@ -1,0 +1,653 @@
+//! [`DbStore`]: the session contract over one SQL table.
+//!
+//! Every operation is a single statement that is atomic on its own (no transactions,
+//! no check-then-write): `insert_new` is a conditional upsert that only replaces an
+//! expired row (on MySQL a plain `INSERT`; only when it meets a duplicate key does one
+//! `DELETE` of that row, if expired, and a second `INSERT` follow), `update` is an `UPDATE .. WHERE live [AND version = expected]` that
+//! returns the new version in the same round trip, `touch` moves only the deadline, and
+//! every read filters the deadline in its `WHERE` clause, so an expired row is invisible
+//! before `clear_expired` ran. Only a failed `update` with an expected version takes a
+//! second round trip, to tell "gone" from "changed" and report the version it found.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use session_core::{
+    BincodeCodec, Capabilities, Codec, Error, Inserted, RawAccess, Record, Result, SessionKey,
+    SessionStore, Timestamp, async_trait,
+};
+
+use crate::config::{Backend, DbConfig, TableName};
+use crate::migrate::{self, Migrated};
+use crate::pool::{DbPool, ENGINE, Timeouts, map_sqlx};
+use crate::sql::Statements;
+
+/// Rows one `clear_expired` statement deletes at most, so no statement holds its locks
+/// for long on a big table.
+pub const CLEAR_BATCH: i64 = 10_000;
+
+/// How much later than the database's own limits the store's deadline fires.
+const DEADLINE_GRACE: Duration = Duration::from_secs(1);
+
+/// How often `update` re-tries when its follow-up read saw the version it expected
+/// (possible only if the row changed twice between the two statements).
+const UPDATE_ATTEMPTS: u32 = 3;
+
+/// Runs `$body` with `$p` bound to the typed sqlx pool (each arm compiles for its driver).
+macro_rules! on_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            DbPool::Postgres($p) => $body,
+            DbPool::Sqlite($p) => $body,
+            DbPool::MySql($p) => $body,
+        }
+    };
+}
+
+/// A session store on one table of an SQLite, PostgreSQL or MySQL/MariaDB database.
+///
+/// Build it from configuration ([`DbStore::connect`]) or over a pool you already have
+/// ([`DbStore::new`], then [`DbStore::migrate`]). Several stores may share one
+/// [`DbPool`], each on its own table.
+#[derive(Clone)]
+pub struct DbStore {
+    pool: DbPool,
+    table: TableName,
+    sql: Arc<Statements>,
+    codec: Arc<dyn Codec>,
+    timeouts: Timeouts,
+    /// The bound of one operation (acquire plus statement), when a statement timeout is set.
+    deadline: Option<Duration>,
+    durable: bool,
+}
+
+impl std::fmt::Debug for DbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbStore")
+            .field("backend", &self.pool.backend())
+            .field("table", &self.table.as_str())
+            .field("codec", &self.codec.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DbStore {
+    /// Opens a pool as `config` says and, when `config.auto_migrate` is set (the
+    /// default), brings the table's schema up to date. Records use the default codec
+    /// (bincode); see [`DbStore::with_codec`].
+    pub async fn connect(config: &DbConfig) -> Result<DbStore> {
+        config.validate()?;
+        let pool = DbPool::connect(config).await?;
+        let store =
+            DbStore::new(pool, &config.table)?.with_statement_timeout(config.statement_timeout());
+        if config.auto_migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    /// [`DbStore::connect`] with the `db` section and the codec of a layered
+    /// configuration: what the `db` engine builds, as the concrete type, for tools that
+    /// need more than the trait (`sessions migrate` runs [`DbStore::migrate`] on it, with
+    /// `db.auto_migrate = false` to report what the run changed).
+    pub async fn from_config(config: &session_core::Config) -> Result<DbStore> {
+        let settings = config.settings()?;
+        let db: DbConfig = config.section("db")?;
+        Ok(DbStore::connect(&db).await?.with_codec(settings.codec()))
+    }
+
+    /// A store on `table` over an existing pool. No I/O: call [`DbStore::migrate`] before
+    /// first use unless the table already exists. The statement timeout is unset.
+    pub fn new(pool: DbPool, table: &str) -> Result<DbStore> {
+        let table = TableName::new(table)?;
+        let backend = pool.backend();
+        let (acquire, durable) = match &pool {
+            DbPool::Postgres(p) => (p.options().get_acquire_timeout(), true),
+            DbPool::MySql(p) => (p.options().get_acquire_timeout(), true),
+            DbPool::Sqlite(p) => {
+                let name = p
+                    .connect_options()
+                    .get_filename()
+                    .to_string_lossy()
+                    .into_owned();
+                let memory = name.contains(":memory:") || name.contains("sqlx-in-memory");
+                (p.options().get_acquire_timeout(), !memory)
+            }
+        };
+        Ok(DbStore {
+            sql: Arc::new(Statements::new(backend, &table)),
+            pool,
+            table,
+            codec: Arc::new(BincodeCodec::default()),
+            timeouts: Timeouts {
+                acquire,
+                statement: None,
+            },
+            deadline: None,
+            durable,
+        })
+    }
+
+    /// This store encoding records with `codec` (any built-in codec reads both formats).
+    pub fn with_codec(mut self, codec: Arc<dyn Codec>) -> DbStore {
+        self.codec = codec;
+        self
+    }
+
+    /// This store failing an operation with [`Error::Timeout`] when it takes longer than
+    /// the pool's acquire timeout plus `timeout` plus a grace second (`None`: only the
+    /// acquire is bounded).
+    ///
+    /// The database enforces the statement limit itself where it can (PostgreSQL's
+    /// `statement_timeout`, MariaDB's `max_statement_time`, InnoDB's lock-wait timeout,
+    /// SQLite's busy timeout, all set by [`DbPool::connect`]), so it normally answers
+    /// first and a timed-out write is rolled back; the store's own deadline, later by the
+    /// grace second, is the backstop for a connection that stopped answering. Like any
+    /// timeout, that one leaves unknown whether the server applied the write.
+    pub fn with_statement_timeout(mut self, timeout: Option<Duration>) -> DbStore {
+        self.timeouts.statement = timeout;
+        self.deadline = timeout.map(|t| {
+            t.saturating_add(self.timeouts.acquire)
+                .saturating_add(DEADLINE_GRACE)
+        });
+        self
+    }
+
+    /// Creates or upgrades the session table (and its expiry index) to the schema this
+    /// build knows. Safe to run again, and from several processes at once.
+    pub async fn migrate(&self) -> Result<Migrated> {
+        migrate::migrate(&self.pool, &self.table, &self.timeouts).await
+    }
+
+    /// Drops the session table and forgets its schema version: every session is lost.
+    /// Meant for tests and tooling.
+    pub async fn drop_table(&self) -> Result<()> {
+        migrate::drop_table(&self.pool, &self.table, &self.timeouts).await
+    }
+
+    /// The pool this store runs on.
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+
+    /// The database behind the pool.
+    pub fn backend(&self) -> Backend {
+        self.pool.backend()
+    }
+
+    /// The session table's name.
+    pub fn table(&self) -> &str {
+        self.table.as_str()
+    }
+
+    /// [`SessionStore::clear_expired`], calling `progress` with the running total after
+    /// each batch of at most [`CLEAR_BATCH`] rows (for a command-line progress line).
+    ///
+    /// Each batch is its own short statement, so sessions stay readable and writable
+    /// throughout, however many rows expired.
+    pub async fn clear_expired_with_progress(
+        &self,
+        progress: impl FnMut(u64) + Send,
+    ) -> Result<u64> {
+        self.clear_expired_batched(CLEAR_BATCH as u64, progress)
+            .await
+    }
+
+    /// [`DbStore::clear_expired_with_progress`] with `batch` rows per statement
+    /// (smaller batches hold shorter locks; at least 1).
+    pub async fn clear_expired_batched(
+        &self,
+        batch: u64,
+        mut progress: impl FnMut(u64) + Send,
+    ) -> Result<u64> {
+        let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+        let sql = &self.sql.clear_batch;
+        // One cut-off for the whole sweep: rows expiring meanwhile wait for the next one,
+        // and the loop ends once a batch comes back short.
+        let now = now_millis();
+        let mut total = 0u64;
+        loop {
+            let removed = self
+                .run(async {
+                    on_pool!(&self.pool, p => {
+                        sqlx::query(sql.clone())
+                            .bind(now)
+                            .bind(batch)
+                            .execute(p)
+                            .await
+                            .map(|r| r.rows_affected())
+                    })
+                })
+                .await?;
+            total += removed;
+            progress(total);
+            if removed < batch as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Runs one operation under the store's deadline, mapping sqlx errors.
+    async fn run<T>(&self, op: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T> {
+        let outcome = match self.deadline {
+            Some(limit) => match tokio::time::timeout(limit, op).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        engine: ENGINE.to_owned(),
+                        after: limit,
+                    });
+                }
+            },
+            None => op.await,
+        };
+        outcome.map_err(|e| map_sqlx(e, &self.timeouts))
+    }
+
+    fn encode(&self, record: &Record) -> Result<Vec<u8>> {
+        Ok(self.codec.encode(record)?)
+    }
+
+    fn decode(&self, key: &SessionKey, bytes: &[u8]) -> Result<Record> {
+        self.codec.decode(bytes).map_err(|e| {
+            tracing::warn!(
+                engine = ENGINE,
+                table = self.table.as_str(),
+                session = %key.fingerprint(),
+                error = %e,
+                "stored session record could not be decoded"
+            );
+            Error::Codec(e)
+        })
+    }
+
+    /// The version of the live row under `key`, if any.
+    async fn live_version(&self, key: &SessionKey, now: i64) -> Result<Option<u64>> {
+        let sql = &self.sql.live_version;
+        let found: Option<i64> = self
+            .run(async {
+                on_pool!(&self.pool, p => sqlx::query_scalar(sql.clone())
+                .bind(key.as_str())
+                .bind(now)
+                .fetch_optional(p).await)
+            })
+            .await?;
+        found.map(stored_version).transpose()
+    }
+
+    async fn insert_mysql(
+        &self,
+        key: &SessionKey,
+        data: &[u8],
+        record: &Record,
+    ) -> Result<Inserted> {
+        let DbPool::MySql(p) = &self.pool else {
+            return Err(Error::backend(
+                ENGINE,
+                "internal: MySQL insert on another database",
+            ));
+        };
+        let version = db_version(record.version)?;
+        // Two passes at most: the second follows the removal of an expired row.
+        for _ in 0..2 {
+            let inserted = self
+                .run(async {
+                    match sqlx::query(self.sql.insert_new.clone())
+                        .bind(key.as_str())
+                        .bind(data)
+                        .bind(record.expires_at.as_unix_millis())
+                        .bind(version)
+                        .execute(p)
+                        .await
+                    {
+                        Ok(_) => Ok(true),
+                        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+                        Err(e) => Err(e),
+                    }
+                })
+                .await?;
+            if inserted {
+                return Ok(Inserted::Created);
+            }
+            let removed = self
+                .run(async {
+                    sqlx::query(self.sql.delete_expired_key.clone())
+                        .bind(key.as_str())
+                        .bind(now_millis())
+                        .execute(p)
+                        .await
+                        .map(|r| r.rows_affected())
+                })
+                .await?;
+            if removed == 0 {
+                return Ok(Inserted::KeyTaken);
+            }
+        }
+        Ok(Inserted::KeyTaken)
+    }
+
+    /// One `UPDATE`; `Some(new version)` when a row matched.
+    async fn update_once(
+        &self,
+        key: &SessionKey,
+        data: &[u8],
+        expires_at: i64,
+        now: i64,
+        expected: Option<i64>,
+    ) -> Result<Option<i64>> {
+        let sql = match expected {
+            Some(_) => self.sql.update_cas.clone(),
+            None => self.sql.update.clone(),
+        };
+        match &self.pool {
+            DbPool::MySql(p) => {
+                let mut q = sqlx::query(sql)
+                    .bind(data)
+                    .bind(expires_at)
+                    .bind(key.as_str())
+                    .bind(now);
+                if let Some(v) = expected {
+                    q = q.bind(v);
+                }
+                let done = self.run(q.execute(p)).await?;
+                // `version = LAST_INSERT_ID(version + 1)`: the new version comes back as
+                // the statement's last-insert id, in the same round trip.
+                Ok((done.rows_affected() > 0)
+                    .then(|| i64::try_from(done.last_insert_id()).unwrap_or(i64::MAX)))
+            }
+            DbPool::Postgres(p) => {
+                let mut q = sqlx::query_scalar(sql)
+                    .bind(data)
+                    .bind(expires_at)
+                    .bind(key.as_str())
+                    .bind(now);
+                if let Some(v) = expected {
+                    q = q.bind(v);
+                }
+                self.run(q.fetch_optional(p)).await
+            }
+            DbPool::Sqlite(p) => {
+                let mut q = sqlx::query_scalar(sql)
+                    .bind(data)
+                    .bind(expires_at)
+                    .bind(key.as_str())
+                    .bind(now);
+                if let Some(v) = expected {
+                    q = q.bind(v);
+                }
+                self.run(q.fetch_optional(p)).await
+            }
+        }
+    }
+}
+
+fn now_millis() -> i64 {
+    Timestamp::now().as_unix_millis()
+}
+
+/// A stored `BIGINT` version as the record's `u64`.
+fn stored_version(v: i64) -> Result<u64> {
+    u64::try_from(v)
+        .map_err(|_| Error::backend(ENGINE, format!("stored session version {v} is negative")))
+}
+
+/// A record's version as the column's `BIGINT`.
+fn db_version(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::Limit(format!("session version {v} exceeds 2^63-1")))
+}
+
+#[async_trait]
+impl SessionStore for DbStore {
+    fn engine(&self) -> &str {
+        ENGINE
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none()
+            .cross_process(true)
+            .durable(self.durable)
+            .compare_and_set(true)
+            .listing(true)
+    }
+
+    async fn insert_new(&self, key: &SessionKey, record: &Record) -> Result<Inserted> {
+        let data = self.encode(record)?;
+        if matches!(self.pool, DbPool::MySql(_)) {
+            return self.insert_mysql(key, &data, record).await;
+        }
+        let version = db_version(record.version)?;
+        let (sql, expires_at, now) = (
+            &self.sql.insert_new,
+            record.expires_at.as_unix_millis(),
+            now_millis(),
+        );
+        let rows = self
+            .run(async {
+                on_pool!(&self.pool, p => {
+                    sqlx::query(sql.clone())
+                        .bind(key.as_str())
+                        .bind(data.as_slice())
+                        .bind(expires_at)
+                        .bind(version)
+                        .bind(now)
+                        .execute(p)
+                        .await
+                        .map(|r| r.rows_affected())
+                })
+            })
+            .await?;
+        // 1: inserted or replaced an expired row; 0: the conflict's WHERE kept a live row.
+        Ok(if rows > 0 {
+            Inserted::Created
+        } else {
+            Inserted::KeyTaken
+        })
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        let sql = &self.sql.load;
+        let row: Option<(Vec<u8>, i64, i64)> = self
+            .run(async {
+                on_pool!(&self.pool, p => sqlx::query_as(sql.clone())
+                .bind(key.as_str())
+                .bind(now_millis())
+                .fetch_optional(p).await)
+            })
+            .await?;
+        let Some((bytes, expires_at, version)) = row else {
+            return Ok(None);
+        };
+        let mut record = self.decode(key, &bytes)?;
+        // The columns are authoritative: `touch` and `update` maintain them.
+        record.expires_at = Timestamp::from_unix_millis(expires_at);
+        record.version = stored_version(version)?;
+        Ok(Some(record))
+    }
+
+    async fn update(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        expected_version: Option<u64>,
+    ) -> Result<u64> {
+        let data = self.encode(record)?;
+        let expected = expected_version.map(db_version).transpose()?;
+        let expires_at = record.expires_at.as_unix_millis();
+        for _ in 0..UPDATE_ATTEMPTS {
+            let now = now_millis();
+            if let Some(v) = self
+                .update_once(key, &data, expires_at, now, expected)
+                .await?
+            {
+                return stored_version(v);
+            }
+            // No row matched: gone, expired, or (with an expected version) changed.
+            let Some(expected) = expected_version else {
+                return Err(Error::NotFound);
+            };
+            match self.live_version(key, now).await? {
+                None => return Err(Error::NotFound),
+                Some(found) if found != expected => {
+                    return Err(Error::Conflict { expected, found });
+                }
+                // It holds the expected version again (it changed twice in between): retry.
+                Some(_) => continue,
+            }
+        }
+        let found = self.live_version(key, now_millis()).await?.unwrap_or(0);
+        Err(Error::Conflict {
+            expected: expected_version.unwrap_or(0),
+            found,
+        })
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        let sql = &self.sql.delete;
+        let rows = self
+            .run(async {
+                on_pool!(&self.pool, p => {
+                    sqlx::query(sql.clone())
+                        .bind(key.as_str())
+                        .execute(p)
+                        .await
+                        .map(|r| r.rows_affected())
+                })
+            })
+            .await?;
+        Ok(rows > 0)
+    }
+
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
+        let sql = &self.sql.touch;
+        // MySQL reports matched rather than changed rows (sqlx sets CLIENT_FOUND_ROWS), so
+        // touching to the same deadline still counts as found everywhere.
+        let rows = self
+            .run(async {
+                on_pool!(&self.pool, p => {
+                    sqlx::query(sql.clone())
+                        .bind(expires_at.as_unix_millis())
+                        .bind(key.as_str())
+                        .bind(now_millis())
+                        .execute(p)
+                        .await
+                        .map(|r| r.rows_affected())
+                })
+            })
+            .await?;
+        if rows == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn exists(&self, key: &SessionKey) -> Result<bool> {
+        let sql = &self.sql.exists;
+        self.run(async {
+            on_pool!(&self.pool, p => {
+                sqlx::query(sql.clone())
+                    .bind(key.as_str())
+                    .bind(now_millis())
+                    .fetch_optional(p)
+                    .await
+                    .map(|row| row.is_some())
+            })
+        })
+        .await
+    }
+
+    async fn clear_expired(&self) -> Result<u64> {
+        self.clear_expired_with_progress(|_| {}).await
+    }
+
+    async fn count(&self) -> Result<u64> {
+        let sql = &self.sql.count;
+        let n: i64 = self
+            .run(async {
+                on_pool!(&self.pool, p => sqlx::query_scalar(sql.clone()).fetch_one(p).await)
+            })
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn list(&self, after: Option<&SessionKey>, limit: usize) -> Result<Vec<SessionKey>> {
+        let mut out = Vec::with_capacity(limit.min(10_000));
+        let mut cursor: Option<String> = after.map(|k| k.as_str().to_owned());
+        let page = i64::try_from(limit).unwrap_or(i64::MAX);
+        while out.len() < limit {
+            let rows: Vec<String> = match &cursor {
+                Some(c) => {
+                    let sql = &self.sql.list_after;
+                    self.run(async {
+                        on_pool!(&self.pool, p => sqlx::query_scalar(sql.clone())
+                        .bind(c.as_str())
+                        .bind(page)
+                        .fetch_all(p).await)
+                    })
+                    .await?
+                }
+                None => {
+                    let sql = &self.sql.list_first;
+                    self.run(async {
+                        on_pool!(&self.pool, p => sqlx::query_scalar(sql.clone())
+                        .bind(page)
+                        .fetch_all(p).await)
+                    })
+                    .await?
+                }
+            };
+            let short = rows.len() < limit;
+            for raw in rows {
+                match SessionKey::parse(&raw) {
+                    Ok(k) if out.len() < limit => out.push(k),
+                    Ok(_) => break,
+                    // A row written by something else: not a key we could hand out.
+                    Err(e) => tracing::warn!(
+                        engine = ENGINE,
+                        table = self.table.as_str(),
+                        error = %e,
+                        "skipping a row whose key is not a session key"
+                    ),
+                }
+                cursor = Some(raw);
+            }
+            if short {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn raw(&self) -> Option<&dyn RawAccess> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl RawAccess for DbStore {
+    async fn put_raw(&self, key: &SessionKey, bytes: &[u8], expires_at: Timestamp) -> Result<()> {
+        let sql = &self.sql.put_raw;
+        self.run(async {
+            on_pool!(&self.pool, p => {
+                sqlx::query(sql.clone())
+                    .bind(key.as_str())
+                    .bind(bytes)
+                    .bind(expires_at.as_unix_millis())
+                    .execute(p)
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .await
+    }
+
+    async fn get_raw(&self, key: &SessionKey) -> Result<Option<Vec<u8>>> {
+        let sql = &self.sql.get_raw;
+        self.run(async {
+            on_pool!(&self.pool, p => sqlx::query_scalar(sql.clone())
+            .bind(key.as_str())
+            .fetch_optional(p).await)
+        })
+        .await
+    }
+}
