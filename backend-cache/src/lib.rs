@@ -5,6 +5,13 @@
 //!
 //! - [`MemoryStore`] (engine `memory`): in-process, on a sharded `dashmap`, bounded in
 //!   size with eviction. For one process and for tests; sessions die with the process.
+//! - [`CacheStore`] (engine `cache`, section `cache`): the driver chosen by the scheme of
+//!   `cache.url` ([`cache`] lists them): the in-process store (`memory`, the default),
+//!   [`RedisStore`] on one Redis server (`redis://`, `rediss://`) or a Redis Cluster
+//!   (`redis+cluster://h1:p1,h2:p2` or `cache.urls`), and [`MemcachedStore`]
+//!   (`memcache://`). Records carry a native TTL equal to their remaining age, `create`
+//!   is `SET NX`/`add`, `update` is compare-and-set on the version (a Lua script on
+//!   Redis, `gets`/`cas` on Memcached) and never resurrects a deleted session.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -24,16 +31,57 @@
 //! assert_eq!(again.get::<Vec<String>>("cart").await?.unwrap().len(), 2);
 //! # Ok(()) }
 //! ```
+//!
+//! From configuration, the same way for every driver:
+//!
+//! ```no_run
+//! use session_core::{Config, EngineRegistry};
+//!
+//! # async fn demo() -> session_core::Result<()> {
+//! let registry = EngineRegistry::new();
+//! backend_cache::register(&registry);
+//! let store = registry
+//!     .build(&Config::from_toml(
+//!         r#"
+//!         engine = "cache"
+//!         [cache]
+//!         url = "redis://127.0.0.1:6379"
+//!         key_prefix = "myapp:session:"
+//!         command_timeout_ms = 500
+//!         "#,
+//!     ))
+//!     .await?;
+//! assert_eq!(store.engine(), "redis");
+//! # Ok(()) }
+//! ```
+//!
+//! ## Failure behaviour
+//!
+//! Every Redis or Memcached operation is bounded by `cache.command_timeout_ms`: a server
+//! that is down or stalled gives [`session_core::Error::Backend`] or
+//! [`session_core::Error::Timeout`], never a hang, and the same store serves again once
+//! the server is back (Redis: the connection manager reconnects; Memcached: the pool
+//! drops dead connections and dials anew). A cache may evict live sessions under memory
+//! pressure (`Capabilities::may_evict`): put `cached_db` in front of a database when
+//! sessions must survive that.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod cache;
+mod envelope;
+pub mod memcached;
 pub mod memory;
+pub mod redis;
 
+pub use cache::{CacheConfig, CacheStore, CacheTarget};
+pub use memcached::MemcachedStore;
 pub use memory::{MemoryConfig, MemoryStore};
+pub use redis::RedisStore;
 
 use session_core::EngineRegistry;
 
-/// Registers this crate's engines: `memory`.
+/// Registers this crate's engines: `memory` and `cache`.
 pub fn register(registry: &EngineRegistry) {
     memory::register(registry);
+    cache::register(registry);
 }

@@ -98,10 +98,10 @@ impl MemoryStore {
             .take(EVICTION_SAMPLE)
             .min_by_key(|e| e.value().expires_at)
             .map(|e| e.key().clone());
-        if let Some(k) = victim {
-            if self.map.remove(&k).is_some() {
-                self.evictions.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(k) = victim
+            && self.map.remove(&k).is_some()
+        {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -139,9 +139,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        Ok(self
-            .live(key, Timestamp::now())
-            .map(|r| Record::clone(&r)))
+        Ok(self.live(key, Timestamp::now()).map(|r| Record::clone(&r)))
     }
 
     async fn update(

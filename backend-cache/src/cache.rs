@@ -1,0 +1,471 @@
+//! The `cache` engine: one configuration, one [`CacheStore`], the driver picked by the
+//! scheme of `cache.url`.
+//!
+//! | `cache.url` | driver |
+//! |---|---|
+//! | `memory` (the default) | [`MemoryStore`], in-process |
+//! | `redis://host:6379/0`, `rediss://...` | [`RedisStore`], one server |
+//! | `redis+cluster://h1:7001,h2:7002` or `cache.urls = ["redis://h1:7001", ...]` | [`RedisStore`] on a Redis Cluster |
+//! | `memcache://host:11211` | [`MemcachedStore`] |
+//!
+//! ```toml
+//! engine = "cache"
+//! [cache]
+//! url = "redis://127.0.0.1:6379"
+//! key_prefix = "session:"      # default
+//! connect_timeout_ms = 2000    # default
+//! command_timeout_ms = 1000    # default: slower answers are Error::Timeout
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use session_core::{
+    Capabilities, Codec, EngineRegistry, Error, Inserted, RawAccess, Record, Result, SessionKey,
+    SessionStore, Timestamp, async_trait,
+};
+
+use crate::memcached::MemcachedStore;
+use crate::memory::{MemoryConfig, MemoryStore};
+use crate::redis::RedisStore;
+
+/// Longest key prefix accepted (Memcached keys end at 250 bytes; a key is 32 more).
+pub const MAX_KEY_PREFIX_LEN: usize = 200;
+
+/// Options of the `cache` engine (config section `cache`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Where the cache is: `memory`, `redis://`, `rediss://`, `redis+cluster://` or
+    /// `memcache://` (see the module docs). Unset: `memory`, or the cluster in `urls`.
+    pub url: Option<String>,
+    /// The node URLs of a Redis Cluster (`redis://host:port` each), instead of `url`.
+    pub urls: Vec<String>,
+    /// Prepended to every session key in the cache; lets several applications share
+    /// one server. Printable ASCII without spaces (Memcached's key rule) and without
+    /// `{`/`}` (Redis Cluster hash tags).
+    pub key_prefix: String,
+    /// How long to wait for a connection to the server, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// How long one operation may take before it fails with `Error::Timeout`.
+    pub command_timeout_ms: u64,
+    /// Most connections to a Memcached server held at once (Redis multiplexes one).
+    pub pool_size: usize,
+    /// Most sessions the `memory` driver holds at once.
+    pub max_entries: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            url: None,
+            urls: Vec::new(),
+            key_prefix: "session:".into(),
+            connect_timeout_ms: 2000,
+            command_timeout_ms: 1000,
+            pool_size: 64,
+            max_entries: MemoryConfig::default().max_entries,
+        }
+    }
+}
+
+/// Which driver a [`CacheConfig`] selects, with its normalised addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CacheTarget {
+    /// The in-process store.
+    Memory,
+    /// One Redis server (`redis://` or `rediss://` URL).
+    Redis(String),
+    /// A Redis Cluster: the node URLs to discover it from.
+    RedisCluster(Vec<String>),
+    /// One Memcached server, as `host:port`.
+    Memcached(String),
+}
+
+impl CacheConfig {
+    /// A configuration for `url` with every other option at its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        CacheConfig {
+            url: Some(url.into()),
+            ..CacheConfig::default()
+        }
+    }
+
+    /// This configuration with another key prefix.
+    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// The connect timeout as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// The command timeout as a duration.
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.command_timeout_ms)
+    }
+
+    /// Parses the URL(s) into the driver to use, and checks the other options against it.
+    pub fn target(&self) -> Result<CacheTarget> {
+        let target = match (self.url.as_deref().map(str::trim), self.urls.is_empty()) {
+            (Some(_), false) => {
+                return Err(Error::config(
+                    "cache.urls",
+                    "set either cache.url or cache.urls (the nodes of a Redis Cluster), not both",
+                ));
+            }
+            (None, false) => CacheTarget::RedisCluster(cluster_nodes(&self.urls)?),
+            (None, true) => CacheTarget::Memory,
+            (Some(url), true) => parse_url(url)?,
+        };
+        self.check(&target)?;
+        Ok(target)
+    }
+
+    fn check(&self, target: &CacheTarget) -> Result<()> {
+        if self.connect_timeout_ms == 0 {
+            return Err(Error::config(
+                "cache.connect_timeout_ms",
+                "must be at least 1 millisecond",
+            ));
+        }
+        if self.command_timeout_ms == 0 {
+            return Err(Error::config(
+                "cache.command_timeout_ms",
+                "must be at least 1 millisecond",
+            ));
+        }
+        if self.pool_size == 0 {
+            return Err(Error::config("cache.pool_size", "must be at least 1"));
+        }
+        if self.max_entries == 0 {
+            return Err(Error::config("cache.max_entries", "must be at least 1"));
+        }
+        let p = &self.key_prefix;
+        if p.len() > MAX_KEY_PREFIX_LEN {
+            return Err(Error::config(
+                "cache.key_prefix",
+                format!(
+                    "is {} bytes; at most {MAX_KEY_PREFIX_LEN} are allowed",
+                    p.len()
+                ),
+            ));
+        }
+        if !p.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::config(
+                "cache.key_prefix",
+                "must be printable ASCII without spaces (Memcached's key rule), e.g. \"session:\"",
+            ));
+        }
+        if matches!(target, CacheTarget::RedisCluster(_)) && p.contains(['{', '}']) {
+            return Err(Error::config(
+                "cache.key_prefix",
+                "must not contain `{` or `}` on a Redis Cluster: the session key is the hash tag",
+            ));
+        }
+        Ok(())
+    }
+}
+
+const SCHEMES: &str =
+    "memory, redis://, rediss://, redis+cluster://, rediss+cluster://, memcache://";
+
+fn parse_url(url: &str) -> Result<CacheTarget> {
+    if url.is_empty() || url == "memory" || url == "memory://" {
+        return Ok(CacheTarget::Memory);
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(Error::config(
+            "cache.url",
+            format!("has no scheme; use one of: {SCHEMES}"),
+        ));
+    };
+    match scheme {
+        "redis" | "rediss" => Ok(CacheTarget::Redis(url.to_owned())),
+        "redis+cluster" | "rediss+cluster" => {
+            let node_scheme = scheme.trim_end_matches("+cluster");
+            // Credentials written once before the host list apply to every node.
+            let (userinfo, hosts) = match rest.rsplit_once('@') {
+                Some((u, h)) => (format!("{u}@"), h),
+                None => (String::new(), rest),
+            };
+            let nodes: Vec<String> = hosts
+                .trim_end_matches('/')
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(|h| format!("{node_scheme}://{userinfo}{h}"))
+                .collect();
+            if nodes.is_empty() {
+                return Err(Error::config(
+                    "cache.url",
+                    "names no cluster nodes; write redis+cluster://host1:port1,host2:port2",
+                ));
+            }
+            Ok(CacheTarget::RedisCluster(nodes))
+        }
+        "memcache" | "memcached" => {
+            let hostport = rest.trim_end_matches('/');
+            if hostport.is_empty() || hostport.contains(['/', ',', '@', '?']) {
+                return Err(Error::config(
+                    "cache.url",
+                    "a Memcached URL is memcache://host:port (one server)",
+                ));
+            }
+            let has_port = hostport
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok() && !hostport.ends_with(']'));
+            Ok(CacheTarget::Memcached(if has_port {
+                hostport.to_owned()
+            } else {
+                format!("{hostport}:11211")
+            }))
+        }
+        other => Err(Error::config(
+            "cache.url",
+            format!("unknown scheme {other:?}; use one of: {SCHEMES}"),
+        )),
+    }
+}
+
+fn cluster_nodes(urls: &[String]) -> Result<Vec<String>> {
+    urls.iter()
+        .map(|u| {
+            let u = u.trim();
+            if u.starts_with("redis://") || u.starts_with("rediss://") {
+                Ok(u.to_owned())
+            } else {
+                Err(Error::config(
+                    "cache.urls",
+                    format!(
+                        "{:?} is not a Redis node URL; write redis://host:port",
+                        crate::redis::redact(u)
+                    ),
+                ))
+            }
+        })
+        .collect()
+}
+
+/// A session store on a cache: whichever driver the configuration selected.
+///
+/// Each variant is usable on its own too; this enum is what the `cache` engine builds.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CacheStore {
+    /// In-process.
+    Memory(MemoryStore),
+    /// Redis, standalone or Cluster.
+    Redis(RedisStore),
+    /// Memcached.
+    Memcached(MemcachedStore),
+}
+
+impl CacheStore {
+    /// Builds the driver `config` selects, connecting to its server.
+    pub async fn connect(config: &CacheConfig, codec: Arc<dyn Codec>) -> Result<Self> {
+        Ok(match config.target()? {
+            CacheTarget::Memory => CacheStore::Memory(MemoryStore::with_config(MemoryConfig {
+                max_entries: config.max_entries,
+            })),
+            CacheTarget::Redis(_) | CacheTarget::RedisCluster(_) => {
+                CacheStore::Redis(RedisStore::connect(config, codec).await?)
+            }
+            CacheTarget::Memcached(_) => {
+                CacheStore::Memcached(MemcachedStore::connect(config, codec).await?)
+            }
+        })
+    }
+
+    /// Removes every record under the configured key prefix and returns how many it
+    /// removed (memory: everything). For tests and operators retiring a namespace.
+    pub async fn purge(&self) -> Result<u64> {
+        match self {
+            CacheStore::Memory(s) => {
+                let n = s.count().await?;
+                for k in s.list(None, usize::MAX).await? {
+                    s.delete(&k).await?;
+                }
+                Ok(n)
+            }
+            CacheStore::Redis(s) => s.purge_prefix().await,
+            CacheStore::Memcached(s) => s.purge_prefix().await,
+        }
+    }
+
+    fn inner(&self) -> &dyn SessionStore {
+        match self {
+            CacheStore::Memory(s) => s,
+            CacheStore::Redis(s) => s,
+            CacheStore::Memcached(s) => s,
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for CacheStore {
+    fn engine(&self) -> &str {
+        self.inner().engine()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner().capabilities()
+    }
+    async fn insert_new(&self, key: &SessionKey, record: &Record) -> Result<Inserted> {
+        self.inner().insert_new(key, record).await
+    }
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        self.inner().load(key).await
+    }
+    async fn update(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        expected: Option<u64>,
+    ) -> Result<u64> {
+        self.inner().update(key, record, expected).await
+    }
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        self.inner().delete(key).await
+    }
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
+        self.inner().touch(key, expires_at).await
+    }
+    async fn exists(&self, key: &SessionKey) -> Result<bool> {
+        self.inner().exists(key).await
+    }
+    async fn clear_expired(&self) -> Result<u64> {
+        self.inner().clear_expired().await
+    }
+    async fn count(&self) -> Result<u64> {
+        self.inner().count().await
+    }
+    async fn list(&self, after: Option<&SessionKey>, limit: usize) -> Result<Vec<SessionKey>> {
+        self.inner().list(after, limit).await
+    }
+    fn raw(&self) -> Option<&dyn RawAccess> {
+        self.inner().raw()
+    }
+}
+
+/// Registers the `cache` engine (options in the `cache` section).
+pub fn register(registry: &EngineRegistry) {
+    registry.register("cache", |ctx: session_core::EngineContext| async move {
+        let cfg: CacheConfig = ctx.section("cache")?;
+        let store = CacheStore::connect(&cfg, ctx.codec()).await?;
+        Ok(Arc::new(store) as Arc<dyn SessionStore>)
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(url: &str) -> Result<CacheTarget> {
+        CacheConfig::new(url).target()
+    }
+
+    #[test]
+    fn schemes_pick_drivers() {
+        assert_eq!(
+            CacheConfig::default().target().ok(),
+            Some(CacheTarget::Memory)
+        );
+        assert_eq!(target("memory").ok(), Some(CacheTarget::Memory));
+        assert_eq!(
+            target("redis://127.0.0.1:6379/2").ok(),
+            Some(CacheTarget::Redis("redis://127.0.0.1:6379/2".into()))
+        );
+        assert_eq!(
+            target("redis+cluster://:pw@a:7001,b:7002").ok(),
+            Some(CacheTarget::RedisCluster(vec![
+                "redis://:pw@a:7001".into(),
+                "redis://:pw@b:7002".into()
+            ]))
+        );
+        assert_eq!(
+            target("memcache://127.0.0.1").ok(),
+            Some(CacheTarget::Memcached("127.0.0.1:11211".into()))
+        );
+        assert_eq!(
+            target("memcache://127.0.0.1:11311/").ok(),
+            Some(CacheTarget::Memcached("127.0.0.1:11311".into()))
+        );
+        let cluster = CacheConfig {
+            urls: vec!["redis://a:1".into(), "redis://b:2".into()],
+            ..CacheConfig::default()
+        };
+        assert!(matches!(cluster.target(), Ok(CacheTarget::RedisCluster(n)) if n.len() == 2));
+    }
+
+    #[test]
+    fn bad_configs_name_their_key() {
+        let key_of = |r: Result<CacheTarget>| match r {
+            Err(Error::Config { key, .. }) => key,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        assert_eq!(key_of(target("mongodb://x")).as_deref(), Some("cache.url"));
+        assert_eq!(
+            key_of(target("127.0.0.1:6379")).as_deref(),
+            Some("cache.url")
+        );
+        assert_eq!(
+            key_of(target("memcache://a:1,b:2")).as_deref(),
+            Some("cache.url")
+        );
+        assert_eq!(
+            key_of(
+                CacheConfig::new("redis://x")
+                    .with_key_prefix("has space")
+                    .target()
+            )
+            .as_deref(),
+            Some("cache.key_prefix")
+        );
+        assert_eq!(
+            key_of(
+                CacheConfig::new("redis+cluster://a:1")
+                    .with_key_prefix("{tag}")
+                    .target()
+            )
+            .as_deref(),
+            Some("cache.key_prefix")
+        );
+        let both = CacheConfig {
+            urls: vec!["redis://a:1".into()],
+            ..CacheConfig::new("redis://b:2")
+        };
+        assert_eq!(key_of(both.target()).as_deref(), Some("cache.urls"));
+        let zero = CacheConfig {
+            command_timeout_ms: 0,
+            ..CacheConfig::new("redis://b:2")
+        };
+        assert_eq!(
+            key_of(zero.target()).as_deref(),
+            Some("cache.command_timeout_ms")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_cache_engine_builds_from_config() {
+        let registry = EngineRegistry::new();
+        crate::register(&registry);
+        let store = registry
+            .build(&session_core::Config::from_toml(
+                "engine = \"cache\"\n[cache]\nurl = \"memory\"\nmax_entries = 5",
+            ))
+            .await
+            .expect("build");
+        assert_eq!(store.engine(), "memory");
+        let err = registry
+            .build(&session_core::Config::from_toml(
+                "engine = \"cache\"\n[cache]\nbogus = 1",
+            ))
+            .await
+            .expect_err("unknown option");
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+}

@@ -1,0 +1,471 @@
+//! The Memcached driver (`memcache://host:port`).
+//!
+//! Each session is one item: the [`crate::envelope`] header (version and deadline) and
+//! the codec's bytes, with Memcached's own expiry set to the record's remaining age.
+//!
+//! | operation | commands |
+//! |---|---|
+//! | `insert_new` | `add` (on `NOT_STORED`: `gets`, and `cas` only over a record whose header says it expired) |
+//! | `load` | `get` |
+//! | `update` | `gets`, check liveness and version, `cas` with version + 1 (re-read on `EXISTS`) |
+//! | `touch` | `gets`, `cas` of the same bytes with the deadline digits rewritten |
+//! | `delete` | `delete` |
+//!
+//! Memcached expiry is in whole seconds and, above 30 days, an absolute Unix time: the
+//! driver rounds the remaining age up (plus one second, since the server's clock ticks
+//! once a second) and switches to the absolute form past 30 days; the header keeps the
+//! exact deadline and is what `load` checks. A record whose deadline has passed is never
+//! written with exptime 0 (which means "never expires"): `insert_new` writes nothing and
+//! `update`/`touch` write it with exptime -1, which Memcached treats as already expired.
+//!
+//! The client is this crate's own implementation of the text protocol
+//! ([`protocol`]): the maintained async crates do not fit. `async-memcached` 0.9 has
+//! `get`/`set`/`add`/`delete` but no `gets`/`cas` in its ASCII API and no `touch`, holds
+//! one connection behind `&mut self`, and has neither timeouts nor reconnection. The
+//! seven commands needed here take a few hundred lines over a tokio `TcpStream`, with a
+//! bounded pool, a command timeout and recovery after a server restart.
+
+mod protocol;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use session_core::{
+    Capabilities, Codec, CodecError, Error, Inserted, RawAccess, Record, Result, SessionKey,
+    SessionStore, Timestamp, async_trait,
+};
+
+use crate::cache::{CacheConfig, CacheTarget};
+use crate::envelope::{self, EXPIRES_OFFSET, Envelope, HEADER_LEN};
+use protocol::{Pool, ProtoError, StoreCmd, Stored};
+
+/// Memcached reads an exptime above this many seconds as an absolute Unix time.
+const RELATIVE_EXPTIME_MAX: u64 = 30 * 24 * 60 * 60;
+
+/// How often a compare-and-set loop re-reads after losing a race before giving up.
+const CAS_ATTEMPTS: u32 = 16;
+
+/// How long purging a prefix may take (it walks every item on the server).
+const PURGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The exptime for a record live until `expires_at`, or `None` when it has expired.
+fn exptime(expires_at: Timestamp, now: Timestamp) -> Option<i64> {
+    let ttl_ms = envelope::ttl_millis(expires_at, now)?;
+    let secs = ttl_ms.div_ceil(1000) + 1;
+    if secs <= RELATIVE_EXPTIME_MAX {
+        i64::try_from(secs).ok()
+    } else {
+        // Absolute form; the deadline is positive here since it is after `now`.
+        let abs = expires_at.as_unix_millis().div_euclid(1000) + 2;
+        Some(abs)
+    }
+}
+
+/// Exptime that stores an item as already expired (never 0: that means "no expiry").
+const EXPIRED: i64 = -1;
+
+/// A session store on one Memcached server (engine name `memcached`).
+pub struct MemcachedStore {
+    pool: Pool,
+    prefix: String,
+    codec: Arc<dyn Codec>,
+    command_timeout: Duration,
+}
+
+impl std::fmt::Debug for MemcachedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemcachedStore")
+            .field("addr", &self.pool.addr())
+            .field("prefix", &self.prefix)
+            .field("codec", &self.codec.name())
+            .field("command_timeout", &self.command_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs `$body` (which may use `?` on protocol results) on a pooled connection bound to
+/// `$conn`, under the command timeout; the connection goes back to the pool only after
+/// a clean exchange.
+macro_rules! with_conn {
+    ($store:expr, $conn:ident => $body:expr) => {{
+        let store = $store;
+        let fut = async {
+            let mut lease = store.pool.get().await?;
+            let result: std::result::Result<_, ProtoError> = {
+                let $conn = &mut lease.conn;
+                async { $body }.await
+            };
+            match &result {
+                Ok(_) => store.pool.put(lease),
+                Err(e) => store.pool.failed(e),
+            }
+            result
+        };
+        store.bounded(store.command_timeout, fut).await
+    }};
+}
+
+/// What a read-check-write loop decided.
+enum Outcome<T> {
+    Done(T),
+    NotFound,
+    Conflict(u64),
+    Corrupt(CodecError),
+    Contended,
+}
+
+impl MemcachedStore {
+    /// Connects to the Memcached server that `config.url` names (`memcache://host:port`).
+    pub async fn connect(config: &CacheConfig, codec: Arc<dyn Codec>) -> Result<Self> {
+        let CacheTarget::Memcached(addr) = config.target()? else {
+            return Err(Error::config(
+                "cache.url",
+                "not a Memcached URL: use memcache://host:port",
+            ));
+        };
+        let store = MemcachedStore {
+            pool: Pool::new(addr, config.pool_size, config.connect_timeout()),
+            prefix: config.key_prefix.clone(),
+            codec,
+            command_timeout: config.command_timeout(),
+        };
+        // Fail at startup, naming the server, rather than at the first request.
+        let probe = async {
+            let lease = store.pool.get().await?;
+            store.pool.put(lease);
+            Ok::<_, ProtoError>(())
+        };
+        store
+            .bounded(config.connect_timeout(), probe)
+            .await
+            .map_err(|e| match e {
+                Error::Backend { source, .. } => Error::backend(
+                    "memcached",
+                    format!(
+                        "could not connect to {}: {source}; is the server running?",
+                        store.pool.addr()
+                    ),
+                ),
+                other => other,
+            })?;
+        Ok(store)
+    }
+
+    /// The configured key prefix.
+    pub fn key_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn item_key(&self, key: &SessionKey) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.prefix.len() + key.as_str().len());
+        k.extend_from_slice(self.prefix.as_bytes());
+        k.extend_from_slice(key.as_str().as_bytes());
+        k
+    }
+
+    async fn bounded<T>(
+        &self,
+        after: Duration,
+        fut: impl Future<Output = std::result::Result<T, ProtoError>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(after, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(ProtoError::ConnectTimeout { after, .. })) => Err(Error::Timeout {
+                engine: "memcached".into(),
+                after,
+            }),
+            Ok(Err(e)) if e.is_too_large() => Err(Error::Limit(format!(
+                "the session is larger than the Memcached server's item size limit (raise it with memcached -I): {e}"
+            ))),
+            Ok(Err(e)) => Err(Error::backend("memcached", e)),
+            Err(_) => Err(Error::Timeout {
+                engine: "memcached".into(),
+                after,
+            }),
+        }
+    }
+
+    fn corrupt(&self, key: &SessionKey, e: CodecError) -> Error {
+        tracing::warn!(
+            engine = "memcached",
+            key = %key.fingerprint(),
+            error = %e,
+            "unreadable session record in Memcached"
+        );
+        Error::Codec(e)
+    }
+
+    async fn get_item(&self, key: &SessionKey) -> Result<Option<Vec<u8>>> {
+        let ik = self.item_key(key);
+        let got = with_conn!(self, c => c.get(&ik, false).await)?;
+        Ok(got.map(|(v, _)| v))
+    }
+
+    /// Deletes every item under this store's prefix (found with
+    /// `lru_crawler metadump all`), returning how many. For tests and operators
+    /// retiring a namespace; it walks every item on the server.
+    pub async fn purge_prefix(&self) -> Result<u64> {
+        let prefix = self.prefix.as_bytes().to_vec();
+        let mut keys = Vec::new();
+        for attempt in 0..20 {
+            let listed = self
+                .bounded(PURGE_TIMEOUT, async {
+                    let mut lease = self.pool.get().await?;
+                    // The dump streams to its end; the connection is not reused after.
+                    lease.conn.keys_with_prefix(&prefix).await
+                })
+                .await;
+            match listed {
+                Ok(k) => {
+                    keys = k;
+                    break;
+                }
+                // Another client's crawl is running: wait for it.
+                Err(Error::Backend { source, .. })
+                    if source.to_string().contains("BUSY") && attempt < 19 =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut removed = 0;
+        for k in keys {
+            if with_conn!(self, c => c.delete(&k).await)? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemcachedStore {
+    fn engine(&self) -> &str {
+        "memcached"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none()
+            .native_ttl(true)
+            .cross_process(true)
+            .compare_and_set(true)
+            .may_evict(true)
+    }
+
+    async fn insert_new(&self, key: &SessionKey, record: &Record) -> Result<Inserted> {
+        let now = Timestamp::now();
+        let Some(exp) = exptime(record.expires_at, now) else {
+            // Already expired: nothing to write, but a live owner still holds the key.
+            return Ok(if self.exists(key).await? {
+                Inserted::KeyTaken
+            } else {
+                Inserted::Created
+            });
+        };
+        let payload = self.codec.encode(record)?;
+        let value = envelope::wrap(record.version, record.expires_at, &payload);
+        let ik = self.item_key(key);
+        with_conn!(self, c => {
+            for _ in 0..CAS_ATTEMPTS {
+                match c.store(StoreCmd::Add, &ik, exp, &value).await? {
+                    Stored::Stored => return Ok(Inserted::Created),
+                    Stored::NotStored => {}
+                    other => {
+                        return Err(ProtoError::Protocol(format!("add replied {other:?}")));
+                    }
+                }
+                // Taken: replace it only if its own header says it expired.
+                let Some((bytes, cas)) = c.get(&ik, true).await? else {
+                    continue; // vanished meanwhile: add again
+                };
+                match Envelope::parse(&bytes) {
+                    Ok(env) if !env.is_live_at(Timestamp::now()) => {
+                        if c.store(StoreCmd::Cas(cas), &ik, exp, &value).await?
+                            == Stored::Stored
+                        {
+                            return Ok(Inserted::Created);
+                        }
+                    }
+                    _ => return Ok(Inserted::KeyTaken),
+                }
+            }
+            Ok(Inserted::KeyTaken)
+        })
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        let Some(bytes) = self.get_item(key).await? else {
+            return Ok(None);
+        };
+        let env = Envelope::parse(&bytes).map_err(|e| self.corrupt(key, e))?;
+        if !env.is_live_at(Timestamp::now()) {
+            return Ok(None);
+        }
+        env.decode(self.codec.as_ref())
+            .map(Some)
+            .map_err(|e| self.corrupt(key, e))
+    }
+
+    async fn update(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        expected_version: Option<u64>,
+    ) -> Result<u64> {
+        let payload = self.codec.encode(record)?;
+        let ik = self.item_key(key);
+        let outcome = with_conn!(self, c => {
+            for _ in 0..CAS_ATTEMPTS {
+                let Some((bytes, cas)) = c.get(&ik, true).await? else {
+                    return Ok(Outcome::NotFound);
+                };
+                let now = Timestamp::now();
+                let env = match Envelope::parse(&bytes) {
+                    Ok(env) => env,
+                    Err(e) => return Ok(Outcome::Corrupt(e)),
+                };
+                if !env.is_live_at(now) {
+                    return Ok(Outcome::NotFound);
+                }
+                if expected_version.is_some_and(|v| v != env.version) {
+                    return Ok(Outcome::Conflict(env.version));
+                }
+                let version = env.version.saturating_add(1);
+                let value = envelope::wrap(version, record.expires_at, &payload);
+                let exp = exptime(record.expires_at, now).unwrap_or(EXPIRED);
+                match c.store(StoreCmd::Cas(cas), &ik, exp, &value).await? {
+                    Stored::Stored => return Ok(Outcome::Done(version)),
+                    Stored::Exists => continue, // a concurrent write won: re-read
+                    Stored::NotFound | Stored::NotStored => return Ok(Outcome::NotFound),
+                }
+            }
+            Ok(Outcome::Contended)
+        })?;
+        match outcome {
+            Outcome::Done(v) => Ok(v),
+            Outcome::NotFound => Err(Error::NotFound),
+            Outcome::Conflict(found) => Err(Error::Conflict {
+                expected: expected_version.unwrap_or_default(),
+                found,
+            }),
+            Outcome::Corrupt(e) => Err(self.corrupt(key, e)),
+            Outcome::Contended => Err(Error::ConflictRetriesExhausted {
+                attempts: CAS_ATTEMPTS,
+            }),
+        }
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        let ik = self.item_key(key);
+        with_conn!(self, c => c.delete(&ik).await)
+    }
+
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
+        let ik = self.item_key(key);
+        let field = envelope::deadline_field(expires_at);
+        let outcome = with_conn!(self, c => {
+            for _ in 0..CAS_ATTEMPTS {
+                let Some((mut bytes, cas)) = c.get(&ik, true).await? else {
+                    return Ok(Outcome::NotFound);
+                };
+                let now = Timestamp::now();
+                match Envelope::parse(&bytes) {
+                    Ok(env) if env.is_live_at(now) => {}
+                    Ok(_) => return Ok(Outcome::NotFound),
+                    Err(e) => return Ok(Outcome::Corrupt(e)),
+                }
+                // Same bytes, same version: only the deadline digits change.
+                bytes[EXPIRES_OFFSET..HEADER_LEN].copy_from_slice(&field);
+                let exp = exptime(expires_at, now).unwrap_or(EXPIRED);
+                match c.store(StoreCmd::Cas(cas), &ik, exp, &bytes).await? {
+                    Stored::Stored => return Ok(Outcome::Done(())),
+                    Stored::Exists => continue,
+                    Stored::NotFound | Stored::NotStored => return Ok(Outcome::NotFound),
+                }
+            }
+            Ok(Outcome::Contended)
+        })?;
+        match outcome {
+            Outcome::Done(()) => Ok(()),
+            Outcome::NotFound => Err(Error::NotFound),
+            Outcome::Corrupt(e) => Err(self.corrupt(key, e)),
+            Outcome::Conflict(_) | Outcome::Contended => Err(Error::ConflictRetriesExhausted {
+                attempts: CAS_ATTEMPTS,
+            }),
+        }
+    }
+
+    async fn exists(&self, key: &SessionKey) -> Result<bool> {
+        let Some(bytes) = self.get_item(key).await? else {
+            return Ok(false);
+        };
+        let env = Envelope::parse(&bytes).map_err(|e| self.corrupt(key, e))?;
+        Ok(env.is_live_at(Timestamp::now()))
+    }
+
+    async fn clear_expired(&self) -> Result<u64> {
+        // Memcached drops expired items itself.
+        Ok(0)
+    }
+
+    fn raw(&self) -> Option<&dyn RawAccess> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl RawAccess for MemcachedStore {
+    async fn put_raw(&self, key: &SessionKey, bytes: &[u8], expires_at: Timestamp) -> Result<()> {
+        let ik = self.item_key(key);
+        let value = envelope::wrap(1, expires_at, bytes);
+        match exptime(expires_at, Timestamp::now()) {
+            Some(exp) => {
+                let stored = with_conn!(self, c => c.store(StoreCmd::Set, &ik, exp, &value).await)?;
+                if stored == Stored::Stored {
+                    Ok(())
+                } else {
+                    Err(Error::backend(
+                        "memcached",
+                        format!("set replied {stored:?}"),
+                    ))
+                }
+            }
+            None => with_conn!(self, c => c.delete(&ik).await).map(drop),
+        }
+    }
+
+    async fn get_raw(&self, key: &SessionKey) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .get_item(key)
+            .await?
+            .map(|v| match Envelope::parse(&v) {
+                Ok(env) => env.payload.to_vec(),
+                Err(_) => v,
+            }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exptime_rules() {
+        let now = Timestamp::from_unix_millis(1_700_000_000_000);
+        // Rounded up, plus the one-second tick margin.
+        assert_eq!(
+            exptime(now.add_duration(Duration::from_millis(1)), now),
+            Some(2)
+        );
+        assert_eq!(exptime(now.add_secs(60), now), Some(61));
+        // Past 30 days: an absolute Unix time, after the deadline.
+        let far = now.add_secs(31 * 24 * 3600);
+        let abs = exptime(far, now).expect("live");
+        assert!(abs > i64::try_from(RELATIVE_EXPTIME_MAX).unwrap_or(0));
+        assert!(abs * 1000 >= far.as_unix_millis());
+        // Expired: never 0 ("never expires").
+        assert_eq!(exptime(now, now), None);
+        assert_eq!(exptime(now.add_secs(-5), now), None);
+    }
+}
