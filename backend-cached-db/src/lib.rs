@@ -1,2 +1,99 @@
-//! backend-cached-db: work in progress.
+//! # backend-cached-db
+//!
+//! Django's `cached_db` engine, done consistently: any cache store in front of any
+//! durable store, both as `Arc<dyn SessionStore>`. Reads come from the cache and fall
+//! back to the durable store; writes go to the durable store first and its answer
+//! (including its version) is authoritative.
+//!
+//! ## The consistency rule
+//!
+//! **No read returns data older than the durable store's, even after a failed cache
+//! write.** Django 5.1+ logs a failed cache write and keeps serving the stale entry until
+//! its TTL. Here:
+//!
+//! - a write (update, touch, delete) goes to the durable store, then **invalidates** the
+//!   cache entry (it is never rewritten in place, so cache versions always mirror durable
+//!   versions);
+//! - if the invalidation fails, the key is remembered as *suspect*: its reads bypass the
+//!   cache until an invalidation succeeds;
+//! - a read that misses fills the cache with add-if-absent, then re-reads the durable
+//!   version and drops the entry if a write slipped in between (this closes the classic
+//!   cache-aside race between a reader's fill and a writer's invalidation).
+//!
+//! The suspect set lives in the process: if the cache is unreachable from one process but
+//! reachable from another and keeps its data, that other process may read a stale entry
+//! until the entry's TTL; with a cache that loses its data on restart (the usual Redis and
+//! Memcached deployment for sessions) the rule holds across processes too.
+//!
+//! ## Outages
+//!
+//! Cache errors never fail a request: reads and writes carry on against the durable store,
+//! degraded, and a warning is logged at most once per `log_interval_secs`. After a failure
+//! the cache is skipped for `retry_interval_ms`, then tried again, so a returning cache is
+//! used again without a restart.
+//!
+//! ## Optional first level
+//!
+//! `l1_ttl_ms > 0` adds an in-process memory level in front of the cache. Writes through
+//! this process invalidate it at once; writes by *other* processes are seen after at most
+//! `l1_ttl_ms` (its staleness bound). Off by default.
+//!
+//! ## Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use backend_cache::MemoryStore;
+//! use backend_cached_db::CachedDbStore;
+//! use session_core::{Record, SessionStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> session_core::Result<()> {
+//! let cache = Arc::new(MemoryStore::new());
+//! let durable = Arc::new(MemoryStore::new()); // a DbStore or FileStore in real life
+//! let store = CachedDbStore::new(cache, durable.clone());
+//! let key = store.create(&Record::with_ttl(Default::default(), 3600)).await?;
+//! assert!(durable.exists(&key).await?);
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod store;
+
+pub use store::{CachedDbConfig, CachedDbStats, CachedDbStore};
+
+use std::sync::Arc;
+
+use session_core::{EngineContext, EngineRegistry, SessionStore};
+
+/// Registers the `cached_db` engine.
+///
+/// ```toml
+/// engine = "cached_db"
+/// [cached_db]
+/// l1_ttl_ms = 0            # in-process first level, off by default
+///                          # (when on: [cached_db.l1], engine defaults to "memory")
+/// [cached_db.cache]        # a complete engine config; engine defaults to "cache"
+/// engine = "cache"
+/// [cached_db.cache.cache]
+/// url = "redis://127.0.0.1:6379"
+/// [cached_db.db]           # a complete engine config; engine defaults to "db"
+/// engine = "db"
+/// [cached_db.db.db]
+/// url = "postgres://app@127.0.0.1/app"
+/// ```
+pub fn register(registry: &EngineRegistry) {
+    registry.register("cached_db", |ctx: EngineContext| async move {
+        let options: CachedDbConfig = ctx.section("cached_db")?;
+        options.validate()?;
+        let cache = ctx.build_nested("cached_db.cache", "cache").await?;
+        let db = ctx.build_nested("cached_db.db", "db").await?;
+        let l1_ttl = std::time::Duration::from_millis(options.l1_ttl_ms);
+        let mut store = CachedDbStore::with_config(cache, db, options);
+        if !l1_ttl.is_zero() {
+            let l1 = ctx.build_nested("cached_db.l1", "memory").await?;
+            store = store.with_l1(l1, l1_ttl);
+        }
+        Ok(Arc::new(store) as Arc<dyn SessionStore>)
+    });
+}

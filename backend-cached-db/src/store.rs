@@ -1,0 +1,435 @@
+//! The composed store: durable writes, cache-first reads, invalidation with a suspect
+//! set, and a circuit breaker for cache outages. See the crate docs for the rules.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use session_core::{
+    Capabilities, Error, Inserted, RawAccess, Record, Result, SessionKey, SessionStore, Timestamp,
+};
+
+/// Options of the `cached_db` engine (section `cached_db`; its `cache` and `db`
+/// sub-sections are complete engine configurations).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CachedDbConfig {
+    /// Lifetime of in-process first-level entries in milliseconds; 0 turns the level off.
+    pub l1_ttl_ms: u64,
+    /// How long the cache is skipped after a failure before it is tried again.
+    pub retry_interval_ms: u64,
+    /// At most one "cache unavailable" warning per this many seconds.
+    pub log_interval_secs: u64,
+    /// Most keys remembered as suspect; beyond it every read bypasses the cache.
+    pub max_suspects: usize,
+    /// The nested cache engine configuration (read by the registry).
+    pub cache: Option<IgnoredAny>,
+    /// The nested durable engine configuration (read by the registry).
+    pub db: Option<IgnoredAny>,
+    /// The nested first-level engine configuration (default `memory`).
+    pub l1: Option<IgnoredAny>,
+}
+
+impl Default for CachedDbConfig {
+    fn default() -> Self {
+        CachedDbConfig {
+            l1_ttl_ms: 0,
+            retry_interval_ms: 1000,
+            log_interval_secs: 30,
+            max_suspects: 1_000_000,
+            cache: None,
+            db: None,
+            l1: None,
+        }
+    }
+}
+
+impl CachedDbConfig {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_suspects == 0 {
+            return Err(Error::config(
+                "cached_db.max_suspects",
+                "must be at least 1",
+            ));
+        }
+        if self.log_interval_secs == 0 {
+            return Err(Error::config(
+                "cached_db.log_interval_secs",
+                "must be at least 1 second",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Counters of a [`CachedDbStore`], for monitoring and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CachedDbStats {
+    /// Loads answered by the cache (or the first level).
+    pub hits: u64,
+    /// Loads that went to the durable store.
+    pub misses: u64,
+    /// Cache operations that failed.
+    pub cache_errors: u64,
+    /// Keys currently suspect (their cache entry may be stale).
+    pub suspects: u64,
+}
+
+#[derive(Default)]
+struct Health {
+    skip_until: Option<Instant>,
+    last_log: Option<Instant>,
+    suppressed: u64,
+}
+
+/// A cache store in front of a durable store.
+pub struct CachedDbStore {
+    cache: Arc<dyn SessionStore>,
+    db: Arc<dyn SessionStore>,
+    l1: Option<(Arc<dyn SessionStore>, i64)>,
+    retry_interval: Duration,
+    log_interval: Duration,
+    max_suspects: usize,
+    health: Mutex<Health>,
+    suspects: Mutex<HashSet<SessionKey>>,
+    overflowed: AtomicBool,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    cache_errors: AtomicU64,
+}
+
+impl fmt::Debug for CachedDbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedDbStore")
+            .field("cache", &self.cache)
+            .field("db", &self.db)
+            .field("l1", &self.l1.as_ref().map(|(s, ttl)| (s, ttl)))
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl CachedDbStore {
+    /// `cache` in front of `db`, with default options.
+    pub fn new(cache: Arc<dyn SessionStore>, db: Arc<dyn SessionStore>) -> Self {
+        Self::with_config(cache, db, CachedDbConfig::default())
+    }
+
+    /// `cache` in front of `db`, with explicit options. The first level is added with
+    /// [`CachedDbStore::with_l1`].
+    pub fn with_config(
+        cache: Arc<dyn SessionStore>,
+        db: Arc<dyn SessionStore>,
+        config: CachedDbConfig,
+    ) -> Self {
+        CachedDbStore {
+            cache,
+            db,
+            l1: None,
+            retry_interval: Duration::from_millis(config.retry_interval_ms),
+            log_interval: Duration::from_secs(config.log_interval_secs.max(1)),
+            max_suspects: config.max_suspects.max(1),
+            health: Mutex::new(Health::default()),
+            suspects: Mutex::new(HashSet::new()),
+            overflowed: AtomicBool::new(false),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            cache_errors: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds an in-process first level (typically a memory store) whose entries live at
+    /// most `ttl`: the staleness bound for writes made by other processes.
+    pub fn with_l1(mut self, l1: Arc<dyn SessionStore>, ttl: Duration) -> Self {
+        let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        self.l1 = (ms > 0).then_some((l1, ms));
+        self
+    }
+
+    /// The cache store.
+    pub fn cache(&self) -> &Arc<dyn SessionStore> {
+        &self.cache
+    }
+
+    /// The durable store.
+    pub fn durable(&self) -> &Arc<dyn SessionStore> {
+        &self.db
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> CachedDbStats {
+        CachedDbStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            cache_errors: self.cache_errors.load(Ordering::Relaxed),
+            suspects: lock(&self.suspects).len() as u64,
+        }
+    }
+
+    fn cache_usable(&self) -> bool {
+        lock(&self.health)
+            .skip_until
+            .is_none_or(|t| Instant::now() >= t)
+    }
+
+    fn cache_failed(&self, op: &str, err: &Error) {
+        self.cache_errors.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut h = lock(&self.health);
+        h.skip_until = Some(now + self.retry_interval);
+        if h.last_log
+            .is_none_or(|t| now.duration_since(t) >= self.log_interval)
+        {
+            tracing::warn!(
+                cache = self.cache.engine(),
+                op,
+                error = %err,
+                suppressed = h.suppressed,
+                "session cache unavailable; serving from the durable store (degraded)"
+            );
+            h.last_log = Some(now);
+            h.suppressed = 0;
+        } else {
+            h.suppressed += 1;
+        }
+    }
+
+    fn cache_ok(&self) {
+        let mut h = lock(&self.health);
+        if h.skip_until.take().is_some() {
+            tracing::info!(
+                cache = self.cache.engine(),
+                "session cache is answering again"
+            );
+        }
+    }
+
+    fn is_suspect(&self, key: &SessionKey) -> bool {
+        self.overflowed.load(Ordering::Relaxed) || lock(&self.suspects).contains(key)
+    }
+
+    fn mark_suspect(&self, key: &SessionKey) {
+        let mut s = lock(&self.suspects);
+        if s.len() >= self.max_suspects {
+            if !self.overflowed.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    max = self.max_suspects,
+                    "too many session cache entries could not be invalidated; \
+                     every read now bypasses the cache until restart"
+                );
+            }
+        } else {
+            s.insert(key.clone());
+        }
+    }
+
+    /// Drops the cached entry (and the first-level one); remembers the key as suspect
+    /// when the cache cannot be reached.
+    async fn invalidate(&self, key: &SessionKey) {
+        if let Some((l1, _)) = &self.l1 {
+            let _ = l1.delete(key).await;
+        }
+        if !self.cache_usable() {
+            self.mark_suspect(key);
+            return;
+        }
+        match self.cache.delete(key).await {
+            Ok(_) => {
+                self.cache_ok();
+                lock(&self.suspects).remove(key);
+            }
+            Err(e) => {
+                self.cache_failed("invalidate", &e);
+                self.mark_suspect(key);
+            }
+        }
+    }
+
+    async fn fill_l1(&self, key: &SessionKey, record: &Record) {
+        if let Some((l1, ttl)) = &self.l1 {
+            let mut r = record.clone();
+            let cap =
+                Timestamp::from_unix_millis(Timestamp::now().as_unix_millis().saturating_add(*ttl));
+            r.expires_at = r.expires_at.min(cap);
+            let _ = l1.delete(key).await;
+            let _ = l1.insert_new(key, &r).await;
+        }
+    }
+
+    /// Fills the cache after a miss, then re-reads the durable version: if a write
+    /// slipped in between the durable read and the fill, the entry is dropped again.
+    async fn fill_cache(&self, key: &SessionKey, record: &Record) {
+        match self.cache.insert_new(key, record).await {
+            Ok(Inserted::Created) => {
+                self.cache_ok();
+                let current = self.db.load(key).await;
+                let same = matches!(&current, Ok(Some(r)) if r.version == record.version);
+                if !same {
+                    self.invalidate(key).await;
+                }
+            }
+            Ok(Inserted::KeyTaken) => {}
+            Err(e) => self.cache_failed("fill", &e),
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for CachedDbStore {
+    fn engine(&self) -> &str {
+        "cached_db"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let db = self.db.capabilities();
+        let cache = self.cache.capabilities();
+        Capabilities::none()
+            .durable(db.durable)
+            .cross_process(db.cross_process && cache.cross_process)
+            .compare_and_set(db.compare_and_set)
+            .listing(db.listing)
+    }
+
+    async fn insert_new(&self, key: &SessionKey, record: &Record) -> Result<Inserted> {
+        let out = self.db.insert_new(key, record).await?;
+        if out == Inserted::Created {
+            if self.cache_usable() && !self.is_suspect(key) {
+                match self.cache.insert_new(key, record).await {
+                    Ok(Inserted::Created) => self.cache_ok(),
+                    // A leftover entry under a brand-new key: drop it.
+                    Ok(Inserted::KeyTaken) => self.invalidate(key).await,
+                    Err(e) => {
+                        self.cache_failed("create", &e);
+                        self.mark_suspect(key);
+                    }
+                }
+            } else {
+                self.invalidate(key).await;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        if let Some((l1, _)) = &self.l1
+            && let Ok(Some(r)) = l1.load(key).await
+        {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(r));
+        }
+        let mut may_fill = false;
+        if self.cache_usable() {
+            if self.is_suspect(key) {
+                // Clear the possibly stale entry before trusting the cache again.
+                self.invalidate(key).await;
+                may_fill = !self.is_suspect(key);
+            } else {
+                match self.cache.load(key).await {
+                    Ok(Some(r)) => {
+                        self.cache_ok();
+                        self.hits.fetch_add(1, Ordering::Relaxed);
+                        self.fill_l1(key, &r).await;
+                        return Ok(Some(r));
+                    }
+                    Ok(None) => may_fill = true,
+                    // An undecodable cache entry is dropped, not served or propagated.
+                    Err(Error::Codec(_)) => self.invalidate(key).await,
+                    Err(e) => self.cache_failed("load", &e),
+                }
+            }
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let record = self.db.load(key).await?;
+        if let Some(r) = &record {
+            if may_fill {
+                self.fill_cache(key, r).await;
+            }
+            self.fill_l1(key, r).await;
+        }
+        Ok(record)
+    }
+
+    async fn update(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        expected_version: Option<u64>,
+    ) -> Result<u64> {
+        let out = self.db.update(key, record, expected_version).await;
+        // Invalidate even on failure: a timed-out write may still have committed.
+        self.invalidate(key).await;
+        out
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        let out = self.db.delete(key).await;
+        self.invalidate(key).await;
+        out
+    }
+
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
+        let out = self.db.touch(key, expires_at).await;
+        self.invalidate(key).await;
+        out
+    }
+
+    async fn exists(&self, key: &SessionKey) -> Result<bool> {
+        if self.cache_usable() && !self.is_suspect(key) {
+            match self.cache.exists(key).await {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(e) => self.cache_failed("exists", &e),
+            }
+        }
+        self.db.exists(key).await
+    }
+
+    async fn clear_expired(&self) -> Result<u64> {
+        self.db.clear_expired().await
+    }
+
+    async fn count(&self) -> Result<u64> {
+        self.db.count().await
+    }
+
+    async fn list(&self, after: Option<&SessionKey>, limit: usize) -> Result<Vec<SessionKey>> {
+        self.db.list(after, limit).await
+    }
+
+    fn raw(&self) -> Option<&dyn RawAccess> {
+        self.db.raw().map(|_| self as &dyn RawAccess)
+    }
+}
+
+/// Raw access goes to the durable store, and drops the cached entry so the bytes written
+/// are the bytes read.
+#[async_trait]
+impl RawAccess for CachedDbStore {
+    async fn put_raw(&self, key: &SessionKey, bytes: &[u8], expires_at: Timestamp) -> Result<()> {
+        let raw = self
+            .db
+            .raw()
+            .ok_or_else(|| Error::unsupported(self.db.engine(), "raw access"))?;
+        let out = raw.put_raw(key, bytes, expires_at).await;
+        self.invalidate(key).await;
+        out
+    }
+
+    async fn get_raw(&self, key: &SessionKey) -> Result<Option<Vec<u8>>> {
+        let raw = self
+            .db
+            .raw()
+            .ok_or_else(|| Error::unsupported(self.db.engine(), "raw access"))?;
+        raw.get_raw(key).await
+    }
+}
