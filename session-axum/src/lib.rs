@@ -1,0 +1,96 @@
+//! # session-axum
+//!
+//! Django's `request.session` for axum and tower: a [`SessionLayer`] that gives every
+//! request a lazy [`session_core::Session`] over any store, and a [`Session`] extractor
+//! to take it in handlers. The middleware follows Django's `SessionMiddleware` rules:
+//!
+//! - nothing is loaded until the handler touches the session;
+//! - the session is saved and its cookie sent only when it was modified (or
+//!   `save_every_request` is on), is not empty, and the response status is below 500;
+//! - the cookie is deleted exactly when the request carried one and the session ended
+//!   with no key and no data (after `flush()`, or for a key the store does not know);
+//! - `Vary: Cookie` is sent whenever the session was accessed, saved or deleted, and
+//!   always with a session cookie (CVE-2026-35192);
+//! - a save that finds the session deleted by a concurrent request (a logout) answers
+//!   400 instead of resurrecting it; version conflicts are re-applied inside
+//!   [`session_core::Session::save`], so two requests changing different keys both keep
+//!   their work; conflicts that keep winning answer 409, an unreachable store 503
+//!   ([`error`]).
+//!
+//! Sessions live in any [`session_core::SessionStore`] (`Arc<dyn SessionStore>`), chosen
+//! in code or by `Sessions.toml` ([`SessionLayer::from_config`]), or in the cookie itself
+//! with the signed [`cookie_engine`]. Cookie and middleware settings are in [`config`].
+//!
+//! ## Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use axum::{Router, routing::get};
+//! use backend_cache::MemoryStore;
+//! use session_axum::{Session, SessionError, SessionLayer};
+//!
+//! async fn counter(session: Session) -> Result<String, SessionError> {
+//!     let n = session.update("visits", |n: Option<u64>| n.unwrap_or(0) + 1).await?;
+//!     Ok(format!("{n} visits"))
+//! }
+//!
+//! # fn main() -> session_core::Result<()> {
+//! let layer = SessionLayer::builder(Arc::new(MemoryStore::new()))
+//!     .secure(false) // plain-HTTP development only
+//!     .build()?;
+//! let app: Router = Router::new().route("/", get(counter)).layer(layer);
+//! # let _ = app;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Security
+//!
+//! - **Login:** call `session.cycle_key().await?` when a user logs in (or gains
+//!   privileges): the data moves to a fresh key and the old record is deleted, so a key
+//!   planted before login (session fixation) is worthless afterwards. Call
+//!   `session.flush().await?` on logout.
+//! - A key the client sends that the store does not know is never adopted: the next
+//!   save mints a new one. Malformed or badly signed cookies cost no store I/O.
+//! - Session keys never appear in logs; log lines carry
+//!   [`session_core::SessionKey::fingerprint`] (8 hex digits of its SHA-256).
+//! - The cookie is `Secure`, `HttpOnly` and `SameSite=Lax` by default; the optional
+//!   `__Host-` prefix also pins it to the exact host. Optional HMAC-SHA256 signing of
+//!   the value supports key rotation (sign with the first key, accept any).
+//! - The [`cookie_engine`] keeps data in the client: readable by it, not revocable,
+//!   limited to 4 KB. Prefer a server-side store for anything sensitive.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod cookie_engine;
+pub mod error;
+mod extract;
+mod layer;
+mod service;
+mod set_cookie;
+mod signing;
+
+pub use config::{CookieConfig, MiddlewareConfig, SameSite};
+pub use error::SessionError;
+pub use extract::{MissingSessionLayer, Session};
+pub use layer::{SessionLayer, SessionLayerBuilder};
+pub use service::SessionService;
+
+use session_core::{EngineRegistry, Error, SessionStore};
+
+/// Registers the `cookie` engine name, so that a registry-wide listing (and an
+/// `engine = "cookie"` configuration built by something other than
+/// [`SessionLayer::from_config`]) explains itself: the cookie engine is not a store,
+/// only the middleware can run it.
+pub fn register(registry: &EngineRegistry) {
+    registry.register(
+        cookie_engine::ENGINE,
+        |_ctx: session_core::EngineContext| async move {
+            Err::<std::sync::Arc<dyn SessionStore>, _>(Error::config(
+                "engine",
+                "the cookie engine keeps sessions in the client's cookie, not in a store: \
+             build it with session_axum::SessionLayer::from_config",
+            ))
+        },
+    );
+}
