@@ -1,0 +1,427 @@
+//! The operator commands: migrate, clear-expired, stats, show, copy, check.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Serialize;
+use serde_json::json;
+use session_core::{Codec, Config, Error, Inserted, SessionKey, SessionStore, Timestamp};
+
+use crate::engines;
+use crate::fmt::{CliError, CliResult, iso, progress};
+
+/// Keys fetched per listing page.
+const PAGE: usize = 1000;
+
+/// `clear-expired` options.
+#[derive(Args, Debug)]
+pub struct ClearArgs {
+    /// Rows (or files) deleted per statement; smaller batches hold shorter locks.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub batch_size: u64,
+}
+
+/// `stats` options.
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `show` options.
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// The session key (the value of the session cookie).
+    pub key: String,
+    /// Print the stored bytes as they are instead of the decoded record.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+/// `copy` options.
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// Configuration of the engine to copy from.
+    #[arg(long, value_name = "CONFIG")]
+    pub from: PathBuf,
+    /// Configuration of the engine to copy to.
+    #[arg(long, value_name = "CONFIG")]
+    pub to: PathBuf,
+}
+
+/// The `db` section of a db or cached_db configuration.
+fn db_section(config: &Config) -> CliResult<Option<Config>> {
+    let engine = config.settings()?.engine;
+    Ok(match engine.as_str() {
+        "db" => Some(config.clone()),
+        "cached_db" => Some(config.nested("cached_db.db", "db")),
+        _ => None,
+    })
+}
+
+/// `sessions migrate`.
+pub async fn migrate(path: Option<&Path>) -> CliResult {
+    let config = engines::load(path)?;
+    let Some(db) = db_section(&config)? else {
+        let engine = config.settings()?.engine;
+        println!("engine {engine} keeps no tables: nothing to migrate");
+        return Ok(());
+    };
+    let mut options: backend_db::DbConfig = db.section("db")?;
+    options.auto_migrate = false;
+    let store = backend_db::DbStore::connect(&options).await?;
+    let done = store.migrate().await?;
+    if done.changed() {
+        println!(
+            "migrated table {} from schema version {} to {}",
+            store.table(),
+            done.from,
+            done.to
+        );
+    } else {
+        println!(
+            "table {} is up to date (schema version {})",
+            store.table(),
+            done.to
+        );
+    }
+    Ok(())
+}
+
+/// `sessions clear-expired`.
+pub async fn clear_expired(path: Option<&Path>, args: ClearArgs) -> CliResult {
+    if args.batch_size == 0 {
+        return Err(CliError::usage("--batch-size must be at least 1", None));
+    }
+    let config = engines::load(path)?;
+    let pb = progress(None, "deleting expired sessions");
+    let (engine, removed, native_ttl) = if let Some(db) = db_section(&config)? {
+        // Straight to the table, batch by batch, with a running count.
+        let mut options: backend_db::DbConfig = db.section("db")?;
+        options.auto_migrate = false;
+        let store = backend_db::DbStore::connect(&options).await?;
+        let removed = store
+            .clear_expired_batched(args.batch_size, |n| pb.set_position(n))
+            .await?;
+        (format!("db ({})", store.table()), removed, false)
+    } else {
+        let store = engines::build(&config).await?;
+        let removed = store.clear_expired().await?;
+        (
+            store.engine().to_owned(),
+            removed,
+            store.capabilities().native_ttl,
+        )
+    };
+    pb.finish_and_clear();
+    if native_ttl {
+        println!("{removed} expired sessions removed ({engine} expires sessions by itself)");
+    } else {
+        println!("{removed} expired sessions removed from {engine}");
+    }
+    Ok(())
+}
+
+#[derive(Serialize, Default)]
+struct Stats {
+    engine: String,
+    live: u64,
+    expired: u64,
+    unreadable: u64,
+    total_bytes: u64,
+    largest_bytes: u64,
+    /// (upper bound in bytes, count); the last bucket has no bound.
+    histogram: Vec<(String, u64)>,
+}
+
+const BUCKETS: [(u64, &str); 6] = [
+    (1 << 10, "< 1 KiB"),
+    (4 << 10, "1-4 KiB"),
+    (16 << 10, "4-16 KiB"),
+    (64 << 10, "16-64 KiB"),
+    (256 << 10, "64-256 KiB"),
+    (u64::MAX, ">= 256 KiB"),
+];
+
+/// Every key of a listing store, a page at a time.
+struct KeyPages {
+    store: Arc<dyn SessionStore>,
+    after: Option<SessionKey>,
+    done: bool,
+}
+
+impl KeyPages {
+    fn new(store: Arc<dyn SessionStore>) -> Self {
+        KeyPages {
+            store,
+            after: None,
+            done: false,
+        }
+    }
+
+    async fn next(&mut self) -> CliResult<Option<Vec<SessionKey>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self.store.list(self.after.as_ref(), PAGE).await?;
+        match page.last() {
+            None => {
+                self.done = true;
+                Ok(None)
+            }
+            Some(last) => {
+                self.after = Some(last.clone());
+                Ok(Some(page))
+            }
+        }
+    }
+}
+
+/// `sessions stats`.
+pub async fn stats(path: Option<&Path>, args: StatsArgs) -> CliResult {
+    let config = engines::load(path)?;
+    let codec = config.settings()?.codec();
+    let store = engines::build(&config).await?;
+    if !store.capabilities().listing {
+        return Err(
+            Error::unsupported(store.engine(), "listing sessions (needed by stats)").into(),
+        );
+    }
+    let total = store.count().await.ok();
+    let pb = progress(total, "reading sessions");
+    let mut s = Stats {
+        engine: store.engine().to_owned(),
+        ..Stats::default()
+    };
+    let mut hist = [0u64; BUCKETS.len()];
+    let now = Timestamp::now();
+    let codec: &dyn Codec = codec.as_ref();
+    let mut pages = KeyPages::new(store.clone());
+    while let Some(page) = pages.next().await? {
+        for k in page {
+            pb.inc(1);
+            let (size, live) = match store.raw() {
+                Some(raw) => match raw.get_raw(&k).await? {
+                    None => continue,
+                    Some(bytes) => (
+                        bytes.len() as u64,
+                        codec.decode(&bytes).ok().map(|r| !r.is_expired_at(now)),
+                    ),
+                },
+                None => match store.load(&k).await? {
+                    Some(r) => (
+                        codec.encode(&r).map(|b| b.len() as u64).unwrap_or(0),
+                        Some(true),
+                    ),
+                    None => {
+                        s.expired += 1;
+                        continue;
+                    }
+                },
+            };
+            match live {
+                Some(true) => s.live += 1,
+                Some(false) => s.expired += 1,
+                None => s.unreadable += 1,
+            }
+            s.total_bytes += size;
+            s.largest_bytes = s.largest_bytes.max(size);
+            if let Some(i) = BUCKETS.iter().position(|(bound, _)| size < *bound) {
+                hist[i] += 1;
+            }
+        }
+    }
+    pb.finish_and_clear();
+    s.histogram = BUCKETS
+        .iter()
+        .zip(hist)
+        .map(|((_, label), n)| ((*label).to_owned(), n))
+        .collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+        return Ok(());
+    }
+    println!("engine        {}", s.engine);
+    println!("live          {}", s.live);
+    println!(
+        "expired       {} (run `sessions clear-expired` to remove them)",
+        s.expired
+    );
+    if s.unreadable > 0 {
+        println!("unreadable    {} (corrupt or foreign bytes)", s.unreadable);
+    }
+    println!("total size    {}", human_bytes(s.total_bytes));
+    println!("largest       {}", human_bytes(s.largest_bytes));
+    println!("sizes:");
+    let widest = s
+        .histogram
+        .iter()
+        .map(|(_, n)| *n)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    for (label, n) in &s.histogram {
+        let bar = "#".repeat(((*n * 40).div_ceil(widest)) as usize);
+        println!("  {label:>11}  {n:>8}  {bar}");
+    }
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n < 1 << 10 => format!("{n} B"),
+        n if n < 1 << 20 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0)),
+    }
+}
+
+/// `sessions show KEY`.
+pub async fn show(path: Option<&Path>, args: ShowArgs) -> CliResult {
+    let key = SessionKey::parse(args.key.trim()).map_err(Error::from)?;
+    let config = engines::load(path)?;
+    let store = engines::build(&config).await?;
+    if args.raw {
+        let raw = store
+            .raw()
+            .ok_or_else(|| Error::unsupported(store.engine(), "raw access"))?;
+        return match raw.get_raw(&key).await? {
+            Some(bytes) => {
+                println!("{}", String::from_utf8_lossy(&bytes));
+                Ok(())
+            }
+            None => Err(not_found(&key)),
+        };
+    }
+    match store.load(&key).await {
+        Ok(Some(r)) => {
+            let out = json!({
+                "version": r.version,
+                "created_at": iso(r.created_at),
+                "expires_at": iso(r.expires_at),
+                "expiry": r.expiry,
+                "data": r.data,
+            });
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            Ok(())
+        }
+        Ok(None) => Err(not_found(&key)),
+        Err(e @ Error::Codec(_)) => Err(CliError::from(e)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn not_found(key: &SessionKey) -> CliError {
+    CliError::store(
+        format!(
+            "no live session under that key (fingerprint {})",
+            key.fingerprint()
+        ),
+        Some(
+            "the session may have expired or been deleted; `sessions stats` counts what is stored"
+                .into(),
+        ),
+    )
+}
+
+/// `sessions copy --from A --to B`.
+pub async fn copy(args: CopyArgs) -> CliResult {
+    let from_cfg = engines::load(Some(&args.from))?;
+    let to_cfg = engines::load(Some(&args.to))?;
+    let src = engines::build(&from_cfg).await?;
+    let dst = engines::build(&to_cfg).await?;
+    if !src.capabilities().listing {
+        return Err(
+            Error::unsupported(src.engine(), "listing sessions (needed to copy from it)").into(),
+        );
+    }
+    let total = src.count().await.ok();
+    let pb = progress(
+        total,
+        &format!("copying {} -> {}", src.engine(), dst.engine()),
+    );
+    let (mut created, mut updated, mut unchanged, mut skipped) = (0u64, 0u64, 0u64, 0u64);
+    let mut pages = KeyPages::new(src.clone());
+    while let Some(page) = pages.next().await? {
+        for k in page {
+            pb.inc(1);
+            let record = match src.load(&k).await {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    skipped += 1; // expired meanwhile
+                    continue;
+                }
+                Err(Error::Codec(e)) => {
+                    tracing::warn!(session = %k.fingerprint(), error = %e, "skipping an unreadable session");
+                    skipped += 1;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match dst.insert_new(&k, &record).await? {
+                Inserted::Created => created += 1,
+                Inserted::KeyTaken => match dst.load(&k).await? {
+                    Some(t) if t.data == record.data && t.expires_at == record.expires_at => {
+                        unchanged += 1
+                    }
+                    _ => match dst.update(&k, &record, None).await {
+                        Ok(_) => updated += 1,
+                        Err(Error::NotFound) => {
+                            dst.insert_new(&k, &record).await?;
+                            created += 1;
+                        }
+                        Err(e) => return Err(e.into()),
+                    },
+                },
+            }
+        }
+    }
+    pb.finish_and_clear();
+    println!(
+        "copied {} sessions from {} to {}: {created} new, {updated} updated, {unchanged} already there, {skipped} skipped (expired or unreadable)",
+        created + updated + unchanged,
+        src.engine(),
+        dst.engine()
+    );
+    Ok(())
+}
+
+/// `sessions check`.
+pub async fn check(path: Option<&Path>) -> CliResult {
+    let config = engines::load(path)?;
+    let settings = config.settings()?;
+    let store = match tokio::time::timeout(Duration::from_secs(15), engines::build(&config)).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(Error::Timeout {
+                engine: settings.engine.clone(),
+                after: Duration::from_secs(15),
+            }
+            .into());
+        }
+    };
+    let probe = SessionKey::generate().map_err(Error::from)?;
+    match tokio::time::timeout(Duration::from_secs(10), store.exists(&probe)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => {
+            return Err(Error::Timeout {
+                engine: store.engine().to_owned(),
+                after: Duration::from_secs(10),
+            }
+            .into());
+        }
+    }
+    let caps = store.capabilities();
+    println!(
+        "ok: engine {} answers (codec {:?}, default age {} s, durable: {}, shared across processes: {})",
+        store.engine(),
+        settings.codec,
+        settings.expiry.default_age_secs,
+        caps.durable,
+        caps.cross_process
+    );
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! `sessions demo`: a small web app that shows sessions at work.
+//!
+//! A visit counter, a cart with add and remove, and login/logout with key cycling, on
+//! whatever engine the configuration selects (the file engine by default, so no server
+//! is needed). Plain HTML forms, no JavaScript.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use axum::extract::Form;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clap::Args;
+use serde::Deserialize;
+use serde_json::json;
+use session_axum::{Session, SessionError, SessionLayer};
+
+use crate::engines;
+use crate::fmt::{CliError, CliResult};
+
+/// `demo` options.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, short, default_value_t = 8000)]
+    pub port: u16,
+    /// Address to listen on; keep it on loopback unless you know why.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+}
+
+const FRUITS: [&str; 6] = ["apple", "banana", "cherry", "kiwi", "mango", "pear"];
+
+/// Runs the demo until Ctrl-C.
+pub async fn run(path: Option<&Path>, args: DemoArgs) -> CliResult {
+    let config = engines::load_with_engine(path, "file")?;
+    let settings = config.settings()?;
+    let registry = engines::registry();
+    let mut builder = SessionLayer::builder_from_config(&config, &registry).await?;
+    // Browsers refuse to send a Secure cookie back over plain http (Chromium makes an
+    // exception for "localhost", not for 127.0.0.1), so the demo, served over plain http
+    // on loopback, turns Secure off unless the configuration says otherwise. Production
+    // deployments keep the default: Secure on, behind TLS.
+    if !config.figment().contains("cookie.secure") {
+        builder = builder.secure(false);
+    }
+    let layer = builder.build()?;
+    let where_stored = storage_description(&config, &settings.engine);
+    let app = Router::new()
+        .route("/", get(index))
+        .route("/state", get(state))
+        .route("/cart/add", post(cart_add))
+        .route("/cart/remove", post(cart_remove))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .layer(layer)
+        .with_state(std::sync::Arc::new(where_stored.clone()));
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .map_err(|e| {
+            CliError::usage(
+                format!("bad --host/--port: {e}"),
+                Some("use e.g. --host 127.0.0.1 --port 8000".into()),
+            )
+        })?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        CliError::store(
+            format!("cannot listen on {addr}: {e}"),
+            Some("pick another port with --port, or stop what is using it".into()),
+        )
+    })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CliError::store(e.to_string(), None))?;
+    println!("sessions demo listening on http://{local}/");
+    println!(
+        "engine: {} — sessions stored {where_stored}",
+        settings.engine
+    );
+    println!("press Ctrl-C to stop");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| CliError::store(format!("server error: {e}"), None))
+}
+
+fn storage_description(config: &session_core::Config, engine: &str) -> String {
+    match engine {
+        "file" => {
+            let path = config
+                .figment()
+                .extract_inner::<String>("file.path")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|_| backend_file::config::default_dir());
+            format!("in {}", path.display())
+        }
+        "memory" => "in this process's memory (gone when it stops)".into(),
+        "cookie" => "in the browser's signed cookie".into(),
+        other => format!("by the {other} engine"),
+    }
+}
+
+type Where = axum::extract::State<std::sync::Arc<String>>;
+
+#[derive(Deserialize)]
+struct ItemForm {
+    item: String,
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    username: String,
+}
+
+fn escape(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '&' => "&amp;".into(),
+            '<' => "&lt;".into(),
+            '>' => "&gt;".into(),
+            '"' => "&quot;".into(),
+            '\'' => "&#39;".into(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+async fn index(session: Session, where_stored: Where) -> Result<Response, SessionError> {
+    let visits: u64 = session
+        .update("visits", |n: Option<u64>| n.unwrap_or(0) + 1)
+        .await?;
+    let cart: Vec<String> = session.get("cart").await?.unwrap_or_default();
+    let user: Option<String> = session.get("user").await?;
+    let items: String = if cart.is_empty() {
+        "<li class=\"empty\">Your cart is empty.</li>".into()
+    } else {
+        cart.iter()
+            .map(|i| {
+                let i = escape(i);
+                format!(
+                    "<li><span class=\"item\">{i}</span> \
+                     <form method=\"post\" action=\"/cart/remove\" class=\"inline\">\
+                     <input type=\"hidden\" name=\"item\" value=\"{i}\">\
+                     <button type=\"submit\" id=\"remove-{i}\">remove</button></form></li>"
+                )
+            })
+            .collect()
+    };
+    let options: String = FRUITS
+        .iter()
+        .map(|f| format!("<option value=\"{f}\">{f}</option>"))
+        .collect();
+    let auth = match &user {
+        Some(u) => format!(
+            "<p>Signed in as <b id=\"user\">{}</b>.</p>\
+             <form method=\"post\" action=\"/logout\"><button type=\"submit\" id=\"logout\">Log out</button></form>\
+             <p class=\"note\">Logging out flushes the session: the record is deleted and the cookie removed.</p>",
+            escape(u)
+        ),
+        None => "<p id=\"user-none\">Not signed in.</p>\
+             <form method=\"post\" action=\"/login\">\
+             <input name=\"username\" id=\"username\" placeholder=\"any name\" required>\
+             <button type=\"submit\" id=\"login\">Log in</button></form>\
+             <p class=\"note\">Logging in cycles the session key (against session fixation): \
+             the cookie changes, the cart and counter stay.</p>"
+            .to_owned(),
+    };
+    let fingerprint = session
+        .key()
+        .map(|k| k.fingerprint())
+        .unwrap_or_else(|| "(new session: key minted when this response is saved)".into());
+    let page = format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>sessions demo</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 44rem; margin: 2rem auto; color: #222; }}
+h1 {{ margin-bottom: .2rem; }} .sub {{ color: #666; margin-top: 0; }}
+section {{ border: 1px solid #ddd; border-radius: 8px; padding: .8rem 1.2rem; margin: 1rem 0; }}
+.count {{ font-size: 2.2rem; font-weight: 700; color: #0a6; }}
+.inline {{ display: inline; }} .note {{ color: #666; font-size: .9rem; }}
+code {{ background: #f4f4f4; padding: .1rem .3rem; border-radius: 4px; }}
+button {{ cursor: pointer; }}
+</style></head>
+<body>
+<h1>sessions demo</h1>
+<p class="sub">Server-side sessions for Rust — stored {where_stored}.</p>
+<section id="visits"><h2>Visit counter</h2>
+<p>You have loaded this page <span class="count" id="visit-count">{visits}</span> time(s) in this session.</p></section>
+<section id="cart"><h2>Cart</h2><ul id="cart-items">{items}</ul>
+<form method="post" action="/cart/add"><select name="item" id="item">{options}</select>
+<button type="submit" id="add">Add to cart</button></form></section>
+<section id="auth"><h2>Account</h2>{auth}</section>
+<p class="note">Session fingerprint: <code id="fingerprint">{fingerprint}</code>
+(a short hash: the key itself is only in your cookie).</p>
+</body></html>"#,
+        where_stored = escape(&where_stored),
+    );
+    Ok(Html(page).into_response())
+}
+
+async fn state(session: Session) -> Result<Response, SessionError> {
+    let visits: u64 = session.get("visits").await?.unwrap_or(0);
+    let cart: Vec<String> = session.get("cart").await?.unwrap_or_default();
+    let user: Option<String> = session.get("user").await?;
+    Ok(Json(json!({ "visits": visits, "cart": cart, "user": user })).into_response())
+}
+
+fn back() -> Response {
+    Redirect::to("/").into_response()
+}
+
+async fn cart_add(session: Session, Form(f): Form<ItemForm>) -> Result<Response, SessionError> {
+    let item = f.item.trim().to_owned();
+    if item.is_empty() || item.len() > 64 {
+        return Ok((StatusCode::BAD_REQUEST, "an item is 1 to 64 characters").into_response());
+    }
+    session
+        .update("cart", move |cart: Option<Vec<String>>| {
+            let mut cart = cart.unwrap_or_default();
+            cart.push(item.clone());
+            cart
+        })
+        .await?;
+    Ok(back())
+}
+
+async fn cart_remove(session: Session, Form(f): Form<ItemForm>) -> Result<Response, SessionError> {
+    session
+        .update("cart", move |cart: Option<Vec<String>>| {
+            let mut cart = cart.unwrap_or_default();
+            if let Some(i) = cart.iter().position(|c| *c == f.item) {
+                cart.remove(i);
+            }
+            cart
+        })
+        .await?;
+    Ok(back())
+}
+
+async fn login(session: Session, Form(f): Form<LoginForm>) -> Result<Response, SessionError> {
+    let name = f.username.trim().to_owned();
+    if name.is_empty() || name.len() > 64 {
+        return Ok((StatusCode::BAD_REQUEST, "a user name is 1 to 64 characters").into_response());
+    }
+    // A new key at every privilege change: a key planted before login is useless after.
+    session.cycle_key().await?;
+    session.insert("user", &name).await?;
+    Ok(back())
+}
+
+async fn logout(session: Session) -> Result<Response, SessionError> {
+    session.flush().await?;
+    Ok(back())
+}

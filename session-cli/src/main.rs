@@ -1,0 +1,114 @@
+//! `sessions`: the operator's tool for the session framework.
+//!
+//! It runs a demo app, creates or upgrades tables, clears expired sessions, reports
+//! statistics, prints one session, copies every session between engines and checks a
+//! configuration — for any engine the configuration selects.
+//!
+//! Exit codes: 0 success; 1 the store failed (unreachable server, I/O error, corrupt
+//! data); 2 bad usage or bad configuration.
+#![forbid(unsafe_code)]
+
+mod commands;
+mod demo;
+mod engines;
+mod fmt;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for a store failure.
+pub const EXIT_STORE: u8 = 1;
+/// Exit code for bad usage or configuration.
+pub const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sessions",
+    version,
+    about = "Server-side sessions: demo app and operator commands",
+    long_about = "Server-side sessions for Rust web apps.\n\n\
+        Every command reads the engine configuration from Sessions.toml in the working \
+        directory (or --config FILE), overridden by SESSION_* environment variables, e.g. \
+        SESSION_ENGINE=db SESSION_DB__URL=postgres://app@127.0.0.1/app.",
+    after_help = "Examples:\n  \
+        sessions demo                                  # demo app on the file engine, http://127.0.0.1:8000\n  \
+        SESSION_ENGINE=memory sessions demo --port 9000\n  \
+        sessions --config prod.toml check              # validate config and reach the store\n  \
+        sessions --config prod.toml migrate            # create or upgrade the sessions table\n  \
+        sessions clear-expired --batch-size 5000       # Django's clearsessions\n  \
+        sessions stats --json\n  \
+        sessions show 3k9x...                          # one session as JSON\n  \
+        sessions copy --from file.toml --to redis.toml # move sessions between engines\n\n\
+        Exit codes: 0 success, 1 store failure, 2 bad usage or configuration."
+)]
+struct Cli {
+    /// Configuration file (default: Sessions.toml in the working directory, if present).
+    #[arg(long, short, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a small web app that shows sessions at work (default engine: file).
+    Demo(demo::DemoArgs),
+    /// Create or upgrade the sessions table (db and cached_db engines); safe to re-run.
+    Migrate,
+    /// Delete expired sessions and print how many (Django's clearsessions). Run it from cron.
+    ClearExpired(commands::ClearArgs),
+    /// Live and expired counts, total and largest sizes, size histogram.
+    Stats(commands::StatsArgs),
+    /// Print one session, decoded, as JSON.
+    Show(commands::ShowArgs),
+    /// Copy every live session, with its expiry, from one engine to another.
+    Copy(commands::CopyArgs),
+    /// Validate the configuration and reach the store.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SESSIONS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_STORE);
+        }
+    };
+    let config = cli.config.as_deref();
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Demo(args) => demo::run(config, args).await,
+            Command::Migrate => commands::migrate(config).await,
+            Command::ClearExpired(args) => commands::clear_expired(config, args).await,
+            Command::Stats(args) => commands::stats(config, args).await,
+            Command::Show(args) => commands::show(config, args).await,
+            Command::Copy(args) => commands::copy(args).await,
+            Command::Check => commands::check(config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let Some(hint) = e.hint() {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(e.code())
+        }
+    }
+}
