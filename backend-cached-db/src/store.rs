@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,6 @@ pub struct CachedDbStats {
 
 #[derive(Default)]
 struct Health {
-    skip_until: Option<Instant>,
     last_log: Option<Instant>,
     suppressed: u64,
 }
@@ -96,8 +95,16 @@ pub struct CachedDbStore {
     retry_interval: Duration,
     log_interval: Duration,
     max_suspects: usize,
+    /// Logging state of outages (touched only on failures and recoveries).
     health: Mutex<Health>,
+    /// Origin of `skip_until_ns`.
+    epoch: Instant,
+    /// Nanoseconds after `epoch` until which the cache is skipped; 0 when healthy.
+    /// An atomic, so the healthy path of every request takes no lock.
+    skip_until_ns: AtomicU64,
     suspects: Mutex<HashSet<SessionKey>>,
+    /// `suspects.len()`, readable without the lock.
+    suspect_count: AtomicUsize,
     overflowed: AtomicBool,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -140,7 +147,10 @@ impl CachedDbStore {
             log_interval: Duration::from_secs(config.log_interval_secs.max(1)),
             max_suspects: config.max_suspects.max(1),
             health: Mutex::new(Health::default()),
+            epoch: Instant::now(),
+            skip_until_ns: AtomicU64::new(0),
             suspects: Mutex::new(HashSet::new()),
+            suspect_count: AtomicUsize::new(0),
             overflowed: AtomicBool::new(false),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -172,21 +182,28 @@ impl CachedDbStore {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             cache_errors: self.cache_errors.load(Ordering::Relaxed),
-            suspects: lock(&self.suspects).len() as u64,
+            suspects: self.suspect_count.load(Ordering::Relaxed) as u64,
         }
     }
 
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
     fn cache_usable(&self) -> bool {
-        lock(&self.health)
-            .skip_until
-            .is_none_or(|t| Instant::now() >= t)
+        let until = self.skip_until_ns.load(Ordering::Relaxed);
+        until == 0 || self.now_ns() >= until
     }
 
     fn cache_failed(&self, op: &str, err: &Error) {
         self.cache_errors.fetch_add(1, Ordering::Relaxed);
+        let until = self
+            .now_ns()
+            .saturating_add(u64::try_from(self.retry_interval.as_nanos()).unwrap_or(u64::MAX))
+            .max(1);
+        self.skip_until_ns.store(until, Ordering::Relaxed);
         let now = Instant::now();
         let mut h = lock(&self.health);
-        h.skip_until = Some(now + self.retry_interval);
         if h.last_log
             .is_none_or(|t| now.duration_since(t) >= self.log_interval)
         {
@@ -205,8 +222,9 @@ impl CachedDbStore {
     }
 
     fn cache_ok(&self) {
-        let mut h = lock(&self.health);
-        if h.skip_until.take().is_some() {
+        if self.skip_until_ns.load(Ordering::Relaxed) != 0
+            && self.skip_until_ns.swap(0, Ordering::Relaxed) != 0
+        {
             tracing::info!(
                 cache = self.cache.engine(),
                 "session cache is answering again"
@@ -215,7 +233,9 @@ impl CachedDbStore {
     }
 
     fn is_suspect(&self, key: &SessionKey) -> bool {
-        self.overflowed.load(Ordering::Relaxed) || lock(&self.suspects).contains(key)
+        self.overflowed.load(Ordering::Relaxed)
+            || (self.suspect_count.load(Ordering::Relaxed) > 0
+                && lock(&self.suspects).contains(key))
     }
 
     fn mark_suspect(&self, key: &SessionKey) {
@@ -230,6 +250,15 @@ impl CachedDbStore {
             }
         } else {
             s.insert(key.clone());
+            self.suspect_count.store(s.len(), Ordering::Relaxed);
+        }
+    }
+
+    fn clear_suspect(&self, key: &SessionKey) {
+        if self.suspect_count.load(Ordering::Relaxed) > 0 {
+            let mut s = lock(&self.suspects);
+            s.remove(key);
+            self.suspect_count.store(s.len(), Ordering::Relaxed);
         }
     }
 
@@ -246,7 +275,7 @@ impl CachedDbStore {
         match self.cache.delete(key).await {
             Ok(_) => {
                 self.cache_ok();
-                lock(&self.suspects).remove(key);
+                self.clear_suspect(key);
             }
             Err(e) => {
                 self.cache_failed("invalidate", &e);
