@@ -21,7 +21,7 @@
 //!   README): `create` = `SET NX EXAT`, `save` = `SET XX EXAT`, `load` = `GET` + MessagePack;
 //! - `tower-memory`: tower-sessions' `MemoryStore` (a tokio `Mutex<HashMap>`);
 //! - `raw-memcached`: async-memcached 0.9, one client per worker, `add`/`set`/`get` of
-//!   the same encoded bytes.
+//!   the same encoded bytes; `raw-memcached+codec` also encodes and decodes.
 //!
 //! Every key is written under a random prefix (tower's under ids it mints) with a
 //! 10-minute TTL, and deleted at the end.
@@ -394,11 +394,19 @@ struct RawMemcached {
     clients: Vec<Mutex<async_memcached::Client>>,
     prefix: String,
     bytes: Vec<u8>,
+    /// With a codec: encode before each write and decode after each read, as a store must.
+    codec: Option<(Arc<dyn Codec>, Record)>,
     next: AtomicU64,
 }
 
 impl RawMemcached {
-    async fn connect(addr: &str, workers: usize, prefix: String, bytes: Vec<u8>) -> Self {
+    async fn connect(
+        addr: &str,
+        workers: usize,
+        prefix: String,
+        bytes: Vec<u8>,
+        codec: Option<(Arc<dyn Codec>, Record)>,
+    ) -> Self {
         let mut clients = Vec::with_capacity(workers);
         for _ in 0..workers {
             clients.push(Mutex::new(
@@ -411,7 +419,14 @@ impl RawMemcached {
             clients,
             prefix,
             bytes,
+            codec,
             next: AtomicU64::new(0),
+        }
+    }
+    fn payload(&self) -> Vec<u8> {
+        match &self.codec {
+            Some((c, r)) => c.encode(r).expect("encode"),
+            None => self.bytes.clone(),
         }
     }
     fn client(&self, key: &str) -> &Mutex<async_memcached::Client> {
@@ -442,20 +457,23 @@ impl Target for RawMemcached {
         self.client(&key)
             .lock()
             .await
-            .add(&key, self.bytes.as_slice(), Some(TTL_SECS), None)
+            .add(&key, self.payload().as_slice(), Some(TTL_SECS), None)
             .await
             .expect("add");
         key
     }
     async fn load(&self, key: &String) {
         let got = self.client(key).lock().await.get(key).await.expect("get");
-        assert!(got.is_some(), "benchmark key vanished");
+        let got = got.and_then(|v| v.data).expect("benchmark key vanished");
+        if let Some((c, _)) = &self.codec {
+            c.decode(&got).expect("decode");
+        }
     }
     async fn update(&self, key: &String, _version: u64) {
         self.client(key)
             .lock()
             .await
-            .set(key, self.bytes.as_slice(), Some(TTL_SECS), None)
+            .set(key, self.payload().as_slice(), Some(TTL_SECS), None)
             .await
             .expect("set");
     }
@@ -700,15 +718,38 @@ async fn bench_memcached(
         },
         mc_store.clone(),
     ));
-    let raw_mc =
-        Arc::new(RawMemcached::connect(&mc_addr, 32, mc_prefix.clone(), bytes.to_vec()).await);
+    let ops = [Op::Create, Op::Load, Op::Update];
+    let totals = (4_000 / scale, 16_000 / scale);
+    let raw_mc = Arc::new(
+        RawMemcached::connect(&mc_addr, 32, mc_prefix.clone(), bytes.to_vec(), None).await,
+    );
+    let ours_ = || ours_mc.clone();
     compare(
         out,
         "memcached",
-        ("memcached", &|| ours_mc.clone()),
+        ("memcached", &ours_),
         ("raw-memcached", &|| raw_mc.clone()),
-        &[Op::Create, Op::Load, Op::Update],
-        (4_000 / scale, 16_000 / scale),
+        &ops,
+        totals,
+    )
+    .await;
+    let raw_mc_codec = Arc::new(
+        RawMemcached::connect(
+            &mc_addr,
+            32,
+            format!("{mc_prefix}codec:"),
+            bytes.to_vec(),
+            Some((codec.clone(), rec.clone())),
+        )
+        .await,
+    );
+    compare(
+        out,
+        "memcached",
+        ("memcached", &ours_),
+        ("raw-memcached+codec", &|| raw_mc_codec.clone()),
+        &ops,
+        totals,
     )
     .await;
     ours_mc.cleanup().await;

@@ -4,7 +4,7 @@
 //! | `cache.url` | driver |
 //! |---|---|
 //! | `memory` (the default) | [`MemoryStore`], in-process |
-//! | `redis://host:6379/0`, `rediss://...` | [`RedisStore`], one server |
+//! | `redis://host:6379/0`, `rediss://...` (with the crate's `tls` feature) | [`RedisStore`], one server |
 //! | `redis+cluster://h1:7001,h2:7002` or `cache.urls = ["redis://h1:7001", ...]` | [`RedisStore`] on a Redis Cluster |
 //! | `memcache://host:11211` | [`MemcachedStore`] |
 //!
@@ -446,6 +446,21 @@ mod tests {
         assert_eq!(
             key_of(zero.target()).as_deref(),
             Some("cache.command_timeout_ms")
+        );
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[tokio::test]
+    async fn rediss_without_the_tls_feature_says_how_to_get_it() {
+        let err = CacheStore::connect(
+            &CacheConfig::new("rediss://127.0.0.1:6380"),
+            session_core::CodecKind::Bincode.build(1024),
+        )
+        .await
+        .expect_err("no TLS support compiled in");
+        assert!(
+            matches!(&err, Error::Config { key: Some(k), message } if k == "cache.url" && message.contains("`tls` feature")),
+            "{err}"
         );
     }
 

@@ -55,6 +55,23 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Stored format
+//!
+//! Redis and Memcached hold each session as one value: a fixed 42-byte ASCII header
+//! with the authoritative version and deadline, then the codec's bytes (bincode or JSON,
+//! as configured):
+//!
+//! ```text
+//! v00000000000000000007e00000001767225600000<codec bytes...>
+//!  ^ version, 20 digits ^ expires_at (Unix ms), 20 digits
+//! ```
+//!
+//! One value per session keeps `create` a plain `SET NX PX` (or `add`) and `load` a plain
+//! `GET`; the fixed-width header lets `touch` rewrite the deadline in place (`SETRANGE`
+//! on Redis) and lets the Redis scripts compare versions without decoding anything. The
+//! value's server-side expiry is always the record's remaining age; a record whose
+//! deadline has passed is never written as "no expiry".
+//!
 //! ## Failure behaviour
 //!
 //! Every Redis or Memcached operation is bounded by `cache.command_timeout_ms`: a server

@@ -1,15 +1,19 @@
 //! The Memcached driver (`memcache://host:port`).
 //!
-//! Each session is one item: the [`crate::envelope`] header (version and deadline) and
+//! Each session is one item: the 42-byte header of the [stored format](crate#stored-format) (version and deadline) and
 //! the codec's bytes, with Memcached's own expiry set to the record's remaining age.
 //!
 //! | operation | commands |
 //! |---|---|
-//! | `insert_new` | `add` (on `NOT_STORED`: `gets`, and `cas` only over a record whose header says it expired) |
-//! | `load` | `get` |
-//! | `update` | `gets`, check liveness and version, `cas` with version + 1 (re-read on `EXISTS`) |
-//! | `touch` | `gets`, `cas` of the same bytes with the deadline digits rewritten |
+//! | `insert_new` | `ms ... ME` (add; when taken: `mg`, and a CAS write only over a record whose header says it expired) |
+//! | `load` | `mg key v c` (value and CAS token) |
+//! | `update` | `ms ... C<token>` with version + 1, where `token` is the CAS token this store last saw for that version; otherwise (or on `EX`) `mg`, check liveness and version, then the CAS write |
+//! | `touch` | `mg`, then a CAS write of the same bytes with the deadline digits rewritten |
 //! | `delete` | `delete` |
+//!
+//! The meta commands (`mg`/`ms`, Memcached 1.6+) return the item's CAS token with every
+//! read and write, so the usual load-then-update of a request is one round trip per
+//! step, as with Redis, while staying a compare-and-set.
 //!
 //! Memcached expiry is in whole seconds and, above 30 days, an absolute Unix time: the
 //! driver rounds the remaining age up (plus one second, since the server's clock ticks
@@ -19,7 +23,7 @@
 //! `update`/`touch` write it with exptime -1, which Memcached treats as already expired.
 //!
 //! The client is this crate's own implementation of the text protocol
-//! ([`protocol`]): the maintained async crates do not fit. `async-memcached` 0.9 has
+//! (the private `protocol` module): the maintained async crates do not fit. `async-memcached` 0.9 has
 //! `get`/`set`/`add`/`delete` but no `gets`/`cas` in its ASCII API and no `touch`, holds
 //! one connection behind `&mut self`, and has neither timeouts nor reconnection. The
 //! seven commands needed here take a few hundred lines over a tokio `TcpStream`, with a
@@ -28,7 +32,10 @@
 mod protocol;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use dashmap::DashMap;
 
 use session_core::{
     Capabilities, Codec, CodecError, Error, Inserted, RawAccess, Record, Result, SessionKey,
@@ -37,13 +44,25 @@ use session_core::{
 
 use crate::cache::{CacheConfig, CacheTarget};
 use crate::envelope::{self, EXPIRES_OFFSET, Envelope, HEADER_LEN};
-use protocol::{Pool, ProtoError, StoreCmd, Stored};
+use protocol::{MetaStored, Pool, ProtoError};
 
 /// Memcached reads an exptime above this many seconds as an absolute Unix time.
 const RELATIVE_EXPTIME_MAX: u64 = 30 * 24 * 60 * 60;
 
 /// How often a compare-and-set loop re-reads after losing a race before giving up.
-const CAS_ATTEMPTS: u32 = 16;
+/// (Bounded in time too: the whole loop runs under the command timeout.)
+const CAS_ATTEMPTS: u32 = 64;
+
+/// After losing a compare-and-set race: a short random pause, growing with the attempt,
+/// so that writers hammering one session take turns instead of colliding in lockstep.
+async fn back_off(attempt: u32) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let cap_us = 50 * u64::from(attempt.min(20) + 1);
+    tokio::time::sleep(Duration::from_micros(u64::from(nanos) % cap_us)).await;
+}
 
 /// How long purging a prefix may take (it walks every item on the server).
 const PURGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -70,7 +89,24 @@ pub struct MemcachedStore {
     prefix: String,
     codec: Arc<dyn Codec>,
     command_timeout: Duration,
+    /// The CAS token last seen for a session, so that the usual load-then-update (and
+    /// update-then-update) is one `ms C<token>` round trip instead of `mg` + `ms`. A
+    /// stale token only costs the fallback: the server answers `EX` and the update
+    /// re-reads. Bounded: cleared when it grows past [`MAX_TOKENS`].
+    tokens: DashMap<SessionKey, Token>,
+    token_writes: AtomicU64,
 }
+
+/// What the store last saw of a session: enough to compare-and-set without a read.
+#[derive(Clone, Copy, Debug)]
+struct Token {
+    version: u64,
+    expires_at: Timestamp,
+    cas: u64,
+}
+
+/// Most CAS tokens remembered at once.
+const MAX_TOKENS: usize = 65_536;
 
 impl std::fmt::Debug for MemcachedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -128,6 +164,8 @@ impl MemcachedStore {
             prefix: config.key_prefix.clone(),
             codec,
             command_timeout: config.command_timeout(),
+            tokens: DashMap::new(),
+            token_writes: AtomicU64::new(0),
         };
         // Fail at startup, naming the server, rather than at the first request.
         let probe = async {
@@ -154,6 +192,50 @@ impl MemcachedStore {
     /// The configured key prefix.
     pub fn key_prefix(&self) -> &str {
         &self.prefix
+    }
+
+    fn remember(&self, key: &SessionKey, version: u64, expires_at: Timestamp, cas: u64) {
+        // `len` visits every shard: check it now and then, not on every write.
+        if self
+            .token_writes
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(1024)
+            && self.tokens.len() > MAX_TOKENS
+        {
+            self.tokens.clear();
+        }
+        self.tokens.insert(
+            key.clone(),
+            Token {
+                version,
+                expires_at,
+                cas,
+            },
+        );
+    }
+
+    /// Records the token of a write, unless the write stored an already expired record.
+    fn after_write(
+        &self,
+        key: &SessionKey,
+        version: u64,
+        expires_at: Timestamp,
+        exp: i64,
+        cas: u64,
+    ) {
+        if exp == EXPIRED {
+            self.forget(key);
+        } else {
+            self.remember(key, version, expires_at, cas);
+        }
+    }
+
+    fn forget(&self, key: &SessionKey) {
+        self.tokens.remove(key);
+    }
+
+    fn token(&self, key: &SessionKey) -> Option<Token> {
+        self.tokens.get(key).map(|t| *t)
     }
 
     fn item_key(&self, key: &SessionKey) -> Vec<u8> {
@@ -197,8 +279,7 @@ impl MemcachedStore {
 
     async fn get_item(&self, key: &SessionKey) -> Result<Option<Vec<u8>>> {
         let ik = self.item_key(key);
-        let got = with_conn!(self, c => c.get(&ik, false).await)?;
-        Ok(got.map(|(v, _)| v))
+        with_conn!(self, c => c.get(&ik).await)
     }
 
     /// Deletes every item under this store's prefix (found with
@@ -266,45 +347,57 @@ impl SessionStore for MemcachedStore {
         let payload = self.codec.encode(record)?;
         let value = envelope::wrap(record.version, record.expires_at, &payload);
         let ik = self.item_key(key);
-        with_conn!(self, c => {
+        let outcome = with_conn!(self, c => {
             for _ in 0..CAS_ATTEMPTS {
-                match c.store(StoreCmd::Add, &ik, exp, &value).await? {
-                    Stored::Stored => return Ok(Inserted::Created),
-                    Stored::NotStored => {}
+                match c.meta_set(&ik, exp, &value, None, true).await? {
+                    MetaStored::Stored(cas) => return Ok(Some(cas)),
+                    MetaStored::NotStored => {}
                     other => {
                         return Err(ProtoError::Protocol(format!("add replied {other:?}")));
                     }
                 }
                 // Taken: replace it only if its own header says it expired.
-                let Some((bytes, cas)) = c.get(&ik, true).await? else {
+                let Some((bytes, cas)) = c.meta_get(&ik).await? else {
                     continue; // vanished meanwhile: add again
                 };
                 match Envelope::parse(&bytes) {
                     Ok(env) if !env.is_live_at(Timestamp::now()) => {
-                        if c.store(StoreCmd::Cas(cas), &ik, exp, &value).await?
-                            == Stored::Stored
+                        if let MetaStored::Stored(cas) =
+                            c.meta_set(&ik, exp, &value, Some(cas), false).await?
                         {
-                            return Ok(Inserted::Created);
+                            return Ok(Some(cas));
                         }
                     }
-                    _ => return Ok(Inserted::KeyTaken),
+                    _ => return Ok(None),
                 }
             }
-            Ok(Inserted::KeyTaken)
+            Ok(None)
+        })?;
+        Ok(match outcome {
+            Some(cas) => {
+                self.remember(key, record.version, record.expires_at, cas);
+                Inserted::Created
+            }
+            None => Inserted::KeyTaken,
         })
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        let Some(bytes) = self.get_item(key).await? else {
+        let ik = self.item_key(key);
+        let Some((bytes, cas)) = with_conn!(self, c => c.meta_get(&ik).await)? else {
+            self.forget(key);
             return Ok(None);
         };
         let env = Envelope::parse(&bytes).map_err(|e| self.corrupt(key, e))?;
         if !env.is_live_at(Timestamp::now()) {
+            self.forget(key);
             return Ok(None);
         }
-        env.decode(self.codec.as_ref())
-            .map(Some)
-            .map_err(|e| self.corrupt(key, e))
+        let record = env
+            .decode(self.codec.as_ref())
+            .map_err(|e| self.corrupt(key, e))?;
+        self.remember(key, env.version, env.expires_at, cas);
+        Ok(Some(record))
     }
 
     async fn update(
@@ -315,9 +408,35 @@ impl SessionStore for MemcachedStore {
     ) -> Result<u64> {
         let payload = self.codec.encode(record)?;
         let ik = self.item_key(key);
+        let now = Timestamp::now();
+        let exp = exptime(record.expires_at, now).unwrap_or(EXPIRED);
+        // Fast path: the token we last saw says the stored version is the expected one
+        // and live; the server's CAS check makes the write conditional on nothing having
+        // changed since.
+        if let Some(expected) = expected_version
+            && let Some(token) = self.token(key)
+            && token.version == expected
+            && token.expires_at > now
+        {
+            let version = expected.saturating_add(1);
+            let value = envelope::wrap(version, record.expires_at, &payload);
+            let cas = token.cas;
+            match with_conn!(self, c => c.meta_set(&ik, exp, &value, Some(cas), false).await)? {
+                MetaStored::Stored(cas) => {
+                    self.after_write(key, version, record.expires_at, exp, cas);
+                    return Ok(version);
+                }
+                MetaStored::NotFound => {
+                    self.forget(key);
+                    return Err(Error::NotFound);
+                }
+                // Changed since: re-read below.
+                MetaStored::Exists | MetaStored::NotStored => self.forget(key),
+            }
+        }
         let outcome = with_conn!(self, c => {
-            for _ in 0..CAS_ATTEMPTS {
-                let Some((bytes, cas)) = c.get(&ik, true).await? else {
+            for attempt in 0..CAS_ATTEMPTS {
+                let Some((bytes, cas)) = c.meta_get(&ik).await? else {
                     return Ok(Outcome::NotFound);
                 };
                 let now = Timestamp::now();
@@ -333,18 +452,24 @@ impl SessionStore for MemcachedStore {
                 }
                 let version = env.version.saturating_add(1);
                 let value = envelope::wrap(version, record.expires_at, &payload);
-                let exp = exptime(record.expires_at, now).unwrap_or(EXPIRED);
-                match c.store(StoreCmd::Cas(cas), &ik, exp, &value).await? {
-                    Stored::Stored => return Ok(Outcome::Done(version)),
-                    Stored::Exists => continue, // a concurrent write won: re-read
-                    Stored::NotFound | Stored::NotStored => return Ok(Outcome::NotFound),
+                match c.meta_set(&ik, exp, &value, Some(cas), false).await? {
+                    MetaStored::Stored(cas) => return Ok(Outcome::Done((version, cas))),
+                    // A concurrent write won: re-read.
+                    MetaStored::Exists => back_off(attempt).await,
+                    MetaStored::NotFound | MetaStored::NotStored => return Ok(Outcome::NotFound),
                 }
             }
             Ok(Outcome::Contended)
         })?;
         match outcome {
-            Outcome::Done(v) => Ok(v),
-            Outcome::NotFound => Err(Error::NotFound),
+            Outcome::Done((version, cas)) => {
+                self.after_write(key, version, record.expires_at, exp, cas);
+                Ok(version)
+            }
+            Outcome::NotFound => {
+                self.forget(key);
+                Err(Error::NotFound)
+            }
             Outcome::Conflict(found) => Err(Error::Conflict {
                 expected: expected_version.unwrap_or_default(),
                 found,
@@ -357,6 +482,7 @@ impl SessionStore for MemcachedStore {
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        self.forget(key);
         let ik = self.item_key(key);
         with_conn!(self, c => c.delete(&ik).await)
     }
@@ -365,30 +491,36 @@ impl SessionStore for MemcachedStore {
         let ik = self.item_key(key);
         let field = envelope::deadline_field(expires_at);
         let outcome = with_conn!(self, c => {
-            for _ in 0..CAS_ATTEMPTS {
-                let Some((mut bytes, cas)) = c.get(&ik, true).await? else {
+            for attempt in 0..CAS_ATTEMPTS {
+                let Some((mut bytes, cas)) = c.meta_get(&ik).await? else {
                     return Ok(Outcome::NotFound);
                 };
                 let now = Timestamp::now();
-                match Envelope::parse(&bytes) {
-                    Ok(env) if env.is_live_at(now) => {}
+                let version = match Envelope::parse(&bytes) {
+                    Ok(env) if env.is_live_at(now) => env.version,
                     Ok(_) => return Ok(Outcome::NotFound),
                     Err(e) => return Ok(Outcome::Corrupt(e)),
-                }
+                };
                 // Same bytes, same version: only the deadline digits change.
                 bytes[EXPIRES_OFFSET..HEADER_LEN].copy_from_slice(&field);
                 let exp = exptime(expires_at, now).unwrap_or(EXPIRED);
-                match c.store(StoreCmd::Cas(cas), &ik, exp, &bytes).await? {
-                    Stored::Stored => return Ok(Outcome::Done(())),
-                    Stored::Exists => continue,
-                    Stored::NotFound | Stored::NotStored => return Ok(Outcome::NotFound),
+                match c.meta_set(&ik, exp, &bytes, Some(cas), false).await? {
+                    MetaStored::Stored(cas) => return Ok(Outcome::Done((version, cas, exp))),
+                    MetaStored::Exists => back_off(attempt).await,
+                    MetaStored::NotFound | MetaStored::NotStored => return Ok(Outcome::NotFound),
                 }
             }
             Ok(Outcome::Contended)
         })?;
         match outcome {
-            Outcome::Done(()) => Ok(()),
-            Outcome::NotFound => Err(Error::NotFound),
+            Outcome::Done((version, cas, exp)) => {
+                self.after_write(key, version, expires_at, exp, cas);
+                Ok(())
+            }
+            Outcome::NotFound => {
+                self.forget(key);
+                Err(Error::NotFound)
+            }
             Outcome::Corrupt(e) => Err(self.corrupt(key, e)),
             Outcome::Conflict(_) | Outcome::Contended => Err(Error::ConflictRetriesExhausted {
                 attempts: CAS_ATTEMPTS,
@@ -417,20 +549,11 @@ impl SessionStore for MemcachedStore {
 #[async_trait]
 impl RawAccess for MemcachedStore {
     async fn put_raw(&self, key: &SessionKey, bytes: &[u8], expires_at: Timestamp) -> Result<()> {
+        self.forget(key);
         let ik = self.item_key(key);
         let value = envelope::wrap(1, expires_at, bytes);
         match exptime(expires_at, Timestamp::now()) {
-            Some(exp) => {
-                let stored = with_conn!(self, c => c.store(StoreCmd::Set, &ik, exp, &value).await)?;
-                if stored == Stored::Stored {
-                    Ok(())
-                } else {
-                    Err(Error::backend(
-                        "memcached",
-                        format!("set replied {stored:?}"),
-                    ))
-                }
-            }
+            Some(exp) => with_conn!(self, c => c.set(&ik, exp, &value).await),
             None => with_conn!(self, c => c.delete(&ik).await).map(drop),
         }
     }

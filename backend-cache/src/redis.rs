@@ -1,6 +1,6 @@
 //! The Redis driver: standalone servers (`redis://`, `rediss://`) and Redis Cluster.
 //!
-//! Each session is one Redis string: the [`crate::envelope`] header (version and
+//! Each session is one Redis string: the 42-byte header of the [stored format](crate#stored-format) (version and
 //! deadline) followed by the codec's bytes, with a native expiry (`PX`) equal to the
 //! record's remaining age. Every operation is one round trip:
 //!
@@ -238,6 +238,16 @@ impl RedisStore {
         url: &str,
         codec: Arc<dyn Codec>,
     ) -> Result<Self> {
+        if url.starts_with("rediss://") {
+            #[cfg(not(feature = "tls"))]
+            return Err(Error::config(
+                "cache.url",
+                "rediss:// needs TLS support: build backend-cache with its `tls` feature",
+            ));
+            // The process may already have chosen a provider; keep it if so.
+            #[cfg(feature = "tls")]
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let client = ::redis::Client::open(url)
             .map_err(|e| Error::config("cache.url", format!("invalid Redis URL: {e}")))?;
         let connect_timeout = config.connect_timeout();
@@ -291,6 +301,15 @@ impl RedisStore {
     ) -> Result<Self> {
         let connect_timeout = config.connect_timeout();
         let command_timeout = config.command_timeout();
+        if urls.iter().any(|u| u.starts_with("rediss://")) {
+            #[cfg(not(feature = "tls"))]
+            return Err(Error::config(
+                "cache.urls",
+                "rediss:// needs TLS support: build backend-cache with its `tls` feature",
+            ));
+            #[cfg(feature = "tls")]
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let client = ClusterClientBuilder::new(urls.iter().map(String::as_str))
             .connection_timeout(connect_timeout)
             .response_timeout(command_timeout)

@@ -222,3 +222,54 @@ async fn memcached_compare_and_set_under_contention_loses_no_update() {
     );
     store.purge_prefix().await.expect("purge");
 }
+
+/// Two stores on one prefix stand for two processes: the CAS tokens one remembers
+/// never let it overwrite what the other wrote, nor resurrect what it deleted.
+#[tokio::test]
+async fn memcached_remembered_cas_tokens_never_skip_a_concurrent_write() {
+    let prefix = format!("t-{}:", servers::unique_suffix());
+    let a = memcached_store(&prefix).await;
+    let b = memcached_store(&prefix).await;
+    let key = a.create(&record(60)).await.expect("create");
+    assert_eq!(a.load(&key).await.expect("load").expect("live").version, 1);
+    assert_eq!(
+        b.update(&key, &record(60), Some(1))
+            .await
+            .expect("b updates"),
+        2
+    );
+    match a.update(&key, &record(60), Some(1)).await {
+        Err(Error::Conflict {
+            expected: 1,
+            found: 2,
+        }) => {}
+        other => panic!("a stale token must give a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        a.update(&key, &record(60), Some(2))
+            .await
+            .expect("a retries"),
+        3
+    );
+    // a's token is fresh now; b touches (a new CAS token), a's update still lands once.
+    b.touch(&key, Timestamp::now().add_secs(30))
+        .await
+        .expect("touch");
+    assert_eq!(
+        a.update(&key, &record(60), Some(3))
+            .await
+            .expect("after touch"),
+        4
+    );
+    // b deletes; a's remembered token must not bring the session back.
+    assert!(b.delete(&key).await.expect("delete"));
+    assert!(matches!(
+        a.update(&key, &record(60), Some(4)).await,
+        Err(Error::NotFound)
+    ));
+    assert!(
+        b.load(&key).await.expect("load").is_none(),
+        "update resurrected a deleted session"
+    );
+    a.purge_prefix().await.expect("purge");
+}

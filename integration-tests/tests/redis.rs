@@ -83,7 +83,6 @@ async fn redis_passes_the_conformance_suite() {
 
 /// A private `redis-server` on a loopback port, killed when dropped.
 struct PrivateRedis {
-    port: u16,
     child: Option<Child>,
 }
 
@@ -100,10 +99,7 @@ impl PrivateRedis {
                     "could not start redis-server ({e}); install it (apt-get install redis-server)"
                 )
             });
-        let server = PrivateRedis {
-            port,
-            child: Some(child),
-        };
+        let server = PrivateRedis { child: Some(child) };
         let deadline = Instant::now() + Duration::from_secs(5);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(

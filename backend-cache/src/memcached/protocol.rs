@@ -1,21 +1,26 @@
 //! The Memcached text protocol over tokio, with a small connection pool.
 //!
-//! Only the commands the store needs: `get`, `gets`, `set`, `add`, `cas`, `delete` and
-//! `lru_crawler metadump` (for purging a prefix). One request is in flight per
+//! Only the commands the store needs: the meta commands `mg` (value and CAS token) and
+//! `ms` (set, add or compare-and-set, returning the new CAS token), the classic `get`,
+//! `set`, `delete`, and `lru_crawler metadump` (for purging a prefix). One request is in flight per
 //! connection; concurrency comes from the pool (at most `pool_size` connections, each
 //! reused after a clean reply). A connection that saw an I/O error, a protocol error or
 //! a timeout is dropped, never reused, since its stream position is unknown; after an
 //! I/O error every idle connection is dropped too (they point at the same, probably
-//! restarted, server), and idle connections are checked for a closed socket before use,
-//! so a restarted server costs at most the one request that noticed it.
+//! restarted, server), and connections idle for more than half a second are checked for
+//! a closed socket before use, so a restarted server costs at most the requests in
+//! flight on connections that were busy when it went away.
 
 use std::io;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Idle connections older than this are probed for a closed socket before reuse.
+const PROBE_AFTER_IDLE: Duration = Duration::from_millis(500);
 
 /// Largest value accepted from the server (Memcached's own ceiling is 1 GiB).
 const MAX_VALUE_LEN: usize = 1 << 30;
@@ -44,26 +49,17 @@ impl ProtoError {
     }
 }
 
-/// The reply to a storage command.
+/// The reply to a meta set (`ms`), which returns the item's new CAS token on success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(clippy::enum_variant_names)] // named after the protocol's replies
-pub(crate) enum Stored {
-    /// `STORED`.
-    Stored,
-    /// `NOT_STORED`: `add` found the key taken.
+pub(crate) enum MetaStored {
+    /// `HD c<cas>`: stored; the item's new CAS token.
+    Stored(u64),
+    /// `NS`: not stored (an `add` found the key taken).
     NotStored,
-    /// `EXISTS`: `cas` found the item changed since `gets`.
+    /// `EX`: the CAS token did not match.
     Exists,
-    /// `NOT_FOUND`: `cas` found no item.
+    /// `NF`: no item (a CAS on a missing key).
     NotFound,
-}
-
-/// A storage command.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum StoreCmd {
-    Set,
-    Add,
-    Cas(u64),
 }
 
 /// One connection: buffered reads, whole-request writes.
@@ -71,6 +67,8 @@ pub(crate) struct Conn {
     stream: BufReader<TcpStream>,
     line: Vec<u8>,
     out: Vec<u8>,
+    /// When the connection went back to the pool.
+    idle_since: Instant,
     generation: u64,
 }
 
@@ -107,15 +105,10 @@ impl Conn {
         Ok(())
     }
 
-    /// `get`/`gets`: the value and, for `gets`, its CAS token.
-    pub async fn get(
-        &mut self,
-        key: &[u8],
-        with_cas: bool,
-    ) -> Result<Option<(Vec<u8>, u64)>, ProtoError> {
+    /// `get`: the value.
+    pub async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, ProtoError> {
         self.out.clear();
-        self.out
-            .extend_from_slice(if with_cas { b"gets " } else { b"get " });
+        self.out.extend_from_slice(b"get ");
         self.out.extend_from_slice(key);
         self.out.extend_from_slice(b"\r\n");
         self.send().await?;
@@ -123,7 +116,7 @@ impl Conn {
         if line == b"END" {
             return Ok(None);
         }
-        let (len, cas) = parse_value_line(line, with_cas)?;
+        let len = parse_value_line(line)?;
         let mut data = vec![0u8; len + 2];
         self.stream.read_exact(&mut data).await?;
         if !data.ends_with(b"\r\n") {
@@ -133,38 +126,109 @@ impl Conn {
         if self.read_line().await? != b"END" {
             return Err(ProtoError::Protocol("expected END after one value".into()));
         }
+        Ok(Some(data))
+    }
+
+    /// `mg <key> v c`: the value and its CAS token (the meta form of `gets`).
+    pub async fn meta_get(&mut self, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>, ProtoError> {
+        self.out.clear();
+        self.out.extend_from_slice(b"mg ");
+        self.out.extend_from_slice(key);
+        self.out.extend_from_slice(b" v c\r\n");
+        self.send().await?;
+        let line = self.read_line().await?;
+        if line == b"EN" {
+            return Ok(None);
+        }
+        let bad = |l: &[u8]| {
+            ProtoError::Protocol(format!("bad mg reply {:?}", String::from_utf8_lossy(l)))
+        };
+        let Some(rest) = line.strip_prefix(b"VA ") else {
+            return Err(reply_error(line));
+        };
+        let text = std::str::from_utf8(rest).map_err(|_| bad(line))?;
+        let mut parts = text.split(' ');
+        let len: usize = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .filter(|l| *l <= MAX_VALUE_LEN)
+            .ok_or_else(|| bad(line))?;
+        let cas: u64 = parts
+            .find_map(|p| p.strip_prefix('c'))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(line))?;
+        let mut data = vec![0u8; len + 2];
+        self.stream.read_exact(&mut data).await?;
+        if !data.ends_with(b"\r\n") {
+            return Err(ProtoError::Protocol("value not followed by CRLF".into()));
+        }
+        data.truncate(len);
         Ok(Some((data, cas)))
     }
 
-    /// `set`/`add`/`cas` with flags 0.
-    pub async fn store(
+    /// `ms <key> <len> T<exptime> c [C<cas>] [ME]`: set (or add, or compare-and-set)
+    /// returning the new CAS token.
+    pub async fn meta_set(
         &mut self,
-        cmd: StoreCmd,
         key: &[u8],
         exptime: i64,
         data: &[u8],
-    ) -> Result<Stored, ProtoError> {
+        cas: Option<u64>,
+        add: bool,
+    ) -> Result<MetaStored, ProtoError> {
         use std::io::Write as _;
         self.out.clear();
-        self.out.extend_from_slice(match cmd {
-            StoreCmd::Set => b"set ",
-            StoreCmd::Add => b"add ",
-            StoreCmd::Cas(_) => b"cas ",
-        });
+        self.out.extend_from_slice(b"ms ");
         self.out.extend_from_slice(key);
-        write!(self.out, " 0 {exptime} {}", data.len())?;
-        if let StoreCmd::Cas(token) = cmd {
-            write!(self.out, " {token}")?;
+        write!(self.out, " {} T{exptime} c", data.len())?;
+        if let Some(token) = cas {
+            write!(self.out, " C{token}")?;
+        }
+        if add {
+            self.out.extend_from_slice(b" ME");
         }
         self.out.extend_from_slice(b"\r\n");
         self.out.extend_from_slice(data);
         self.out.extend_from_slice(b"\r\n");
         self.send().await?;
+        let line = self.read_line().await?;
+        let (code, rest) = match line.get(..2) {
+            Some(c) => (c, &line[2..]),
+            None => return Err(reply_error(line)),
+        };
+        match code {
+            b"HD" => {
+                let token = std::str::from_utf8(rest)
+                    .ok()
+                    .and_then(|r| r.split(' ').find_map(|p| p.strip_prefix('c')))
+                    .and_then(|c| c.parse().ok())
+                    .ok_or_else(|| {
+                        ProtoError::Protocol(format!(
+                            "ms reply without a CAS token: {:?}",
+                            String::from_utf8_lossy(line)
+                        ))
+                    })?;
+                Ok(MetaStored::Stored(token))
+            }
+            b"NS" => Ok(MetaStored::NotStored),
+            b"EX" => Ok(MetaStored::Exists),
+            b"NF" => Ok(MetaStored::NotFound),
+            _ => Err(reply_error(line)),
+        }
+    }
+
+    /// `set` with flags 0.
+    pub async fn set(&mut self, key: &[u8], exptime: i64, data: &[u8]) -> Result<(), ProtoError> {
+        use std::io::Write as _;
+        self.out.clear();
+        self.out.extend_from_slice(b"set ");
+        self.out.extend_from_slice(key);
+        write!(self.out, " 0 {exptime} {}\r\n", data.len())?;
+        self.out.extend_from_slice(data);
+        self.out.extend_from_slice(b"\r\n");
+        self.send().await?;
         match self.read_line().await? {
-            b"STORED" => Ok(Stored::Stored),
-            b"NOT_STORED" => Ok(Stored::NotStored),
-            b"EXISTS" => Ok(Stored::Exists),
-            b"NOT_FOUND" => Ok(Stored::NotFound),
+            b"STORED" => Ok(()),
             other => Err(reply_error(other)),
         }
     }
@@ -221,6 +285,11 @@ impl Conn {
         if !self.stream.buffer().is_empty() {
             return false;
         }
+        // A connection used within the last moment is trusted without a system call:
+        // the probe matters for connections that sat idle through a server restart.
+        if self.idle_since.elapsed() < PROBE_AFTER_IDLE {
+            return true;
+        }
         let mut probe = [0u8; 1];
         matches!(
             self.stream.get_ref().try_read(&mut probe),
@@ -238,8 +307,8 @@ fn reply_error(line: &[u8]) -> ProtoError {
     }
 }
 
-/// `VALUE <key> <flags> <bytes> [<cas>]` -> (bytes, cas).
-fn parse_value_line(line: &[u8], with_cas: bool) -> Result<(usize, u64), ProtoError> {
+/// `VALUE <key> <flags> <bytes>` -> bytes.
+fn parse_value_line(line: &[u8]) -> Result<usize, ProtoError> {
     let bad = || {
         ProtoError::Protocol(format!(
             "bad VALUE line {:?}",
@@ -256,12 +325,7 @@ fn parse_value_line(line: &[u8], with_cas: bool) -> Result<(usize, u64), ProtoEr
     if len > MAX_VALUE_LEN {
         return Err(bad());
     }
-    let cas = if with_cas {
-        parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?
-    } else {
-        0
-    };
-    Ok((len, cas))
+    Ok(len)
 }
 
 fn percent_decode(s: &[u8]) -> Vec<u8> {
@@ -358,15 +422,17 @@ impl Pool {
                 line: Vec::with_capacity(128),
                 out: Vec::with_capacity(2048),
                 generation: self.generation.load(std::sync::atomic::Ordering::Relaxed),
+                idle_since: Instant::now(),
             },
             _permit: permit,
         })
     }
 
     /// Returns a connection after a clean reply.
-    pub fn put(&self, lease: Lease) {
+    pub fn put(&self, mut lease: Lease) {
         let current = self.generation.load(std::sync::atomic::Ordering::Relaxed);
         if lease.conn.generation == current {
+            lease.conn.idle_since = Instant::now();
             self.idle().push(lease.conn);
         }
     }
@@ -388,18 +454,11 @@ mod tests {
 
     #[test]
     fn value_lines() {
-        assert_eq!(
-            parse_value_line(b"VALUE k 0 5 77", true).ok().map(|v| v.0),
-            Some(5)
-        );
-        assert_eq!(
-            parse_value_line(b"VALUE k 0 5 77", true).ok().map(|v| v.1),
-            Some(77)
-        );
-        assert!(parse_value_line(b"VALUE k 0 x", false).is_err());
-        assert!(parse_value_line(b"VALUE k 0 5", true).is_err());
+        assert_eq!(parse_value_line(b"VALUE k 0 5").ok(), Some(5));
+        assert!(parse_value_line(b"VALUE k 0 x").is_err());
+        assert!(parse_value_line(b"VALUE k 0 99999999999").is_err());
         assert!(matches!(
-            parse_value_line(b"SERVER_ERROR out of memory", false),
+            parse_value_line(b"SERVER_ERROR out of memory"),
             Err(ProtoError::Server(_))
         ));
     }
