@@ -4,6 +4,11 @@
 //! engine = "file"          # which backend; see the engine registry
 //! codec = "json"           # "bincode" (default) or "json"
 //! max_encoded_size = 4194304
+//! hash_keys = true         # store SHA-256 of session keys, not the keys (default false)
+//!
+//! [encryption]             # optional: seal records with XChaCha20-Poly1305
+//! keys = ["<base64 of 32 random bytes>", "<an older key, still accepted>"]
+//! accept_plaintext = false # true only while migrating a store written without encryption
 //!
 //! [expiry]
 //! default_age_secs = 1209600
@@ -16,7 +21,8 @@
 //!
 //! Environment variables override the file: `SESSION_ENGINE=db`, `SESSION_CODEC=json`,
 //! and nested keys with a double underscore: `SESSION_DB__URL=postgres://...`,
-//! `SESSION_EXPIRY__DEFAULT_AGE_SECS=3600`.
+//! `SESSION_EXPIRY__DEFAULT_AGE_SECS=3600`, `SESSION_HASH_KEYS=true`, and
+//! `SESSION_ENCRYPTION__KEYS=key1,key2` (a comma-separated list, the encrypting key first).
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +31,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{Codec, CodecKind, DEFAULT_MAX_ENCODED_SIZE};
+use crate::codec::{
+    Codec, CodecKind, DEFAULT_MAX_ENCODED_SIZE, ENCRYPTION_OVERHEAD, EncryptedCodec, EncryptionKey,
+    MisconfiguredCodec,
+};
 use crate::error::{Error, Result};
 use crate::expiry::ExpirySettings;
 
@@ -49,8 +58,100 @@ pub struct SessionSettings {
     pub max_keys: usize,
     /// How many times a save re-applies its changes after version conflicts.
     pub save_attempts: u32,
+    /// Store SHA-256 of each session key instead of the key ([`crate::hashed`]), so a
+    /// dump of the store cannot be replayed as cookies.
+    ///
+    /// Off by default, because turning it on is a migration, not a tweak: sessions
+    /// stored under plain keys are no longer found (everyone is logged out once), and
+    /// the listing tools (`sessions stats`, `sessions copy`) refuse to run through it.
+    /// Turn it on for new deployments and wherever dumps, backups or replicas are
+    /// readable by more people than the application.
+    pub hash_keys: bool,
+    /// Encryption of stored records (off unless keys are given).
+    pub encryption: EncryptionSettings,
     /// Expiry rules.
     pub expiry: ExpirySettings,
+}
+
+/// `[encryption]`: seal stored records with XChaCha20-Poly1305 ([`EncryptedCodec`]).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncryptionSettings {
+    /// Base64 of 32-byte keys; the first encrypts, all decrypt. Empty: no encryption.
+    /// A single string is split on commas and whitespace (for environment variables).
+    #[serde(deserialize_with = "keys_from_list_or_string")]
+    pub keys: Vec<String>,
+    /// Read records written without encryption (a migration window). Off by default.
+    pub accept_plaintext: bool,
+}
+
+impl std::fmt::Debug for EncryptionSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncryptionSettings")
+            .field("keys", &format_args!("<{} redacted>", self.keys.len()))
+            .field("accept_plaintext", &self.accept_plaintext)
+            .finish()
+    }
+}
+
+impl EncryptionSettings {
+    /// Whether any key is configured.
+    pub fn is_enabled(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// The configured keys, parsed; errors name the key by position
+    /// (`encryption.keys[1]`) and never contain it.
+    pub fn parse_keys(&self) -> Result<Vec<EncryptionKey>> {
+        let mut out: Vec<EncryptionKey> = Vec::with_capacity(self.keys.len());
+        for (i, text) in self.keys.iter().enumerate() {
+            let key = EncryptionKey::from_base64(text)
+                .map_err(|msg| Error::config(format!("encryption.keys[{i}]"), msg))?;
+            if let Some(j) = out.iter().position(|k| k.id_hex() == key.id_hex()) {
+                return Err(Error::config(
+                    format!("encryption.keys[{i}]"),
+                    format!("repeats encryption.keys[{j}]; list each key once"),
+                ));
+            }
+            out.push(key);
+        }
+        Ok(out)
+    }
+}
+
+fn keys_from_list_or_string<'de, D>(d: D) -> std::result::Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct KeysVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for KeysVisitor {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of base64 keys, or one string of comma-separated base64 keys")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<Self::Value, E> {
+            Ok(s.split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect())
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(k) = seq.next_element::<String>()? {
+                out.push(k);
+            }
+            Ok(out)
+        }
+    }
+
+    d.deserialize_any(KeysVisitor)
 }
 
 impl Default for SessionSettings {
@@ -61,15 +162,41 @@ impl Default for SessionSettings {
             max_encoded_size: DEFAULT_MAX_ENCODED_SIZE,
             max_keys: 10_000,
             save_attempts: 64,
+            hash_keys: false,
+            encryption: EncryptionSettings::default(),
             expiry: ExpirySettings::default(),
         }
     }
 }
 
 impl SessionSettings {
-    /// The configured codec.
+    /// The configured codec: [`SessionSettings::try_codec`], or, when the encryption
+    /// settings are invalid (which [`Config::settings`] already refuses), a codec that
+    /// refuses every record: sessions are never stored unencrypted by mistake.
     pub fn codec(&self) -> std::sync::Arc<dyn Codec> {
-        self.codec.build(self.max_encoded_size)
+        self.try_codec()
+            .unwrap_or_else(|e| std::sync::Arc::new(MisconfiguredCodec(e.to_string())))
+    }
+
+    /// The configured codec, wrapped in an [`EncryptedCodec`] when encryption keys are
+    /// configured; an error names an invalid key.
+    pub fn try_codec(&self) -> Result<std::sync::Arc<dyn Codec>> {
+        if !self.encryption.is_enabled() {
+            return Ok(self.codec.build(self.max_encoded_size));
+        }
+        let keys = self.encryption.parse_keys()?;
+        // The inner limit leaves room for the nonce and tag, so the stored bytes stay
+        // within `max_encoded_size` (what backends size their reads by).
+        let inner = self.codec.build(
+            self.max_encoded_size
+                .saturating_sub(ENCRYPTION_OVERHEAD)
+                .max(1),
+        );
+        let codec = EncryptedCodec::new(inner, keys)
+            .map_err(|e| Error::config("encryption.keys", e.to_string()))?
+            .accept_plaintext(self.encryption.accept_plaintext)
+            .max_encoded_size(self.max_encoded_size);
+        Ok(std::sync::Arc::new(codec))
     }
 
     /// Checks values serde cannot: positive sizes and ages.
@@ -82,6 +209,17 @@ impl SessionSettings {
         }
         if self.max_encoded_size == 0 {
             return Err(Error::config("max_encoded_size", "must be greater than 0"));
+        }
+        if self.encryption.is_enabled() {
+            self.encryption.parse_keys()?;
+            if self.max_encoded_size <= ENCRYPTION_OVERHEAD {
+                return Err(Error::config(
+                    "max_encoded_size",
+                    format!(
+                        "must exceed the {ENCRYPTION_OVERHEAD} bytes encryption adds to each record"
+                    ),
+                ));
+            }
         }
         if self.save_attempts == 0 {
             return Err(Error::config("save_attempts", "must be at least 1"));
@@ -239,6 +377,20 @@ mod tests {
         let s = Config::from_toml("").settings().expect("settings");
         assert_eq!(s, SessionSettings::default());
         assert_eq!(s.expiry.default_age_secs, 1_209_600);
+    }
+
+    #[test]
+    fn defaults_are_the_documented_safe_ones() {
+        let s = SessionSettings::default();
+        assert_eq!(crate::key::KEY_LEN, 32, "Django's key length, ~165 bits");
+        assert_eq!(s.max_encoded_size, DEFAULT_MAX_ENCODED_SIZE);
+        assert_eq!(s.max_keys, 10_000);
+        // Opt-in protections, off until configured (see `hash_keys` for why) ...
+        assert!(!s.hash_keys);
+        assert!(!s.encryption.is_enabled());
+        // ... and once encryption is on, plaintext is refused unless allowed.
+        assert!(!s.encryption.accept_plaintext);
+        assert!(!format!("{s:?}").contains("keys: ["), "{s:?}");
     }
 
     #[test]

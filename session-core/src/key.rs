@@ -76,6 +76,13 @@ impl SessionKey {
         Ok(SessionKey(s.into()))
     }
 
+    /// A key built from characters the caller guarantees are [`KEY_LEN`] of
+    /// [`KEY_ALPHABET`] (a derived key, see [`crate::hashed`]).
+    pub(crate) fn from_derived(s: String) -> Self {
+        debug_assert!(SessionKey::parse(&s).is_ok());
+        SessionKey(s.into_boxed_str())
+    }
+
     /// The key itself, for a cookie value or a storage name.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -43,6 +43,12 @@
 //! Keys are never adopted from clients: a key the store does not know starts a new
 //! session with a freshly minted key. Keys never appear in `Debug` output or logs (logs
 //! carry [`SessionKey::fingerprint`]). Nothing decoded from outside can panic the process.
+//!
+//! Two opt-in protections for data at rest: `hash_keys = true` stores SHA-256 of each
+//! key instead of the key ([`hashed`]), so a dump of the store cannot be replayed as
+//! cookies; `[encryption] keys = [...]` seals every record with XChaCha20-Poly1305
+//! ([`codec::EncryptedCodec`]), with key rotation. Limits (`max_encoded_size`,
+//! `max_keys`) are enforced with typed errors.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -50,6 +56,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod expiry;
+pub mod hashed;
 pub mod key;
 pub mod record;
 pub mod registry;
@@ -58,9 +65,10 @@ pub mod store;
 pub mod time;
 
 pub use codec::{BincodeCodec, Codec, CodecError, CodecKind, JsonCodec};
-pub use config::{Config, SessionSettings};
+pub use config::{Config, EncryptionSettings, SessionSettings};
 pub use error::{BoxError, Error, Result};
 pub use expiry::{Expiry, ExpirySettings};
+pub use hashed::HashedKeys;
 pub use key::{KeyError, KeyGenerator, SessionKey};
 pub use record::{Record, SessionData};
 pub use registry::{EngineContext, EngineFactory, EngineRegistry};

@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use crate::codec::Codec;
 use crate::config::{Config, SessionSettings};
 use crate::error::{Error, Result};
+use crate::hashed::HashedKeys;
 use crate::store::SessionStore;
 
 /// What an engine constructor returns.
@@ -137,14 +138,27 @@ impl EngineRegistry {
     }
 
     /// Builds the store that `config` selects.
+    ///
+    /// With `hash_keys = true` the store is wrapped in [`HashedKeys`] here, once, around
+    /// the outermost engine: composite engines (`cached_db`) build their parts with
+    /// [`EngineRegistry::build_engine`], which never wraps, so keys are hashed exactly
+    /// once and the cache and the database hold the same derived keys.
     pub async fn build(&self, config: &Config) -> Result<Arc<dyn SessionStore>> {
         let settings = config.settings()?;
         let engine = settings.engine.clone();
-        self.build_engine(&engine, config.clone(), Arc::new(settings))
-            .await
+        let hash_keys = settings.hash_keys;
+        let store = self
+            .build_engine(&engine, config.clone(), Arc::new(settings))
+            .await?;
+        Ok(if hash_keys {
+            Arc::new(HashedKeys::new(store))
+        } else {
+            store
+        })
     }
 
-    /// Builds engine `engine` from `config` with the given shared settings.
+    /// Builds engine `engine` from `config` with the given shared settings, as is (no
+    /// [`HashedKeys`] wrapper: that is applied by [`EngineRegistry::build`]).
     pub async fn build_engine(
         &self,
         engine: &str,

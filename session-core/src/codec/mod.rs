@@ -10,10 +10,15 @@
 //! is parsed, nesting is bounded, and corrupt, truncated, foreign or future-format bytes
 //! give a typed [`CodecError`], never a panic.
 //!
-//! bincode's 2.x line is the last release of an unmaintained project (3.0.0 on the
-//! registry is an empty tombstone); the [`Codec`] trait keeps it swappable.
+//! [`EncryptedCodec`] wraps either of them to seal records at rest (XChaCha20-Poly1305,
+//! with key rotation); it is selected by `[encryption] keys` in the configuration.
+//!
+//! bincode's 2.x line is the last release of an unmaintained project (RUSTSEC-2025-0141;
+//! 3.0.0 on the registry is an empty tombstone); the [`Codec`] trait keeps it swappable,
+//! and `codec = "json"` switches without logging anyone out.
 
 mod binary;
+mod encrypted;
 mod json;
 
 use std::fmt;
@@ -22,6 +27,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use binary::BincodeCodec;
+pub(crate) use encrypted::MisconfiguredCodec;
+pub use encrypted::{
+    ENCRYPTED_FORMAT_VERSION, ENCRYPTION_OVERHEAD, EncryptedCodec, EncryptionKey, KEY_BYTES,
+};
 pub use json::JsonCodec;
 
 use crate::record::Record;
@@ -34,6 +43,9 @@ pub const MAX_DEPTH: usize = 128;
 
 /// The first bytes of a binary record: a non-text byte, "SR", then the format version.
 pub(crate) const BINARY_MAGIC: [u8; 3] = [0xB1, b'S', b'R'];
+
+/// The first bytes of an encrypted record: a non-text byte, "SR", then the format version.
+pub(crate) const ENCRYPTED_MAGIC: [u8; 3] = [0xE5, b'S', b'R'];
 
 /// The binary format version this build writes.
 pub const BINARY_FORMAT_VERSION: u8 = 1;
@@ -68,6 +80,19 @@ pub enum CodecError {
     /// The record could not be encoded.
     #[error("session record could not be encoded: {0}")]
     Encode(String),
+    /// An encrypted record was read, but no encryption keys are configured.
+    #[error(
+        "session record is encrypted, but no encryption keys are configured (set [encryption] keys)"
+    )]
+    Encrypted,
+    /// An unencrypted record was read while encryption is on and plaintext is refused.
+    #[error(
+        "unencrypted session record refused: encryption is on (set encryption.accept_plaintext = true only while migrating)"
+    )]
+    Plaintext,
+    /// An encrypted record could not be opened: altered bytes, or an unknown key.
+    #[error("encrypted session record could not be opened: {0}")]
+    Decrypt(String),
 }
 
 /// Record <-> bytes. Object-safe; stores hold an `Arc<dyn Codec>`.
@@ -113,6 +138,7 @@ pub(crate) fn decode_any(bytes: &[u8], limit: usize) -> Result<Record, CodecErro
         None => Err(CodecError::Truncated("empty input".into())),
         Some(&b) if b == BINARY_MAGIC[0] => binary::decode(bytes),
         Some(b'{') => json::decode(bytes),
+        Some(_) if bytes.starts_with(&ENCRYPTED_MAGIC) => Err(CodecError::Encrypted),
         Some(_) => Err(CodecError::Foreign),
     }
 }
