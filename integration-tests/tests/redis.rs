@@ -5,13 +5,12 @@
 //! `SCAN` + `DEL`. The outage test never touches the shared server: it starts its own
 //! `redis-server` on a free loopback port, kills it mid-run and starts it again.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use backend_cache::{CacheConfig, CacheStore};
+use integration_tests::servers::{PrivateRedis, free_port};
 use integration_tests::{StoreFactory, run_conformance, servers};
 use session_core::{
     BoxError, Config, EngineRegistry, Error, Record, SessionData, SessionStore, Timestamp,
@@ -79,55 +78,6 @@ async fn redis_passes_the_conformance_suite() {
     run_conformance("redis", &Redis::new(url))
         .await
         .assert_passed();
-}
-
-/// A private `redis-server` on a loopback port, killed when dropped.
-struct PrivateRedis {
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "could not start redis-server ({e}); install it (apt-get install redis-server)"
-                )
-            });
-        let server = PrivateRedis { child: Some(child) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "private redis-server did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
-    listener.local_addr().expect("local addr").port()
 }
 
 fn sample() -> Record {
