@@ -1,0 +1,272 @@
+//! The measuring loop: a [`Target`] (one store, raw client or peer), four phases per
+//! round (create, load, update, delete), `concurrency` tokio tasks per phase, a bounded
+//! operation count and a time budget per phase.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use session_core::{Record, SessionData, SessionKey};
+
+/// Errors of a benchmark operation (a failed or wrong answer aborts the run).
+pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
+/// Result of a benchmark operation.
+pub type R<T> = Result<T, BenchError>;
+
+/// Seconds a benchmark session lives (long enough never to expire during a run).
+pub const TTL_SECS: i64 = 600;
+
+/// The benchmark session: 10 fields, ~1 KiB encoded.
+pub fn session_data() -> SessionData {
+    (0..10)
+        .map(|i| {
+            (
+                format!("field_{i}"),
+                serde_json::Value::String(format!("{i:02}-{}", "x".repeat(92))),
+            )
+        })
+        .collect()
+}
+
+/// [`session_data`] as a record living [`TTL_SECS`].
+pub fn record() -> Record {
+    Record::with_ttl(session_data(), TTL_SECS)
+}
+
+/// A key as each side names its sessions.
+#[derive(Clone, Debug)]
+pub enum Key {
+    /// Ours (and the raw floors that mint our keys).
+    Session(SessionKey),
+    /// tower-sessions' `Id` (an `i128`).
+    Id(i128),
+}
+
+impl Key {
+    /// The key text for stores that use text keys.
+    pub fn text(&self) -> String {
+        match self {
+            Key::Session(k) => k.as_str().to_owned(),
+            Key::Id(i) => i.to_string(),
+        }
+    }
+}
+
+/// An error naming the side and the operation that answered wrongly.
+#[derive(Debug)]
+pub struct Wrong(pub String);
+
+impl fmt::Display for Wrong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Wrong {}
+
+/// `Err(Wrong(..))` with a formatted message.
+#[macro_export]
+macro_rules! wrong {
+    ($($t:tt)*) => {
+        Err(Box::new($crate::harness::Wrong(format!($($t)*))) as $crate::harness::BenchError)
+    };
+}
+
+/// One thing measured: our store, a raw client, or a peer's store.
+#[async_trait::async_trait]
+pub trait Target: Send + Sync + 'static {
+    /// Stores a new session (the benchmark record) and returns its key.
+    async fn create(&self) -> R<Key>;
+    /// Loads `key`, which must be there, and decodes it as the side would.
+    async fn load(&self, key: &Key) -> R<()>;
+    /// Replaces the session under `key`, whose stored version is `version`; returns the
+    /// new version (sides without versions return `version + 1`).
+    async fn update(&self, key: &Key, version: u64) -> R<u64>;
+    /// Deletes `key`, which must be there.
+    async fn delete(&self, key: &Key) -> R<()>;
+    /// Removes whatever the side left behind (tables, key prefixes).
+    async fn cleanup(&self) -> R<()> {
+        Ok(())
+    }
+}
+
+/// The four operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    /// A new session.
+    Create,
+    /// Reading an existing session.
+    Load,
+    /// Replacing an existing session (compare-and-set where the side has versions).
+    Update,
+    /// Removing a session.
+    Delete,
+}
+
+impl Op {
+    /// All four, in phase order.
+    pub const ALL: [Op; 4] = [Op::Create, Op::Load, Op::Update, Op::Delete];
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Load => "load",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// What one phase measured.
+#[derive(Clone, Debug, Default)]
+pub struct Sample {
+    /// Operations completed.
+    pub ops: usize,
+    /// Wall time of the phase.
+    pub secs: f64,
+    /// Every operation's latency, in nanoseconds.
+    pub latencies: Vec<u64>,
+}
+
+impl Sample {
+    /// Operations per second of wall time.
+    pub fn rate(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.ops as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Limits of one phase.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    /// Most operations (split between the workers).
+    pub ops: usize,
+    /// Most time; workers stop starting operations after it.
+    pub time: Duration,
+}
+
+/// The keys a side created in this round's create phase, and the versions of the
+/// first `concurrency` ("hot") keys that load and update work on.
+#[derive(Default)]
+pub struct RoundState {
+    created: Vec<Key>,
+    versions: Vec<u64>,
+}
+
+/// Runs `op` on `target` with `concurrency` tasks within `budget`.
+pub async fn phase(
+    target: &Arc<dyn Target>,
+    state: &mut RoundState,
+    op: Op,
+    concurrency: usize,
+    budget: Budget,
+) -> R<Sample> {
+    let per_worker = (budget.ops / concurrency).max(1);
+    let deadline = Instant::now() + budget.time;
+    if op != Op::Create && state.created.len() < concurrency {
+        // A create phase cut short by its time budget: top up, untimed.
+        while state.created.len() < concurrency {
+            state.created.push(target.create().await?);
+        }
+    }
+    if op == Op::Load || op == Op::Update {
+        state.versions.resize(concurrency, 1);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(concurrency);
+    // Delete works through every created key; the others on hot key `w`.
+    let mut delete_slices: Vec<Vec<Key>> = Vec::new();
+    if op == Op::Delete {
+        let keys = std::mem::take(&mut state.created);
+        delete_slices = (0..concurrency)
+            .map(|w| keys.iter().skip(w).step_by(concurrency).cloned().collect())
+            .collect();
+    }
+    for w in 0..concurrency {
+        let t = target.clone();
+        let hot = (op == Op::Load || op == Op::Update).then(|| state.created[w].clone());
+        let version = state.versions.get(w).copied().unwrap_or(1);
+        let mine = delete_slices.get_mut(w).map(std::mem::take);
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_worker.min(1 << 16));
+            let mut made = Vec::new();
+            let mut leftover = Vec::new();
+            let mut version = version;
+            let mut i = 0usize;
+            loop {
+                let limit = match &mine {
+                    Some(keys) => keys.len(),
+                    None => per_worker,
+                };
+                if i >= limit {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    if let Some(keys) = &mine {
+                        leftover.extend_from_slice(&keys[i..]);
+                    }
+                    break;
+                }
+                let t0 = Instant::now();
+                match op {
+                    Op::Create => made.push(t.create().await?),
+                    Op::Load => t.load(hot.as_ref().expect("hot key")).await?,
+                    Op::Update => {
+                        version = t.update(hot.as_ref().expect("hot key"), version).await?;
+                    }
+                    Op::Delete => t.delete(&mine.as_ref().expect("delete keys")[i]).await?,
+                }
+                lat.push(t0.elapsed().as_nanos() as u64);
+                i += 1;
+            }
+            Ok::<_, BenchError>((lat, made, leftover, version))
+        }));
+    }
+    let mut sample = Sample::default();
+    let mut leftovers = Vec::new();
+    for (w, task) in tasks.into_iter().enumerate() {
+        let (lat, made, leftover, version) = task.await??;
+        sample.ops += lat.len();
+        sample.latencies.extend(lat);
+        state.created.extend(made);
+        leftovers.extend(leftover);
+        if let Some(v) = state.versions.get_mut(w) {
+            *v = version;
+        }
+    }
+    sample.secs = started.elapsed().as_secs_f64();
+    // Keys a time-limited delete phase did not reach: removed untimed.
+    for k in leftovers {
+        target.delete(&k).await?;
+    }
+    Ok(sample)
+}
+
+/// The `q` quantile (0..=1) of `v` (sorted in place), in microseconds.
+pub fn quantile_us(v: &mut [u64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_unstable();
+    let i = ((v.len() - 1) as f64 * q).round() as usize;
+    v[i] as f64 / 1000.0
+}
+
+/// Median of `v` (0 when empty).
+pub fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.len() % 2 == 1 {
+        s[s.len() / 2]
+    } else {
+        (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
+    }
+}

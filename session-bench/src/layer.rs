@@ -1,0 +1,178 @@
+//! Requests per second of a handler that reads and writes one session value, in process
+//! (`tower::ServiceExt::oneshot`, no network), behind:
+//! - our `SessionLayer` over the in-process memory store;
+//! - tower-sessions 0.15's `SessionManagerLayer` over its `MemoryStore` (same cookie
+//!   attributes, same sliding two-week expiry);
+//! - no session layer (a handler doing the same bookkeeping in a static), for the
+//!   layer's overhead.
+//!
+//! Every round runs every setup once, in rotating order; every request carries the
+//! cookie of one of `sessions` existing sessions, round robin.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use axum::routing::get;
+use session_axum::{Session, SessionError, SessionLayer};
+use tower::ServiceExt;
+
+use crate::harness::{R, median};
+use crate::wrong;
+
+/// One setup's figures.
+#[derive(serde::Serialize)]
+pub struct LayerRow {
+    /// The setup.
+    pub name: String,
+    /// Median requests/s over the rounds.
+    pub median: f64,
+    /// (max - min) / median, percent.
+    pub spread_pct: f64,
+}
+
+async fn ours(session: Session) -> Result<String, SessionError> {
+    let n: u64 = session.get("n").await?.unwrap_or(0);
+    session.insert("n", &(n + 1)).await?;
+    Ok(n.to_string())
+}
+
+async fn theirs(session: tower_sessions::Session) -> Result<String, StatusCode> {
+    let n: u64 = session
+        .get("n")
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
+        .unwrap_or(0);
+    session
+        .insert("n", n + 1)
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    Ok(n.to_string())
+}
+
+static BARE: AtomicU64 = AtomicU64::new(0);
+
+async fn bare() -> String {
+    BARE.fetch_add(1, Ordering::Relaxed).to_string()
+}
+
+struct Setup {
+    name: &'static str,
+    app: Router,
+    cookies: Vec<String>,
+}
+
+async fn call(app: &Router, cookie: Option<&str>) -> R<(StatusCode, Option<String>, Vec<u8>)> {
+    let mut req = Request::builder().uri("/");
+    if let Some(c) = cookie {
+        req = req.header(header::COOKIE, c);
+    }
+    let res = app.clone().oneshot(req.body(Body::empty())?).await?;
+    let status = res.status();
+    let set_cookie = res
+        .headers()
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned);
+    let body = axum::body::to_bytes(res.into_body(), usize::MAX).await?;
+    Ok((status, set_cookie, body.to_vec()))
+}
+
+async fn setup(name: &'static str, app: Router, sessions: usize, needs_cookie: bool) -> R<Setup> {
+    let mut cookies = Vec::with_capacity(sessions);
+    for _ in 0..sessions {
+        let (status, set_cookie, _) = call(&app, None).await?;
+        if status != StatusCode::OK {
+            return wrong!("{name}: warm-up request answered {status}");
+        }
+        match (set_cookie, needs_cookie) {
+            (Some(c), _) => cookies.push(c),
+            (None, false) => cookies.push(String::new()),
+            (None, true) => return wrong!("{name}: no session cookie on the first request"),
+        }
+    }
+    if needs_cookie {
+        let (_, _, body) = call(&app, Some(&cookies[0])).await?;
+        if body != b"1" {
+            return wrong!("{name}: the session was not read back");
+        }
+    }
+    Ok(Setup { name, app, cookies })
+}
+
+async fn run_one(s: &Setup, requests: usize) -> R<f64> {
+    let start = Instant::now();
+    for i in 0..requests {
+        let cookie = &s.cookies[i % s.cookies.len()];
+        let cookie = (!cookie.is_empty()).then_some(cookie.as_str());
+        let (status, _, _) = call(&s.app, cookie).await?;
+        if status != StatusCode::OK {
+            return wrong!("{}: request {i} answered {status}", s.name);
+        }
+    }
+    Ok(requests as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Runs the comparison: `requests` per setup per round, `rounds` rounds.
+pub async fn run(requests: usize, rounds: usize, sessions: usize) -> R<Vec<LayerRow>> {
+    let our_layer = SessionLayer::builder(Arc::new(backend_cache::MemoryStore::new()))
+        .secure(false)
+        .build()?;
+    let their_layer =
+        tower_sessions::SessionManagerLayer::new(tower_sessions::MemoryStore::default())
+            .with_secure(false)
+            .with_expiry(tower_sessions::Expiry::OnInactivity(
+                tower_sessions::cookie::time::Duration::weeks(2),
+            ));
+    let setups = [
+        setup(
+            "session-axum",
+            Router::new().route("/", get(ours)).layer(our_layer),
+            sessions,
+            true,
+        )
+        .await?,
+        setup(
+            "tower-sessions 0.15",
+            Router::new().route("/", get(theirs)).layer(their_layer),
+            sessions,
+            true,
+        )
+        .await?,
+        setup(
+            "no session layer",
+            Router::new().route("/", get(bare)),
+            sessions,
+            false,
+        )
+        .await?,
+    ];
+    for s in &setups {
+        run_one(s, requests / 10 + 1).await?;
+    }
+    let mut results: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
+    for round in 0..rounds {
+        for j in 0..setups.len() {
+            let i = (j + round) % setups.len();
+            results[i].push(run_one(&setups[i], requests).await?);
+        }
+    }
+    Ok(setups
+        .iter()
+        .zip(results)
+        .map(|(s, r)| {
+            let m = median(&r);
+            let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = r.iter().copied().fold(0.0, f64::max);
+            LayerRow {
+                name: s.name.to_owned(),
+                median: m,
+                spread_pct: if m > 0.0 { (hi - lo) / m * 100.0 } else { 0.0 },
+            }
+        })
+        .collect())
+}

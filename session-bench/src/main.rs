@@ -1,0 +1,250 @@
+//! `session-bench`: every session engine against its raw-client floor and against the
+//! store a user would pick instead (tower-sessions and its sqlx and Redis stores), at
+//! concurrency 1 and 32, in one run; and the axum middleware against tower-sessions'
+//! layer and against no layer.
+//!
+//! ```text
+//! scripts/bench                      # servers + both runs + BENCHMARKS.md + charts
+//! scripts/bench --only redis,memory  # some groups
+//! ```
+//!
+//! For each group (engine), each of `--runs` runs does `--rounds` rounds; a round runs
+//! the four phases (create, load, update, delete) at concurrency 1 and then 32, and in
+//! each phase every side (ours, floor, peer) in turn, the order rotating from round to
+//! round so that a drift in machine load hits every side alike. A phase is bounded by an
+//! operation count and a time budget (`--secs`). Ratios are taken within a round (ours
+//! over the side measured next to it) and their median is reported, with the range of
+//! the per-run medians.
+
+mod chart;
+mod groups;
+mod harness;
+mod layer;
+mod ours;
+mod peers;
+mod raw;
+mod report;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use harness::{Op, R, RoundState, phase, quantile_us};
+use report::{Cell, Report};
+
+/// Command-line options.
+struct Args {
+    runs: usize,
+    rounds: usize,
+    scale: f64,
+    secs: f64,
+    only: Vec<String>,
+    out: PathBuf,
+    doc: Option<PathBuf>,
+    layer: bool,
+    layer_requests: usize,
+}
+
+const USAGE: &str = "\
+usage: session-bench [--runs N] [--rounds N] [--scale F] [--secs S] [--only g1,g2]
+                     [--out DIR] [--doc FILE] [--no-layer] [--layer-requests N]
+
+  --runs N        complete runs, reported side by side as a spread (default 2)
+  --rounds N      rounds per run and group (default 3)
+  --scale F       multiplies every phase's operation count (default 1.0)
+  --secs S        time budget of one phase, seconds (default 0.5)
+  --only LIST     groups to run: memory, file, sqlite, postgres, mariadb, redis,
+                  redis-cluster, memcached, cached_db:memory+sqlite,
+                  cached_db:redis+postgres, cached_db:memcached+mariadb, layer
+  --out DIR       where results.md, results.json and the SVG charts go
+                  (default docs/bench)
+  --doc FILE      also replace the results section of FILE (BENCHMARKS.md)
+  --no-layer      skip the middleware comparison
+  --layer-requests N  requests per round per setup in the middleware comparison (default 20000)
+";
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        runs: 2,
+        rounds: 3,
+        scale: 1.0,
+        secs: 0.5,
+        only: Vec::new(),
+        out: PathBuf::from("docs/bench"),
+        doc: None,
+        layer: true,
+        layer_requests: 20_000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match flag.as_str() {
+            "--runs" => a.runs = num(&value("--runs")?)?,
+            "--rounds" => a.rounds = num(&value("--rounds")?)?,
+            "--scale" => a.scale = num(&value("--scale")?)?,
+            "--secs" => a.secs = num(&value("--secs")?)?,
+            "--only" => a.only = value("--only")?.split(',').map(str::to_owned).collect(),
+            "--out" => a.out = value("--out")?.into(),
+            "--doc" => a.doc = Some(value("--doc")?.into()),
+            "--no-layer" => a.layer = false,
+            "--layer-requests" => a.layer_requests = num(&value("--layer-requests")?)?,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if a.runs == 0 || a.rounds == 0 || a.scale <= 0.0 || a.secs <= 0.0 {
+        return Err("--runs, --rounds, --scale and --secs must be positive".into());
+    }
+    for g in &a.only {
+        if g != "layer" && !groups::NAMES.contains(&g.as_str()) {
+            return Err(format!("unknown group {g}"));
+        }
+    }
+    Ok(a)
+}
+
+fn num<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    s.parse().map_err(|_| format!("not a number: {s}"))
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("session-bench: {e}\n");
+            }
+            eprint!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = rt.block_on(run(args)) {
+        eprintln!("session-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Rates (per round) and latencies of one side, op and concurrency in one run.
+#[derive(Default)]
+struct Acc {
+    rates: Vec<Vec<f64>>,
+    latencies: Vec<u64>,
+}
+
+async fn run(args: Args) -> R<()> {
+    let started = Instant::now();
+    let wants = |g: &str| args.only.is_empty() || args.only.iter().any(|o| o == g);
+    let run_id = integration_tests::servers::unique_suffix();
+    let mut report = Report::new(args.runs, args.rounds, args.secs, args.scale);
+    println!(
+        "session: 10 fields, {} bytes encoded (bincode); {} runs x {} rounds; phases bounded by count and {} s",
+        groups::encoded_len()?,
+        args.runs,
+        args.rounds,
+        args.secs
+    );
+    for name in groups::NAMES {
+        if !wants(name) {
+            continue;
+        }
+        let group = groups::build(name, args.scale, args.secs, &run_id)
+            .await
+            .map_err(|e| format!("{name}: setting up: {e}"))?;
+        // (side index, op, concurrency) -> accumulated figures
+        let mut acc: BTreeMap<(usize, Op, usize), Acc> = BTreeMap::new();
+        let mut ratios: BTreeMap<(usize, Op, usize), Vec<Vec<f64>>> = BTreeMap::new();
+        for run in 0..args.runs {
+            for (ci, &conc) in [1usize, 32].iter().enumerate() {
+                let budget = group.budgets[ci];
+                for round in 0..args.rounds {
+                    let mut states: Vec<RoundState> =
+                        group.sides.iter().map(|_| RoundState::default()).collect();
+                    for (oi, op) in Op::ALL.into_iter().enumerate() {
+                        let n = group.sides.len();
+                        let mut rates = vec![0.0; n];
+                        for k in 0..n {
+                            let i = (k + round + oi + run) % n;
+                            let side = &group.sides[i];
+                            let mut s = phase(&side.target, &mut states[i], op, conc, budget)
+                                .await
+                                .map_err(|e| {
+                                    format!("{name}: {} {} c={conc}: {e}", side.name, op.name())
+                                })?;
+                            rates[i] = s.rate();
+                            let a = acc.entry((i, op, conc)).or_default();
+                            if a.rates.len() <= run {
+                                a.rates.resize(run + 1, Vec::new());
+                            }
+                            a.rates[run].push(s.rate());
+                            a.latencies.append(&mut s.latencies);
+                        }
+                        for i in 1..n {
+                            let r = ratios.entry((i, op, conc)).or_default();
+                            if r.len() <= run {
+                                r.resize(run + 1, Vec::new());
+                            }
+                            if rates[i] > 0.0 {
+                                r[run].push(rates[0] / rates[i]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for side in &group.sides {
+            side.target
+                .cleanup()
+                .await
+                .map_err(|e| format!("{name}: cleaning up {}: {e}", side.name))?;
+        }
+        for ((i, op, conc), mut a) in acc {
+            let side = &group.sides[i];
+            let cell = Cell {
+                engine: group.engine.clone(),
+                side: side.name.clone(),
+                role: side.role,
+                op,
+                concurrency: conc,
+                rates_by_run: std::mem::take(&mut a.rates),
+                p50_us: quantile_us(&mut a.latencies, 0.50),
+                p99_us: quantile_us(&mut a.latencies, 0.99),
+                ratio_by_run: ratios.remove(&(i, op, conc)).unwrap_or_default(),
+            };
+            report.push(cell);
+        }
+        report.print_group(&group.engine);
+    }
+    if args.layer && wants("layer") {
+        let rows = layer::run(args.layer_requests, args.rounds * args.runs, 64).await?;
+        report.layer = rows;
+        report.print_layer();
+    }
+    report.elapsed_secs = started.elapsed().as_secs_f64();
+    std::fs::create_dir_all(&args.out)?;
+    let md = report.markdown();
+    std::fs::write(args.out.join("results.md"), &md)?;
+    std::fs::write(
+        args.out.join("results.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    for conc in [1usize, 32] {
+        if let Some(svg) = chart::svg(&report, conc) {
+            std::fs::write(args.out.join(format!("ops-c{conc}.svg")), svg)?;
+        }
+    }
+    if let Some(doc) = &args.doc {
+        report::splice(doc, &md)?;
+        println!("updated {}", doc.display());
+    }
+    println!(
+        "wrote {} (results.md, results.json, ops-c1.svg, ops-c32.svg) in {:.0} s",
+        args.out.display(),
+        report.elapsed_secs
+    );
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! Our engines, built from configuration exactly as an application builds them.
+
+use std::sync::Arc;
+
+use session_core::{Config, EngineRegistry, Record, SessionStore};
+
+use crate::harness::{Key, R, Target, record};
+use crate::wrong;
+
+/// A registry with every built-in engine (what `sessions` and applications use).
+pub fn registry() -> EngineRegistry {
+    let registry = EngineRegistry::new();
+    backend_cache::register(&registry);
+    backend_file::register(&registry);
+    backend_db::register(&registry);
+    backend_cached_db::register(&registry);
+    registry
+}
+
+/// Builds the store a TOML configuration selects.
+pub async fn from_toml(toml: &str) -> R<Arc<dyn SessionStore>> {
+    Ok(registry().build(&Config::from_toml(toml)).await?)
+}
+
+/// One of our stores behind the [`SessionStore`] trait; `cleanup` runs `cleanup`.
+pub struct Ours {
+    store: Arc<dyn SessionStore>,
+    record: Record,
+    cleanup: Option<Box<dyn Fn() -> CleanupFuture + Send + Sync>>,
+}
+
+/// What a cleanup hook returns.
+pub type CleanupFuture = std::pin::Pin<Box<dyn std::future::Future<Output = R<()>> + Send>>;
+
+impl Ours {
+    /// `store`, writing the benchmark record.
+    pub fn new(store: Arc<dyn SessionStore>) -> Self {
+        Ours {
+            store,
+            record: record(),
+            cleanup: None,
+        }
+    }
+
+    /// Runs `f` when the benchmark is done with this store.
+    pub fn on_cleanup(mut self, f: impl Fn() -> CleanupFuture + Send + Sync + 'static) -> Self {
+        self.cleanup = Some(Box::new(f));
+        self
+    }
+}
+
+fn session_key(key: &Key) -> R<&session_core::SessionKey> {
+    match key {
+        Key::Session(k) => Ok(k),
+        other => wrong!("ours: foreign key {other:?}"),
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for Ours {
+    async fn create(&self) -> R<Key> {
+        Ok(Key::Session(self.store.create(&self.record).await?))
+    }
+
+    async fn load(&self, key: &Key) -> R<()> {
+        match self.store.load(session_key(key)?).await? {
+            Some(r) if r.data.len() == self.record.data.len() => Ok(()),
+            Some(_) => wrong!("{}: load returned other data", self.store.engine()),
+            None => wrong!("{}: benchmark session vanished", self.store.engine()),
+        }
+    }
+
+    async fn update(&self, key: &Key, version: u64) -> R<u64> {
+        Ok(self
+            .store
+            .update(session_key(key)?, &self.record, Some(version))
+            .await?)
+    }
+
+    async fn delete(&self, key: &Key) -> R<()> {
+        if self.store.delete(session_key(key)?).await? {
+            Ok(())
+        } else {
+            wrong!("{}: delete found nothing", self.store.engine())
+        }
+    }
+
+    async fn cleanup(&self) -> R<()> {
+        match &self.cleanup {
+            Some(f) => f().await,
+            None => Ok(()),
+        }
+    }
+}

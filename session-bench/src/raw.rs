@@ -1,0 +1,497 @@
+//! The floors: the same I/O our engines do, through the bare clients, on the same
+//! encoded bytes, with none of the store's checks and no decoding.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use backend_db::{Backend, DbPool};
+use session_core::{SessionKey, Timestamp};
+use sqlx::{AssertSqlSafe, SqlStr};
+use tokio::sync::Mutex;
+
+use crate::harness::{Key, R, TTL_SECS, Target};
+use crate::wrong;
+
+fn new_key() -> R<SessionKey> {
+    Ok(SessionKey::generate()?)
+}
+
+// ------------------------------------------------------------------ files
+
+/// `tokio::fs`: write a temp file and rename it (create, update), read (load), remove
+/// (delete). No locking, no fsync (the file engine's default), no decoding.
+pub struct RawFs {
+    dir: PathBuf,
+    bytes: Vec<u8>,
+    temp: AtomicU64,
+}
+
+impl RawFs {
+    /// Files of `bytes` in `dir`.
+    pub fn new(dir: PathBuf, bytes: Vec<u8>) -> Self {
+        RawFs {
+            dir,
+            bytes,
+            temp: AtomicU64::new(0),
+        }
+    }
+
+    async fn write(&self, name: &str) -> R<()> {
+        let n = self.temp.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.dir.join(format!(".tmp_raw_{n}"));
+        tokio::fs::write(&tmp, &self.bytes).await?;
+        tokio::fs::rename(&tmp, self.dir.join(name)).await?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for RawFs {
+    async fn create(&self) -> R<Key> {
+        let key = new_key()?;
+        self.write(key.as_str()).await?;
+        Ok(Key::Session(key))
+    }
+
+    async fn load(&self, key: &Key) -> R<()> {
+        let got = tokio::fs::read(self.dir.join(key.text())).await?;
+        if got.len() != self.bytes.len() {
+            return wrong!("raw file: read {} bytes", got.len());
+        }
+        Ok(())
+    }
+
+    async fn update(&self, key: &Key, version: u64) -> R<u64> {
+        self.write(&key.text()).await?;
+        Ok(version + 1)
+    }
+
+    async fn delete(&self, key: &Key) -> R<()> {
+        Ok(tokio::fs::remove_file(self.dir.join(key.text())).await?)
+    }
+}
+
+// ------------------------------------------------------------------ SQL
+
+fn sql(text: String) -> SqlStr {
+    sqlx::SqlSafeStr::into_sql_str(AssertSqlSafe(Arc::<str>::from(text)))
+}
+
+/// The statements `DbStore` runs (atomic insert, live-row select, compare-and-set
+/// update, delete) on a table of the same shape, through the same pool, with bytes
+/// encoded once up front.
+pub struct RawSql {
+    pool: DbPool,
+    bytes: Vec<u8>,
+    insert: SqlStr,
+    load: SqlStr,
+    update: SqlStr,
+    delete: SqlStr,
+}
+
+impl RawSql {
+    /// Statements on `table` (already migrated) over `pool`.
+    pub fn new(pool: DbPool, table: &str, bytes: Vec<u8>) -> Self {
+        let backend = pool.backend();
+        let (t, p): (String, fn(u32) -> String) = match backend {
+            Backend::Postgres => (format!("\"{table}\""), |n| format!("${n}")),
+            Backend::Sqlite => (format!("\"{table}\""), |n| format!("?{n}")),
+            Backend::MySql => (format!("`{table}`"), |_| "?".to_owned()),
+        };
+        let cols = "session_key, session_data, expires_at, version";
+        let (insert, update_version, update_target, returning) = match backend {
+            Backend::Postgres | Backend::Sqlite => (
+                format!(
+                    "INSERT INTO {t} ({cols}) VALUES ({}, {}, {}, {}) ON CONFLICT (session_key) \
+                     DO UPDATE SET session_data = excluded.session_data, expires_at = \
+                     excluded.expires_at, version = excluded.version WHERE {t}.expires_at <= {}",
+                    p(1),
+                    p(2),
+                    p(3),
+                    p(4),
+                    p(5)
+                ),
+                "version + 1",
+                t.clone(),
+                " RETURNING version",
+            ),
+            Backend::MySql => (
+                format!("INSERT INTO {t} ({cols}) VALUES (?, ?, ?, ?)"),
+                "LAST_INSERT_ID(version + 1)",
+                format!("{t} FORCE INDEX (PRIMARY)"),
+                "",
+            ),
+        };
+        RawSql {
+            insert: sql(insert),
+            load: sql(format!(
+                "SELECT session_data, expires_at, version FROM {t} \
+                 WHERE session_key = {} AND expires_at > {}",
+                p(1),
+                p(2)
+            )),
+            update: sql(format!(
+                "UPDATE {update_target} SET session_data = {}, expires_at = {}, \
+                 version = {update_version} WHERE session_key = {} AND expires_at > {} \
+                 AND version = {}{returning}",
+                p(1),
+                p(2),
+                p(3),
+                p(4),
+                p(5)
+            )),
+            delete: sql(format!("DELETE FROM {t} WHERE session_key = {}", p(1))),
+            pool,
+            bytes,
+        }
+    }
+
+    fn expires_at() -> i64 {
+        Timestamp::now().as_unix_millis() + TTL_SECS * 1000
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for RawSql {
+    async fn create(&self) -> R<Key> {
+        let key = new_key()?;
+        let now = Timestamp::now().as_unix_millis();
+        let exp = Self::expires_at();
+        let rows = match &self.pool {
+            DbPool::Postgres(p) => sqlx::query(self.insert.clone())
+                .bind(key.as_str())
+                .bind(&self.bytes)
+                .bind(exp)
+                .bind(1i64)
+                .bind(now)
+                .execute(p)
+                .await?
+                .rows_affected(),
+            DbPool::Sqlite(p) => sqlx::query(self.insert.clone())
+                .bind(key.as_str())
+                .bind(&self.bytes)
+                .bind(exp)
+                .bind(1i64)
+                .bind(now)
+                .execute(p)
+                .await?
+                .rows_affected(),
+            DbPool::MySql(p) => sqlx::query(self.insert.clone())
+                .bind(key.as_str())
+                .bind(&self.bytes)
+                .bind(exp)
+                .bind(1i64)
+                .execute(p)
+                .await?
+                .rows_affected(),
+        };
+        if rows != 1 {
+            return wrong!("raw sql: insert affected {rows} rows");
+        }
+        Ok(Key::Session(key))
+    }
+
+    async fn load(&self, key: &Key) -> R<()> {
+        let now = Timestamp::now().as_unix_millis();
+        let k = key.text();
+        let row: Option<(Vec<u8>, i64, i64)> = match &self.pool {
+            DbPool::Postgres(p) => {
+                sqlx::query_as(self.load.clone())
+                    .bind(&k)
+                    .bind(now)
+                    .fetch_optional(p)
+                    .await?
+            }
+            DbPool::Sqlite(p) => {
+                sqlx::query_as(self.load.clone())
+                    .bind(&k)
+                    .bind(now)
+                    .fetch_optional(p)
+                    .await?
+            }
+            DbPool::MySql(p) => {
+                sqlx::query_as(self.load.clone())
+                    .bind(&k)
+                    .bind(now)
+                    .fetch_optional(p)
+                    .await?
+            }
+        };
+        match row {
+            Some((b, _, _)) if b.len() == self.bytes.len() => Ok(()),
+            Some(_) => wrong!("raw sql: load returned other bytes"),
+            None => wrong!("raw sql: benchmark row vanished"),
+        }
+    }
+
+    async fn update(&self, key: &Key, version: u64) -> R<u64> {
+        let now = Timestamp::now().as_unix_millis();
+        let exp = Self::expires_at();
+        let k = key.text();
+        let v = version as i64;
+        let new: Option<i64> = match &self.pool {
+            DbPool::Postgres(p) => {
+                sqlx::query_scalar(self.update.clone())
+                    .bind(&self.bytes)
+                    .bind(exp)
+                    .bind(&k)
+                    .bind(now)
+                    .bind(v)
+                    .fetch_optional(p)
+                    .await?
+            }
+            DbPool::Sqlite(p) => {
+                sqlx::query_scalar(self.update.clone())
+                    .bind(&self.bytes)
+                    .bind(exp)
+                    .bind(&k)
+                    .bind(now)
+                    .bind(v)
+                    .fetch_optional(p)
+                    .await?
+            }
+            DbPool::MySql(p) => {
+                let r = sqlx::query(self.update.clone())
+                    .bind(&self.bytes)
+                    .bind(exp)
+                    .bind(&k)
+                    .bind(now)
+                    .bind(v)
+                    .execute(p)
+                    .await?;
+                (r.rows_affected() > 0).then(|| r.last_insert_id() as i64)
+            }
+        };
+        match new {
+            Some(n) if n == v + 1 => Ok(n as u64),
+            other => wrong!("raw sql: update of version {v} returned {other:?}"),
+        }
+    }
+
+    async fn delete(&self, key: &Key) -> R<()> {
+        let k = key.text();
+        let rows = match &self.pool {
+            DbPool::Postgres(p) => sqlx::query(self.delete.clone())
+                .bind(&k)
+                .execute(p)
+                .await?
+                .rows_affected(),
+            DbPool::Sqlite(p) => sqlx::query(self.delete.clone())
+                .bind(&k)
+                .execute(p)
+                .await?
+                .rows_affected(),
+            DbPool::MySql(p) => sqlx::query(self.delete.clone())
+                .bind(&k)
+                .execute(p)
+                .await?
+                .rows_affected(),
+        };
+        if rows != 1 {
+            return wrong!("raw sql: delete affected {rows} rows");
+        }
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------ Redis
+
+/// A standalone (multiplexed) or cluster connection.
+#[derive(Clone)]
+pub enum RedisConn {
+    /// One multiplexed connection to a standalone server.
+    Single(redis::aio::MultiplexedConnection),
+    /// The cluster client's async connection.
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl RedisConn {
+    /// Connects to `url` (standalone).
+    pub async fn single(url: &str) -> R<Self> {
+        let client = redis::Client::open(url)?;
+        Ok(RedisConn::Single(
+            client.get_multiplexed_async_connection().await?,
+        ))
+    }
+
+    /// Connects to the cluster of `nodes`.
+    pub async fn cluster(nodes: &[String]) -> R<Self> {
+        let client = redis::cluster::ClusterClient::new(nodes.to_vec())?;
+        Ok(RedisConn::Cluster(client.get_async_connection().await?))
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> R<T> {
+        Ok(match self {
+            RedisConn::Single(c) => cmd.query_async(&mut c.clone()).await?,
+            RedisConn::Cluster(c) => cmd.query_async(&mut c.clone()).await?,
+        })
+    }
+}
+
+/// `SET NX PX` (create), `GET` (load), `SET XX PX` (update), `DEL` (delete) of the
+/// same encoded bytes, under a prefix of its own.
+pub struct RawRedis {
+    conn: RedisConn,
+    prefix: String,
+    bytes: Vec<u8>,
+}
+
+impl RawRedis {
+    /// Keys `prefix` + session key, over `conn`.
+    pub fn new(conn: RedisConn, prefix: String, bytes: Vec<u8>) -> Self {
+        RawRedis {
+            conn,
+            prefix,
+            bytes,
+        }
+    }
+
+    fn name(&self, key: &Key) -> String {
+        format!("{}{}", self.prefix, key.text())
+    }
+
+    async fn set(&self, name: &str, mode: &str) -> R<()> {
+        let ok: Option<String> = self
+            .conn
+            .query(
+                redis::cmd("SET")
+                    .arg(name)
+                    .arg(&self.bytes)
+                    .arg(mode)
+                    .arg("PX")
+                    .arg(TTL_SECS * 1000),
+            )
+            .await?;
+        if ok.is_none() {
+            return wrong!("raw redis: SET {mode} refused");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for RawRedis {
+    async fn create(&self) -> R<Key> {
+        let key = Key::Session(new_key()?);
+        self.set(&self.name(&key), "NX").await?;
+        Ok(key)
+    }
+
+    async fn load(&self, key: &Key) -> R<()> {
+        let got: Option<Vec<u8>> = self
+            .conn
+            .query(redis::cmd("GET").arg(self.name(key)))
+            .await?;
+        match got {
+            Some(b) if b.len() == self.bytes.len() => Ok(()),
+            Some(_) => wrong!("raw redis: GET returned other bytes"),
+            None => wrong!("raw redis: benchmark key vanished"),
+        }
+    }
+
+    async fn update(&self, key: &Key, version: u64) -> R<u64> {
+        self.set(&self.name(key), "XX").await?;
+        Ok(version + 1)
+    }
+
+    async fn delete(&self, key: &Key) -> R<()> {
+        let n: i64 = self
+            .conn
+            .query(redis::cmd("DEL").arg(self.name(key)))
+            .await?;
+        if n != 1 {
+            return wrong!("raw redis: DEL removed {n} keys");
+        }
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------ Memcached
+
+/// async-memcached with one connection per worker slot: `add` (create), `get` (load),
+/// `set` (update), `delete`, of the same encoded bytes.
+pub struct RawMemcached {
+    clients: Vec<Mutex<async_memcached::Client>>,
+    prefix: String,
+    bytes: Vec<u8>,
+}
+
+impl RawMemcached {
+    /// `connections` clients to `addr` (`host:port`).
+    pub async fn connect(
+        addr: &str,
+        connections: usize,
+        prefix: String,
+        bytes: Vec<u8>,
+    ) -> R<Self> {
+        let mut clients = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            clients.push(Mutex::new(
+                async_memcached::Client::new(format!("tcp://{addr}")).await?,
+            ));
+        }
+        Ok(RawMemcached {
+            clients,
+            prefix,
+            bytes,
+        })
+    }
+
+    /// The client for `name`: the same key always goes through the same connection,
+    /// and keys spread over all of them.
+    fn client(&self, name: &str) -> &Mutex<async_memcached::Client> {
+        let h = name
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        &self.clients[(h % self.clients.len() as u64) as usize]
+    }
+
+    fn name(&self, key: &Key) -> String {
+        format!("{}{}", self.prefix, key.text())
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for RawMemcached {
+    async fn create(&self) -> R<Key> {
+        use async_memcached::AsciiProtocol;
+        let key = Key::Session(new_key()?);
+        let name = self.name(&key);
+        self.client(&name)
+            .lock()
+            .await
+            .add(&name, self.bytes.as_slice(), Some(TTL_SECS), None)
+            .await?;
+        Ok(key)
+    }
+
+    async fn load(&self, key: &Key) -> R<()> {
+        use async_memcached::AsciiProtocol;
+        let name = self.name(key);
+        let got = self.client(&name).lock().await.get(&name).await?;
+        match got.and_then(|v| v.data) {
+            Some(b) if b.len() == self.bytes.len() => Ok(()),
+            Some(_) => wrong!("raw memcached: get returned other bytes"),
+            None => wrong!("raw memcached: benchmark key vanished"),
+        }
+    }
+
+    async fn update(&self, key: &Key, version: u64) -> R<u64> {
+        use async_memcached::AsciiProtocol;
+        let name = self.name(key);
+        self.client(&name)
+            .lock()
+            .await
+            .set(&name, self.bytes.as_slice(), Some(TTL_SECS), None)
+            .await?;
+        Ok(version + 1)
+    }
+
+    async fn delete(&self, key: &Key) -> R<()> {
+        use async_memcached::AsciiProtocol;
+        let name = self.name(key);
+        self.client(&name).lock().await.delete(&name).await?;
+        Ok(())
+    }
+}
