@@ -495,6 +495,20 @@ ensure_memcached() {
     MEMCACHED_PORT=$port
 }
 
+# ---------------------------------------------------------------- browser --
+
+# ensure_browser : Debian's Chromium and chromedriver, for session-cli's browser test
+# (session-cli/tests/browser.rs, which fails when they are missing).
+ensure_browser() {
+    banner "browser for the demo's end-to-end test (session-cli/tests/browser.rs)"
+    if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+        log "Chromium: /usr/bin/chromium and /usr/bin/chromedriver are installed"; return 0
+    fi
+    apt_install chromium chromium-driver || true
+    [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || die "Chromium and chromedriver are not installed and could not be installed.
+       Install them with:  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver"
+}
+
 # ---------------------------------------------------------------- env --
 
 # export_test_env : export the SESSIONS_TEST_* variables and write $ENV_FILE.
@@ -526,6 +540,7 @@ ensure_all_servers() {
     ensure_redis
     ensure_redis_cluster
     ensure_memcached
+    ensure_browser
     export_test_env
     banner "test server environment (also in ${ENV_FILE#"$ROOT"/})"
     env | grep '^SESSIONS_TEST_' | sort | sed 's/^/    /' >&2

@@ -142,10 +142,10 @@ async fn index(session: Session, where_stored: Where) -> Result<Response, Sessio
             .map(|i| {
                 let i = escape(i);
                 format!(
-                    "<li><span class=\"item\">{i}</span> \
+                    "<li><span class=\"item\" data-item=\"{i}\">{i}</span>\
                      <form method=\"post\" action=\"/cart/remove\" class=\"inline\">\
                      <input type=\"hidden\" name=\"item\" value=\"{i}\">\
-                     <button type=\"submit\" id=\"remove-{i}\">remove</button></form></li>"
+                     <button type=\"submit\" class=\"quiet\" id=\"remove-{i}\">remove</button></form></li>"
                 )
             })
             .collect()
@@ -156,13 +156,13 @@ async fn index(session: Session, where_stored: Where) -> Result<Response, Sessio
         .collect();
     let auth = match &user {
         Some(u) => format!(
-            "<p>Signed in as <b id=\"user\">{}</b>.</p>\
-             <form method=\"post\" action=\"/logout\"><button type=\"submit\" id=\"logout\">Log out</button></form>\
+            "<p class=\"who\">Signed in as <b id=\"user\">{}</b></p>\
+             <form method=\"post\" action=\"/logout\"><button type=\"submit\" class=\"secondary\" id=\"logout\">Log out</button></form>\
              <p class=\"note\">Logging out flushes the session: the record is deleted and the cookie removed.</p>",
             escape(u)
         ),
-        None => "<p id=\"user-none\">Not signed in.</p>\
-             <form method=\"post\" action=\"/login\">\
+        None => "<p class=\"who\" id=\"user-none\">Not signed in</p>\
+             <form method=\"post\" action=\"/login\" class=\"row\">\
              <input name=\"username\" id=\"username\" placeholder=\"any name\" required>\
              <button type=\"submit\" id=\"login\">Log in</button></form>\
              <p class=\"note\">Logging in cycles the session key (against session fixation): \
@@ -176,27 +176,47 @@ async fn index(session: Session, where_stored: Where) -> Result<Response, Sessio
     let page = format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>sessions demo</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body {{ font-family: system-ui, sans-serif; max-width: 44rem; margin: 2rem auto; color: #222; }}
-h1 {{ margin-bottom: .2rem; }} .sub {{ color: #666; margin-top: 0; }}
-section {{ border: 1px solid #ddd; border-radius: 8px; padding: .8rem 1.2rem; margin: 1rem 0; }}
-.count {{ font-size: 2.2rem; font-weight: 700; color: #0a6; }}
-.inline {{ display: inline; }} .note {{ color: #666; font-size: .9rem; }}
-code {{ background: #f4f4f4; padding: .1rem .3rem; border-radius: 4px; }}
-button {{ cursor: pointer; }}
+* {{ box-sizing: border-box; }}
+body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; padding: 2.5rem 1.5rem;
+  background: #f3f5f8; color: #1f2933; line-height: 1.45; }}
+main {{ max-width: 64rem; margin: 0 auto; }}
+h1 {{ margin: 0; font-size: 2rem; letter-spacing: -.02em; }} h1 span {{ color: #0b7a55; }}
+.sub {{ color: #52606d; margin: .3rem 0 1.6rem; }}
+.grid {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(17rem, 1fr)); gap: 1.2rem; }}
+section {{ background: #fff; border: 1px solid #e1e6ec; border-radius: 12px; padding: 1.1rem 1.3rem 1.2rem;
+  box-shadow: 0 1px 3px rgba(16, 24, 40, .06); }}
+h2 {{ margin: 0 0 .8rem; font-size: .78rem; text-transform: uppercase; letter-spacing: .09em; color: #7b8794; }}
+.visits {{ margin: 0; color: #52606d; }}
+.count {{ display: block; font-size: 3.4rem; font-weight: 700; line-height: 1.1; color: #0b7a55; }}
+.inline {{ display: inline; }} .note {{ color: #66727f; font-size: .88rem; margin: .8rem 0 0; }}
+ul {{ list-style: none; margin: 0 0 1rem; padding: 0; }}
+li {{ display: flex; justify-content: space-between; align-items: center; padding: .45rem 0; border-bottom: 1px solid #eef1f4; }}
+li.empty {{ color: #7b8794; font-style: italic; }} .item {{ font-weight: 600; }}
+.row {{ display: flex; gap: .5rem; }} .who {{ font-size: 1.1rem; margin: 0 0 .9rem; }}
+input, select {{ font: inherit; padding: .4rem .6rem; border: 1px solid #cbd2d9; border-radius: 7px; background: #fff; min-width: 0; flex: 1; }}
+button {{ font: inherit; cursor: pointer; padding: .4rem .9rem; border-radius: 7px; border: 1px solid #0b7a55;
+  background: #0b7a55; color: #fff; font-weight: 600; }}
+button.secondary {{ background: #fff; color: #0b7a55; }}
+button.quiet {{ background: none; border: none; color: #b42318; font-weight: 500; font-size: .88rem; padding: .1rem .3rem; }}
+footer {{ margin-top: 1.4rem; color: #66727f; font-size: .88rem; }}
+code {{ background: #e6eaef; padding: .1rem .35rem; border-radius: 4px; }}
 </style></head>
-<body>
-<h1>sessions demo</h1>
+<body><main>
+<h1>sessions <span>demo</span></h1>
 <p class="sub">Server-side sessions for Rust — stored {where_stored}.</p>
+<div class="grid">
 <section id="visits"><h2>Visit counter</h2>
-<p>You have loaded this page <span class="count" id="visit-count">{visits}</span> time(s) in this session.</p></section>
+<p class="visits"><span class="count" id="visit-count">{visits}</span>time(s) you have loaded this page in this session</p></section>
 <section id="cart"><h2>Cart</h2><ul id="cart-items">{items}</ul>
-<form method="post" action="/cart/add"><select name="item" id="item">{options}</select>
+<form method="post" action="/cart/add" class="row"><select name="item" id="item">{options}</select>
 <button type="submit" id="add">Add to cart</button></form></section>
 <section id="auth"><h2>Account</h2>{auth}</section>
-<p class="note">Session fingerprint: <code id="fingerprint">{fingerprint}</code>
-(a short hash: the key itself is only in your cookie).</p>
-</body></html>"#,
+</div>
+<footer>Session fingerprint: <code id="fingerprint">{fingerprint}</code>
+(a short hash: the key itself is only in your cookie).</footer>
+</main></body></html>"#,
         where_stored = escape(&where_stored),
     );
     Ok(Html(page).into_response())
