@@ -355,7 +355,14 @@ impl SessionStore for CacheStore {
 pub fn register(registry: &EngineRegistry) {
     registry.register("cache", |ctx: session_core::EngineContext| async move {
         let cfg: CacheConfig = ctx.section("cache")?;
-        let store = CacheStore::connect(&cfg, ctx.codec()).await?;
+        let store = match CacheStore::connect(&cfg, ctx.codec()).await? {
+            // The in-process driver keeps decoded records: it applies the size limit
+            // itself, as the byte-storing drivers' codecs do.
+            CacheStore::Memory(m) => {
+                CacheStore::Memory(m.with_size_limit(ctx.codec(), ctx.settings.max_encoded_size))
+            }
+            other => other,
+        };
         Ok(Arc::new(store) as Arc<dyn SessionStore>)
     });
 }

@@ -6,6 +6,12 @@
 //! entry closest to its deadline among a small sample is evicted (Redis' approximate
 //! policy), so memory stays bounded without a global LRU list.
 //!
+//! Records are kept decoded, yet `max_encoded_size` holds as on every other engine: a
+//! store built from configuration (or given [`MemoryStore::with_size_limit`]) refuses a
+//! write whose encoding would exceed it with `CodecError::TooLarge`. To keep writes cheap
+//! the record is only encoded when a quick upper bound of its encoded size (a walk over
+//! the values, without encoding) exceeds the limit, which real sessions almost never do.
+//!
 //! No shard guard is ever held across an `.await`: every operation is synchronous inside.
 
 use std::sync::Arc;
@@ -14,8 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use serde::Deserialize;
+use session_core::codec::{ENCRYPTION_OVERHEAD, MAX_DEPTH};
 use session_core::{
-    Capabilities, EngineRegistry, Error, Inserted, Record, Result, SessionKey, SessionStore,
+    Capabilities, Codec, EngineRegistry, Error, Inserted, Record, Result, SessionKey, SessionStore,
     Timestamp, async_trait,
 };
 
@@ -44,6 +51,82 @@ pub struct MemoryStore {
     map: DashMap<SessionKey, Arc<Record>>,
     max_entries: usize,
     evictions: AtomicU64,
+    size_limit: Option<SizeLimit>,
+}
+
+/// `max_encoded_size` on a store that keeps decoded records: the configured codec
+/// measures a record when the quick bound cannot rule out that it is too large.
+#[derive(Debug)]
+struct SizeLimit {
+    codec: Arc<dyn Codec>,
+    max_encoded_size: usize,
+}
+
+impl SizeLimit {
+    fn check(&self, record: &Record) -> Result<()> {
+        if encoded_size_bound(record, self.max_encoded_size) <= self.max_encoded_size {
+            return Ok(());
+        }
+        // The codec gives the exact answer and the same typed errors as the engines that
+        // store bytes (`TooLarge`, or `Encode` for a value nested too deeply).
+        self.codec.encode(record).map(drop).map_err(Error::Codec)
+    }
+}
+
+/// The most bytes any built-in codec (bincode or JSON, sealed or not) can need for a
+/// value, besides its strings' bytes: tag, length prefix or number, quotes, separators.
+const BOUND_PER_VALUE: usize = 40;
+/// The same for the record's own fields (version, times, expiry, JSON field names).
+const BOUND_PER_RECORD: usize = 512;
+/// Bytes per string byte at most: JSON writes a control character as `\u00XX`.
+const BOUND_PER_STRING_BYTE: usize = 6;
+
+/// An upper bound of `record`'s encoded size under any built-in codec, computed without
+/// encoding. Stops early (returning a value above `stop_above`) once it exceeds
+/// `stop_above`, and returns `usize::MAX` for values nested deeper than the codecs
+/// accept, so the caller asks the codec for the exact (typed) answer.
+fn encoded_size_bound(record: &Record, stop_above: usize) -> usize {
+    let string = |s: &str| {
+        s.len()
+            .saturating_mul(BOUND_PER_STRING_BYTE)
+            .saturating_add(BOUND_PER_VALUE)
+    };
+    let mut size = BOUND_PER_RECORD + ENCRYPTION_OVERHEAD;
+    let mut stack = Vec::new();
+    for (k, v) in &record.data {
+        size = size
+            .saturating_add(string(k))
+            .saturating_add(BOUND_PER_VALUE);
+        stack.push((v, 1usize));
+    }
+    while let Some((v, depth)) = stack.pop() {
+        if size > stop_above {
+            return size;
+        }
+        if depth > MAX_DEPTH {
+            return usize::MAX;
+        }
+        if let Some(s) = v.as_str() {
+            size = size.saturating_add(s.len().saturating_mul(BOUND_PER_STRING_BYTE));
+        } else if let Some(items) = v.as_array() {
+            size = size.saturating_add(items.len().saturating_mul(BOUND_PER_VALUE));
+            if size > stop_above {
+                return size;
+            }
+            stack.extend(items.iter().map(|v| (v, depth + 1)));
+        } else if let Some(map) = v.as_object() {
+            for (k, v) in map {
+                size = size
+                    .saturating_add(string(k))
+                    .saturating_add(BOUND_PER_VALUE);
+                if size > stop_above {
+                    return size;
+                }
+                stack.push((v, depth + 1));
+            }
+        }
+    }
+    size
 }
 
 impl Default for MemoryStore {
@@ -64,6 +147,27 @@ impl MemoryStore {
             map: DashMap::new(),
             max_entries: config.max_entries.max(1),
             evictions: AtomicU64::new(0),
+            size_limit: None,
+        }
+    }
+
+    /// This store, refusing records whose encoding by `codec` would exceed
+    /// `max_encoded_size` bytes (`Error::Codec(CodecError::TooLarge { .. })`, nothing
+    /// stored), as the engines that store bytes do. `codec` should be the configured one
+    /// (`SessionSettings::codec()`), whose own limit is `max_encoded_size`; the engine
+    /// built from configuration is set up this way.
+    pub fn with_size_limit(mut self, codec: Arc<dyn Codec>, max_encoded_size: usize) -> Self {
+        self.size_limit = Some(SizeLimit {
+            codec,
+            max_encoded_size,
+        });
+        self
+    }
+
+    fn check_size(&self, record: &Record) -> Result<()> {
+        match &self.size_limit {
+            Some(limit) => limit.check(record),
+            None => Ok(()),
         }
     }
 
@@ -120,6 +224,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn insert_new(&self, key: &SessionKey, record: &Record) -> Result<Inserted> {
+        self.check_size(record)?;
         let now = Timestamp::now();
         self.make_room(now);
         match self.map.entry(key.clone()) {
@@ -148,6 +253,7 @@ impl SessionStore for MemoryStore {
         record: &Record,
         expected_version: Option<u64>,
     ) -> Result<u64> {
+        self.check_size(record)?;
         let now = Timestamp::now();
         let Some(mut cur) = self.map.get_mut(key) else {
             return Err(Error::NotFound);
@@ -213,20 +319,113 @@ impl SessionStore for MemoryStore {
     }
 }
 
-/// Registers the `memory` engine (options in the `memory` section).
+/// Registers the `memory` engine (options in the `memory` section). The store applies
+/// the configured `max_encoded_size`, measured with the configured codec.
 pub fn register(registry: &EngineRegistry) {
     registry.register("memory", |ctx: session_core::EngineContext| async move {
         let cfg: MemoryConfig = ctx.section("memory")?;
         if cfg.max_entries == 0 {
             return Err(Error::config("memory.max_entries", "must be at least 1"));
         }
-        Ok(Arc::new(MemoryStore::with_config(cfg)) as Arc<dyn SessionStore>)
+        let store = MemoryStore::with_config(cfg)
+            .with_size_limit(ctx.codec(), ctx.settings.max_encoded_size);
+        Ok(Arc::new(store) as Arc<dyn SessionStore>)
     });
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+    use session_core::{CodecError, CodecKind, Config, Expiry, SessionData};
+
     use super::*;
+
+    fn record(data: serde_json::Value, expiry: Expiry) -> Record {
+        let mut r = Record::with_ttl(
+            data.as_object().cloned().unwrap_or_else(SessionData::new),
+            60,
+        );
+        r.expiry = expiry;
+        r.version = u64::MAX;
+        r
+    }
+
+    #[test]
+    fn the_size_bound_is_never_below_an_encoding() {
+        let sealed = Config::from_toml(
+            "codec = \"json\"\n[encryption]\nkeys = [\"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\"]\n",
+        )
+        .settings()
+        .expect("settings")
+        .try_codec()
+        .expect("codec");
+        let codecs = [
+            CodecKind::Bincode.build(usize::MAX),
+            CodecKind::Json.build(usize::MAX),
+            sealed,
+        ];
+        let control = "\u{1}".repeat(300);
+        let mut deep = json!(null);
+        for _ in 0..MAX_DEPTH - 1 {
+            deep = json!([deep]);
+        }
+        let records = [
+            record(json!({}), Expiry::Default),
+            record(json!({ "": "" }), Expiry::BrowserClose),
+            record(json!({ control.clone(): control }), Expiry::Idle(i64::MIN)),
+            record(
+                json!({ "n": [u64::MAX, i64::MIN, -1.797_693_134_862_315_7e308, 5e-324, null, true] }),
+                Expiry::At(Timestamp::from_unix_millis(i64::MIN)),
+            ),
+            record(json!({ "a": vec![json!(""); 500], "o": { "\"": { "\\": [[], {}] } } }), Expiry::Default),
+            record(json!({ "deep": deep }), Expiry::Default),
+        ]
+        .map(|mut r| {
+            r.created_at = Timestamp::from_unix_millis(i64::MIN);
+            r.expires_at = r.created_at;
+            r
+        });
+        for r in &records {
+            let bound = encoded_size_bound(r, usize::MAX);
+            for codec in &codecs {
+                let len = codec.encode(r).expect("encode").len();
+                assert!(bound >= len, "{}: bound {bound} < {len}", codec.name());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn max_encoded_size_is_enforced_on_every_write() {
+        let codec = CodecKind::Json.build(1000);
+        let store = MemoryStore::new().with_size_limit(codec.clone(), 1000);
+        let small = record(json!({ "a": "b" }), Expiry::Default);
+        let big = record(json!({ "a": "b".repeat(1000) }), Expiry::Default);
+        assert!(matches!(
+            store.create(&big).await,
+            Err(Error::Codec(CodecError::TooLarge { limit: 1000, .. }))
+        ));
+        let key = store.create(&small).await.expect("create");
+        assert!(matches!(
+            store.update(&key, &big, None).await,
+            Err(Error::Codec(CodecError::TooLarge { limit: 1000, .. }))
+        ));
+        let kept = store.load(&key).await.expect("load").expect("live");
+        assert_eq!(kept.data, small.data);
+        // Near the limit the codec decides, so anything that encodes within it fits.
+        let mut n = 1000;
+        loop {
+            let r = record(json!({ "a": "c".repeat(n) }), Expiry::Default);
+            match store.update(&key, &r, None).await {
+                Ok(_) => break,
+                Err(Error::Codec(CodecError::TooLarge { .. })) => n -= 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let stored = store.load(&key).await.expect("load").expect("live");
+        assert_eq!(codec.encode(&stored).expect("encode").len(), 1000);
+        // Without a limit (built in code), nothing is measured.
+        assert!(MemoryStore::new().create(&big).await.is_ok());
+    }
 
     #[tokio::test]
     async fn bounded_with_eviction() {
