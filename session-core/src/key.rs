@@ -39,23 +39,72 @@ pub enum KeyError {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionKey(Box<str>);
 
+/// Bytes fetched from the OS per system call when minting keys.
+const POOL_BYTES: usize = 4096;
+
+/// A per-thread buffer of OS random bytes, each handed out once.
+struct RandomPool {
+    buf: Box<[u8; POOL_BYTES]>,
+    /// Next unused byte; `POOL_BYTES` when empty.
+    pos: usize,
+    /// The process that filled the buffer (a fork must not reuse it).
+    pid: u32,
+}
+
+impl RandomPool {
+    /// Drops the buffer if it was filled by another process (a fork's parent).
+    fn check_owner(&mut self) {
+        let pid = std::process::id();
+        if self.pid != pid {
+            self.pos = POOL_BYTES;
+            self.pid = pid;
+        }
+    }
+
+    fn next(&mut self) -> Result<u8, KeyError> {
+        if self.pos >= POOL_BYTES {
+            getrandom::fill(&mut self.buf[..]).map_err(|e| KeyError::Random(e.to_string()))?;
+            self.pos = 0;
+        }
+        let b = self.buf[self.pos];
+        self.buf[self.pos] = 0;
+        self.pos += 1;
+        Ok(b)
+    }
+}
+
+thread_local! {
+    static POOL: std::cell::RefCell<RandomPool> = std::cell::RefCell::new(RandomPool {
+        buf: Box::new([0; POOL_BYTES]),
+        pos: POOL_BYTES,
+        pid: 0,
+    });
+}
+
 impl SessionKey {
     /// Mints a fresh random key from the OS CSPRNG.
     ///
     /// Each character is drawn uniformly from [`KEY_ALPHABET`] by rejection sampling,
-    /// so the key carries `32 * log2(36) ≈ 165` bits.
+    /// so the key carries `32 * log2(36) ≈ 165` bits. The bytes come straight from the
+    /// OS (`getrandom`), fetched 4 KiB at a time into a per-thread buffer whose bytes are
+    /// each used once and wiped as they are taken: one system call serves about a
+    /// hundred keys. A forked child discards the parent's buffer (the process id is
+    /// checked), so parent and child never mint the same keys.
     pub fn generate() -> Result<Self, KeyError> {
         let mut out = String::with_capacity(KEY_LEN);
-        // 252 = 7 * 36: bytes at or above it are rejected so every symbol is equally likely.
-        let mut buf = [0u8; 48];
-        while out.len() < KEY_LEN {
-            getrandom::fill(&mut buf).map_err(|e| KeyError::Random(e.to_string()))?;
-            for &b in &buf {
-                if b < 252 && out.len() < KEY_LEN {
+        POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            pool.check_owner();
+            while out.len() < KEY_LEN {
+                // 252 = 7 * 36: bytes at or above it are rejected so every symbol is
+                // equally likely.
+                let b = pool.next()?;
+                if b < 252 {
                     out.push(KEY_ALPHABET[(b % 36) as usize] as char);
                 }
             }
-        }
+            Ok::<_, KeyError>(())
+        })?;
         Ok(SessionKey(out.into_boxed_str()))
     }
 
