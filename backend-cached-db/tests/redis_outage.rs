@@ -78,7 +78,7 @@ async fn redis_dies_mid_load_without_failed_requests_or_lost_writes() {
                 i += 1;
                 ops += 1;
                 // Three reads for every write.
-                if ops % 4 != 0 {
+                if !ops.is_multiple_of(4) {
                     match store.load(k).await {
                         Ok(Some(r)) => {
                             let want = acked.lock().expect("lock")[k].0;
@@ -143,7 +143,13 @@ async fn redis_dies_mid_load_without_failed_requests_or_lost_writes() {
     assert!(total_ops > 1000, "the load ran ({total_ops} ops)");
 
     // Every acknowledged write is readable, through the cache and from the durable store.
-    for (k, (n, v)) in acked.lock().expect("lock").iter() {
+    let acked: Vec<_> = acked
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(k, nv)| (k.clone(), *nv))
+        .collect();
+    for (k, (n, v)) in &acked {
         let via_store = store.load(k).await.expect("load").expect("present");
         assert_eq!(via_store.data["n"], json!(n));
         let durable = db.load(k).await.expect("durable").expect("present");

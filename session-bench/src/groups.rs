@@ -131,7 +131,8 @@ pub async fn build(name: &str, scale: f64, secs: f64, run: &str) -> R<Group> {
                 a.path()
             ))
             .await?;
-            let floor = RawFs::new(b.path().to_owned(), bytes);
+            // The engine's default: every write and delete flushed (`[file] fsync = true`).
+            let floor = RawFs::new(b.path().to_owned(), bytes, true);
             dirs.extend([a, b]);
             (
                 vec![

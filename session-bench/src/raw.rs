@@ -20,29 +20,46 @@ fn new_key() -> R<SessionKey> {
 // ------------------------------------------------------------------ files
 
 /// `tokio::fs`: write a temp file and rename it (create, update), read (load), remove
-/// (delete). No locking, no fsync (the file engine's default), no decoding.
+/// (delete). With `fsync` (the file engine's default) the file's data and then the
+/// directory are flushed, as the engine does. No locking, no checks, no decoding.
 pub struct RawFs {
     dir: PathBuf,
     bytes: Vec<u8>,
     temp: AtomicU64,
+    fsync: bool,
 }
 
 impl RawFs {
-    /// Files of `bytes` in `dir`.
-    pub fn new(dir: PathBuf, bytes: Vec<u8>) -> Self {
+    /// Files of `bytes` in `dir`, flushed when `fsync`.
+    pub fn new(dir: PathBuf, bytes: Vec<u8>, fsync: bool) -> Self {
         RawFs {
             dir,
             bytes,
             temp: AtomicU64::new(0),
+            fsync,
         }
     }
 
+    async fn sync_dir(&self) -> R<()> {
+        if self.fsync {
+            tokio::fs::File::open(&self.dir).await?.sync_all().await?;
+        }
+        Ok(())
+    }
+
     async fn write(&self, name: &str) -> R<()> {
+        use tokio::io::AsyncWriteExt;
         let n = self.temp.fetch_add(1, Ordering::Relaxed);
         let tmp = self.dir.join(format!(".tmp_raw_{n}"));
-        tokio::fs::write(&tmp, &self.bytes).await?;
+        if self.fsync {
+            let mut f = tokio::fs::File::create(&tmp).await?;
+            f.write_all(&self.bytes).await?;
+            f.sync_data().await?;
+        } else {
+            tokio::fs::write(&tmp, &self.bytes).await?;
+        }
         tokio::fs::rename(&tmp, self.dir.join(name)).await?;
-        Ok(())
+        self.sync_dir().await
     }
 }
 
@@ -68,7 +85,8 @@ impl Target for RawFs {
     }
 
     async fn delete(&self, key: &Key) -> R<()> {
-        Ok(tokio::fs::remove_file(self.dir.join(key.text())).await?)
+        tokio::fs::remove_file(self.dir.join(key.text())).await?;
+        self.sync_dir().await
     }
 }
 
