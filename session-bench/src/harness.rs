@@ -167,7 +167,6 @@ pub async fn phase(
     budget: Budget,
 ) -> R<Sample> {
     let per_worker = (budget.ops / concurrency).max(1);
-    let deadline = Instant::now() + budget.time;
     if op != Op::Create && state.created.len() < concurrency {
         // A create phase cut short by its time budget: top up, untimed.
         while state.created.len() < concurrency {
@@ -177,16 +176,18 @@ pub async fn phase(
     if op == Op::Load || op == Op::Update {
         state.versions.resize(concurrency, 1);
     }
-    let started = Instant::now();
     let mut tasks = Vec::with_capacity(concurrency);
-    // Delete works through every created key; the others on hot key `w`.
+    // Delete works through every created key (dealt out untimed, moved, not cloned);
+    // the others on hot key `w`.
     let mut delete_slices: Vec<Vec<Key>> = Vec::new();
     if op == Op::Delete {
-        let keys = std::mem::take(&mut state.created);
-        delete_slices = (0..concurrency)
-            .map(|w| keys.iter().skip(w).step_by(concurrency).cloned().collect())
-            .collect();
+        delete_slices = (0..concurrency).map(|_| Vec::new()).collect();
+        for (i, k) in std::mem::take(&mut state.created).into_iter().enumerate() {
+            delete_slices[i % concurrency].push(k);
+        }
     }
+    let started = Instant::now();
+    let deadline = started + budget.time;
     for w in 0..concurrency {
         let t = target.clone();
         let hot = (op == Op::Load || op == Op::Update).then(|| state.created[w].clone());
@@ -195,23 +196,10 @@ pub async fn phase(
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(per_worker.min(1 << 16));
             let mut made = Vec::new();
-            let mut leftover = Vec::new();
             let mut version = version;
+            let limit = mine.as_ref().map_or(per_worker, Vec::len);
             let mut i = 0usize;
-            loop {
-                let limit = match &mine {
-                    Some(keys) => keys.len(),
-                    None => per_worker,
-                };
-                if i >= limit {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    if let Some(keys) = &mine {
-                        leftover.extend_from_slice(&keys[i..]);
-                    }
-                    break;
-                }
+            while i < limit && Instant::now() < deadline {
                 let t0 = Instant::now();
                 match op {
                     Op::Create => made.push(t.create().await?),
@@ -224,22 +212,29 @@ pub async fn phase(
                 lat.push(t0.elapsed().as_nanos() as u64);
                 i += 1;
             }
-            Ok::<_, BenchError>((lat, made, leftover, version))
+            // The keys go back out to be dropped (or deleted, if not reached) untimed.
+            Ok::<_, BenchError>((lat, made, mine, i, version))
         }));
     }
+    let mut results = Vec::with_capacity(concurrency);
+    for task in tasks {
+        results.push(task.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
     let mut sample = Sample::default();
     let mut leftovers = Vec::new();
-    for (w, task) in tasks.into_iter().enumerate() {
-        let (lat, made, leftover, version) = task.await??;
+    for (w, (lat, made, mine, reached, version)) in results.into_iter().enumerate() {
         sample.ops += lat.len();
         sample.latencies.extend(lat);
         state.created.extend(made);
-        leftovers.extend(leftover);
+        if let Some(mut keys) = mine {
+            leftovers.extend(keys.drain(reached..));
+        }
         if let Some(v) = state.versions.get_mut(w) {
             *v = version;
         }
     }
-    sample.secs = started.elapsed().as_secs_f64();
+    sample.secs = secs;
     // Keys a time-limited delete phase did not reach: removed untimed.
     for k in leftovers {
         target.delete(&k).await?;
