@@ -170,40 +170,35 @@ impl RawSql {
     }
 }
 
+/// Evaluates `$body` with `$p` bound to the pool `$pool` holds (each arm typed for its
+/// database).
+macro_rules! with_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            DbPool::Postgres($p) => $body,
+            DbPool::Sqlite($p) => $body,
+            DbPool::MySql($p) => $body,
+        }
+    };
+}
+
 #[async_trait::async_trait]
 impl Target for RawSql {
     async fn create(&self) -> R<Key> {
         let key = new_key()?;
         let now = Timestamp::now().as_unix_millis();
         let exp = Self::expires_at();
-        let rows = match &self.pool {
-            DbPool::Postgres(p) => sqlx::query(self.insert.clone())
+        // MySQL's insert has no "replace only if expired" clause, hence no `now`.
+        let mysql = matches!(self.pool, DbPool::MySql(_));
+        let rows = with_pool!(&self.pool, p => {
+            let q = sqlx::query(self.insert.clone())
                 .bind(key.as_str())
                 .bind(&self.bytes)
                 .bind(exp)
-                .bind(1i64)
-                .bind(now)
-                .execute(p)
-                .await?
-                .rows_affected(),
-            DbPool::Sqlite(p) => sqlx::query(self.insert.clone())
-                .bind(key.as_str())
-                .bind(&self.bytes)
-                .bind(exp)
-                .bind(1i64)
-                .bind(now)
-                .execute(p)
-                .await?
-                .rows_affected(),
-            DbPool::MySql(p) => sqlx::query(self.insert.clone())
-                .bind(key.as_str())
-                .bind(&self.bytes)
-                .bind(exp)
-                .bind(1i64)
-                .execute(p)
-                .await?
-                .rows_affected(),
-        };
+                .bind(1i64);
+            let q = if mysql { q } else { q.bind(now) };
+            q.execute(p).await?.rows_affected()
+        });
         if rows != 1 {
             return wrong!("raw sql: insert affected {rows} rows");
         }
@@ -213,29 +208,13 @@ impl Target for RawSql {
     async fn load(&self, key: &Key) -> R<()> {
         let now = Timestamp::now().as_unix_millis();
         let k = key.text();
-        let row: Option<(Vec<u8>, i64, i64)> = match &self.pool {
-            DbPool::Postgres(p) => {
-                sqlx::query_as(self.load.clone())
-                    .bind(&k)
-                    .bind(now)
-                    .fetch_optional(p)
-                    .await?
-            }
-            DbPool::Sqlite(p) => {
-                sqlx::query_as(self.load.clone())
-                    .bind(&k)
-                    .bind(now)
-                    .fetch_optional(p)
-                    .await?
-            }
-            DbPool::MySql(p) => {
-                sqlx::query_as(self.load.clone())
-                    .bind(&k)
-                    .bind(now)
-                    .fetch_optional(p)
-                    .await?
-            }
-        };
+        let row: Option<(Vec<u8>, i64, i64)> = with_pool!(&self.pool, p => {
+            sqlx::query_as(self.load.clone())
+                .bind(&k)
+                .bind(now)
+                .fetch_optional(p)
+                .await?
+        });
         match row {
             Some((b, _, _)) if b.len() == self.bytes.len() => Ok(()),
             Some(_) => wrong!("raw sql: load returned other bytes"),
@@ -249,6 +228,19 @@ impl Target for RawSql {
         let k = key.text();
         let v = version as i64;
         let new: Option<i64> = match &self.pool {
+            // `version = LAST_INSERT_ID(version + 1)`: the new version comes back with
+            // the OK packet, as `DbStore` reads it.
+            DbPool::MySql(p) => {
+                let r = sqlx::query(self.update.clone())
+                    .bind(&self.bytes)
+                    .bind(exp)
+                    .bind(&k)
+                    .bind(now)
+                    .bind(v)
+                    .execute(p)
+                    .await?;
+                (r.rows_affected() > 0).then(|| r.last_insert_id() as i64)
+            }
             DbPool::Postgres(p) => {
                 sqlx::query_scalar(self.update.clone())
                     .bind(&self.bytes)
@@ -269,17 +261,6 @@ impl Target for RawSql {
                     .fetch_optional(p)
                     .await?
             }
-            DbPool::MySql(p) => {
-                let r = sqlx::query(self.update.clone())
-                    .bind(&self.bytes)
-                    .bind(exp)
-                    .bind(&k)
-                    .bind(now)
-                    .bind(v)
-                    .execute(p)
-                    .await?;
-                (r.rows_affected() > 0).then(|| r.last_insert_id() as i64)
-            }
         };
         match new {
             Some(n) if n == v + 1 => Ok(n as u64),
@@ -289,23 +270,13 @@ impl Target for RawSql {
 
     async fn delete(&self, key: &Key) -> R<()> {
         let k = key.text();
-        let rows = match &self.pool {
-            DbPool::Postgres(p) => sqlx::query(self.delete.clone())
+        let rows = with_pool!(&self.pool, p => {
+            sqlx::query(self.delete.clone())
                 .bind(&k)
                 .execute(p)
                 .await?
-                .rows_affected(),
-            DbPool::Sqlite(p) => sqlx::query(self.delete.clone())
-                .bind(&k)
-                .execute(p)
-                .await?
-                .rows_affected(),
-            DbPool::MySql(p) => sqlx::query(self.delete.clone())
-                .bind(&k)
-                .execute(p)
-                .await?
-                .rows_affected(),
-        };
+                .rows_affected()
+        });
         if rows != 1 {
             return wrong!("raw sql: delete affected {rows} rows");
         }
