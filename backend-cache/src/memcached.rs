@@ -80,6 +80,15 @@ fn exptime(expires_at: Timestamp, now: Timestamp) -> Option<i64> {
     }
 }
 
+/// `after` past `started`; a timeout too large to represent (the configuration only
+/// bounds it below) means about 30 years, as with `tokio::time::timeout`.
+fn deadline(started: std::time::Instant, after: Duration) -> tokio::time::Instant {
+    let start = tokio::time::Instant::from_std(started);
+    start
+        .checked_add(after)
+        .unwrap_or_else(|| start + Duration::from_secs(30 * 365 * 86_400))
+}
+
 /// Exptime that stores an item as already expired (never 0: that means "no expiry").
 const EXPIRED: i64 = -1;
 
@@ -125,19 +134,23 @@ impl std::fmt::Debug for MemcachedStore {
 macro_rules! with_conn {
     ($store:expr, $conn:ident => $body:expr) => {{
         let store = $store;
+        // One clock reading serves the deadline and the pool's idle bookkeeping.
+        let started = std::time::Instant::now();
         let fut = async {
-            let mut lease = store.pool.get().await?;
+            let mut lease = store.pool.get(started).await?;
             let result: std::result::Result<_, ProtoError> = {
                 let $conn = &mut lease.conn;
                 async { $body }.await
             };
             match &result {
-                Ok(_) => store.pool.put(lease),
+                Ok(_) => store.pool.put(lease, started),
                 Err(e) => store.pool.failed(e),
             }
             result
         };
-        store.bounded(store.command_timeout, fut).await
+        store
+            .bounded_from(started, store.command_timeout, fut)
+            .await
     }};
 }
 
@@ -169,8 +182,9 @@ impl MemcachedStore {
         };
         // Fail at startup, naming the server, rather than at the first request.
         let probe = async {
-            let lease = store.pool.get().await?;
-            store.pool.put(lease);
+            let now = std::time::Instant::now();
+            let lease = store.pool.get(now).await?;
+            store.pool.put(lease, now);
             Ok::<_, ProtoError>(())
         };
         store
@@ -204,14 +218,17 @@ impl MemcachedStore {
         {
             self.tokens.clear();
         }
-        self.tokens.insert(
-            key.clone(),
-            Token {
-                version,
-                expires_at,
-                cas,
-            },
-        );
+        let token = Token {
+            version,
+            expires_at,
+            cas,
+        };
+        // In place when known (the usual case): no key copy, no allocation.
+        if let Some(mut known) = self.tokens.get_mut(key) {
+            *known = token;
+            return;
+        }
+        self.tokens.insert(key.clone(), token);
     }
 
     /// Records the token of a write, unless the write stored an already expired record.
@@ -250,7 +267,18 @@ impl MemcachedStore {
         after: Duration,
         fut: impl Future<Output = std::result::Result<T, ProtoError>>,
     ) -> Result<T> {
-        match tokio::time::timeout(after, fut).await {
+        self.bounded_from(std::time::Instant::now(), after, fut)
+            .await
+    }
+
+    /// [`Self::bounded`], counting `after` from `started`.
+    async fn bounded_from<T>(
+        &self,
+        started: std::time::Instant,
+        after: Duration,
+        fut: impl Future<Output = std::result::Result<T, ProtoError>>,
+    ) -> Result<T> {
+        match tokio::time::timeout_at(deadline(started, after), fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(ProtoError::ConnectTimeout { after, .. })) => Err(Error::Timeout {
                 engine: "memcached".into(),
@@ -291,7 +319,7 @@ impl MemcachedStore {
         for attempt in 0..20 {
             let listed = self
                 .bounded(PURGE_TIMEOUT, async {
-                    let mut lease = self.pool.get().await?;
+                    let mut lease = self.pool.get(std::time::Instant::now()).await?;
                     // The dump streams to its end; the connection is not reused after.
                     lease.conn.keys_with_prefix(&prefix).await
                 })
@@ -345,11 +373,12 @@ impl SessionStore for MemcachedStore {
             });
         };
         let payload = self.codec.encode(record)?;
-        let value = envelope::wrap(record.version, record.expires_at, &payload);
+        let header = envelope::wrap(record.version, record.expires_at, &[]);
+        let value: &[&[u8]] = &[&header, &payload];
         let ik = self.item_key(key);
         let outcome = with_conn!(self, c => {
             for _ in 0..CAS_ATTEMPTS {
-                match c.meta_set(&ik, exp, &value, None, true).await? {
+                match c.meta_set(&ik, exp, value, None, true).await? {
                     MetaStored::Stored(cas) => return Ok(Some(cas)),
                     MetaStored::NotStored => {}
                     other => {
@@ -363,7 +392,7 @@ impl SessionStore for MemcachedStore {
                 match Envelope::parse(&bytes) {
                     Ok(env) if !env.is_live_at(Timestamp::now()) => {
                         if let MetaStored::Stored(cas) =
-                            c.meta_set(&ik, exp, &value, Some(cas), false).await?
+                            c.meta_set(&ik, exp, value, Some(cas), false).await?
                         {
                             return Ok(Some(cas));
                         }
@@ -384,20 +413,26 @@ impl SessionStore for MemcachedStore {
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         let ik = self.item_key(key);
-        let Some((bytes, cas)) = with_conn!(self, c => c.meta_get(&ik).await)? else {
-            self.forget(key);
-            return Ok(None);
-        };
-        let env = Envelope::parse(&bytes).map_err(|e| self.corrupt(key, e))?;
-        if !env.is_live_at(Timestamp::now()) {
-            self.forget(key);
-            return Ok(None);
+        let codec = self.codec.as_ref();
+        // Checked and decoded straight from the connection's read buffer.
+        let read = with_conn!(self, c => c.meta_get_with(&ik, |bytes, cas| {
+            let env = Envelope::parse(bytes)?;
+            if !env.is_live_at(Timestamp::now()) {
+                return Ok(None);
+            }
+            Ok(Some((env.decode(codec)?, cas)))
+        }).await)?;
+        match read {
+            Some(Ok(Some((record, cas)))) => {
+                self.remember(key, record.version, record.expires_at, cas);
+                Ok(Some(record))
+            }
+            None | Some(Ok(None)) => {
+                self.forget(key);
+                Ok(None)
+            }
+            Some(Err(e)) => Err(self.corrupt(key, e)),
         }
-        let record = env
-            .decode(self.codec.as_ref())
-            .map_err(|e| self.corrupt(key, e))?;
-        self.remember(key, env.version, env.expires_at, cas);
-        Ok(Some(record))
     }
 
     async fn update(
@@ -419,9 +454,10 @@ impl SessionStore for MemcachedStore {
             && token.expires_at > now
         {
             let version = expected.saturating_add(1);
-            let value = envelope::wrap(version, record.expires_at, &payload);
+            let header = envelope::wrap(version, record.expires_at, &[]);
             let cas = token.cas;
-            match with_conn!(self, c => c.meta_set(&ik, exp, &value, Some(cas), false).await)? {
+            match with_conn!(self, c => c.meta_set(&ik, exp, &[&header, &payload], Some(cas), false).await)?
+            {
                 MetaStored::Stored(cas) => {
                     self.after_write(key, version, record.expires_at, exp, cas);
                     return Ok(version);
@@ -451,8 +487,8 @@ impl SessionStore for MemcachedStore {
                     return Ok(Outcome::Conflict(env.version));
                 }
                 let version = env.version.saturating_add(1);
-                let value = envelope::wrap(version, record.expires_at, &payload);
-                match c.meta_set(&ik, exp, &value, Some(cas), false).await? {
+                let header = envelope::wrap(version, record.expires_at, &[]);
+                match c.meta_set(&ik, exp, &[&header, &payload], Some(cas), false).await? {
                     MetaStored::Stored(cas) => return Ok(Outcome::Done((version, cas))),
                     // A concurrent write won: re-read.
                     MetaStored::Exists => back_off(attempt).await,
@@ -504,7 +540,7 @@ impl SessionStore for MemcachedStore {
                 // Same bytes, same version: only the deadline digits change.
                 bytes[EXPIRES_OFFSET..HEADER_LEN].copy_from_slice(&field);
                 let exp = exptime(expires_at, now).unwrap_or(EXPIRED);
-                match c.meta_set(&ik, exp, &bytes, Some(cas), false).await? {
+                match c.meta_set(&ik, exp, &[&bytes], Some(cas), false).await? {
                     MetaStored::Stored(cas) => return Ok(Outcome::Done((version, cas, exp))),
                     MetaStored::Exists => back_off(attempt).await,
                     MetaStored::NotFound | MetaStored::NotStored => return Ok(Outcome::NotFound),
@@ -572,6 +608,18 @@ impl RawAccess for MemcachedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines_never_overflow() {
+        let now = std::time::Instant::now();
+        let d = deadline(now, Duration::from_millis(1500));
+        assert_eq!(
+            d - tokio::time::Instant::from_std(now),
+            Duration::from_millis(1500)
+        );
+        assert!(deadline(now, Duration::MAX) > tokio::time::Instant::from_std(now));
+        assert!(deadline(now, Duration::from_millis(u64::MAX)) > d);
+    }
 
     #[test]
     fn exptime_rules() {

@@ -15,7 +15,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -117,12 +117,7 @@ impl Conn {
             return Ok(None);
         }
         let len = parse_value_line(line)?;
-        let mut data = vec![0u8; len + 2];
-        self.stream.read_exact(&mut data).await?;
-        if !data.ends_with(b"\r\n") {
-            return Err(ProtoError::Protocol("value not followed by CRLF".into()));
-        }
-        data.truncate(len);
+        let data = self.read_value(len).await?;
         if self.read_line().await? != b"END" {
             return Err(ProtoError::Protocol("expected END after one value".into()));
         }
@@ -131,6 +126,18 @@ impl Conn {
 
     /// `mg <key> v c`: the value and its CAS token (the meta form of `gets`).
     pub async fn meta_get(&mut self, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>, ProtoError> {
+        self.meta_get_with(key, |value, cas| (value.to_vec(), cas))
+            .await
+    }
+
+    /// `mg <key> v c`, handing the value and its CAS token to `f`: straight out of the
+    /// read buffer when the whole value is there (the usual case), so a load decodes
+    /// without copying the value first.
+    pub async fn meta_get_with<T>(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce(&[u8], u64) -> T,
+    ) -> Result<Option<T>, ProtoError> {
         self.out.clear();
         self.out.extend_from_slice(b"mg ");
         self.out.extend_from_slice(key);
@@ -140,47 +147,60 @@ impl Conn {
         if line == b"EN" {
             return Ok(None);
         }
-        let bad = |l: &[u8]| {
-            ProtoError::Protocol(format!("bad mg reply {:?}", String::from_utf8_lossy(l)))
-        };
-        let Some(rest) = line.strip_prefix(b"VA ") else {
-            return Err(reply_error(line));
-        };
-        let text = std::str::from_utf8(rest).map_err(|_| bad(line))?;
-        let mut parts = text.split(' ');
-        let len: usize = parts
-            .next()
-            .and_then(|s| s.parse().ok())
-            .filter(|l| *l <= MAX_VALUE_LEN)
-            .ok_or_else(|| bad(line))?;
-        let cas: u64 = parts
-            .find_map(|p| p.strip_prefix('c'))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| bad(line))?;
-        let mut data = vec![0u8; len + 2];
-        self.stream.read_exact(&mut data).await?;
+        let (len, cas) = parse_meta_value_line(line)?;
+        let buffered = self.stream.buffer();
+        if buffered.len() >= len + 2 {
+            if &buffered[len..len + 2] != b"\r\n" {
+                return Err(ProtoError::Protocol("value not followed by CRLF".into()));
+            }
+            let out = f(&buffered[..len], cas);
+            self.stream.consume(len + 2);
+            return Ok(Some(out));
+        }
+        let data = self.read_value(len).await?;
+        Ok(Some(f(&data, cas)))
+    }
+
+    /// The `len` bytes of a value and the CRLF after them.
+    async fn read_value(&mut self, len: usize) -> Result<Vec<u8>, ProtoError> {
+        let mut data = Vec::with_capacity(len + 2);
+        while data.len() < len + 2 {
+            let buf = self.stream.fill_buf().await?;
+            if buf.is_empty() {
+                return Err(ProtoError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "Memcached closed the connection",
+                )));
+            }
+            let take = buf.len().min(len + 2 - data.len());
+            data.extend_from_slice(&buf[..take]);
+            self.stream.consume(take);
+        }
         if !data.ends_with(b"\r\n") {
             return Err(ProtoError::Protocol("value not followed by CRLF".into()));
         }
         data.truncate(len);
-        Ok(Some((data, cas)))
+        Ok(data)
     }
 
     /// `ms <key> <len> T<exptime> c [C<cas>] [ME]`: set (or add, or compare-and-set)
     /// returning the new CAS token.
+    /// The value is `parts` concatenated (a header and a payload need not be joined
+    /// into one buffer first).
     pub async fn meta_set(
         &mut self,
         key: &[u8],
         exptime: i64,
-        data: &[u8],
+        parts: &[&[u8]],
         cas: Option<u64>,
         add: bool,
     ) -> Result<MetaStored, ProtoError> {
         use std::io::Write as _;
+        let len: usize = parts.iter().map(|p| p.len()).sum();
         self.out.clear();
         self.out.extend_from_slice(b"ms ");
         self.out.extend_from_slice(key);
-        write!(self.out, " {} T{exptime} c", data.len())?;
+        write!(self.out, " {len} T{exptime} c")?;
         if let Some(token) = cas {
             write!(self.out, " C{token}")?;
         }
@@ -188,7 +208,9 @@ impl Conn {
             self.out.extend_from_slice(b" ME");
         }
         self.out.extend_from_slice(b"\r\n");
-        self.out.extend_from_slice(data);
+        for part in parts {
+            self.out.extend_from_slice(part);
+        }
         self.out.extend_from_slice(b"\r\n");
         self.send().await?;
         let line = self.read_line().await?;
@@ -198,10 +220,10 @@ impl Conn {
         };
         match code {
             b"HD" => {
-                let token = std::str::from_utf8(rest)
-                    .ok()
-                    .and_then(|r| r.split(' ').find_map(|p| p.strip_prefix('c')))
-                    .and_then(|c| c.parse().ok())
+                let token = rest
+                    .split(|b| *b == b' ')
+                    .find_map(|p| p.strip_prefix(b"c"))
+                    .and_then(parse_decimal)
                     .ok_or_else(|| {
                         ProtoError::Protocol(format!(
                             "ms reply without a CAS token: {:?}",
@@ -281,13 +303,13 @@ impl Conn {
 
     /// Whether an idle connection is still usable: nothing buffered, and the peer has
     /// not closed it (a non-blocking read finds no data and no EOF).
-    fn looks_alive(&self) -> bool {
+    fn looks_alive(&self, now: Instant) -> bool {
         if !self.stream.buffer().is_empty() {
             return false;
         }
         // A connection used within the last moment is trusted without a system call:
         // the probe matters for connections that sat idle through a server restart.
-        if self.idle_since.elapsed() < PROBE_AFTER_IDLE {
+        if now.saturating_duration_since(self.idle_since) < PROBE_AFTER_IDLE {
             return true;
         }
         let mut probe = [0u8; 1];
@@ -305,6 +327,37 @@ fn reply_error(line: &[u8]) -> ProtoError {
     } else {
         ProtoError::Protocol(format!("unexpected reply {text:?}"))
     }
+}
+
+/// `VA <bytes> <flags...>` (with a `c<cas>` flag) -> bytes and CAS token.
+fn parse_meta_value_line(line: &[u8]) -> Result<(usize, u64), ProtoError> {
+    let bad = || ProtoError::Protocol(format!("bad mg reply {:?}", String::from_utf8_lossy(line)));
+    let Some(rest) = line.strip_prefix(b"VA ") else {
+        return Err(reply_error(line));
+    };
+    let mut parts = rest.split(|b| *b == b' ');
+    let len = parts
+        .next()
+        .and_then(parse_decimal)
+        .and_then(|l| usize::try_from(l).ok())
+        .filter(|l| *l <= MAX_VALUE_LEN)
+        .ok_or_else(bad)?;
+    let cas = parts
+        .find_map(|p| p.strip_prefix(b"c"))
+        .and_then(parse_decimal)
+        .ok_or_else(bad)?;
+    Ok((len, cas))
+}
+
+/// A non-empty run of ASCII digits that fits a u64.
+fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |acc, d| {
+        let d = d.checked_sub(b'0').filter(|d| *d < 10)?;
+        acc.checked_mul(10)?.checked_add(u64::from(d))
+    })
 }
 
 /// `VALUE <key> <flags> <bytes>` -> bytes.
@@ -384,8 +437,9 @@ impl Pool {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// An idle live connection, or a new one.
-    pub async fn get(&self) -> Result<Lease, ProtoError> {
+    /// An idle live connection, or a new one. `now` is the caller's clock reading (the
+    /// start of its request), which saves reading the clock again here.
+    pub async fn get(&self, now: Instant) -> Result<Lease, ProtoError> {
         let permit = self
             .permits
             .clone()
@@ -395,7 +449,7 @@ impl Pool {
         loop {
             let candidate = self.idle().pop();
             match candidate {
-                Some(conn) if conn.looks_alive() => {
+                Some(conn) if conn.looks_alive(now) => {
                     return Ok(Lease {
                         conn,
                         _permit: permit,
@@ -422,17 +476,19 @@ impl Pool {
                 line: Vec::with_capacity(128),
                 out: Vec::with_capacity(2048),
                 generation: self.generation.load(std::sync::atomic::Ordering::Relaxed),
-                idle_since: Instant::now(),
+                idle_since: now,
             },
             _permit: permit,
         })
     }
 
-    /// Returns a connection after a clean reply.
-    pub fn put(&self, mut lease: Lease) {
+    /// Returns a connection after a clean reply to a request that started at `started`:
+    /// the connection counts as idle from then (earlier than its true return, so at
+    /// worst it is probed a little sooner than needed).
+    pub fn put(&self, mut lease: Lease, started: Instant) {
         let current = self.generation.load(std::sync::atomic::Ordering::Relaxed);
         if lease.conn.generation == current {
-            lease.conn.idle_since = Instant::now();
+            lease.conn.idle_since = started;
             self.idle().push(lease.conn);
         }
     }
@@ -461,6 +517,25 @@ mod tests {
             parse_value_line(b"SERVER_ERROR out of memory"),
             Err(ProtoError::Server(_))
         ));
+    }
+
+    #[test]
+    fn meta_value_lines() {
+        assert_eq!(parse_meta_value_line(b"VA 5 c42").ok(), Some((5, 42)));
+        assert_eq!(parse_meta_value_line(b"VA 0 f0 c7").ok(), Some((0, 7)));
+        assert!(parse_meta_value_line(b"VA 5").is_err());
+        assert!(parse_meta_value_line(b"VA x c1").is_err());
+        assert!(parse_meta_value_line(b"VA 5 c").is_err());
+        assert!(parse_meta_value_line(b"VA 5 c1x").is_err());
+        assert!(parse_meta_value_line(b"VA 99999999999 c1").is_err());
+        assert!(parse_meta_value_line(b"VA 5 c99999999999999999999").is_err());
+        assert!(matches!(
+            parse_meta_value_line(b"SERVER_ERROR busy"),
+            Err(ProtoError::Server(_))
+        ));
+        assert_eq!(parse_decimal(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"+1"), None);
     }
 
     #[test]
