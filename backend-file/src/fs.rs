@@ -12,6 +12,7 @@
 //! Nothing here runs on an async executor thread: the store calls it from
 //! `tokio::task::spawn_blocking`.
 
+use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -159,51 +160,112 @@ fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
     a.len() == b.len() && a.modified().ok() == b.modified().ok()
 }
 
-/// Why reading a session file's bytes stopped.
-pub(crate) enum ReadOutcome {
+/// What reading a session file gave: its bytes, borrowed from the reading thread's buffer
+/// (see [`with_read_buf`]), or the size of a file above the limit, which was not read whole.
+pub(crate) enum ReadOutcome<'a> {
     /// The whole file.
-    Bytes(Vec<u8>),
+    Bytes(&'a [u8]),
     /// The file is larger than the limit; its size.
     TooLarge(u64),
 }
 
-/// Reads a whole file through `reader`, refusing (without buffering it) anything above
-/// `limit` bytes.
-pub(crate) fn read_capped(mut reader: impl Read, limit: usize) -> io::Result<ReadOutcome> {
-    let mut buf = Vec::with_capacity(limit.min(8 * 1024));
-    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    (&mut reader).take(cap).read_to_end(&mut buf)?;
-    if buf.len() > limit {
-        return Ok(ReadOutcome::TooLarge(buf.len() as u64));
+/// How much a read asks for at first: a session file that fits is read by one `read` plus
+/// the one that confirms the end of the file, with no `fstat`.
+const FIRST_READ: usize = 8 * 1024;
+
+/// The largest buffer a thread keeps between reads. A larger one (a huge session) is
+/// freed after use, so an idle blocking thread holds at most this much.
+const KEPT_BUF: usize = 16 * 1024;
+
+thread_local! {
+    /// Each thread's read buffer, reused from one read to the next. A fresh heap buffer per
+    /// read cost more than the `read` itself: at this size glibc's `malloc` takes the
+    /// large-chunk path, which first consolidates every small chunk freed since (the
+    /// decoded records of earlier reads, freed by other threads).
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with an empty buffer: the thread's reusable one, or a fresh one if that is
+/// already in use (a nested read). The buffer's contents never outlive `f`.
+pub(crate) fn with_read_buf<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    READ_BUF.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            let out = f(&mut buf);
+            buf.clear();
+            if buf.capacity() > KEPT_BUF {
+                *buf = Vec::new();
+            }
+            out
+        }
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
+/// Reads the whole of `file` into `buf` (empty), refusing anything above `limit` bytes
+/// before reading it whole: beyond the first read, the file's size is asked of the kernel
+/// and checked before any more is read, and never more than `limit + 1` bytes are read.
+/// `Ok(None)` when the file is complete in `buf`, else the size of the oversized file.
+pub(crate) fn read_capped(file: &File, buf: &mut Vec<u8>, limit: usize) -> io::Result<Option<u64>> {
+    let cap = limit.saturating_add(1);
+    let first = FIRST_READ.min(cap);
+    buf.reserve(first);
+    // `take` bounds the first read to `first` bytes; a shorter result means the end was met.
+    let got = file.take(first as u64).read_to_end(buf)?;
+    if got < first {
+        return Ok(None);
     }
-    Ok(ReadOutcome::Bytes(buf))
+    let (seen, size) = (got as u64, file.metadata()?.len());
+    if got > limit || size > limit as u64 {
+        return Ok(Some(size.max(seen)));
+    }
+    // Session files never change in place, so `size` is what remains to read; `take`
+    // still bounds the read, should the file grow anyway.
+    buf.reserve(usize::try_from(size).unwrap_or(limit).saturating_sub(got) + 1);
+    file.take((cap - got) as u64).read_to_end(buf)?;
+    if buf.len() > limit {
+        return Ok(Some(size.max(buf.len() as u64)));
+    }
+    Ok(None)
 }
 
 /// Reads a whole file of known length `len` (session files never change in place, so the
-/// length seen under the lock is the length to read), refusing anything above `limit`.
-pub(crate) fn read_known_len(file: &File, len: u64, limit: usize) -> io::Result<ReadOutcome> {
+/// length seen under the lock is the length to read) into `buf` (empty), refusing anything
+/// above `limit`. `Ok(None)` when the file is in `buf`, else its size.
+pub(crate) fn read_known_len(
+    file: &File,
+    len: u64,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<Option<u64>> {
     if len > u64::try_from(limit).unwrap_or(u64::MAX) {
-        return Ok(ReadOutcome::TooLarge(len));
+        return Ok(Some(len));
     }
     // `take` ends the read at `len` without a final empty `read` call.
-    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(limit));
-    file.take(len).read_to_end(&mut buf)?;
-    Ok(ReadOutcome::Bytes(buf))
+    buf.reserve(usize::try_from(len).unwrap_or(limit));
+    file.take(len).read_to_end(buf)?;
+    Ok(None)
 }
 
-/// Opens and reads the file at `path`; `Ok(None)` when there is none.
-pub(crate) fn read_path(path: &Path, limit: usize) -> io::Result<Option<ReadOutcome>> {
-    match File::open(path) {
-        Ok(f) => match read_capped(&f, limit)? {
-            // Report the real size, not where reading stopped.
-            ReadOutcome::TooLarge(seen) => Ok(Some(ReadOutcome::TooLarge(
-                f.metadata().map_or(seen, |m| m.len().max(seen)),
-            ))),
-            bytes => Ok(Some(bytes)),
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+/// Opens the file at `path` and reads it whole (see [`read_capped`]) into the thread's
+/// buffer, then hands what it read to `f`. `Ok(None)` when there is no file at `path`.
+pub(crate) fn read_path<T>(
+    path: &Path,
+    limit: usize,
+    f: impl FnOnce(ReadOutcome<'_>) -> T,
+) -> io::Result<Option<T>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    with_read_buf(|buf| {
+        let read = match read_capped(&file, buf, limit)? {
+            None => ReadOutcome::Bytes(buf),
+            Some(size) => ReadOutcome::TooLarge(size),
+        };
+        Ok(Some(f(read)))
+    })
 }
 
 /// Removes `path`; `Ok(false)` when it was already gone.
@@ -336,13 +398,56 @@ mod tests {
 
     #[test]
     fn capped_reads() {
-        match read_capped(&b"12345"[..], 5).expect("read") {
-            ReadOutcome::Bytes(b) => assert_eq!(b, b"12345"),
-            ReadOutcome::TooLarge(_) => panic!("within the limit"),
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let r = FIRST_READ;
+        for limit in [5, r - 1, r, r + 1, 3 * r] {
+            for size in [0, 1, 4, 5, 6, r - 1, r, r + 1, 2 * r + 7, 3 * r, 3 * r + 1] {
+                let content: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+                fs::write(&path, &content).expect("write");
+                let got = read_path(&path, limit, |read| match read {
+                    ReadOutcome::Bytes(b) => Ok(b.to_vec()),
+                    ReadOutcome::TooLarge(n) => Err(n),
+                })
+                .expect("read")
+                .expect("present");
+                if size <= limit {
+                    assert_eq!(got, Ok(content), "size {size}, limit {limit}");
+                } else {
+                    assert_eq!(got, Err(size as u64), "size {size}, limit {limit}");
+                }
+            }
         }
-        assert!(matches!(
-            read_capped(&b"123456"[..], 5).expect("read"),
-            ReadOutcome::TooLarge(6)
-        ));
+        fs::remove_file(&path).expect("rm");
+        assert!(read_path(&path, 5, |_| ()).expect("read").is_none());
+    }
+
+    #[test]
+    fn huge_files_are_sized_not_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let file = File::create(&path).expect("create");
+        // Sparse: 1 GiB of size, no data; reading it whole would take seconds.
+        file.set_len(1 << 30).expect("set_len");
+        let file = File::open(&path).expect("open");
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_capped(&file, &mut buf, 1 << 20).expect("read"),
+            Some(1 << 30)
+        );
+        assert!(buf.len() <= FIRST_READ, "read {} bytes", buf.len());
+    }
+
+    #[test]
+    fn nested_reads_get_their_own_buffer() {
+        with_read_buf(|outer| {
+            outer.extend_from_slice(b"outer");
+            with_read_buf(|inner| {
+                assert!(inner.is_empty());
+                inner.extend_from_slice(b"inner");
+            });
+            assert_eq!(outer, b"outer");
+        });
+        with_read_buf(|again| assert!(again.is_empty()));
     }
 }

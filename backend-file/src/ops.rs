@@ -52,10 +52,14 @@ impl Inner {
     /// The file of `key`. The key is validated `[a-z0-9]{32}` and the prefix is checked
     /// at construction, so the name never leaves the directory.
     pub(crate) fn path_of(&self, key: &SessionKey) -> PathBuf {
-        let mut name = String::with_capacity(self.prefix.len() + key.as_str().len());
-        name.push_str(&self.prefix);
-        name.push_str(key.as_str());
-        self.dir.join(name)
+        let key = key.as_str();
+        // One allocation of the final size: `dir.join(prefix + key)` costs two and a copy.
+        let mut path =
+            PathBuf::with_capacity(self.dir.as_os_str().len() + 1 + self.prefix.len() + key.len());
+        path.push(&self.dir);
+        path.push(&self.prefix); // an empty prefix leaves just the separator
+        path.as_mut_os_string().push(key);
+        path
     }
 
     /// The key a directory entry belongs to, if it is a session file.
@@ -77,9 +81,9 @@ impl Inner {
     }
 
     /// Decodes what was read, with the limit applied.
-    fn decode(&self, read: ReadOutcome) -> std::result::Result<Record, CodecError> {
+    fn decode(&self, read: ReadOutcome<'_>) -> std::result::Result<Record, CodecError> {
         match read {
-            ReadOutcome::Bytes(bytes) => self.codec.decode(&bytes),
+            ReadOutcome::Bytes(bytes) => self.codec.decode(bytes),
             ReadOutcome::TooLarge(size) => Err(CodecError::TooLarge {
                 size: usize::try_from(size).unwrap_or(usize::MAX),
                 limit: self.max_file_size,
@@ -87,7 +91,7 @@ impl Inner {
         }
     }
 
-    fn classify(&self, read: ReadOutcome, now: Timestamp) -> Current {
+    fn classify(&self, read: ReadOutcome<'_>, now: Timestamp) -> Current {
         match self.decode(read) {
             Ok(r) if r.is_expired_at(now) => Current::Expired,
             Ok(r) => Current::Live(r),
@@ -97,8 +101,13 @@ impl Inner {
 
     /// Reads the file through its locked descriptor.
     fn read_locked(&self, (file, meta): &(File, fs::Metadata)) -> io::Result<Current> {
-        let read = sfs::read_known_len(file, meta.len(), self.max_file_size)?;
-        Ok(self.classify(read, Timestamp::now()))
+        sfs::with_read_buf(|buf| {
+            let read = match sfs::read_known_len(file, meta.len(), buf, self.max_file_size)? {
+                None => ReadOutcome::Bytes(buf),
+                Some(size) => ReadOutcome::TooLarge(size),
+            };
+            Ok(self.classify(read, Timestamp::now()))
+        })
     }
 
     /// A stored record that cannot be decoded: warned about (by fingerprint) and typed.
@@ -172,14 +181,16 @@ impl Inner {
 
     pub(crate) fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         let path = self.path_of(key);
-        let Some(read) =
-            sfs::read_path(&path, self.max_file_size).map_err(self.io("load", Some(key)))?
-        else {
+        // Decoded here, on the blocking thread: a large session takes milliseconds to
+        // decode, which must not stall the executor either. Decoded straight from the
+        // thread's read buffer, which is free again before any removal below reads.
+        let current = sfs::read_path(&path, self.max_file_size, |read| {
+            self.classify(read, Timestamp::now())
+        });
+        let Some(current) = current.map_err(self.io("load", Some(key)))? else {
             return Ok(None);
         };
-        // Decoded here, on the blocking thread: a large session takes milliseconds to
-        // decode, which must not stall the executor either.
-        match self.classify(read, Timestamp::now()) {
+        match current {
             Current::Live(r) => Ok(Some(r)),
             Current::Expired => {
                 self.remove_expired(key, &path)

@@ -460,3 +460,47 @@ async fn racing_creators_of_one_key_have_exactly_one_winner() {
     }
     assert_eq!(names(tmp.path()).len(), 10, "no temp files left behind");
 }
+
+#[test]
+fn paths_are_the_directory_joined_with_prefix_and_key() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let key = SessionKey::generate().expect("key");
+    let slash = format!("{}/", tmp.path().display());
+    for dir in [tmp.path().to_owned(), std::path::PathBuf::from(slash)] {
+        for prefix in ["", "sess_", "a-b_9"] {
+            let store = FileStore::builder()
+                .dir(&dir)
+                .prefix(prefix)
+                .fsync(false)
+                .build()
+                .expect("store");
+            let want = dir.join(format!("{prefix}{}", key.as_str()));
+            assert_eq!(store.path_of(&key), want);
+            assert_eq!(
+                store.path_of(&key).as_os_str(),
+                want.as_os_str(),
+                "same text, not just the same components"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn sessions_of_every_size_round_trip() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = store_in(tmp.path());
+    // Around the first read's size and well past it.
+    for len in [0, 10, 1000, 8_100, 8_192, 8_300, 20_000, 200_000] {
+        let r = record(&[("blob", json!("x".repeat(len)))], 600);
+        let key = store.create(&r).await.expect("create");
+        let back = store.load(&key).await.expect("load").expect("present");
+        assert_eq!(back.data, r.data, "len {len}");
+        // Under the lock too.
+        store.touch(&key, r.expires_at).await.expect("touch");
+        let v = store
+            .update(&key, &back, Some(back.version))
+            .await
+            .expect("update");
+        assert_eq!(v, back.version + 1);
+    }
+}
