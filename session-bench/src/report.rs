@@ -245,7 +245,7 @@ impl Report {
 
     fn layer_table(&self) -> String {
         let mut s = String::from(
-            "| Setup | requests/s | ±spread | µs/request | vs session-axum |\n|---|--:|--:|--:|--:|\n",
+            "| Setup | requests/s | ±spread | µs/request | session-axum ÷ setup |\n|---|--:|--:|--:|--:|\n",
         );
         let ours = self.layer.first().map(|r| r.median).unwrap_or(0.0);
         for r in &self.layer {
