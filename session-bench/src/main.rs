@@ -111,9 +111,11 @@ fn main() {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            if !e.is_empty() {
-                eprintln!("session-bench: {e}\n");
+            if e.is_empty() {
+                print!("{USAGE}");
+                std::process::exit(0);
             }
+            eprintln!("session-bench: {e}\n");
             eprint!("{USAGE}");
             std::process::exit(2);
         }
