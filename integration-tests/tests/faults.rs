@@ -832,16 +832,24 @@ impl Drop for PrivatePostgres {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_crashed_mid_load_loses_no_acknowledged_write() {
-    let pg = Arc::new(PrivatePostgres::new());
+/// A `db` store on `url` as the drills build it: from configuration, with hashed keys,
+/// encryption and 500 ms acquire and statement timeouts.
+async fn hardened_db_store(url: &str) -> Arc<dyn SessionStore> {
     let config = Config::from_toml(&format!(
         "engine = \"db\"\nhash_keys = true\n\
          [encryption]\nkeys = [\"{KEY}\"]\n\
-         [db]\nurl = \"{}\"\nacquire_timeout_ms = 500\nstatement_timeout_ms = 500\n",
-        pg.url()
+         [db]\nurl = \"{url}\"\nacquire_timeout_ms = 500\nstatement_timeout_ms = 500\n"
     ));
-    let store = registry().build(&config).await.expect("postgres store");
+    registry()
+        .build(&config)
+        .await
+        .unwrap_or_else(|e| panic!("db store on {url}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crashed_mid_load_loses_no_acknowledged_write() {
+    let pg = Arc::new(PrivatePostgres::new());
+    let store = hardened_db_store(&pg.url()).await;
     let (p1, p2) = (pg.clone(), pg.clone());
     run_fault(
         store,
@@ -1023,13 +1031,7 @@ impl Drop for PrivateMariaDb {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_killed_mid_load_loses_no_acknowledged_write() {
     let db = Arc::new(PrivateMariaDb::new());
-    let config = Config::from_toml(&format!(
-        "engine = \"db\"\nhash_keys = true\n\
-         [encryption]\nkeys = [\"{KEY}\"]\n\
-         [db]\nurl = \"{}\"\nacquire_timeout_ms = 500\nstatement_timeout_ms = 500\n",
-        db.url()
-    ));
-    let store = registry().build(&config).await.expect("mariadb store");
+    let store = hardened_db_store(&db.url()).await;
     let (d1, d2) = (db.clone(), db.clone());
     run_fault(
         store,

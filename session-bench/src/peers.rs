@@ -129,6 +129,22 @@ pub async fn sqlite(dir: &std::path::Path) -> R<Tower14<tower_sessions_sqlx_stor
     Ok(Tower14::new("tower-sqlite", store))
 }
 
+/// A cleanup hook running the statement `$sql` on the (sqlx 0.8) pool `$pool`.
+macro_rules! run_on_cleanup {
+    ($pool:expr, $sql:expr) => {{
+        let (pool, sql) = ($pool, $sql);
+        move || -> crate::ours::CleanupFuture {
+            let (pool, sql) = (pool.clone(), sql.clone());
+            Box::pin(async move {
+                tower_sessions_sqlx_store::sqlx::query(&sql)
+                    .execute(&pool)
+                    .await?;
+                Ok(())
+            })
+        }
+    }};
+}
+
 /// tower-sessions-sqlx-store's PostgreSQL store on table `table` (schema
 /// `tower_sessions`, which its migration creates); the table is dropped on cleanup.
 pub async fn postgres(
@@ -145,15 +161,7 @@ pub async fn postgres(
         .map_err(crate::harness::Wrong)?;
     store.migrate().await?;
     let drop = format!("DROP TABLE IF EXISTS \"tower_sessions\".\"{table}\"");
-    Ok(Tower14::new("tower-postgres", store).on_cleanup(move || {
-        let (pool, drop) = (pool.clone(), drop.clone());
-        Box::pin(async move {
-            tower_sessions_sqlx_store::sqlx::query(&drop)
-                .execute(&pool)
-                .await?;
-            Ok(())
-        })
-    }))
+    Ok(Tower14::new("tower-postgres", store).on_cleanup(run_on_cleanup!(pool, drop)))
 }
 
 /// tower-sessions-sqlx-store's MySQL store on table `table` in the URL's database; the
@@ -178,15 +186,7 @@ pub async fn mysql(url: &str, table: &str) -> R<Tower14<tower_sessions_sqlx_stor
         .map_err(crate::harness::Wrong)?;
     store.migrate().await?;
     let drop = format!("DROP TABLE IF EXISTS `{schema}`.`{table}`");
-    Ok(Tower14::new("tower-mysql", store).on_cleanup(move || {
-        let (pool, drop) = (pool.clone(), drop.clone());
-        Box::pin(async move {
-            tower_sessions_sqlx_store::sqlx::query(&drop)
-                .execute(&pool)
-                .await?;
-            Ok(())
-        })
-    }))
+    Ok(Tower14::new("tower-mysql", store).on_cleanup(run_on_cleanup!(pool, drop)))
 }
 
 /// tower-sessions-redis-store on a fred pool of 6 connections (its README's setup).
