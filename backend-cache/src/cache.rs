@@ -41,6 +41,8 @@ pub struct CacheConfig {
     /// `memcache://` (see the module docs). Unset: `memory`, or the cluster in `urls`.
     pub url: Option<String>,
     /// The node URLs of a Redis Cluster (`redis://host:port` each), instead of `url`.
+    /// A comma-separated string works too (`SESSION_CACHE__URLS=redis://a:7001,redis://b:7002`).
+    #[serde(deserialize_with = "session_core::config::string_list")]
     pub urls: Vec<String>,
     /// Prepended to every session key in the cache; lets several applications share
     /// one server. Printable ASCII without spaces (Memcached's key rule) and without
@@ -353,18 +355,28 @@ impl SessionStore for CacheStore {
 
 /// Registers the `cache` engine (options in the `cache` section).
 pub fn register(registry: &EngineRegistry) {
-    registry.register("cache", |ctx: session_core::EngineContext| async move {
-        let cfg: CacheConfig = ctx.section("cache")?;
-        let store = match CacheStore::connect(&cfg, ctx.codec()).await? {
-            // The in-process driver keeps decoded records: it applies the size limit
-            // itself, as the byte-storing drivers' codecs do.
-            CacheStore::Memory(m) => {
-                CacheStore::Memory(m.with_size_limit(ctx.codec(), ctx.settings.max_encoded_size))
-            }
-            other => other,
-        };
-        Ok(Arc::new(store) as Arc<dyn SessionStore>)
-    });
+    registry.register_checked(
+        "cache",
+        |ctx: session_core::EngineContext| async move {
+            let cfg: CacheConfig = ctx.section("cache")?;
+            let store = match CacheStore::connect(&cfg, ctx.codec())
+                .await
+                .map_err(|e| ctx.locate(e))?
+            {
+                // The in-process driver keeps decoded records: it applies the size limit
+                // itself, as the byte-storing drivers' codecs do.
+                CacheStore::Memory(m) => CacheStore::Memory(
+                    m.with_size_limit(ctx.codec(), ctx.settings.max_encoded_size),
+                ),
+                other => other,
+            };
+            Ok(Arc::new(store) as Arc<dyn SessionStore>)
+        },
+        |ctx: &session_core::EngineContext| {
+            let cfg: CacheConfig = ctx.section("cache")?;
+            cfg.target().map(drop).map_err(|e| ctx.locate(e))
+        },
+    );
 }
 
 #[cfg(test)]

@@ -322,15 +322,23 @@ impl SessionStore for MemoryStore {
 /// Registers the `memory` engine (options in the `memory` section). The store applies
 /// the configured `max_encoded_size`, measured with the configured codec.
 pub fn register(registry: &EngineRegistry) {
-    registry.register("memory", |ctx: session_core::EngineContext| async move {
+    fn checked(ctx: &session_core::EngineContext) -> Result<MemoryConfig> {
         let cfg: MemoryConfig = ctx.section("memory")?;
         if cfg.max_entries == 0 {
-            return Err(Error::config("memory.max_entries", "must be at least 1"));
+            return Err(ctx.locate(Error::config("memory.max_entries", "must be at least 1")));
         }
-        let store = MemoryStore::with_config(cfg)
-            .with_size_limit(ctx.codec(), ctx.settings.max_encoded_size);
-        Ok(Arc::new(store) as Arc<dyn SessionStore>)
-    });
+        Ok(cfg)
+    }
+    registry.register_checked(
+        "memory",
+        |ctx: session_core::EngineContext| async move {
+            let cfg = checked(&ctx)?;
+            let store = MemoryStore::with_config(cfg)
+                .with_size_limit(ctx.codec(), ctx.settings.max_encoded_size);
+            Ok(Arc::new(store) as Arc<dyn SessionStore>)
+        },
+        |ctx: &session_core::EngineContext| checked(ctx).map(drop),
+    );
 }
 
 #[cfg(test)]

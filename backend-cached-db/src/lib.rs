@@ -75,25 +75,42 @@ use session_core::{EngineContext, EngineRegistry, SessionStore};
 ///                          # (when on: [cached_db.l1], engine defaults to "memory")
 /// [cached_db.cache]        # a complete engine config; engine defaults to "cache"
 /// engine = "cache"
-/// [cached_db.cache.cache]
-/// url = "redis://127.0.0.1:6379"
+/// url = "redis://127.0.0.1:6379"   # shorthand for [cached_db.cache.cache] url = ...
 /// [cached_db.db]           # a complete engine config; engine defaults to "db"
 /// engine = "db"
-/// [cached_db.db.db]
+/// [cached_db.db.db]        # the full form works too
 /// url = "postgres://app@127.0.0.1/app"
 /// ```
+///
+/// From the environment: `SESSION_CACHED_DB__CACHE__URL=redis://...` and
+/// `SESSION_CACHED_DB__DB__URL=postgres://...`. Unknown keys anywhere in the nested
+/// configurations are refused before anything is built, and shared settings (`codec`,
+/// `expiry`, ...) are set at the top level only.
 pub fn register(registry: &EngineRegistry) {
-    registry.register("cached_db", |ctx: EngineContext| async move {
-        let options: CachedDbConfig = ctx.section("cached_db")?;
-        options.validate()?;
-        let cache = ctx.build_nested("cached_db.cache", "cache").await?;
-        let db = ctx.build_nested("cached_db.db", "db").await?;
-        let l1_ttl = std::time::Duration::from_millis(options.l1_ttl_ms);
-        let mut store = CachedDbStore::with_config(cache, db, options);
-        if !l1_ttl.is_zero() {
-            let l1 = ctx.build_nested("cached_db.l1", "memory").await?;
-            store = store.with_l1(l1, l1_ttl);
-        }
-        Ok(Arc::new(store) as Arc<dyn SessionStore>)
-    });
+    registry.register_checked(
+        "cached_db",
+        |ctx: EngineContext| async move {
+            let options: CachedDbConfig = ctx.section("cached_db")?;
+            options.validate().map_err(|e| ctx.locate(e))?;
+            let cache = ctx.build_nested("cached_db.cache", "cache").await?;
+            let db = ctx.build_nested("cached_db.db", "db").await?;
+            let l1_ttl = std::time::Duration::from_millis(options.l1_ttl_ms);
+            let mut store = CachedDbStore::with_config(cache, db, options);
+            if !l1_ttl.is_zero() {
+                let l1 = ctx.build_nested("cached_db.l1", "memory").await?;
+                store = store.with_l1(l1, l1_ttl);
+            }
+            Ok(Arc::new(store) as Arc<dyn SessionStore>)
+        },
+        |ctx: &EngineContext| {
+            let options: CachedDbConfig = ctx.section("cached_db")?;
+            options.validate().map_err(|e| ctx.locate(e))?;
+            ctx.validate_nested("cached_db.cache", "cache")?;
+            ctx.validate_nested("cached_db.db", "db")?;
+            if options.l1_ttl_ms > 0 || ctx.config.contains("cached_db.l1") {
+                ctx.validate_nested("cached_db.l1", "memory")?;
+            }
+            Ok(())
+        },
+    );
 }

@@ -90,9 +90,19 @@ use session_core::{EngineContext, EngineRegistry, SessionStore};
 
 /// Registers the `db` engine (options in the `db` section, see [`DbConfig`]).
 pub fn register(registry: &EngineRegistry) {
-    registry.register("db", |ctx: EngineContext| async move {
-        let config: DbConfig = ctx.section("db")?;
-        let store = DbStore::connect(&config).await?.with_codec(ctx.codec());
-        Ok(Arc::new(store) as Arc<dyn SessionStore>)
-    });
+    registry.register_checked(
+        "db",
+        |ctx: EngineContext| async move {
+            let config: DbConfig = ctx.section("db")?;
+            let store = DbStore::connect(&config)
+                .await
+                .map_err(|e| ctx.locate(e))?
+                .with_codec(ctx.codec());
+            Ok(Arc::new(store) as Arc<dyn SessionStore>)
+        },
+        |ctx: &EngineContext| {
+            let config: DbConfig = ctx.section("db")?;
+            config.validate().map_err(|e| ctx.locate(e))
+        },
+    );
 }

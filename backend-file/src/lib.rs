@@ -93,16 +93,24 @@ use session_core::{EngineContext, EngineRegistry, Error, SessionStore};
 /// Registers the `file` engine, configured by the `[file]` section (`path`, `prefix`,
 /// `fsync`) with the shared `codec` and `max_encoded_size`.
 pub fn register(registry: &EngineRegistry) {
-    registry.register("file", |ctx: EngineContext| async move {
-        let cfg: FileConfig = ctx.section("file")?;
-        let codec = ctx.codec();
-        let max = ctx.settings.max_encoded_size;
-        // Preparing the directory touches the disk: keep it off the executor.
-        let store = tokio::task::spawn_blocking(move || FileStore::from_config(&cfg, codec, max))
-            .await
-            .map_err(|e| Error::backend("file", e))??;
-        Ok(Arc::new(store) as Arc<dyn SessionStore>)
-    });
+    registry.register_checked(
+        "file",
+        |ctx: EngineContext| async move {
+            let cfg: FileConfig = ctx.section("file")?;
+            let codec = ctx.codec();
+            let max = ctx.settings.max_encoded_size;
+            // Preparing the directory touches the disk: keep it off the executor.
+            let store =
+                tokio::task::spawn_blocking(move || FileStore::from_config(&cfg, codec, max))
+                    .await
+                    .map_err(|e| Error::backend("file", e))??;
+            Ok(Arc::new(store) as Arc<dyn SessionStore>)
+        },
+        |ctx: &EngineContext| {
+            let cfg: FileConfig = ctx.section("file")?;
+            config::validate_prefix(&cfg.prefix).map_err(|e| ctx.locate(e))
+        },
+    );
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@
 //! ```
 //!
 //! Environment variables override the file as for every other setting:
-//! `SESSION_COOKIE__NAME=id`, `SESSION_COOKIE__SIGNING_KEYS='["new-key…", "old-key…"]'`,
+//! `SESSION_COOKIE__NAME=id`, `SESSION_COOKIE__SIGNING_KEYS=new-key…,old-key…` (every list
+//! takes a comma-separated string as well as a TOML array),
 //! `SESSION_MIDDLEWARE__SAVE_EVERY_REQUEST=true`.
 
 use std::fmt;
@@ -89,6 +90,7 @@ pub struct CookieConfig {
     /// the old one until the cookies it signed have expired. Empty: the cookie carries
     /// the bare session key (still unguessable: ~165 bits). Required by the `cookie`
     /// engine. Each key needs at least 32 bytes.
+    #[serde(deserialize_with = "session_core::config::string_list")]
     pub signing_keys: Vec<String>,
 }
 

@@ -134,6 +134,12 @@ impl SessionLayer {
         let cookie: CookieConfig = config.section("cookie")?;
         let middleware: MiddlewareConfig = config.section("middleware")?;
         let backend = if settings.engine == COOKIE_ENGINE {
+            // The whole configuration is checked as the registry checks a store's
+            // (unknown keys are errors), with the cookie engine known to it.
+            if !registry.contains(COOKIE_ENGINE) {
+                crate::register(registry);
+            }
+            registry.validate(config)?;
             Backend::Cookie
         } else {
             Backend::Store(registry.build(config).await?)

@@ -83,7 +83,7 @@ use session_core::{EngineRegistry, Error, SessionStore};
 /// [`SessionLayer::from_config`]) explains itself: the cookie engine is not a store,
 /// only the middleware can run it.
 pub fn register(registry: &EngineRegistry) {
-    registry.register(
+    registry.register_checked(
         cookie_engine::ENGINE,
         |_ctx: session_core::EngineContext| async move {
             Err::<std::sync::Arc<dyn SessionStore>, _>(Error::config(
@@ -91,6 +91,10 @@ pub fn register(registry: &EngineRegistry) {
                 "the cookie engine keeps sessions in the client's cookie, not in a store: \
              build it with session_axum::SessionLayer::from_config",
             ))
+        },
+        |ctx: &session_core::EngineContext| {
+            ctx.section::<CookieConfig>("cookie")?;
+            ctx.section::<MiddlewareConfig>("middleware").map(drop)
         },
     );
 }

@@ -22,12 +22,27 @@
 //! Environment variables override the file: `SESSION_ENGINE=db`, `SESSION_CODEC=json`,
 //! and nested keys with a double underscore: `SESSION_DB__URL=postgres://...`,
 //! `SESSION_EXPIRY__DEFAULT_AGE_SECS=3600`, `SESSION_HASH_KEYS=true`, and
-//! `SESSION_ENCRYPTION__KEYS=key1,key2` (a comma-separated list, the encrypting key first).
+//! `SESSION_ENCRYPTION__KEYS=key1,key2`.
+//!
+//! Three rules hold for every key:
+//! - **Unknown keys are errors.** A key that no setting, engine or framework section
+//!   reads (at the root, in any section, in a nested engine, or as a `SESSION_*`
+//!   variable) is refused by [`EngineRegistry::validate`](crate::EngineRegistry::validate)
+//!   before anything is built, with its full path, the file and line or the variable it
+//!   came from, and the nearest known key (`did you mean `engine`?`). Only
+//!   [`FOREIGN_ENV_VARS`] (`SESSION_MANAGER`, set by desktop sessions) are passed over.
+//! - **Lists take two spellings.** Every list is a TOML array in the file, and either a
+//!   comma-separated string or a TOML array in the environment ([`string_list`]):
+//!   `SESSION_ENCRYPTION__KEYS=k1,k2` and `SESSION_ENCRYPTION__KEYS='["k1", "k2"]'`.
+//! - **Nested engines take the shape of a top-level one, and the obvious shorthand.**
+//!   `[cached_db.cache]` holds `engine` and the engine's section, and the section's keys
+//!   may be written directly: `SESSION_CACHED_DB__CACHE__URL=redis://...` is
+//!   `[cached_db.cache.cache] url = "redis://..."` ([`Config::nested`]).
 
 use std::path::{Path, PathBuf};
 
-use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::{Figment, Provider};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -78,8 +93,8 @@ pub struct SessionSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct EncryptionSettings {
     /// Base64 of 32-byte keys; the first encrypts, all decrypt. Empty: no encryption.
-    /// A single string is split on commas and whitespace (for environment variables).
-    #[serde(deserialize_with = "keys_from_list_or_string")]
+    /// A single string is split on commas ([`string_list`], as every list).
+    #[serde(deserialize_with = "string_list")]
     pub keys: Vec<String>,
     /// Read records written without encryption (a migration window). Off by default.
     pub accept_plaintext: bool,
@@ -119,21 +134,30 @@ impl EncryptionSettings {
     }
 }
 
-fn keys_from_list_or_string<'de, D>(d: D) -> std::result::Result<Vec<String>, D::Error>
+/// Deserializes a list of strings from either a list or one string of comma-separated
+/// items (surrounding white space trimmed, empty items dropped).
+///
+/// Every list in the configuration takes both forms, so a list set from the environment
+/// needs no TOML syntax: `SESSION_ENCRYPTION__KEYS=key1,key2` and
+/// `SESSION_ENCRYPTION__KEYS='["key1", "key2"]'` mean the same. (An item can therefore
+/// not contain a comma in the one-string form; keys and URLs never do.) Use it on a
+/// field with `#[serde(deserialize_with = "session_core::config::string_list")]`.
+pub fn string_list<'de, D>(d: D) -> std::result::Result<Vec<String>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
-    struct KeysVisitor;
+    struct ListVisitor;
 
-    impl<'de> serde::de::Visitor<'de> for KeysVisitor {
+    impl<'de> serde::de::Visitor<'de> for ListVisitor {
         type Value = Vec<String>;
 
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a list of base64 keys, or one string of comma-separated base64 keys")
+            f.write_str("a list of strings, or one string of comma-separated items")
         }
 
         fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<Self::Value, E> {
-            Ok(s.split(|c: char| c == ',' || c.is_whitespace())
+            Ok(s.split(',')
+                .map(str::trim)
                 .filter(|p| !p.is_empty())
                 .map(str::to_owned)
                 .collect())
@@ -151,7 +175,7 @@ where
         }
     }
 
-    d.deserialize_any(KeysVisitor)
+    d.deserialize_any(ListVisitor)
 }
 
 impl Default for SessionSettings {
@@ -240,13 +264,47 @@ impl SessionSettings {
     }
 }
 
+/// The keys of [`SessionSettings`]: shared by every engine, valid at the root only.
+///
+/// A unit test keeps this list equal to the struct's fields.
+pub const SETTINGS_KEYS: &[&str] = &[
+    "engine",
+    "codec",
+    "max_encoded_size",
+    "max_keys",
+    "save_attempts",
+    "hash_keys",
+    "encryption",
+    "expiry",
+];
+
+/// Root sections read by the framework adapters rather than by an engine: the session
+/// cookie and the middleware (see `session-axum`). Their contents are checked by the
+/// code that reads them.
+pub const FRAMEWORK_SECTIONS: &[&str] = &["cookie", "middleware"];
+
+/// `SESSION_*` variables that belong to other programs and are never read as settings
+/// (`SESSION_MANAGER` is set by X11 desktop sessions).
+pub const FOREIGN_ENV_VARS: &[&str] = &["SESSION_MANAGER"];
+
 /// A layered configuration: one engine configuration at its root.
 ///
 /// Engines read their own section with [`Config::section`]; composite engines (such as
 /// `cached_db`) find complete nested engine configurations with [`Config::nested`].
+///
+/// Every error this type returns names the key by its full path as written (for a
+/// nested engine, `cached_db.cache.url`) and where the value came from: the file and
+/// line, or the environment variable.
 #[derive(Clone, Debug)]
 pub struct Config {
     figment: Figment,
+    /// Where this configuration sits in the whole: empty at the root, `["cached_db",
+    /// "cache"]` for the cache engine nested in `cached_db`.
+    path: Vec<String>,
+    /// For a nested engine configuration: its engine section, and the keys that were
+    /// written directly under the nested table (`[cached_db.cache] url = ...`) and moved
+    /// into that section.
+    shorthand: Option<(String, Vec<String>)>,
 }
 
 impl Config {
@@ -261,6 +319,17 @@ impl Config {
     /// Like [`Config::load`], with other defaults underneath (a tool whose natural
     /// default engine is not `memory`, say).
     pub fn load_with_defaults(path: Option<&Path>, defaults: SessionSettings) -> Result<Self> {
+        Self::load_file(path, defaults, true)
+    }
+
+    /// Defaults <- the TOML file, without the environment: for tools that read several
+    /// configurations at once (`sessions copy --from a.toml --to b.toml`), where one
+    /// set of `SESSION_*` variables cannot be meant for both.
+    pub fn load_file_only(path: &Path, defaults: SessionSettings) -> Result<Self> {
+        Self::load_file(Some(path), defaults, false)
+    }
+
+    fn load_file(path: Option<&Path>, defaults: SessionSettings, env: bool) -> Result<Self> {
         let file: PathBuf = match path {
             Some(p) => {
                 if !p.is_file() {
@@ -276,11 +345,11 @@ impl Config {
             }
             None => PathBuf::from(DEFAULT_CONFIG_FILE),
         };
-        Ok(Self::from_figment(
-            Figment::from(Serialized::defaults(defaults))
-                .merge(Toml::file(file))
-                .merge(env_provider()),
-        ))
+        let mut figment = Figment::from(Serialized::defaults(defaults)).merge(Toml::file(file));
+        if env {
+            figment = figment.merge(env_provider());
+        }
+        Ok(Self::from_figment(figment))
     }
 
     /// Defaults <- the given TOML text (no file, no environment).
@@ -302,7 +371,11 @@ impl Config {
 
     /// Wraps any figment (whose root is an engine configuration).
     pub fn from_figment(figment: Figment) -> Self {
-        Config { figment }
+        Config {
+            figment,
+            path: Vec::new(),
+            shorthand: None,
+        }
     }
 
     /// The underlying figment.
@@ -310,54 +383,311 @@ impl Config {
         &self.figment
     }
 
+    /// Where this configuration sits in the whole, as a dotted path (`""` at the root,
+    /// `"cached_db.cache"` for a nested engine).
+    pub fn path(&self) -> String {
+        self.path.join(".")
+    }
+
     /// This configuration with `key` set to `value` (highest precedence).
     pub fn with<T: Serialize>(self, key: &str, value: T) -> Self {
         Config {
             figment: self.figment.merge(Serialized::default(key, value)),
+            ..self
         }
     }
 
     /// The shared settings at the root, validated.
     pub fn settings(&self) -> Result<SessionSettings> {
-        let s: SessionSettings = self.figment.extract()?;
-        s.validate()?;
+        let s: SessionSettings = self.figment.extract().map_err(|e| self.error(e))?;
+        s.validate().map_err(|e| self.locate(e))?;
         Ok(s)
+    }
+
+    /// Whether the configuration sets `key` (a dotted path relative to this one).
+    pub fn contains(&self, key: &str) -> bool {
+        self.figment.contains(key)
     }
 
     /// Engine-specific options under `key`, or `T::default()` when the section is absent.
     pub fn section<T: DeserializeOwned + Default>(&self, key: &str) -> Result<T> {
         if self.figment.contains(key) {
-            self.figment.clone().focus(key).extract().map_err(|e| {
-                let mut err = Error::from(e);
-                if let Error::Config { key: k, .. } = &mut err {
-                    *k = Some(match k.take() {
-                        Some(inner) => format!("{key}.{inner}"),
-                        None => key.to_owned(),
-                    });
-                }
-                err
+            self.figment.focus(key).extract().map_err(|mut e| {
+                let mut path = split_key(key);
+                path.append(&mut e.path);
+                e.path = path;
+                self.error(e)
             })
         } else {
             Ok(T::default())
         }
     }
 
+    /// A required string at `key` (relative to this configuration): an error naming the
+    /// full key path when it is absent or empty.
+    pub fn required_str(&self, key: &str) -> Result<String> {
+        match self.figment.extract_inner::<String>(key) {
+            Ok(v) if !v.trim().is_empty() => Ok(v),
+            Ok(_) => Err(self.locate(Error::config(key, "must not be empty"))),
+            Err(e) if e.missing() => Err(Error::config(
+                self.display_path(&split_key(key)),
+                "is required",
+            )),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
     /// The complete engine configuration nested under `key` (e.g. `cached_db.cache`),
     /// whose `engine` defaults to `default_engine`.
+    ///
+    /// A nested engine configuration has the shape of a top-level one (`engine`, and the
+    /// engine's own section), and may also give the section's keys directly:
+    /// `[cached_db.cache] url = "redis://..."` (or `SESSION_CACHED_DB__CACHE__URL`) means
+    /// `[cached_db.cache.cache] url = ...`; where both are given, the direct one wins.
+    /// Shared settings (codec, sizes, expiry) are inherited from the root and cannot be
+    /// set in a nested configuration ([`Config::check_keys`] says so).
     pub fn nested(&self, key: &str, default_engine: &str) -> Config {
-        let inner = self.figment.clone().focus(key);
-        let mut figment = Figment::from(Serialized::defaults(SessionSettings {
-            engine: default_engine.to_owned(),
-            ..SessionSettings::default()
-        }));
-        figment = figment.merge(inner);
-        Config { figment }
+        let inner = self.figment.focus(key);
+        let engine = inner
+            .extract_inner::<String>("engine")
+            .unwrap_or_else(|_| default_engine.to_owned());
+        let mut moved = Vec::new();
+        let data = match inner.data() {
+            Ok(mut profiles) => {
+                for dict in profiles.values_mut() {
+                    let flat: Vec<String> = dict
+                        .keys()
+                        .filter(|k| *k != &engine && !SETTINGS_KEYS.contains(&k.as_str()))
+                        .cloned()
+                        .collect();
+                    let mut section = match dict.remove(&engine) {
+                        Some(figment::value::Value::Dict(_, d)) => d,
+                        Some(other) => {
+                            // Not a table: leave it for the section's own type error.
+                            dict.insert(engine.clone(), other);
+                            continue;
+                        }
+                        None => figment::value::Dict::new(),
+                    };
+                    for k in flat {
+                        if let Some(v) = dict.remove(&k) {
+                            section.insert(k.clone(), v);
+                            if !moved.contains(&k) {
+                                moved.push(k);
+                            }
+                        }
+                    }
+                    if !section.is_empty() {
+                        dict.insert(
+                            engine.clone(),
+                            figment::value::Value::Dict(figment::value::Tag::Default, section),
+                        );
+                    }
+                }
+                Ok(profiles)
+            }
+            Err(e) => Err(e),
+        };
+        // Only the engine has a default here: the shared settings are the root's, so
+        // any other root key in a nested configuration was written by the user.
+        let figment =
+            Figment::from(Serialized::default("engine", default_engine)).merge(Regrouped {
+                data,
+                source: inner,
+            });
+        let mut path = self.path.clone();
+        path.extend(split_key(key));
+        Config {
+            figment,
+            path,
+            shorthand: Some((engine, moved)),
+        }
+    }
+
+    /// Refuses any key at this configuration's root that is not in `allowed`, naming the
+    /// key, where it was set and the nearest known key. A nested configuration also
+    /// refuses the shared settings (other than `engine`): they are inherited from the
+    /// root.
+    pub fn check_keys(&self, allowed: &[&str]) -> Result<()> {
+        let keys: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
+            self.figment.extract().map_err(|e| self.error(e))?;
+        for key in keys.keys() {
+            if allowed.contains(&key.as_str()) {
+                continue;
+            }
+            let path = vec![key.clone()];
+            let from = self.source_of(&path);
+            if !self.path.is_empty() && SETTINGS_KEYS.contains(&key.as_str()) {
+                return Err(Error::config(
+                    self.display_path(&path),
+                    format!(
+                        "is a shared setting{from}: a nested engine inherits the root \
+                         configuration's; set `{key}` at the top level instead"
+                    ),
+                ));
+            }
+            let mut message = format!("unknown key{from}");
+            match nearest(key, allowed.iter().copied()) {
+                Some(near) => message.push_str(&format!("; did you mean `{near}`?")),
+                None => message.push_str(&format!("; known keys here: {}", allowed.join(", "))),
+            }
+            return Err(Error::config(self.display_path(&path), message));
+        }
+        Ok(())
+    }
+
+    /// A figment error as [`Error::Config`]: the full key path as written, where the
+    /// value came from, and for an unknown key the nearest known one.
+    pub fn error(&self, e: figment::Error) -> Error {
+        let mut path = e.path.clone();
+        let message = match &e.kind {
+            figment::error::Kind::UnknownField(field, expected) => {
+                if path.last() != Some(field) {
+                    path.push(field.clone());
+                }
+                let mut m = format!("unknown key{}", self.source_of(&path));
+                match nearest(field, expected.iter().copied()) {
+                    Some(near) => m.push_str(&format!("; did you mean `{near}`?")),
+                    None if !expected.is_empty() => {
+                        m.push_str(&format!("; known keys here: {}", expected.join(", ")))
+                    }
+                    None => {}
+                }
+                m
+            }
+            kind => format!("{kind}{}", self.source_of(&path)),
+        };
+        Error::Config {
+            key: (!path.is_empty()).then(|| self.display_path(&path)),
+            message,
+        }
+    }
+
+    /// An error from checking a value (not from parsing it), with its key made a full
+    /// path and its source added.
+    pub fn locate(&self, e: Error) -> Error {
+        match e {
+            Error::Config {
+                key: Some(key),
+                message,
+            } => {
+                let path = split_key(&key);
+                Error::Config {
+                    message: format!("{message}{}", self.source_of(&path)),
+                    key: Some(self.display_path(&path)),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The path relative to this configuration as the user wrote it (a key moved into the
+    /// engine section by the nested shorthand is shown where it was written).
+    fn written_path(&self, path: &[String]) -> Vec<String> {
+        if let Some((section, moved)) = &self.shorthand
+            && path.len() > 1
+            && &path[0] == section
+            && moved.contains(&path[1])
+        {
+            return path[1..].to_vec();
+        }
+        path.to_vec()
+    }
+
+    /// The full dotted path of `path` (relative to this configuration) as written.
+    fn display_path(&self, path: &[String]) -> String {
+        let mut full = self.path.clone();
+        full.extend(self.written_path(path));
+        full.join(".")
+    }
+
+    /// " (in FILE, line N)" or " (from environment variable SESSION_X)" for the value
+    /// at `path`, or "" when unknown (a default).
+    fn source_of(&self, path: &[String]) -> String {
+        let Ok(value) = self.figment.find_value(&path.join(".")) else {
+            return String::new();
+        };
+        let Some(meta) = self.figment.get_metadata(value.tag()) else {
+            return String::new();
+        };
+        let mut full = self.path.clone();
+        full.extend(self.written_path(path));
+        match &meta.source {
+            Some(figment::Source::File(file)) => match line_of(file, &full) {
+                Some(line) => format!(" (in {}, line {line})", file.display()),
+                None => format!(" (in {})", file.display()),
+            },
+            _ if meta.name.contains("environment") => format!(
+                " (from environment variable {ENV_PREFIX}{})",
+                full.join("__").to_ascii_uppercase()
+            ),
+            _ => String::new(),
+        }
     }
 }
 
+/// A nested engine configuration with its keys regrouped ([`Config::nested`]); values
+/// keep their tags, so errors still name the file or variable they came from.
+struct Regrouped {
+    data: figment::Result<figment::value::Map<figment::Profile, figment::value::Dict>>,
+    source: Figment,
+}
+
+impl figment::Provider for Regrouped {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("nested engine configuration")
+    }
+
+    fn data(&self) -> figment::Result<figment::value::Map<figment::Profile, figment::value::Dict>> {
+        self.data.clone()
+    }
+
+    fn __metadata_map(
+        &self,
+    ) -> Option<figment::value::Map<figment::value::Tag, figment::Metadata>> {
+        self.source.__metadata_map()
+    }
+}
+
+fn split_key(key: &str) -> Vec<String> {
+    key.split('.').map(str::to_owned).collect()
+}
+
+/// The 1-based line of `path` in the TOML file `file` (the key itself, or the table
+/// header that names it), when the file still parses.
+fn line_of(file: &Path, path: &[String]) -> Option<usize> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let doc = toml_edit::ImDocument::parse(text.as_str()).ok()?;
+    let mut table: &dyn toml_edit::TableLike = doc.as_table();
+    let mut span = None;
+    for (i, part) in path.iter().enumerate() {
+        let (key, item) = table.get_key_value(part)?;
+        span = key.span().or(span);
+        if i + 1 < path.len() {
+            table = item.as_table_like()?;
+        }
+    }
+    let start = span?.start;
+    Some(text[..start.min(text.len())].matches('\n').count() + 1)
+}
+
+/// The known key closest to `key` by edit distance, when it is close enough to be a typo.
+fn nearest<'a>(key: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .into_iter()
+        .map(|k| (strsim::damerau_levenshtein(key, k), k))
+        .filter(|(d, k)| *d <= (k.len().max(key.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
 fn env_provider() -> Env {
-    // `SESSION_MANAGER` and similar desktop variables are not ours: only known roots pass.
-    Env::prefixed(ENV_PREFIX).split("__")
+    // `SESSION_MANAGER` and similar desktop variables are not ours.
+    let foreign: Vec<&str> = FOREIGN_ENV_VARS
+        .iter()
+        .filter_map(|v| v.strip_prefix(ENV_PREFIX))
+        .collect();
+    Env::prefixed(ENV_PREFIX).ignore(&foreign).split("__")
 }
 
 #[cfg(test)]
@@ -512,5 +842,267 @@ mod tests {
             db.section::<DbSection>("db").expect("db").url,
             "sqlite://x.db"
         );
+    }
+
+    /// A registry with stand-in engines named like the real ones, each with a checked
+    /// section, so the key checks run without any backend crate.
+    fn registry() -> crate::EngineRegistry {
+        use crate::{EngineContext, EngineRegistry, SessionStore};
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        struct UrlSection {
+            #[allow(dead_code)]
+            url: Option<String>,
+            #[serde(deserialize_with = "string_list")]
+            #[allow(dead_code)]
+            urls: Vec<String>,
+        }
+        let registry = EngineRegistry::new();
+        for name in ["memory", "cache", "db", "file"] {
+            registry.register_checked(
+                name,
+                |_ctx: EngineContext| async move {
+                    Err::<std::sync::Arc<dyn SessionStore>, _>(Error::unsupported("t", "build"))
+                },
+                move |ctx: &EngineContext| ctx.section::<UrlSection>(name).map(drop),
+            );
+        }
+        registry.register_checked(
+            "cached_db",
+            |_ctx: EngineContext| async move {
+                Err::<std::sync::Arc<dyn SessionStore>, _>(Error::unsupported("t", "build"))
+            },
+            |ctx: &EngineContext| {
+                ctx.validate_nested("cached_db.cache", "cache")?;
+                ctx.validate_nested("cached_db.db", "db")
+            },
+        );
+        registry
+    }
+
+    fn config_error(err: Error) -> (String, String) {
+        match err {
+            Error::Config {
+                key: Some(key),
+                message,
+            } => (key, message),
+            other => panic!("expected a config error with a key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn settings_keys_match_the_struct() {
+        let value = figment::value::Value::serialize(SessionSettings::default()).expect("ser");
+        let dict = value.into_dict().expect("dict");
+        let mut fields: Vec<&str> = dict.keys().map(String::as_str).collect();
+        let mut listed = SETTINGS_KEYS.to_vec();
+        fields.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(fields, listed);
+    }
+
+    #[test]
+    fn unknown_root_keys_name_file_line_and_nearest_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "Sessions.toml",
+                "codec = \"json\"\nenigne = \"db\"\n\n[db]\nurl = \"sqlite://x.db\"\n",
+            )?;
+            let err = registry()
+                .validate(&Config::load(None).expect("load"))
+                .expect_err("typo");
+            let (key, message) = config_error(err);
+            assert_eq!(key, "enigne");
+            assert!(message.contains("Sessions.toml, line 2"), "{message}");
+            assert!(message.contains("did you mean `engine`?"), "{message}");
+
+            jail.create_file(
+                "Sessions.toml",
+                "engine = \"db\"\n[memroy]\nmax_entries = 5\n",
+            )?;
+            let err = registry()
+                .validate(&Config::load(None).expect("load"))
+                .expect_err("section typo");
+            let (key, message) = config_error(err);
+            assert_eq!(key, "memroy");
+            assert!(message.contains("line 2"), "{message}");
+            assert!(message.contains("did you mean `memory`?"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_inside_sections_name_their_path() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "Sessions.toml",
+                "engine = \"db\"\n[db]\nulr = \"sqlite://x.db\"\n",
+            )?;
+            let (key, message) = config_error(
+                registry()
+                    .validate(&Config::load(None).expect("load"))
+                    .expect_err("typo"),
+            );
+            assert_eq!(key, "db.ulr");
+            assert!(message.contains("line 3"), "{message}");
+            assert!(message.contains("did you mean `url`?"), "{message}");
+            // Settings sections too, with the nearest known key.
+            jail.create_file("Sessions.toml", "[expiry]\ndefault_age = 5\n")?;
+            let (key, message) = config_error(
+                registry()
+                    .validate(&Config::load(None).expect("load"))
+                    .expect_err("typo"),
+            );
+            assert_eq!(key, "expiry.default_age");
+            assert!(message.contains("line 2"), "{message}");
+            assert!(message.contains("default_age_secs"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_environment_variables_are_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SESSION_ENIGNE", "db");
+            let (key, message) = config_error(
+                registry()
+                    .validate(&Config::load(None).expect("load"))
+                    .expect_err("typo"),
+            );
+            assert_eq!(key, "enigne");
+            assert!(
+                message.contains("environment variable SESSION_ENIGNE"),
+                "{message}"
+            );
+            assert!(message.contains("did you mean `engine`?"), "{message}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SESSION_DB__URLL", "sqlite://x.db");
+            let (key, message) = config_error(
+                registry()
+                    .validate(&Config::load(None).expect("load"))
+                    .expect_err("typo"),
+            );
+            assert_eq!(key, "db.urll");
+            assert!(message.contains("SESSION_DB__URLL"), "{message}");
+            Ok(())
+        });
+        // A desktop session's variable is not ours and is left alone.
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SESSION_MANAGER", "local/host:@/tmp/.ICE-unix/1234");
+            registry()
+                .validate(&Config::load(None).expect("load"))
+                .expect("SESSION_MANAGER ignored");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn nested_engines_take_the_obvious_spelling() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SESSION_ENGINE", "cached_db");
+            jail.set_env("SESSION_CACHED_DB__CACHE__URL", "redis://127.0.0.1:6379");
+            jail.set_env("SESSION_CACHED_DB__DB__URL", "postgres://127.0.0.1/app");
+            let cfg = Config::load(None).expect("load");
+            registry().validate(&cfg).expect("valid");
+            #[derive(Debug, Default, Deserialize)]
+            struct Url {
+                url: Option<String>,
+            }
+            let cache = cfg.nested("cached_db.cache", "cache");
+            assert_eq!(
+                cache.section::<Url>("cache").expect("cache").url.as_deref(),
+                Some("redis://127.0.0.1:6379")
+            );
+            let db = cfg.nested("cached_db.db", "db");
+            assert_eq!(
+                db.section::<Url>("db").expect("db").url.as_deref(),
+                Some("postgres://127.0.0.1/app")
+            );
+            // A typo in the nested shorthand names the variable as written.
+            jail.set_env("SESSION_CACHED_DB__CACHE__URLL", "redis://x");
+            let (key, message) = config_error(
+                registry()
+                    .validate(&Config::load(None).expect("load"))
+                    .expect_err("typo"),
+            );
+            assert_eq!(key, "cached_db.cache.urll");
+            assert!(
+                message.contains("SESSION_CACHED_DB__CACHE__URLL"),
+                "{message}"
+            );
+            assert!(message.contains("did you mean `url`?"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn nested_configs_refuse_unknown_keys_and_shared_settings() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "Sessions.toml",
+                "engine = \"cached_db\"\n[cached_db.cache]\nengine = \"cache\"\ncodec = \"json\"\n",
+            )?;
+            let (key, message) = config_error(
+                registry()
+                    .validate(&Config::load(None).expect("load"))
+                    .expect_err("shared setting"),
+            );
+            assert_eq!(key, "cached_db.cache.codec");
+            assert!(message.contains("line 4"), "{message}");
+            assert!(message.contains("top level"), "{message}");
+
+            jail.create_file(
+                "Sessions.toml",
+                "engine = \"cached_db\"\n[cached_db.db]\nengine = \"dbb\"\n",
+            )?;
+            let (key, message) = config_error(
+                registry()
+                    .validate(&Config::load(None).expect("load"))
+                    .expect_err("unknown nested engine"),
+            );
+            assert_eq!(key, "cached_db.db.engine");
+            assert!(message.contains("dbb"), "{message}");
+
+            // The full form keeps working.
+            jail.create_file(
+                "Sessions.toml",
+                "engine = \"cached_db\"\n[cached_db.cache.cache]\nurl = \"memory\"\n",
+            )?;
+            registry()
+                .validate(&Config::load(None).expect("load"))
+                .expect("full nested form");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_list_takes_a_comma_separated_string() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SESSION_CACHE__URLS", "redis://a:7001, redis://b:7002");
+            jail.set_env(
+                "SESSION_ENCRYPTION__KEYS",
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+            );
+            let cfg = Config::load(None).expect("load");
+            assert_eq!(cfg.settings().expect("settings").encryption.keys.len(), 2);
+            #[derive(Debug, Default, Deserialize)]
+            struct Urls {
+                #[serde(deserialize_with = "string_list")]
+                urls: Vec<String>,
+            }
+            assert_eq!(
+                cfg.section::<Urls>("cache").expect("cache").urls,
+                ["redis://a:7001", "redis://b:7002"]
+            );
+            jail.set_env(
+                "SESSION_CACHE__URLS",
+                "[\"redis://a:7001\", \"redis://b:7002\"]",
+            );
+            let cfg = Config::load(None).expect("load");
+            assert_eq!(cfg.section::<Urls>("cache").expect("cache").urls.len(), 2);
+            Ok(())
+        });
     }
 }

@@ -34,6 +34,35 @@ pub type StoreFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn SessionStore>>
 pub trait EngineFactory: Send + Sync + 'static {
     /// Builds a store from the engine's configuration.
     fn build(&self, ctx: EngineContext) -> StoreFuture;
+
+    /// Checks the engine's configuration without building anything (no connection, no
+    /// file): its section's keys and values, and any nested engine configuration
+    /// ([`EngineContext::validate_nested`]). The default accepts anything; register with
+    /// [`EngineRegistry::register_checked`] to supply a check.
+    fn validate(&self, ctx: &EngineContext) -> Result<()> {
+        let _ = ctx;
+        Ok(())
+    }
+}
+
+/// A factory with a configuration check ([`EngineRegistry::register_checked`]).
+struct Checked<F, V> {
+    factory: F,
+    check: V,
+}
+
+impl<F, V> EngineFactory for Checked<F, V>
+where
+    F: EngineFactory,
+    V: Fn(&EngineContext) -> Result<()> + Send + Sync + 'static,
+{
+    fn build(&self, ctx: EngineContext) -> StoreFuture {
+        self.factory.build(ctx)
+    }
+
+    fn validate(&self, ctx: &EngineContext) -> Result<()> {
+        (self.check)(ctx)
+    }
 }
 
 impl<F, Fut> EngineFactory for F
@@ -66,27 +95,49 @@ impl EngineContext {
         self.config.section(key)
     }
 
+    /// `e` with its key made the full path as written and where the value was set
+    /// ([`Config::locate`]): for errors of an engine's own checks (`db.url`).
+    pub fn locate(&self, e: Error) -> Error {
+        self.config.locate(e)
+    }
+
     /// The configured codec.
     pub fn codec(&self) -> Arc<dyn Codec> {
         self.settings.codec()
     }
 
     /// Builds the complete engine configuration nested under `key`, whose engine
-    /// defaults to `default_engine`. Shared settings (codec, sizes, expiry) are inherited.
+    /// defaults to `default_engine` ([`Config::nested`]). Shared settings (codec, sizes,
+    /// expiry) are inherited.
     pub async fn build_nested(
         &self,
         key: &str,
         default_engine: &str,
     ) -> Result<Arc<dyn SessionStore>> {
         let config = self.config.nested(key, default_engine);
-        let engine: String = config
-            .figment()
-            .extract_inner("engine")
-            .map_err(Error::from)?;
+        let engine = nested_engine(&config)?;
         self.registry
             .build_engine(&engine, config, self.settings.clone())
             .await
     }
+
+    /// Checks the complete engine configuration nested under `key` as
+    /// [`EngineRegistry::validate`] checks a root one: its keys, its engine's name and
+    /// section, and whatever that engine nests in turn. For composite engines' checks.
+    pub fn validate_nested(&self, key: &str, default_engine: &str) -> Result<()> {
+        let config = self.config.nested(key, default_engine);
+        self.registry.check(&config, self.settings.clone())
+    }
+}
+
+fn nested_engine(config: &Config) -> Result<String> {
+    config
+        .figment()
+        .extract_inner::<String>("engine")
+        .map_err(|mut e| {
+            e.path = vec!["engine".to_owned()];
+            config.error(e)
+        })
 }
 
 /// Engine names to constructors. Cheap to clone (shared inside).
@@ -109,7 +160,11 @@ impl EngineRegistry {
         Self::default()
     }
 
-    /// Registers (or replaces) the engine `name`.
+    /// Registers (or replaces) the engine `name`, whose own section is `[name]`.
+    ///
+    /// The section's contents are checked only when the store is built; use
+    /// [`EngineRegistry::register_checked`] so that [`EngineRegistry::validate`] checks
+    /// them up front.
     pub fn register(&self, name: &str, factory: impl EngineFactory) -> &Self {
         let mut map = self
             .engines
@@ -117,6 +172,47 @@ impl EngineRegistry {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.insert(name.to_owned(), Arc::new(factory));
         self
+    }
+
+    /// Registers (or replaces) the engine `name` with a configuration check that runs
+    /// before anything is built, typically reading the engine's section into a
+    /// `#[serde(deny_unknown_fields)]` type:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use serde::Deserialize;
+    /// use session_core::{Config, EngineContext, EngineRegistry, Error, SessionStore};
+    ///
+    /// #[derive(Default, Deserialize)]
+    /// #[serde(default, deny_unknown_fields)]
+    /// struct KvConfig {
+    ///     path: String,
+    /// }
+    ///
+    /// let registry = EngineRegistry::new();
+    /// registry.register_checked(
+    ///     "kv",
+    ///     |ctx: EngineContext| async move {
+    ///         let cfg: KvConfig = ctx.section("kv")?;
+    ///         // ... open the store at cfg.path ...
+    ///         # let _ = cfg.path;
+    ///         Err::<Arc<dyn SessionStore>, _>(Error::unsupported("kv", "this example"))
+    ///     },
+    ///     |ctx: &EngineContext| ctx.section::<KvConfig>("kv").map(drop),
+    /// );
+    /// let err = registry
+    ///     .validate(&Config::from_toml("engine = \"kv\"\n[kv]\npaht = \"/srv\""))
+    ///     .unwrap_err();
+    /// assert!(err.to_string().contains("kv.paht"), "{err}");
+    /// assert!(err.to_string().contains("did you mean `path`?"), "{err}");
+    /// ```
+    pub fn register_checked(
+        &self,
+        name: &str,
+        factory: impl EngineFactory,
+        check: impl Fn(&EngineContext) -> Result<()> + Send + Sync + 'static,
+    ) -> &Self {
+        self.register(name, Checked { factory, check })
     }
 
     /// The registered engine names, sorted.
@@ -143,8 +239,12 @@ impl EngineRegistry {
     /// the outermost engine: composite engines (`cached_db`) build their parts with
     /// [`EngineRegistry::build_engine`], which never wraps, so keys are hashed exactly
     /// once and the cache and the database hold the same derived keys.
+    ///
+    /// The whole configuration is checked first ([`EngineRegistry::validate`]), so a
+    /// typo fails before any connection is opened or file created.
     pub async fn build(&self, config: &Config) -> Result<Arc<dyn SessionStore>> {
         let settings = config.settings()?;
+        self.check(config, Arc::new(settings.clone()))?;
         let engine = settings.engine.clone();
         let hash_keys = settings.hash_keys;
         let store = self
@@ -155,6 +255,66 @@ impl EngineRegistry {
         } else {
             store
         })
+    }
+
+    /// Checks a whole root configuration without building anything: the shared settings,
+    /// that every key at the root is a shared setting, a framework section
+    /// ([`crate::config::FRAMEWORK_SECTIONS`]) or a registered engine's section, that the
+    /// selected engine is registered, and every present engine section (and the engines
+    /// nested in them) with the checks their engines registered. Errors name the key's
+    /// full path, where it was set, and the nearest known key.
+    pub fn validate(&self, config: &Config) -> Result<()> {
+        let settings = config.settings()?;
+        self.check(config, Arc::new(settings))
+    }
+
+    fn check(&self, config: &Config, settings: Arc<SessionSettings>) -> Result<()> {
+        let root = config.path().is_empty();
+        let engine = if root {
+            settings.engine.clone()
+        } else {
+            nested_engine(config)?
+        };
+        let entries: Vec<(String, Arc<dyn EngineFactory>)> = {
+            let map = self
+                .engines
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let names: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+        let mut allowed: Vec<&str> = vec!["engine"];
+        if root {
+            allowed.extend(crate::config::SETTINGS_KEYS);
+            allowed.extend(crate::config::FRAMEWORK_SECTIONS);
+            allowed.extend(names.iter().copied());
+        } else {
+            allowed.push(engine.as_str());
+        }
+        allowed.dedup();
+        config.check_keys(&allowed)?;
+        if !names.contains(&engine.as_str()) {
+            let err = Error::UnknownEngine {
+                name: engine,
+                known: self.known(),
+            };
+            return Err(if root {
+                err
+            } else {
+                Error::config(format!("{}.engine", config.path()), err.to_string())
+            });
+        }
+        for (name, factory) in &entries {
+            if *name == engine || (root && config.contains(name)) {
+                factory.validate(&EngineContext {
+                    engine: name.clone(),
+                    config: config.clone(),
+                    settings: settings.clone(),
+                    registry: self.clone(),
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Builds engine `engine` from `config` with the given shared settings, as is (no
