@@ -44,10 +44,11 @@ pub struct ShowArgs {
 /// `copy` options.
 #[derive(Args, Debug)]
 pub struct CopyArgs {
-    /// Configuration of the engine to copy from.
+    /// Configuration file of the engine to copy from, read as it is (SESSION_* variables
+    /// do not apply to either side).
     #[arg(long, value_name = "CONFIG")]
     pub from: PathBuf,
-    /// Configuration of the engine to copy to.
+    /// Configuration file of the engine to copy to, read as it is.
     #[arg(long, value_name = "CONFIG")]
     pub to: PathBuf,
 }

@@ -290,3 +290,56 @@ async fn operator_commands_on_mariadb() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn copy_of_a_source_it_cannot_read_fails_and_says_why() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let url = format!("sqlite://{}", tmp.path().join("bad.db").display());
+    let table = "cli_bad";
+    let config = write_config(tmp.path(), "db.toml", &db_toml(&url, table));
+    ok(&["--config", &config, "migrate"]);
+    let store = DbStore::connect(&DbConfig {
+        auto_migrate: false,
+        ..DbConfig::new(&url).with_table(table)
+    })
+    .await
+    .expect("sqlite");
+    let DbPool::Sqlite(pool) = store.pool() else {
+        panic!("a sqlite:// URL opens SQLite");
+    };
+    // Two live rows whose bytes no codec reads (written by something else).
+    for _ in 0..2 {
+        let k = SessionKey::generate().expect("rng");
+        sqlx::query(
+            "INSERT INTO cli_bad (session_key, session_data, expires_at, version) \
+             VALUES (?1, x'00ff00ff', ?2, 1)",
+        )
+        .bind(k.as_str())
+        .bind(session_core::Timestamp::now().as_unix_millis() + 3_600_000)
+        .execute(pool)
+        .await
+        .expect("insert foreign bytes");
+    }
+    let to = write_config(
+        tmp.path(),
+        "file.toml",
+        &format!(
+            "engine = \"file\"\n[file]\npath = {:?}\n",
+            tmp.path().join("files").display().to_string()
+        ),
+    );
+    let out = run(&["copy", "--from", &config, "--to", &to]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("none of the 2 sessions of the source")
+            && stderr.contains("2 could not be read"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: the source's codec"), "{stderr}");
+    assert_eq!(
+        rows(store.pool(), table).await.expect("rows"),
+        2,
+        "the source is left as it was"
+    );
+}

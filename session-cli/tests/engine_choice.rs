@@ -282,3 +282,47 @@ async fn copy_that_copies_nothing_says_why() {
     );
     assert_eq!(session_files(&tmp.path().join("dst")), 0);
 }
+
+/// Kills the demo when the test ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn demo_without_configuration_keeps_its_file_default() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut child = Child(
+        bin(tmp.path(), &[("TMPDIR", &tmp.path().to_string_lossy())])
+            .args(["demo", "--port", "0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn demo"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut engine_line = None;
+    while Instant::now() < deadline && engine_line.is_none() {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200))
+            && line.starts_with("engine:")
+        {
+            engine_line = Some(line);
+        }
+    }
+    let line = engine_line.expect("the demo printed its engine within 30 s");
+    assert!(line.starts_with("engine: file"), "{line}");
+}
