@@ -5,7 +5,9 @@
 //! need. Each session table's schema version lives in the shared `session_store_schema`
 //! table (one row per session table); a built-in list holds every schema step in order,
 //! and a run applies only the steps above the recorded version, so running it again
-//! changes nothing (the DDL also says `IF NOT EXISTS`, for tables made by hand).
+//! changes nothing (the DDL also says `IF NOT EXISTS`, for tables made by hand). The
+//! recorded version is trusted only while the table exists: a table dropped behind the
+//! record's back counts as version 0 and is created again.
 //!
 //! Concurrent runs (several application instances starting at once) are serialised by a
 //! database lock: a PostgreSQL transaction-scoped advisory lock (the DDL is
@@ -47,7 +49,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(60);
 /// What a migration run did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Migrated {
-    /// The table's schema version before the run (0: no table recorded).
+    /// The table's schema version before the run (0: no table, whatever was recorded).
     pub from: i64,
     /// The version after the run.
     pub to: i64,
@@ -79,6 +81,8 @@ struct SchemaSql {
     insert: String,
     update: String,
     delete: String,
+    /// Counts the session table (0 or 1) in the catalogue; binds the table name.
+    exists: String,
 }
 
 impl SchemaSql {
@@ -105,6 +109,18 @@ impl SchemaSql {
                 p(3)
             ),
             delete: format!("DELETE FROM {s} WHERE table_name = {}", p(1)),
+            exists: match backend {
+                // Resolved like the unqualified name in every statement: on the search path.
+                Backend::Postgres => "SELECT COUNT(*) FROM pg_catalog.pg_class \
+                     WHERE oid = to_regclass(quote_ident($1))"
+                    .to_owned(),
+                Backend::Sqlite => "SELECT COUNT(*) FROM sqlite_master \
+                     WHERE type = 'table' AND name = ?1 COLLATE NOCASE"
+                    .to_owned(),
+                Backend::MySql => "SELECT COUNT(*) FROM information_schema.tables \
+                     WHERE table_schema = DATABASE() AND table_name = ?"
+                    .to_owned(),
+            },
         }
     }
 }
@@ -120,7 +136,12 @@ macro_rules! apply {
             .bind($table.as_str())
             .fetch_optional(&mut *$conn)
             .await?;
-        let from = current.unwrap_or(0);
+        let present: i64 = sqlx::query_scalar(AssertSqlSafe(q.exists.clone()))
+            .bind($table.as_str())
+            .fetch_one(&mut *$conn)
+            .await?;
+        // A recorded version without its table (dropped by hand): start from scratch.
+        let from = if present > 0 { current.unwrap_or(0) } else { 0 };
         if from > SCHEMA_VERSION {
             return Err(Failure::Newer(from));
         }

@@ -44,10 +44,11 @@ pub struct ShowArgs {
 /// `copy` options.
 #[derive(Args, Debug)]
 pub struct CopyArgs {
-    /// Configuration of the engine to copy from.
+    /// Configuration file of the engine to copy from, read as it is (SESSION_* variables
+    /// do not apply to either side).
     #[arg(long, value_name = "CONFIG")]
     pub from: PathBuf,
-    /// Configuration of the engine to copy to.
+    /// Configuration file of the engine to copy to, read as it is.
     #[arg(long, value_name = "CONFIG")]
     pub to: PathBuf,
 }
@@ -64,7 +65,7 @@ fn db_section(config: &Config) -> CliResult<Option<Config>> {
 
 /// `sessions migrate`.
 pub async fn migrate(path: Option<&Path>) -> CliResult {
-    let config = engines::load(path)?;
+    let config = engines::load_for(path, "migrate")?;
     let Some(db) = db_section(&config)? else {
         let engine = config.settings()?.engine;
         println!("engine {engine} keeps no tables: nothing to migrate");
@@ -74,7 +75,13 @@ pub async fn migrate(path: Option<&Path>) -> CliResult {
     options.auto_migrate = false;
     let store = backend_db::DbStore::connect(&options).await?;
     let done = store.migrate().await?;
-    if done.changed() {
+    if done.from == 0 {
+        println!(
+            "created table {} (schema version {})",
+            store.table(),
+            done.to
+        );
+    } else if done.changed() {
         println!(
             "migrated table {} from schema version {} to {}",
             store.table(),
@@ -96,7 +103,7 @@ pub async fn clear_expired(path: Option<&Path>, args: ClearArgs) -> CliResult {
     if args.batch_size == 0 {
         return Err(CliError::usage("--batch-size must be at least 1", None));
     }
-    let config = engines::load(path)?;
+    let config = engines::load_for(path, "clear-expired")?;
     let pb = progress(None, "deleting expired sessions");
     let (engine, removed, native_ttl) = if let Some(db) = db_section(&config)? {
         // Straight to the table, batch by batch, with a running count.
@@ -108,7 +115,7 @@ pub async fn clear_expired(path: Option<&Path>, args: ClearArgs) -> CliResult {
             .await?;
         (format!("db ({})", store.table()), removed, false)
     } else {
-        let store = engines::build(&config).await?;
+        let store = engines::build_for(&config, "clear-expired").await?;
         let removed = store.clear_expired().await?;
         (
             store.engine().to_owned(),
@@ -182,9 +189,9 @@ impl KeyPages {
 
 /// `sessions stats`.
 pub async fn stats(path: Option<&Path>, args: StatsArgs) -> CliResult {
-    let config = engines::load(path)?;
+    let config = engines::load_for(path, "stats")?;
     let codec = config.settings()?.codec();
-    let store = engines::build(&config).await?;
+    let store = engines::build_for(&config, "stats").await?;
     if !store.capabilities().listing {
         return Err(
             Error::unsupported(store.engine(), "listing sessions (needed by stats)").into(),
@@ -281,8 +288,8 @@ fn human_bytes(n: u64) -> String {
 /// `sessions show KEY`.
 pub async fn show(path: Option<&Path>, args: ShowArgs) -> CliResult {
     let key = SessionKey::parse(args.key.trim()).map_err(Error::from)?;
-    let config = engines::load(path)?;
-    let store = engines::build(&config).await?;
+    let config = engines::load_for(path, "show")?;
+    let store = engines::build_for(&config, "show").await?;
     if args.raw {
         let raw = store
             .raw()
@@ -326,12 +333,37 @@ fn not_found(key: &SessionKey) -> CliError {
     )
 }
 
+/// `SESSION_*` variables set in this process's environment (names only: values may be
+/// secrets).
+fn session_env_names() -> Vec<String> {
+    let mut names: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| {
+            k.to_ascii_uppercase()
+                .starts_with(session_core::config::ENV_PREFIX)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 /// `sessions copy --from A --to B`.
+///
+/// Both files are read as they are. `SESSION_*` environment overrides would apply to
+/// both sides alike (`SESSION_ENGINE=memory` left in the shell once made a copy
+/// "memory -> memory" of nothing), so copy ignores them, and says so.
 pub async fn copy(args: CopyArgs) -> CliResult {
-    let from_cfg = engines::load(Some(&args.from))?;
-    let to_cfg = engines::load(Some(&args.to))?;
-    let src = engines::build(&from_cfg).await?;
-    let dst = engines::build(&to_cfg).await?;
+    let ignored = session_env_names();
+    if !ignored.is_empty() {
+        eprintln!(
+            "note: copy reads --from and --to as they are; ignoring the environment overrides {}",
+            ignored.join(", ")
+        );
+    }
+    let from_cfg = engines::load_file_only(&args.from, "copy")?;
+    let to_cfg = engines::load_file_only(&args.to, "copy")?;
+    let src = engines::build_for(&from_cfg, "copy").await?;
+    let dst = engines::build_for(&to_cfg, "copy").await?;
     if !src.capabilities().listing {
         return Err(
             Error::unsupported(src.engine(), "listing sessions (needed to copy from it)").into(),
@@ -343,10 +375,12 @@ pub async fn copy(args: CopyArgs) -> CliResult {
         &format!("copying {} -> {}", src.engine(), dst.engine()),
     );
     let (mut created, mut updated, mut unchanged, mut skipped) = (0u64, 0u64, 0u64, 0u64);
+    let (mut seen, mut unreadable) = (0u64, 0u64);
     let mut pages = KeyPages::new(src.clone());
     while let Some(page) = pages.next().await? {
         for k in page {
             pb.inc(1);
+            seen += 1;
             let record = match src.load(&k).await {
                 Ok(Some(r)) => r,
                 Ok(None) => {
@@ -356,6 +390,7 @@ pub async fn copy(args: CopyArgs) -> CliResult {
                 Err(Error::Codec(e)) => {
                     tracing::warn!(session = %k.fingerprint(), error = %e, "skipping an unreadable session");
                     skipped += 1;
+                    unreadable += 1;
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -379,20 +414,50 @@ pub async fn copy(args: CopyArgs) -> CliResult {
         }
     }
     pb.finish_and_clear();
+    let copied = created + updated + unchanged;
     println!(
-        "copied {} sessions from {} to {}: {created} new, {updated} updated, {unchanged} already there, {skipped} skipped (expired or unreadable)",
-        created + updated + unchanged,
+        "copied {copied} sessions from {} to {}: {created} new, {updated} updated, {unchanged} already there, {skipped} skipped (expired or unreadable)",
         src.engine(),
         dst.engine()
     );
+    if copied == 0 {
+        let from = args.from.display();
+        if seen == 0 {
+            eprintln!(
+                "note: the source ({from}, engine {}) holds no sessions",
+                src.engine()
+            );
+        } else if unreadable > 0 {
+            return Err(CliError::store(
+                format!(
+                    "none of the {seen} sessions of the source ({from}) was copied: \
+                     {unreadable} could not be read, the others have expired"
+                ),
+                Some(
+                    "the source's codec or encryption keys must be the ones its application \
+                     writes with; `sessions stats` counts unreadable sessions"
+                        .into(),
+                ),
+            ));
+        } else {
+            eprintln!(
+                "note: the source ({from}) holds {seen} sessions, all expired: nothing to copy"
+            );
+        }
+    }
     Ok(())
 }
 
 /// `sessions check`.
 pub async fn check(path: Option<&Path>) -> CliResult {
-    let config = engines::load(path)?;
+    let config = engines::load_for(path, "check")?;
     let settings = config.settings()?;
-    let store = match tokio::time::timeout(Duration::from_secs(15), engines::build(&config)).await {
+    let store = match tokio::time::timeout(
+        Duration::from_secs(15),
+        engines::build_for(&config, "check"),
+    )
+    .await
+    {
         Ok(r) => r?,
         Err(_) => {
             return Err(Error::Timeout {

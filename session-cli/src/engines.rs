@@ -1,11 +1,19 @@
 //! The composition root: every built-in engine registered, configs loaded.
+//!
+//! Operator commands (everything but `demo`) load their configuration through
+//! [`load_for`] / [`load_file_only`] and build their store through [`build_for`]: those
+//! refuse a configuration that names no engine, and an engine whose sessions live only
+//! inside the application's process, instead of reporting on an empty store of their own.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use session_core::{Config, EngineRegistry, SessionSettings, SessionStore};
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use session_core::config::DEFAULT_CONFIG_FILE;
+use session_core::{Config, EngineRegistry, Error, SessionSettings, SessionStore};
 
-use crate::fmt::CliResult;
+use crate::fmt::{CliError, CliResult};
 
 /// A registry with every built-in engine.
 pub fn registry() -> EngineRegistry {
@@ -16,11 +24,6 @@ pub fn registry() -> EngineRegistry {
     backend_cached_db::register(&registry);
     session_axum::register(&registry);
     registry
-}
-
-/// The configuration: `path` (or Sessions.toml) <- SESSION_* environment.
-pub fn load(path: Option<&Path>) -> CliResult<Config> {
-    Ok(Config::load(path)?)
 }
 
 /// Like [`load`], with `engine` as the default engine.
@@ -37,4 +40,100 @@ pub fn load_with_engine(path: Option<&Path>, engine: &str) -> CliResult<Config> 
 /// The store `config` selects.
 pub async fn build(config: &Config) -> CliResult<Arc<dyn SessionStore>> {
     Ok(registry().build(config).await?)
+}
+
+/// Where an operator command's configuration came from, for messages.
+fn source_of(path: Option<&Path>) -> String {
+    match path {
+        Some(p) => p.display().to_string(),
+        None if Path::new(DEFAULT_CONFIG_FILE).is_file() => DEFAULT_CONFIG_FILE.to_owned(),
+        None => "no configuration file".to_owned(),
+    }
+}
+
+/// How an operator picks an engine.
+const CHOOSE_ENGINE: &str = "pass --config FILE (the configuration your application uses), put \
+    `engine = \"...\"` in Sessions.toml in the working directory, or set SESSION_ENGINE \
+    (file, db, cache or cached_db, with their sections, e.g. SESSION_DB__URL)";
+
+/// Refuses a configuration that chose no engine, or the in-process `memory` engine.
+///
+/// An operator command runs in its own process: the application's in-process memory
+/// store is out of its reach, and searching an empty one of its own would report
+/// "0 sessions" about a store it never saw.
+fn require_engine(config: &Config, source: &str, command: &str) -> CliResult<String> {
+    let engine = config
+        .figment()
+        .extract_inner::<String>("engine")
+        .unwrap_or_default();
+    let engine = engine.trim();
+    if engine.is_empty() {
+        return Err(CliError::usage(
+            format!("`sessions {command}` needs an engine, and none is configured ({source})"),
+            Some(CHOOSE_ENGINE.to_owned()),
+        ));
+    }
+    if engine == "memory" {
+        return Err(in_process(command, "memory", source));
+    }
+    Ok(engine.to_owned())
+}
+
+fn in_process(command: &str, engine: &str, source: &str) -> CliError {
+    CliError::usage(
+        format!(
+            "engine {engine} ({source}) keeps sessions inside the application's own process; \
+             `sessions {command}` runs in another process and cannot see them"
+        ),
+        Some(CHOOSE_ENGINE.to_owned()),
+    )
+}
+
+/// The configuration of an operator command: `path` (or Sessions.toml) <- SESSION_*
+/// environment, refused when it names no engine or the in-process `memory` engine.
+pub fn load_for(path: Option<&Path>, command: &str) -> CliResult<Config> {
+    let config = load_with_engine(path, "")?;
+    let mut source = source_of(path);
+    match std::env::var("SESSION_ENGINE") {
+        Ok(engine) => source = format!("{source}, SESSION_ENGINE={engine}"),
+        Err(_) => source.push_str(", SESSION_ENGINE unset"),
+    }
+    require_engine(&config, &source, command)?;
+    Ok(config)
+}
+
+/// The configuration in the file at `path` as it is: no `SESSION_*` environment
+/// overrides (they would apply to both sides of a copy alike), and refused like
+/// [`load_for`] when it names no engine or the `memory` engine.
+pub fn load_file_only(path: &Path, command: &str) -> CliResult<Config> {
+    if !path.is_file() {
+        return Err(Error::Config {
+            key: None,
+            message: format!(
+                "config file {} does not exist or is not a file",
+                path.display()
+            ),
+        }
+        .into());
+    }
+    let config = Config::from_figment(
+        Figment::from(Serialized::defaults(SessionSettings {
+            engine: String::new(),
+            ..SessionSettings::default()
+        }))
+        .merge(Toml::file(path)),
+    );
+    require_engine(&config, &path.display().to_string(), command)?;
+    Ok(config)
+}
+
+/// The store `config` selects, refused when it lives only inside this process (such as a
+/// `cache` engine without a server URL).
+pub async fn build_for(config: &Config, command: &str) -> CliResult<Arc<dyn SessionStore>> {
+    let store = build(config).await?;
+    let caps = store.capabilities();
+    if !caps.durable && !caps.cross_process {
+        return Err(in_process(command, store.engine(), "its configuration"));
+    }
+    Ok(store)
 }

@@ -31,7 +31,9 @@ pub const EXIT_CONFIG: u8 = 2;
     long_about = "Server-side sessions for Rust web apps.\n\n\
         Every command reads the engine configuration from Sessions.toml in the working \
         directory (or --config FILE), overridden by SESSION_* environment variables, e.g. \
-        SESSION_ENGINE=db SESSION_DB__URL=postgres://app@127.0.0.1/app.",
+        SESSION_ENGINE=db SESSION_DB__URL=postgres://app@127.0.0.1/app. Operator commands \
+        refuse to run with no engine configured or with the in-process memory engine; \
+        copy reads its --from and --to files as they are, without SESSION_* overrides.",
     after_help = "Examples:\n  \
         sessions demo                                  # demo app on the file engine, http://127.0.0.1:8000\n  \
         SESSION_ENGINE=memory sessions demo --port 9000\n  \
