@@ -8,8 +8,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use figment::Figment;
-use figment::providers::{Format, Serialized, Toml};
 use session_core::config::DEFAULT_CONFIG_FILE;
 use session_core::{Config, EngineRegistry, Error, SessionSettings, SessionStore};
 
@@ -61,7 +59,14 @@ const CHOOSE_ENGINE: &str = "pass --config FILE (the configuration your applicat
 /// An operator command runs in its own process: the application's in-process memory
 /// store is out of its reach, and searching an empty one of its own would report
 /// "0 sessions" about a store it never saw.
+/// A typo at the root (`enigne = "db"`, `SESSION_ENIGNE`) is reported as the typo it
+/// is, before its consequence ("no engine configured") could be.
 fn require_engine(config: &Config, source: &str, command: &str) -> CliResult<String> {
+    let engines = registry().known();
+    let mut allowed: Vec<&str> = session_core::config::SETTINGS_KEYS.to_vec();
+    allowed.extend(session_core::config::FRAMEWORK_SECTIONS);
+    allowed.extend(engines.iter().map(String::as_str));
+    config.check_keys(&allowed)?;
     let engine = config
         .figment()
         .extract_inner::<String>("engine")
@@ -106,23 +111,13 @@ pub fn load_for(path: Option<&Path>, command: &str) -> CliResult<Config> {
 /// overrides (they would apply to both sides of a copy alike), and refused like
 /// [`load_for`] when it names no engine or the `memory` engine.
 pub fn load_file_only(path: &Path, command: &str) -> CliResult<Config> {
-    if !path.is_file() {
-        return Err(Error::Config {
-            key: None,
-            message: format!(
-                "config file {} does not exist or is not a file",
-                path.display()
-            ),
-        }
-        .into());
-    }
-    let config = Config::from_figment(
-        Figment::from(Serialized::defaults(SessionSettings {
+    let config = Config::load_file_only(
+        path,
+        SessionSettings {
             engine: String::new(),
             ..SessionSettings::default()
-        }))
-        .merge(Toml::file(path)),
-    );
+        },
+    )?;
     require_engine(&config, &path.display().to_string(), command)?;
     Ok(config)
 }
