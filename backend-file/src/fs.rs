@@ -283,10 +283,6 @@ pub(crate) enum ReadOutcome<'a> {
     NotRegular(EntryKind),
 }
 
-/// How much a read asks for at first: a session file that fits is read by one `read` plus
-/// the one that confirms the end of the file, with no `fstat`.
-const FIRST_READ: usize = 8 * 1024;
-
 /// The largest buffer a thread keeps between reads. A larger one (a huge session) is
 /// freed after use, so an idle blocking thread holds at most this much.
 const KEPT_BUF: usize = 16 * 1024;
@@ -316,36 +312,10 @@ pub(crate) fn with_read_buf<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
     })
 }
 
-/// Reads the whole of `file` into `buf` (empty), refusing anything above `limit` bytes
-/// before reading it whole: beyond the first read, the file's size is asked of the kernel
-/// and checked before any more is read, and never more than `limit + 1` bytes are read.
-/// `Ok(None)` when the file is complete in `buf`, else the size of the oversized file.
-pub(crate) fn read_capped(file: &File, buf: &mut Vec<u8>, limit: usize) -> io::Result<Option<u64>> {
-    let cap = limit.saturating_add(1);
-    let first = FIRST_READ.min(cap);
-    buf.reserve(first);
-    // `take` bounds the first read to `first` bytes; a shorter result means the end was met.
-    let got = file.take(first as u64).read_to_end(buf)?;
-    if got < first {
-        return Ok(None);
-    }
-    let (seen, size) = (got as u64, file.metadata()?.len());
-    if got > limit || size > limit as u64 {
-        return Ok(Some(size.max(seen)));
-    }
-    // Session files never change in place, so `size` is what remains to read; `take`
-    // still bounds the read, should the file grow anyway.
-    buf.reserve(usize::try_from(size).unwrap_or(limit).saturating_sub(got) + 1);
-    file.take((cap - got) as u64).read_to_end(buf)?;
-    if buf.len() > limit {
-        return Ok(Some(size.max(buf.len() as u64)));
-    }
-    Ok(None)
-}
-
-/// Reads a whole file of known length `len` (session files never change in place, so the
-/// length seen under the lock is the length to read) into `buf` (empty), refusing anything
-/// above `limit`. `Ok(None)` when the file is in `buf`, else its size.
+/// Reads a whole file of known length `len` (from `fstat` on the open file: session files
+/// never change in place, so that is the length to read) into `buf` (empty), refusing
+/// anything above `limit` before reading a byte. `take` bounds the read to `len` bytes,
+/// should the file grow anyway. `Ok(None)` when the file is in `buf`, else its size.
 pub(crate) fn read_known_len(
     file: &File,
     len: u64,
@@ -362,20 +332,20 @@ pub(crate) fn read_known_len(
 }
 
 /// Opens the regular file at `path` (see [`open_regular`]) and reads it whole (see
-/// [`read_capped`]) into the thread's buffer, then hands what it read to `f`.
-/// `Ok(None)` when there is no file at `path`.
+/// [`read_known_len`], with the size the type check's `fstat` gave) into the thread's
+/// buffer, then hands what it read to `f`. `Ok(None)` when there is no file at `path`.
 pub(crate) fn read_path<T>(
     path: &Path,
     limit: usize,
     f: impl FnOnce(ReadOutcome<'_>) -> T,
 ) -> io::Result<Option<T>> {
-    let file = match open_regular(path)? {
-        Opened::File(f, _) => f,
+    let (file, meta) = match open_regular(path)? {
+        Opened::File(file, meta) => (file, meta),
         Opened::Missing => return Ok(None),
         Opened::NotRegular(kind) => return Ok(Some(f(ReadOutcome::NotRegular(kind)))),
     };
     with_read_buf(|buf| {
-        let read = match read_capped(&file, buf, limit)? {
+        let read = match read_known_len(&file, meta.len(), buf, limit)? {
             None => ReadOutcome::Bytes(buf),
             Some(size) => ReadOutcome::TooLarge(size),
         };
@@ -522,7 +492,7 @@ mod tests {
     fn capped_reads() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f");
-        let r = FIRST_READ;
+        let r = 8 * 1024;
         for limit in [5, r - 1, r, r + 1, 3 * r] {
             for size in [0, 1, 4, 5, 6, r - 1, r, r + 1, 2 * r + 7, 3 * r, 3 * r + 1] {
                 let content: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
@@ -552,13 +522,12 @@ mod tests {
         let file = File::create(&path).expect("create");
         // Sparse: 1 GiB of size, no data; reading it whole would take seconds.
         file.set_len(1 << 30).expect("set_len");
-        let file = File::open(&path).expect("open");
-        let mut buf = Vec::new();
-        assert_eq!(
-            read_capped(&file, &mut buf, 1 << 20).expect("read"),
-            Some(1 << 30)
-        );
-        assert!(buf.len() <= FIRST_READ, "read {} bytes", buf.len());
+        let got = read_path(&path, 1 << 20, |read| match read {
+            ReadOutcome::TooLarge(n) => n,
+            ReadOutcome::Bytes(b) => panic!("read {} bytes", b.len()),
+            ReadOutcome::NotRegular(k) => panic!("a regular file taken for {k}"),
+        });
+        assert_eq!(got.expect("read"), Some(1 << 30));
     }
 
     #[test]
