@@ -9,10 +9,18 @@
 //! the inode, whoever acquires a lock re-checks that the path still names the locked inode
 //! and starts over otherwise (see [`lock_existing`]).
 //!
+//! Only regular files are sessions. Anything else under a session file's name (a FIFO,
+//! a directory, a symlink, a socket, a device) could hang a reader (a FIFO blocks `open`
+//! and `read`), never end (`/dev/zero`), or lead outside the directory (a symlink), so
+//! every session file is opened by [`open_regular`]: `O_NOFOLLOW | O_NONBLOCK`, then its
+//! type is checked with `fstat` before a byte is read or a lock is taken. The store
+//! treats such an entry as a corrupt record and never removes it.
+//!
 //! Nothing here runs on an async executor thread: the store calls it from
 //! `tokio::task::spawn_blocking`.
 
 use std::cell::RefCell;
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -119,26 +127,129 @@ fn private_create_new(path: &Path) -> io::Result<File> {
     OpenOptions::new().write(true).create_new(true).open(path)
 }
 
-/// Opens the file at `path` and takes its exclusive lock, making sure the path still names
-/// the locked file once the lock is held. `Ok(None)` when there is no file at `path`.
+/// What an entry named like a session file is, when it is not a regular file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EntryKind {
+    /// A symbolic link (never followed: it may lead outside the directory).
+    Symlink,
+    /// A directory.
+    Directory,
+    /// A named pipe, which would block a reader until a writer comes.
+    Fifo,
+    /// A Unix domain socket.
+    Socket,
+    /// A block or character device (such as `/dev/zero`, which never ends).
+    Device,
+    /// Anything else the platform has.
+    Other,
+}
+
+impl EntryKind {
+    /// The kind of a non-regular file type.
+    pub(crate) fn of(ft: fs::FileType) -> Self {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if ft.is_fifo() {
+                return EntryKind::Fifo;
+            }
+            if ft.is_socket() {
+                return EntryKind::Socket;
+            }
+            if ft.is_block_device() || ft.is_char_device() {
+                return EntryKind::Device;
+            }
+        }
+        if ft.is_symlink() {
+            EntryKind::Symlink
+        } else if ft.is_dir() {
+            EntryKind::Directory
+        } else {
+            EntryKind::Other
+        }
+    }
+}
+
+impl fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EntryKind::Symlink => "a symbolic link",
+            EntryKind::Directory => "a directory",
+            EntryKind::Fifo => "a named pipe (FIFO)",
+            EntryKind::Socket => "a socket",
+            EntryKind::Device => "a device",
+            EntryKind::Other => "a special file",
+        })
+    }
+}
+
+/// What the name of a session file holds, once opened.
+#[derive(Debug)]
+pub(crate) enum Opened {
+    /// Nothing under the name.
+    Missing,
+    /// A regular file, open for reading, with its metadata (from `fstat` on it).
+    File(File, fs::Metadata),
+    /// Something other than a regular file; it was not read, and is closed again.
+    NotRegular(EntryKind),
+}
+
+/// Opens the entry at `path` for reading if, and only if, it is a regular file.
 ///
-/// Returns the file with its metadata. The lock is released when the file is dropped (or
-/// the process dies).
-pub(crate) fn lock_existing(path: &Path) -> io::Result<Option<(File, fs::Metadata)>> {
+/// On Unix the open uses `O_NOFOLLOW` (a symlink fails with `ELOOP` instead of being
+/// followed) and `O_NONBLOCK` (a FIFO opens at once instead of waiting for a writer;
+/// on a regular file the flag changes nothing), and the type is then checked on the
+/// open descriptor, so a name swapped between a check and the open cannot slip through.
+/// When the open itself fails, `lstat` tells a special entry (a symlink, a socket) from a
+/// real I/O error.
+pub(crate) fn open_regular(path: &Path) -> io::Result<Opened> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = match options.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Missing),
+        Err(e) => {
+            return match fs::symlink_metadata(path) {
+                Ok(m) if !m.is_file() => Ok(Opened::NotRegular(EntryKind::of(m.file_type()))),
+                Err(e2) if e2.kind() == io::ErrorKind::NotFound => Ok(Opened::Missing),
+                _ => Err(e),
+            };
+        }
+    };
+    let meta = file.metadata()?;
+    if meta.is_file() {
+        Ok(Opened::File(file, meta))
+    } else {
+        Ok(Opened::NotRegular(EntryKind::of(meta.file_type())))
+    }
+}
+
+/// Opens the regular file at `path` (see [`open_regular`]) and takes its exclusive lock,
+/// making sure the path still names the locked file once the lock is held.
+/// [`Opened::Missing`] when there is no file at `path`; an entry that is not a regular
+/// file is neither read nor locked.
+///
+/// The lock is released when the file is dropped (or the process dies).
+pub(crate) fn lock_existing(path: &Path) -> io::Result<Opened> {
     for _ in 0..MAX_LOCK_ATTEMPTS {
-        let file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+        let (file, held) = match open_regular(path)? {
+            Opened::File(f, m) => (f, m),
+            other => return Ok(other),
         };
         file.lock()?;
-        let held = file.metadata()?;
         match fs::symlink_metadata(path) {
-            Ok(now) if same_file(&held, &now) => return Ok(Some((file, held))),
+            // The `fstat` taken before the lock still holds: a session file's content
+            // never changes in place (writers replace the inode), so its size is final.
+            Ok(now) if same_file(&held, &now) => return Ok(Opened::File(file, held)),
             // Replaced while we waited: the lock we hold guards a dead inode.
             Ok(_) => continue,
             // Deleted while we waited (a delete holds the lock while it unlinks).
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Missing),
             Err(e) => return Err(e),
         }
     }
@@ -161,17 +272,16 @@ fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
 }
 
 /// What reading a session file gave: its bytes, borrowed from the reading thread's buffer
-/// (see [`with_read_buf`]), or the size of a file above the limit, which was not read whole.
+/// (see [`with_read_buf`]), the size of a file above the limit, which was not read whole,
+/// or the kind of an entry that is not a regular file, which was not read at all.
 pub(crate) enum ReadOutcome<'a> {
     /// The whole file.
     Bytes(&'a [u8]),
     /// The file is larger than the limit; its size.
     TooLarge(u64),
+    /// Not a regular file.
+    NotRegular(EntryKind),
 }
-
-/// How much a read asks for at first: a session file that fits is read by one `read` plus
-/// the one that confirms the end of the file, with no `fstat`.
-const FIRST_READ: usize = 8 * 1024;
 
 /// The largest buffer a thread keeps between reads. A larger one (a huge session) is
 /// freed after use, so an idle blocking thread holds at most this much.
@@ -202,36 +312,10 @@ pub(crate) fn with_read_buf<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
     })
 }
 
-/// Reads the whole of `file` into `buf` (empty), refusing anything above `limit` bytes
-/// before reading it whole: beyond the first read, the file's size is asked of the kernel
-/// and checked before any more is read, and never more than `limit + 1` bytes are read.
-/// `Ok(None)` when the file is complete in `buf`, else the size of the oversized file.
-pub(crate) fn read_capped(file: &File, buf: &mut Vec<u8>, limit: usize) -> io::Result<Option<u64>> {
-    let cap = limit.saturating_add(1);
-    let first = FIRST_READ.min(cap);
-    buf.reserve(first);
-    // `take` bounds the first read to `first` bytes; a shorter result means the end was met.
-    let got = file.take(first as u64).read_to_end(buf)?;
-    if got < first {
-        return Ok(None);
-    }
-    let (seen, size) = (got as u64, file.metadata()?.len());
-    if got > limit || size > limit as u64 {
-        return Ok(Some(size.max(seen)));
-    }
-    // Session files never change in place, so `size` is what remains to read; `take`
-    // still bounds the read, should the file grow anyway.
-    buf.reserve(usize::try_from(size).unwrap_or(limit).saturating_sub(got) + 1);
-    file.take((cap - got) as u64).read_to_end(buf)?;
-    if buf.len() > limit {
-        return Ok(Some(size.max(buf.len() as u64)));
-    }
-    Ok(None)
-}
-
-/// Reads a whole file of known length `len` (session files never change in place, so the
-/// length seen under the lock is the length to read) into `buf` (empty), refusing anything
-/// above `limit`. `Ok(None)` when the file is in `buf`, else its size.
+/// Reads a whole file of known length `len` (from `fstat` on the open file: session files
+/// never change in place, so that is the length to read) into `buf` (empty), refusing
+/// anything above `limit` before reading a byte. `take` bounds the read to `len` bytes,
+/// should the file grow anyway. `Ok(None)` when the file is in `buf`, else its size.
 pub(crate) fn read_known_len(
     file: &File,
     len: u64,
@@ -247,20 +331,21 @@ pub(crate) fn read_known_len(
     Ok(None)
 }
 
-/// Opens the file at `path` and reads it whole (see [`read_capped`]) into the thread's
+/// Opens the regular file at `path` (see [`open_regular`]) and reads it whole (see
+/// [`read_known_len`], with the size the type check's `fstat` gave) into the thread's
 /// buffer, then hands what it read to `f`. `Ok(None)` when there is no file at `path`.
 pub(crate) fn read_path<T>(
     path: &Path,
     limit: usize,
     f: impl FnOnce(ReadOutcome<'_>) -> T,
 ) -> io::Result<Option<T>> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+    let (file, meta) = match open_regular(path)? {
+        Opened::File(file, meta) => (file, meta),
+        Opened::Missing => return Ok(None),
+        Opened::NotRegular(kind) => return Ok(Some(f(ReadOutcome::NotRegular(kind)))),
     };
     with_read_buf(|buf| {
-        let read = match read_capped(&file, buf, limit)? {
+        let read = match read_known_len(&file, meta.len(), buf, limit)? {
             None => ReadOutcome::Bytes(buf),
             Some(size) => ReadOutcome::TooLarge(size),
         };
@@ -380,27 +465,34 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f");
         fs::write(&path, b"one").expect("write");
-        let (held, _) = lock_existing(&path).expect("lock").expect("present");
+        let Opened::File(held, _) = lock_existing(&path).expect("lock") else {
+            panic!("present");
+        };
         // Another writer replaces the file: a fresh locker must see the new inode.
         let t = write_temp(dir.path(), b"two", SystemTime::now(), false).expect("temp");
         fs::rename(t.path(), &path).expect("rename");
         t.persisted();
         drop(held);
-        let (mut again, meta) = lock_existing(&path).expect("lock").expect("present");
+        let Opened::File(mut again, meta) = lock_existing(&path).expect("lock") else {
+            panic!("present");
+        };
         assert_eq!(meta.len(), 3);
         let mut s = String::new();
         again.read_to_string(&mut s).expect("read");
         assert_eq!(s, "two");
         drop(again);
         fs::remove_file(&path).expect("rm");
-        assert!(lock_existing(&path).expect("lock").is_none());
+        assert!(matches!(
+            lock_existing(&path).expect("lock"),
+            Opened::Missing
+        ));
     }
 
     #[test]
     fn capped_reads() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f");
-        let r = FIRST_READ;
+        let r = 8 * 1024;
         for limit in [5, r - 1, r, r + 1, 3 * r] {
             for size in [0, 1, 4, 5, 6, r - 1, r, r + 1, 2 * r + 7, 3 * r, 3 * r + 1] {
                 let content: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
@@ -408,6 +500,7 @@ mod tests {
                 let got = read_path(&path, limit, |read| match read {
                     ReadOutcome::Bytes(b) => Ok(b.to_vec()),
                     ReadOutcome::TooLarge(n) => Err(n),
+                    ReadOutcome::NotRegular(k) => panic!("a regular file taken for {k}"),
                 })
                 .expect("read")
                 .expect("present");
@@ -429,13 +522,12 @@ mod tests {
         let file = File::create(&path).expect("create");
         // Sparse: 1 GiB of size, no data; reading it whole would take seconds.
         file.set_len(1 << 30).expect("set_len");
-        let file = File::open(&path).expect("open");
-        let mut buf = Vec::new();
-        assert_eq!(
-            read_capped(&file, &mut buf, 1 << 20).expect("read"),
-            Some(1 << 30)
-        );
-        assert!(buf.len() <= FIRST_READ, "read {} bytes", buf.len());
+        let got = read_path(&path, 1 << 20, |read| match read {
+            ReadOutcome::TooLarge(n) => n,
+            ReadOutcome::Bytes(b) => panic!("read {} bytes", b.len()),
+            ReadOutcome::NotRegular(k) => panic!("a regular file taken for {k}"),
+        });
+        assert_eq!(got.expect("read"), Some(1 << 30));
     }
 
     #[test]

@@ -55,6 +55,12 @@
 //!   and a warning (with the session's fingerprint, never its key), and is **left in
 //!   place** for inspection; create never overwrites it. `clear_expired` removes it once
 //!   its deadline (the mtime of its last write) has passed.
+//! - **Only regular files are sessions.** A FIFO, directory, symlink, socket or device
+//!   under a session's name is opened with `O_NOFOLLOW | O_NONBLOCK` and recognised by
+//!   `fstat` before anything is read or locked, so it can neither hang a request nor lead
+//!   outside the directory. It is a corrupt record for that key (the visitor gets a new
+//!   session), logged by fingerprint and never removed; [`FileStore::sweep`] counts it.
+//!   Every read, raw reads included, stops at `max_file_size` (+1 byte).
 //! - **Leftovers.** Temp files of writers that died are skipped by listing and removed by
 //!   `clear_expired` once an hour old (judged by their ctime).
 //! - **No blocking on the executor.** Each operation's file-system work is one
@@ -86,7 +92,7 @@ use std::sync::Arc;
 
 pub use config::FileConfig;
 pub use error::FileError;
-pub use store::{FileStore, FileStoreBuilder};
+pub use store::{FileStore, FileStoreBuilder, SweepReport};
 
 use session_core::{EngineContext, EngineRegistry, Error, SessionStore};
 

@@ -12,7 +12,11 @@
 //! - a new session file appears by `link(temp, final)`, which fails if the name exists:
 //!   two creators never both win, and readers never see a partial file;
 //! - each file's modification time is its record's deadline, so a sweep skips live files
-//!   with one `stat` each. The deadline inside the encoded record stays authoritative.
+//!   with one `stat` each. The deadline inside the encoded record stays authoritative;
+//! - only regular files are sessions: every open goes through [`sfs::open_regular`], and
+//!   an entry of any other kind under a session's name (FIFO, directory, symlink, socket,
+//!   device) is a corrupt record for that session: never read, locked, replaced or
+//!   removed, and logged by the session's fingerprint.
 
 use std::collections::BinaryHeap;
 use std::ffi::OsStr;
@@ -25,7 +29,8 @@ use std::time::{Duration, SystemTime};
 use session_core::{Codec, CodecError, Error, Inserted, Record, Result, SessionKey, Timestamp};
 
 use crate::error::io_error;
-use crate::fs::{self as sfs, ReadOutcome, TEMP_PREFIX};
+use crate::fs::{self as sfs, EntryKind, Opened, ReadOutcome, TEMP_PREFIX};
+use crate::store::SweepReport;
 
 /// How many directory entries one blocking step of a sweep handles.
 pub(crate) const SWEEP_BATCH: usize = 256;
@@ -46,6 +51,15 @@ enum Current {
     Live(Record),
     Expired,
     Corrupt(CodecError),
+    /// The name holds something other than a regular file.
+    NotRegular(EntryKind),
+}
+
+/// What [`Inner::remove_expired`] did with a file.
+enum Removal {
+    Removed,
+    Kept,
+    NotRegular(EntryKind),
 }
 
 impl Inner {
@@ -80,18 +94,26 @@ impl Inner {
         }
     }
 
+    fn too_large(&self, size: u64) -> CodecError {
+        CodecError::TooLarge {
+            size: usize::try_from(size).unwrap_or(usize::MAX),
+            limit: self.max_file_size,
+        }
+    }
+
     /// Decodes what was read, with the limit applied.
     fn decode(&self, read: ReadOutcome<'_>) -> std::result::Result<Record, CodecError> {
         match read {
             ReadOutcome::Bytes(bytes) => self.codec.decode(bytes),
-            ReadOutcome::TooLarge(size) => Err(CodecError::TooLarge {
-                size: usize::try_from(size).unwrap_or(usize::MAX),
-                limit: self.max_file_size,
-            }),
+            ReadOutcome::TooLarge(size) => Err(self.too_large(size)),
+            ReadOutcome::NotRegular(kind) => Err(not_regular_error(kind)),
         }
     }
 
     fn classify(&self, read: ReadOutcome<'_>, now: Timestamp) -> Current {
+        if let ReadOutcome::NotRegular(kind) = read {
+            return Current::NotRegular(kind);
+        }
         match self.decode(read) {
             Ok(r) if r.is_expired_at(now) => Current::Expired,
             Ok(r) => Current::Live(r),
@@ -119,6 +141,23 @@ impl Inner {
             "session file cannot be decoded; it is left in place until its deadline (its mtime) passes"
         );
         Error::Codec(e)
+    }
+
+    /// An entry under a session's name that is not a regular file: warned about (by
+    /// fingerprint), typed as a corrupt record, and left where it is.
+    fn not_regular(&self, key: &SessionKey, kind: EntryKind) -> Error {
+        self.warn_not_regular(key, kind);
+        Error::Codec(not_regular_error(kind))
+    }
+
+    fn warn_not_regular(&self, key: &SessionKey, kind: EntryKind) {
+        tracing::warn!(
+            engine = crate::error::ENGINE,
+            session = %key.fingerprint(),
+            entry = %kind,
+            "an entry named like a session file is not a regular file; it is treated as a \
+             corrupt record, not read, and left in place"
+        );
     }
 
     /// Atomically replaces the file at `path` (whose lock the caller holds, if it exists).
@@ -160,8 +199,11 @@ impl Inner {
                 }
             }
             // The name is taken: only an expired record may be replaced, under its lock.
-            let Some(locked) = sfs::lock_existing(&path).map_err(io)? else {
-                continue; // deleted meanwhile: try to claim the name again
+            let locked = match sfs::lock_existing(&path).map_err(io)? {
+                Opened::File(f, m) => (f, m),
+                Opened::Missing => continue, // deleted meanwhile: try to claim the name again
+                // Never replaced: create re-rolls the key.
+                Opened::NotRegular(_) => return Ok(Inserted::KeyTaken),
             };
             return match self.read_locked(&locked).map_err(io)? {
                 Current::Expired => {
@@ -171,7 +213,9 @@ impl Inner {
                     Ok(Inserted::Created)
                 }
                 // A record that cannot be read is never overwritten; create re-rolls.
-                Current::Live(_) | Current::Corrupt(_) => Ok(Inserted::KeyTaken),
+                Current::Live(_) | Current::Corrupt(_) | Current::NotRegular(_) => {
+                    Ok(Inserted::KeyTaken)
+                }
             };
         }
         Err(io(io::Error::other(
@@ -198,17 +242,22 @@ impl Inner {
                 Ok(None)
             }
             Current::Corrupt(e) => Err(self.corrupt(key, e)),
+            Current::NotRegular(kind) => Err(self.not_regular(key, kind)),
         }
     }
 
     /// Removes the file at `path` if, under its lock, it holds an expired record, or an
-    /// undecodable one whose deadline (the file's mtime) has passed. Whether it did.
-    fn remove_expired(&self, key: &SessionKey, path: &Path) -> io::Result<bool> {
-        let Some(locked) = sfs::lock_existing(path)? else {
-            return Ok(false);
+    /// undecodable one whose deadline (the file's mtime) has passed. An entry that is not
+    /// a regular file is never locked nor removed.
+    fn remove_expired(&self, key: &SessionKey, path: &Path) -> io::Result<Removal> {
+        let locked = match sfs::lock_existing(path)? {
+            Opened::File(f, m) => (f, m),
+            Opened::Missing => return Ok(Removal::Kept),
+            Opened::NotRegular(kind) => return Ok(Removal::NotRegular(kind)),
         };
         let remove = match self.read_locked(&locked)? {
             Current::Expired => true,
+            Current::NotRegular(kind) => return Ok(Removal::NotRegular(kind)),
             Current::Live(r) => {
                 // The deadline hint was stale (the file was copied or touched by hand):
                 // repair it so later sweeps skip the file by `stat` again.
@@ -231,8 +280,10 @@ impl Inner {
         };
         if remove {
             sfs::remove_if_present(path)?;
+            Ok(Removal::Removed)
+        } else {
+            Ok(Removal::Kept)
         }
-        Ok(remove)
     }
 
     pub(crate) fn update(
@@ -243,8 +294,10 @@ impl Inner {
     ) -> Result<u64> {
         let io = |e| io_error("update", Some(key), &self.dir, e);
         let path = self.path_of(key);
-        let Some(locked) = sfs::lock_existing(&path).map_err(io)? else {
-            return Err(Error::NotFound);
+        let locked = match sfs::lock_existing(&path).map_err(io)? {
+            Opened::File(f, m) => (f, m),
+            Opened::Missing => return Err(Error::NotFound),
+            Opened::NotRegular(kind) => return Err(self.not_regular(key, kind)),
         };
         let current = match self.read_locked(&locked).map_err(io)? {
             Current::Live(r) => r,
@@ -253,6 +306,7 @@ impl Inner {
                 return Err(Error::NotFound);
             }
             Current::Corrupt(e) => return Err(self.corrupt(key, e)),
+            Current::NotRegular(kind) => return Err(self.not_regular(key, kind)),
         };
         if let Some(expected) = expected.filter(|v| *v != current.version) {
             return Err(Error::Conflict {
@@ -270,8 +324,10 @@ impl Inner {
     pub(crate) fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
         let io = |e| io_error("touch", Some(key), &self.dir, e);
         let path = self.path_of(key);
-        let Some(locked) = sfs::lock_existing(&path).map_err(io)? else {
-            return Err(Error::NotFound);
+        let locked = match sfs::lock_existing(&path).map_err(io)? {
+            Opened::File(f, m) => (f, m),
+            Opened::Missing => return Err(Error::NotFound),
+            Opened::NotRegular(kind) => return Err(self.not_regular(key, kind)),
         };
         let mut current = match self.read_locked(&locked).map_err(io)? {
             Current::Live(r) => r,
@@ -280,6 +336,7 @@ impl Inner {
                 return Err(Error::NotFound);
             }
             Current::Corrupt(e) => return Err(self.corrupt(key, e)),
+            Current::NotRegular(kind) => return Err(self.not_regular(key, kind)),
         };
         // The deadline lives inside the encoded record, so the file is rewritten with the
         // same data and version: only `expires_at` differs.
@@ -295,8 +352,14 @@ impl Inner {
         let path = self.path_of(key);
         // Under the lock, so a writer holding it finishes first and a writer waiting for
         // it finds the file gone afterwards (no resurrection).
-        let Some(locked) = sfs::lock_existing(&path).map_err(io)? else {
-            return Ok(false);
+        let locked = match sfs::lock_existing(&path).map_err(io)? {
+            Opened::File(f, m) => (f, m),
+            Opened::Missing => return Ok(false),
+            // Not a session: nothing of the visitor's to delete, and not ours to remove.
+            Opened::NotRegular(kind) => {
+                self.warn_not_regular(key, kind);
+                return Ok(false);
+            }
         };
         let removed = sfs::remove_if_present(&path).map_err(io)?;
         drop(locked);
@@ -314,63 +377,100 @@ impl Inner {
     ) -> Result<()> {
         let io = |e| io_error("put raw", Some(key), &self.dir, e);
         let path = self.path_of(key);
-        let lock = sfs::lock_existing(&path).map_err(io)?;
+        let lock = match sfs::lock_existing(&path).map_err(io)? {
+            // Not replaced either: the rename would remove whatever was put there.
+            Opened::NotRegular(kind) => return Err(self.not_regular(key, kind)),
+            other => other,
+        };
         self.replace(&path, bytes, expires_at).map_err(io)?;
         drop(lock);
         Ok(())
     }
 
+    /// The stored bytes, read with the same bound as a load: a file above the limit is a
+    /// [`CodecError::TooLarge`] and an entry that is not a regular file a corrupt record.
     pub(crate) fn get_raw(&self, key: &SessionKey) -> Result<Option<Vec<u8>>> {
-        match fs::read(self.path_of(key)) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_error("get raw", Some(key), &self.dir, e)),
-        }
+        let read = sfs::read_path(&self.path_of(key), self.max_file_size, |read| match read {
+            ReadOutcome::Bytes(b) => Ok(b.to_vec()),
+            ReadOutcome::NotRegular(kind) => Err(self.not_regular(key, kind)),
+            ReadOutcome::TooLarge(size) => Err(self.corrupt(key, self.too_large(size))),
+        });
+        read.map_err(self.io("get raw", Some(key)))?.transpose()
     }
 
     pub(crate) fn open_dir(&self, op: &'static str) -> Result<ReadDir> {
         fs::read_dir(&self.dir).map_err(self.io(op, None))
     }
 
-    /// One bounded step of `clear_expired`: handles up to [`SWEEP_BATCH`] entries of `iter`.
-    /// Returns how many sessions it removed and whether the directory is exhausted.
-    pub(crate) fn sweep_batch(&self, iter: &mut ReadDir) -> Result<(u64, bool)> {
+    /// One bounded step of a sweep: handles up to [`SWEEP_BATCH`] entries of `iter`,
+    /// adding what it did to `report`. Whether the directory is exhausted.
+    ///
+    /// An entry it cannot handle (one that is not a regular file, or a file it could not
+    /// check) is counted, logged by fingerprint and left in place; the sweep goes on.
+    pub(crate) fn sweep_batch(&self, iter: &mut ReadDir, report: &mut SweepReport) -> Result<bool> {
         let now = Timestamp::now();
-        let mut removed = 0;
         for _ in 0..SWEEP_BATCH {
             let Some(entry) = iter.next() else {
-                return Ok((removed, true));
+                return Ok(true);
             };
             let entry = entry.map_err(self.io("clear expired", None))?;
             let name = entry.file_name();
             if let Some(key) = self.key_of(&name) {
-                // The mtime is the deadline: live files cost one `stat`, no read.
-                let due = match entry.metadata() {
-                    Ok(m) => m
-                        .modified()
-                        .map(|t| Timestamp::from_system_time(t) <= now)
-                        .unwrap_or(true),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-                    Err(e) => return Err(io_error("clear expired", Some(&key), &self.dir, e)),
-                };
-                if due {
-                    match self.remove_expired(&key, &entry.path()) {
-                        Ok(true) => removed += 1,
-                        Ok(false) => {}
-                        // One unreadable file must not stop the sweep of all the others.
-                        Err(e) => tracing::warn!(
-                            engine = crate::error::ENGINE,
-                            session = %key.fingerprint(),
-                            error = %e,
-                            "clear_expired skipped a session file it could not check"
-                        ),
-                    }
-                }
+                self.sweep_entry(&key, &entry, now, report);
             } else if name.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
                 self.remove_if_stale_temp(&entry.path());
             }
         }
-        Ok((removed, false))
+        Ok(false)
+    }
+
+    fn sweep_entry(
+        &self,
+        key: &SessionKey,
+        entry: &fs::DirEntry,
+        now: Timestamp,
+        report: &mut SweepReport,
+    ) {
+        let failed = |report: &mut SweepReport, e: io::Error| {
+            report.failed += 1;
+            tracing::warn!(
+                engine = crate::error::ENGINE,
+                session = %key.fingerprint(),
+                error = %e,
+                "clear_expired skipped a session file it could not check"
+            );
+        };
+        // Neither the file type nor the metadata follows a symlink; the type usually
+        // comes with the directory entry itself.
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(e) => return failed(report, e),
+        };
+        if !meta.is_file() {
+            report.not_regular += 1;
+            self.warn_not_regular(key, EntryKind::of(meta.file_type()));
+            return;
+        }
+        // The mtime is the deadline: live files cost one `stat`, no read.
+        let due = meta
+            .modified()
+            .map(|t| Timestamp::from_system_time(t) <= now)
+            .unwrap_or(true);
+        if !due {
+            return;
+        }
+        match self.remove_expired(key, &entry.path()) {
+            Ok(Removal::Removed) => report.removed += 1,
+            Ok(Removal::Kept) => {}
+            // Replaced by something else since the `stat`.
+            Ok(Removal::NotRegular(kind)) => {
+                report.not_regular += 1;
+                self.warn_not_regular(key, kind);
+            }
+            // One unreadable file must not stop the sweep of all the others.
+            Err(e) => failed(report, e),
+        }
     }
 
     /// Removes a temp file left behind by a writer that died, judged by when it was
@@ -433,4 +533,11 @@ impl Inner {
         }
         Ok(heap.into_sorted_vec())
     }
+}
+
+/// The corrupt-record error of an entry that is not a regular file.
+fn not_regular_error(kind: EntryKind) -> CodecError {
+    CodecError::Corrupt(format!(
+        "the session's name holds {kind}, not a regular file (left in place)"
+    ))
 }

@@ -23,6 +23,28 @@ use crate::ops::Inner;
 /// crashed writer and removes it.
 pub const DEFAULT_STALE_TEMP_AFTER: Duration = Duration::from_secs(3600);
 
+/// What a sweep of the session directory ([`FileStore::sweep`]) did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SweepReport {
+    /// Session files removed: expired records, and undecodable ones whose deadline (the
+    /// mtime of their last write) has passed.
+    pub removed: u64,
+    /// Entries named like session files that are not regular files (FIFOs, directories,
+    /// symlinks, sockets, devices): skipped, logged by fingerprint, left in place.
+    pub not_regular: u64,
+    /// Session files that could not be checked (an I/O error such as a permission
+    /// denied): skipped, logged by fingerprint, left in place.
+    pub failed: u64,
+}
+
+impl SweepReport {
+    /// Every entry the sweep skipped: [`Self::not_regular`] plus [`Self::failed`].
+    pub fn skipped(&self) -> u64 {
+        self.not_regular + self.failed
+    }
+}
+
 /// Session store keeping one file per session in a directory (engine `file`).
 ///
 /// Cheap to clone: clones share the configuration. Several processes may use the same
@@ -80,6 +102,36 @@ impl FileStore {
     /// The file that holds `key`'s session (which may not exist).
     pub fn path_of(&self, key: &SessionKey) -> PathBuf {
         self.inner.path_of(key)
+    }
+
+    /// Removes expired session files and stale temp files, like
+    /// [`SessionStore::clear_expired`], and reports what it removed and what it skipped.
+    ///
+    /// The directory is streamed in bounded batches, one blocking call each. An entry
+    /// that is not a regular file, or a file that cannot be checked, is skipped, counted
+    /// and left in place: it never stops (or hangs) the sweep of the others. Only a failure
+    /// to read the directory itself is an error.
+    pub async fn sweep(&self) -> Result<SweepReport> {
+        let mut iter = self.blocking(|s| s.open_dir("clear expired")).await?;
+        let mut report = SweepReport::default();
+        // One bounded batch per blocking call: the directory is streamed, never listed
+        // whole, and a huge sweep does not pin a blocking thread for its whole length.
+        loop {
+            let (it, batch, done) = self
+                .blocking(move |s| {
+                    let mut batch = SweepReport::default();
+                    let done = s.sweep_batch(&mut iter, &mut batch)?;
+                    Ok((iter, batch, done))
+                })
+                .await?;
+            report.removed += batch.removed;
+            report.not_regular += batch.not_regular;
+            report.failed += batch.failed;
+            if done {
+                return Ok(report);
+            }
+            iter = it;
+        }
     }
 
     /// Runs one operation's file-system work off the async executor.
@@ -299,23 +351,7 @@ impl SessionStore for FileStore {
     }
 
     async fn clear_expired(&self) -> Result<u64> {
-        let mut iter = self.blocking(|s| s.open_dir("clear expired")).await?;
-        let mut removed = 0u64;
-        // One bounded batch per blocking call: the directory is streamed, never listed
-        // whole, and a huge sweep does not pin a blocking thread for its whole length.
-        loop {
-            let (it, n, done) = self
-                .blocking(move |s| {
-                    let (n, done) = s.sweep_batch(&mut iter)?;
-                    Ok((iter, n, done))
-                })
-                .await?;
-            removed += n;
-            if done {
-                return Ok(removed);
-            }
-            iter = it;
-        }
+        Ok(self.sweep().await?.removed)
     }
 
     async fn count(&self) -> Result<u64> {
@@ -334,6 +370,9 @@ impl SessionStore for FileStore {
 
 /// Raw access writes the given bytes as the session file verbatim; `expires_at` becomes
 /// the file's deadline (its mtime), which `clear_expired` uses for a file it cannot decode.
+/// Reads are bounded like loads: a file above `max_file_size` is
+/// [`session_core::CodecError::TooLarge`], and an entry that is not a regular file is a
+/// corrupt record ([`Error::Codec`]), neither read nor replaced.
 #[async_trait]
 impl RawAccess for FileStore {
     async fn put_raw(&self, key: &SessionKey, bytes: &[u8], expires_at: Timestamp) -> Result<()> {

@@ -105,6 +105,7 @@ pub async fn clear_expired(path: Option<&Path>, args: ClearArgs) -> CliResult {
     }
     let config = engines::load_for(path, "clear-expired")?;
     let pb = progress(None, "deleting expired sessions");
+    let mut skipped = None;
     let (engine, removed, native_ttl) = if let Some(db) = db_section(&config)? {
         // Straight to the table, batch by batch, with a running count.
         let mut options: backend_db::DbConfig = db.section("db")?;
@@ -114,6 +115,11 @@ pub async fn clear_expired(path: Option<&Path>, args: ClearArgs) -> CliResult {
             .clear_expired_batched(args.batch_size, |n| pb.set_position(n))
             .await?;
         (format!("db ({})", store.table()), removed, false)
+    } else if let Some(files) = engines::file_store(&config)? {
+        // The file engine's own sweep: it reports the entries it skipped.
+        let report = files.sweep().await?;
+        skipped = Some(report);
+        ("file".to_owned(), report.removed, false)
     } else {
         let store = engines::build_for(&config, "clear-expired").await?;
         let removed = store.clear_expired().await?;
@@ -129,6 +135,15 @@ pub async fn clear_expired(path: Option<&Path>, args: ClearArgs) -> CliResult {
     } else {
         println!("{removed} expired sessions removed from {engine}");
     }
+    if let Some(report) = skipped.filter(|r| r.skipped() > 0) {
+        println!(
+            "skipped {} unreadable entries ({} not regular files, {} that could not be \
+             checked); they are left in place, and logged by session fingerprint",
+            report.skipped(),
+            report.not_regular,
+            report.failed
+        );
+    }
     Ok(())
 }
 
@@ -138,6 +153,8 @@ struct Stats {
     live: u64,
     expired: u64,
     unreadable: u64,
+    /// Entries that could not be read at all (not a regular file, over the size limit).
+    skipped: u64,
     total_bytes: u64,
     largest_bytes: u64,
     /// (upper bound in bytes, count); the last bucket has no bound.
@@ -211,22 +228,34 @@ pub async fn stats(path: Option<&Path>, args: StatsArgs) -> CliResult {
         for k in page {
             pb.inc(1);
             let (size, live) = match store.raw() {
-                Some(raw) => match raw.get_raw(&k).await? {
-                    None => continue,
-                    Some(bytes) => (
+                Some(raw) => match raw.get_raw(&k).await {
+                    Ok(None) => continue,
+                    Ok(Some(bytes)) => (
                         bytes.len() as u64,
                         codec.decode(&bytes).ok().map(|r| !r.is_expired_at(now)),
                     ),
+                    // Not a session file, or one over the limit: the store said which (by
+                    // fingerprint) in its log; one of them must not end the report.
+                    Err(Error::Codec(_)) => {
+                        s.skipped += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
                 },
-                None => match store.load(&k).await? {
-                    Some(r) => (
+                None => match store.load(&k).await {
+                    Ok(Some(r)) => (
                         codec.encode(&r).map(|b| b.len() as u64).unwrap_or(0),
                         Some(true),
                     ),
-                    None => {
+                    Ok(None) => {
                         s.expired += 1;
                         continue;
                     }
+                    Err(Error::Codec(_)) => {
+                        s.unreadable += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
                 },
             };
             match live {
@@ -259,6 +288,13 @@ pub async fn stats(path: Option<&Path>, args: StatsArgs) -> CliResult {
     );
     if s.unreadable > 0 {
         println!("unreadable    {} (corrupt or foreign bytes)", s.unreadable);
+    }
+    if s.skipped > 0 {
+        println!(
+            "skipped {} unreadable entries (not a regular file, or over max_encoded_size; \
+             left in place and logged by session fingerprint)",
+            s.skipped
+        );
     }
     println!("total size    {}", human_bytes(s.total_bytes));
     println!("largest       {}", human_bytes(s.largest_bytes));
@@ -375,7 +411,7 @@ pub async fn copy(args: CopyArgs) -> CliResult {
         &format!("copying {} -> {}", src.engine(), dst.engine()),
     );
     let (mut created, mut updated, mut unchanged, mut skipped) = (0u64, 0u64, 0u64, 0u64);
-    let (mut seen, mut unreadable) = (0u64, 0u64);
+    let (mut seen, mut unreadable, mut unwritable) = (0u64, 0u64, 0u64);
     let mut pages = KeyPages::new(src.clone());
     while let Some(page) = pages.next().await? {
         for k in page {
@@ -397,11 +433,19 @@ pub async fn copy(args: CopyArgs) -> CliResult {
             };
             match dst.insert_new(&k, &record).await? {
                 Inserted::Created => created += 1,
-                Inserted::KeyTaken => match dst.load(&k).await? {
-                    Some(t) if t.data == record.data && t.expires_at == record.expires_at => {
+                Inserted::KeyTaken => match dst.load(&k).await {
+                    Ok(Some(t)) if t.data == record.data && t.expires_at == record.expires_at => {
                         unchanged += 1
                     }
-                    _ => match dst.update(&k, &record, None).await {
+                    // What the target holds under the key cannot be read (a corrupt record,
+                    // or not a session file at all): it is never overwritten.
+                    Err(Error::Codec(e)) => {
+                        tracing::warn!(session = %k.fingerprint(), error = %e, "not copying over an unreadable entry of the target");
+                        skipped += 1;
+                        unwritable += 1;
+                    }
+                    Err(e) => return Err(e.into()),
+                    Ok(_) => match dst.update(&k, &record, None).await {
                         Ok(_) => updated += 1,
                         Err(Error::NotFound) => {
                             dst.insert_new(&k, &record).await?;
@@ -420,6 +464,13 @@ pub async fn copy(args: CopyArgs) -> CliResult {
         src.engine(),
         dst.engine()
     );
+    if unreadable + unwritable > 0 {
+        println!(
+            "skipped {} unreadable entries ({unreadable} in the source, {unwritable} in the \
+             target under the same key); they are left in place and logged by session fingerprint",
+            unreadable + unwritable
+        );
+    }
     if copied == 0 {
         let from = args.from.display();
         if seen == 0 {

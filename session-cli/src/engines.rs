@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use session_core::config::DEFAULT_CONFIG_FILE;
-use session_core::{Config, EngineRegistry, Error, SessionSettings, SessionStore};
+use session_core::{Config, EngineRegistry, SessionSettings, SessionStore};
 
 use crate::fmt::{CliError, CliResult};
 
@@ -131,4 +131,21 @@ pub async fn build_for(config: &Config, command: &str) -> CliResult<Arc<dyn Sess
         return Err(in_process(command, store.engine(), "its configuration"));
     }
     Ok(store)
+}
+
+/// The file store `config` selects, built directly (rather than through the registry) so
+/// that a command can use what only the file engine offers, such as
+/// [`backend_file::FileStore::sweep`]'s report of the entries it skipped. `None` for any
+/// other engine.
+pub fn file_store(config: &Config) -> CliResult<Option<backend_file::FileStore>> {
+    let settings = config.settings()?;
+    if settings.engine != "file" {
+        return Ok(None);
+    }
+    let section: backend_file::FileConfig = config.section("file")?;
+    Ok(Some(backend_file::FileStore::from_config(
+        &section,
+        settings.codec(),
+        settings.max_encoded_size,
+    )?))
 }
