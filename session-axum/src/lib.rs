@@ -58,6 +58,8 @@
 //!   the value supports key rotation (sign with the first key, accept any).
 //! - The [`cookie_engine`] keeps data in the client: readable by it, not revocable,
 //!   limited to 4 KB. Prefer a server-side store for anything sensitive.
+//! - Serving: `axum::serve` has no timeouts or connection limit; with the `serve`
+//!   feature, [`serve()`](crate::serve::serve) adds them (see [`mod@serve`] docs).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -65,6 +67,8 @@ pub mod config;
 pub mod cookie_engine;
 pub mod error;
 mod extract;
+#[cfg(feature = "serve")]
+pub mod serve;
 mod layer;
 mod service;
 mod set_cookie;
@@ -75,6 +79,8 @@ pub use error::SessionError;
 pub use extract::{MissingSessionLayer, Session};
 pub use layer::{SessionLayer, SessionLayerBuilder};
 pub use service::SessionService;
+#[cfg(feature = "serve")]
+pub use serve::{ServeOptions, serve};
 
 use session_core::{EngineRegistry, Error, SessionStore};
 
