@@ -67,9 +67,9 @@ pub mod config;
 pub mod cookie_engine;
 pub mod error;
 mod extract;
+mod layer;
 #[cfg(feature = "serve")]
 pub mod serve;
-mod layer;
 mod service;
 mod set_cookie;
 mod signing;
@@ -78,9 +78,9 @@ pub use config::{CookieConfig, MiddlewareConfig, SameSite};
 pub use error::SessionError;
 pub use extract::{MissingSessionLayer, Session};
 pub use layer::{SessionLayer, SessionLayerBuilder};
-pub use service::SessionService;
 #[cfg(feature = "serve")]
 pub use serve::{ServeOptions, serve};
+pub use service::SessionService;
 
 use session_core::{EngineRegistry, Error, SessionStore};
 
