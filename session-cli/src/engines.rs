@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use session_core::config::DEFAULT_CONFIG_FILE;
-use session_core::{Config, EngineRegistry, Error, SessionSettings, SessionStore};
+use session_core::{Config, EngineRegistry, SessionSettings, SessionStore};
 
 use crate::fmt::{CliError, CliResult};
 

@@ -157,7 +157,9 @@ fn a_half_sent_request_is_closed_at_the_header_timeout() {
         t >= Duration::from_millis(900) && t < Duration::from_secs(4),
         "half-sent headers: closed after {t:?}, wanted about 1 s"
     );
+    eprintln!("half-sent headers closed after {t:?} (header timeout 1 s)");
     let t = closed_after(silent, start);
+    eprintln!("a silent connection closed after {t:?}");
     assert!(
         t < Duration::from_secs(4),
         "a connection that sends nothing: closed after {t:?}"
@@ -223,10 +225,8 @@ fn a_stalled_request_body_is_answered_at_the_request_timeout() {
     let took = start.elapsed();
     let head = String::from_utf8_lossy(&buf[..n]).into_owned();
     let status = head.lines().next().unwrap_or_default();
-    assert!(
-        status.starts_with("HTTP/1.1 4"),
-        "wanted a 4xx, got {status:?}"
-    );
+    eprintln!("a stalled body: {status:?} after {took:?} (request timeout 1 s)");
+    assert_eq!(status, "HTTP/1.1 408 Request Timeout");
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),
         "answered after {took:?}, wanted about 1 s"
@@ -244,6 +244,7 @@ fn exits_within_the_deadline_on(signal: &str) {
     demo.signal(signal);
     let exit = demo.wait_exit(Duration::from_secs(10));
     let took = start.elapsed();
+    eprintln!("SIG{signal} with two slow clients: exit after {took:?} (deadline 1 s)");
     let exit = exit.unwrap_or_else(|| panic!("still running 10 s after SIG{signal}"));
     assert!(exit.success(), "SIG{signal}: {exit:?}");
     assert!(
