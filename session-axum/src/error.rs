@@ -157,9 +157,10 @@ pub(crate) fn respond(err: &Error, during: &'static str, session: Option<&str>) 
 /// Builds the response for a failure the middleware met; see
 /// [`crate::SessionLayerBuilder::error_response`].
 #[derive(Clone)]
-pub(crate) struct ErrorResponder(
-    pub(crate) Arc<dyn Fn(&Error) -> Response<Body> + Send + Sync + 'static>,
-);
+pub(crate) struct ErrorResponder(pub(crate) Arc<ErrorFn>);
+
+/// What [`ErrorResponder`] calls.
+pub(crate) type ErrorFn = dyn Fn(&Error) -> Response<Body> + Send + Sync + 'static;
 
 impl Default for ErrorResponder {
     fn default() -> Self {
