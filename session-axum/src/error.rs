@@ -5,18 +5,23 @@
 //! |---|---|---|
 //! | [`Error::NotFound`] | 400 | the session was deleted meanwhile (a concurrent logout); Django's `SessionInterrupted` |
 //! | [`Error::ConflictRetriesExhausted`] | 409 | concurrent writers kept winning; the client may retry |
+//! | [`Error::Limit`], [`Error::Codec`] with [`CodecError::TooLarge`] | 413 | the session outgrew `max_encoded_size`, `max_keys` or the cookie engine's 4 KB; nothing was stored and no cookie is sent |
 //! | [`Error::Backend`], [`Error::Timeout`] | 503 | the store is unreachable; logged at `error` |
 //! | anything else | 500 | logged at `error` |
 //!
 //! Bodies are short plain-text messages; details (which never include a session key)
-//! go to the log.
+//! go to the log. An application that wants other responses for the failures the
+//! middleware meets (a save at the end of the request) sets
+//! [`crate::SessionLayerBuilder::error_response`]; [`error_response`] is the default it
+//! can fall back to.
 
 use std::fmt;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Response, StatusCode, header};
 use axum::response::IntoResponse;
-use session_core::Error;
+use session_core::{CodecError, Error};
 
 /// Django's `SessionInterrupted` message, answered with 400 when a save finds that the
 /// session was deleted by a concurrent request.
@@ -26,6 +31,10 @@ completed. The user may have logged out in a concurrent request, for example.";
 /// Answered with 409 when concurrent writers kept winning the version race.
 pub const SESSION_CONFLICT: &str = "The session was changed by concurrent requests and this \
 request's changes could not be applied. Please retry the request.";
+
+/// Answered with 413 when the session grew past a size or key-count limit.
+pub const SESSION_TOO_LARGE: &str = "The session grew too large to be stored; the change was \
+not saved.";
 
 /// Answered with 503 when the session store is unreachable.
 pub const STORE_UNAVAILABLE: &str = "The session store is unavailable right now. Please retry \
@@ -67,30 +76,54 @@ impl std::error::Error for SessionError {
 }
 
 impl IntoResponse for SessionError {
+    /// The response of [`error_response`], marked with [`DiscardSession`]: the
+    /// middleware stores none of the request's session changes.
     fn into_response(self) -> axum::response::Response {
-        respond(&self.0, "handler", None)
+        let mut res = respond(&self.0, "handler", None);
+        res.extensions_mut().insert(DiscardSession);
+        res
     }
 }
+
+/// A response extension telling the middleware to store none of the request's session
+/// changes and to send no new session cookie, whatever the status. [`SessionError`]
+/// responses carry it, so a handler that stopped half-way through its session changes
+/// (a sixth key refused by `max_keys = 5` after five were inserted) leaves the stored
+/// session as it was. Responses with a 5xx status are never saved either (Django's
+/// rule). An application answering session failures with its own error type can
+/// insert it too:
+///
+/// ```
+/// use axum::http::StatusCode;
+/// use axum::response::{IntoResponse, Response};
+/// use session_axum::error::DiscardSession;
+///
+/// fn refused() -> Response {
+///     let mut res = (StatusCode::PAYLOAD_TOO_LARGE, "cart full").into_response();
+///     res.extensions_mut().insert(DiscardSession);
+///     res
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiscardSession;
 
 /// The status and body for `err`.
 pub fn status_and_message(err: &Error) -> (StatusCode, &'static str) {
     match err {
         Error::NotFound => (StatusCode::BAD_REQUEST, SESSION_INTERRUPTED),
         Error::ConflictRetriesExhausted { .. } => (StatusCode::CONFLICT, SESSION_CONFLICT),
+        Error::Limit(_) | Error::Codec(CodecError::TooLarge { .. }) => {
+            (StatusCode::PAYLOAD_TOO_LARGE, SESSION_TOO_LARGE)
+        }
         e if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, STORE_UNAVAILABLE),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, SESSION_FAILED),
     }
 }
 
-/// Logs `err` (with the session's fingerprint, never its key) and builds the response.
-pub(crate) fn respond(err: &Error, during: &'static str, session: Option<&str>) -> Response<Body> {
+/// The default response for `err`: the status and message of [`status_and_message`]
+/// as `text/plain`, with `Retry-After: 1` on a 503.
+pub fn error_response(err: &Error) -> Response<Body> {
     let (status, message) = status_and_message(err);
-    let session = session.unwrap_or("-");
-    if status.is_server_error() {
-        tracing::error!(%session, during, error = %err, status = status.as_u16(), "session failure");
-    } else {
-        tracing::warn!(%session, during, error = %err, status = status.as_u16(), "session request refused");
-    }
     let mut res = Response::new(Body::from(message));
     *res.status_mut() = status;
     res.headers_mut().insert(
@@ -102,6 +135,43 @@ pub(crate) fn respond(err: &Error, during: &'static str, session: Option<&str>) 
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     res
+}
+
+/// Logs `err` (with the session's fingerprint, never its key).
+pub(crate) fn log(err: &Error, during: &'static str, session: Option<&str>) {
+    let (status, _) = status_and_message(err);
+    let session = session.unwrap_or("-");
+    if status.is_server_error() {
+        tracing::error!(%session, during, error = %err, status = status.as_u16(), "session failure");
+    } else {
+        tracing::warn!(%session, during, error = %err, status = status.as_u16(), "session request refused");
+    }
+}
+
+/// Logs `err` and builds the default response.
+pub(crate) fn respond(err: &Error, during: &'static str, session: Option<&str>) -> Response<Body> {
+    log(err, during, session);
+    error_response(err)
+}
+
+/// Builds the response for a failure the middleware met; see
+/// [`crate::SessionLayerBuilder::error_response`].
+#[derive(Clone)]
+pub(crate) struct ErrorResponder(pub(crate) Arc<ErrorFn>);
+
+/// What [`ErrorResponder`] calls.
+pub(crate) type ErrorFn = dyn Fn(&Error) -> Response<Body> + Send + Sync + 'static;
+
+impl Default for ErrorResponder {
+    fn default() -> Self {
+        ErrorResponder(Arc::new(error_response))
+    }
+}
+
+impl fmt::Debug for ErrorResponder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ErrorResponder(..)")
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +189,12 @@ mod tests {
             status_and_message(&Error::backend("redis", "connection refused")).0,
             503
         );
-        assert_eq!(status_and_message(&Error::Limit("big".into())).0, 500);
+        assert_eq!(status_and_message(&Error::Limit("big".into())).0, 413);
+        let too_large = Error::Codec(CodecError::TooLarge { size: 10, limit: 5 });
+        assert_eq!(status_and_message(&too_large).0, 413);
+        assert_eq!(
+            status_and_message(&Error::Codec(CodecError::Foreign)).0,
+            500
+        );
     }
 }

@@ -12,6 +12,7 @@ use tower_layer::Layer;
 
 use crate::config::{CookieConfig, CookieSpec, MiddlewareConfig, SameSite};
 use crate::cookie_engine::ENGINE as COOKIE_ENGINE;
+use crate::error::ErrorResponder;
 use crate::service::SessionService;
 use crate::set_cookie::CookieWriter;
 use crate::signing::{Purpose, Signer};
@@ -37,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) touch_interval: Option<Duration>,
     /// Builds the `Set-Cookie` headers.
     pub(crate) writer: CookieWriter,
+    /// Builds the response for a failed save.
+    pub(crate) error_response: ErrorResponder,
 }
 
 impl Shared {
@@ -101,6 +104,7 @@ impl SessionLayer {
                 save_every_request: false,
                 touch_interval: None,
                 writer,
+                error_response: ErrorResponder::default(),
             }),
         }
     }
@@ -149,6 +153,7 @@ impl SessionLayer {
             settings,
             cookie,
             middleware,
+            error_response: ErrorResponder::default(),
         })
     }
 
@@ -204,6 +209,7 @@ pub struct SessionLayerBuilder {
     settings: SessionSettings,
     cookie: CookieConfig,
     middleware: MiddlewareConfig,
+    error_response: ErrorResponder,
 }
 
 impl SessionLayerBuilder {
@@ -213,6 +219,7 @@ impl SessionLayerBuilder {
             settings: SessionSettings::default(),
             cookie: CookieConfig::default(),
             middleware: MiddlewareConfig::default(),
+            error_response: ErrorResponder::default(),
         }
     }
 
@@ -299,6 +306,43 @@ impl SessionLayerBuilder {
         self
     }
 
+    /// How the middleware answers when it cannot save a session at the end of a request
+    /// (default [`crate::error::error_response`]: 413 for a session over its limits, 409,
+    /// 400, 503, 500; see [`crate::error`]). The failure is logged either way, the
+    /// stored session is left as it was and no session cookie is sent; the function
+    /// only shapes the response, e.g. an HTML page for 413:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use axum::http::StatusCode;
+    /// use axum::response::{Html, IntoResponse};
+    /// use backend_cache::MemoryStore;
+    /// use session_axum::SessionLayer;
+    /// use session_core::Error;
+    ///
+    /// let layer = SessionLayer::builder(Arc::new(MemoryStore::new()))
+    ///     .error_response(|err: &Error| match err {
+    ///         Error::Limit(_) | Error::Codec(_) => (
+    ///             StatusCode::PAYLOAD_TOO_LARGE,
+    ///             Html("<p>Your cart is full.</p>"),
+    ///         )
+    ///             .into_response(),
+    ///         other => session_axum::error::error_response(other),
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), session_core::Error>(())
+    /// ```
+    ///
+    /// Handlers that use `?` on session calls answer through [`crate::SessionError`]
+    /// (the same defaults); they can map errors in their own error type.
+    pub fn error_response<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Error) -> axum::response::Response + Send + Sync + 'static,
+    {
+        self.error_response = ErrorResponder(Arc::new(f));
+        self
+    }
+
     /// Validates the settings and builds the layer.
     pub fn build(self) -> Result<SessionLayer> {
         self.settings.validate()?;
@@ -326,6 +370,7 @@ impl SessionLayerBuilder {
                 save_every_request: self.middleware.save_every_request,
                 touch_interval,
                 writer,
+                error_response: self.error_response,
             }),
         })
     }

@@ -6,7 +6,8 @@
 //!
 //! - nothing is loaded until the handler touches the session;
 //! - the session is saved and its cookie sent only when it was modified (or
-//!   `save_every_request` is on), is not empty, and the response status is below 500;
+//!   `save_every_request` is on), is not empty, the response status is below 500 and
+//!   the response is not a [`SessionError`] (see [`error::DiscardSession`]);
 //! - the cookie is deleted exactly when the request carried one and the session ended
 //!   with no key and no data (after `flush()`, or for a key the store does not know);
 //! - `Vary: Cookie` is sent whenever the session was accessed, saved or deleted, and
@@ -14,8 +15,11 @@
 //! - a save that finds the session deleted by a concurrent request (a logout) answers
 //!   400 instead of resurrecting it; version conflicts are re-applied inside
 //!   [`session_core::Session::save`], so two requests changing different keys both keep
-//!   their work; conflicts that keep winning answer 409, an unreachable store 503
-//!   ([`error`]).
+//!   their work; conflicts that keep winning answer 409, a session over its size
+//!   limits 413, an unreachable store 503 ([`error`];
+//!   [`SessionLayerBuilder::error_response`] shapes these responses);
+//! - the session cookie is found among cookies holding any bytes; a session cookie
+//!   that is not ASCII is a malformed key (a fresh session, the deleting cookie).
 //!
 //! Sessions live in any [`session_core::SessionStore`] (`Arc<dyn SessionStore>`), chosen
 //! in code or by `Sessions.toml` ([`SessionLayer::from_config`]), or in the cookie itself
@@ -58,6 +62,8 @@
 //!   the value supports key rotation (sign with the first key, accept any).
 //! - The [`cookie_engine`] keeps data in the client: readable by it, not revocable,
 //!   limited to 4 KB. Prefer a server-side store for anything sensitive.
+//! - Serving: `axum::serve` has no timeouts or connection limit; with the `serve`
+//!   feature, [`serve()`](crate::serve::serve) adds them (see [`mod@serve`] docs).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -66,6 +72,8 @@ pub mod cookie_engine;
 pub mod error;
 mod extract;
 mod layer;
+#[cfg(feature = "serve")]
+pub mod serve;
 mod service;
 mod set_cookie;
 mod signing;
@@ -74,6 +82,8 @@ pub use config::{CookieConfig, MiddlewareConfig, SameSite};
 pub use error::SessionError;
 pub use extract::{MissingSessionLayer, Session};
 pub use layer::{SessionLayer, SessionLayerBuilder};
+#[cfg(feature = "serve")]
+pub use serve::{ServeOptions, serve};
 pub use service::SessionService;
 
 use session_core::{EngineRegistry, Error, SessionStore};

@@ -4,16 +4,25 @@
 //! After the handler:
 //! 1. the request carried the cookie and the session ended with no key and no data
 //!    (a flush, or an unknown key): send the deleting cookie and `Vary: Cookie`;
-//! 2. otherwise, when it was modified (or `save_every_request`) and is not empty, and
-//!    the status is below 500: save, send the cookie (`Max-Age`/`Expires` from the
+//! 2. otherwise, when it was modified (or `save_every_request`) and is not empty, the
+//!    status is below 500 and the response does not carry
+//!    [`crate::error::DiscardSession`] (every [`crate::SessionError`] response does): save, send the cookie (`Max-Age`/`Expires` from the
 //!    expiry, none for browser-close sessions) and `Vary: Cookie`. A failed save
-//!    replaces the response (400 for a session deleted meanwhile, 409 for conflicts
-//!    that kept winning, 503 for an unreachable store: see [`crate::error`]);
+//!    replaces the response, with no session cookie (400 for a session deleted
+//!    meanwhile, 409 for conflicts that kept winning, 413 for a session over its size
+//!    limits, 503 for an unreachable store: see [`crate::error`]; an app can shape
+//!    these with [`crate::SessionLayerBuilder::error_response`]);
 //! 3. otherwise, with a touch interval, a sliding session that was read but not changed
 //!    gets its deadline moved with `store.touch` when it is due
 //!    ([`session_core::Session::touch_if_due`]: no data rewrite, no version bump), and
 //!    its cookie renewed;
 //! 4. `Vary: Cookie` whenever the session was accessed.
+//!
+//! The request's session cookie is found by name in every `Cookie` header, read as
+//! bytes: other cookies may carry any bytes. A session cookie whose value is not visible
+//! ASCII (once optional surrounding double quotes are removed) is a malformed key: the
+//! request gets a fresh session and, as for any unusable session cookie, the deleting
+//! cookie when the session ends empty (rule 1).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,7 +36,7 @@ use session_core::{Error, Session, Timestamp};
 use tower_service::Service;
 
 use crate::cookie_engine::{self, CookieSlot};
-use crate::error::respond;
+use crate::error::{DiscardSession, log};
 use crate::layer::{Backend, Shared};
 
 /// The service [`crate::SessionLayer`] wraps around an inner service.
@@ -56,18 +65,71 @@ struct Outcome {
     vary: bool,
 }
 
-/// The value of cookie `name` in the request, if present (the first one: browsers send
-/// the most specific path first).
-fn find_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
+/// The session cookie as a request carried it.
+#[derive(Debug, PartialEq, Eq)]
+enum Sent<'h> {
+    /// No cookie of that name.
+    Absent,
+    /// A value made of visible ASCII (surrounding double quotes removed); whether it
+    /// names a session is for the key parser or the cookie engine to say.
+    Value(&'h str),
+    /// A cookie of that name whose value cannot be a session (non-ASCII bytes, control
+    /// characters): a malformed key.
+    Unusable,
+}
+
+impl<'h> Sent<'h> {
+    fn carried(&self) -> bool {
+        !matches!(self, Sent::Absent)
+    }
+
+    fn value(&self) -> Option<&'h str> {
+        match self {
+            Sent::Value(v) => Some(v),
+            Sent::Absent | Sent::Unusable => None,
+        }
+    }
+}
+
+/// Trims the optional whitespace RFC 6265 allows around names, values and `;`.
+fn trim_ows(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = b {
+        b = rest;
+    }
+    b
+}
+
+/// The session cookie `name` in the request (the first one: browsers send the most
+/// specific path first).
+///
+/// Every `Cookie` header is read as bytes, so other cookies with non-ASCII values
+/// (`theme=déjà`, a Latin-1 `lang=caf\xe9`) do not hide the session cookie; only the
+/// session cookie's own value is decoded. Own code, not the `cookie` crate's parser:
+/// that one takes `&str`, which is the problem being solved, and this is a split on `;`
+/// and `=`.
+fn find_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Sent<'h> {
+    let found = headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
         .find_map(|pair| {
-            let (n, v) = pair.split_once('=')?;
-            (n.trim() == name).then(|| v.trim())
-        })
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            let (n, v) = (&pair[..eq], &pair[eq + 1..]);
+            (trim_ows(n) == name.as_bytes()).then(|| trim_ows(v))
+        });
+    let Some(mut value) = found else {
+        return Sent::Absent;
+    };
+    if let [b'"', inner @ .., b'"'] = value {
+        value = inner;
+    }
+    if !value.iter().all(|b| b.is_ascii_graphic()) {
+        return Sent::Unusable;
+    }
+    std::str::from_utf8(value).map_or(Sent::Unusable, Sent::Value)
 }
 
 /// Adds `Vary: Cookie` unless the response already varies on it (or on everything).
@@ -177,6 +239,7 @@ impl Shared {
         wiring: &Wiring,
         carried: bool,
         status: StatusCode,
+        discard: bool,
     ) -> Result<Outcome, Response<Body>> {
         let accessed = session.accessed();
         let modified = session.modified();
@@ -192,7 +255,7 @@ impl Shared {
             vary: accessed,
         };
         if (modified || self.save_every_request) && !empty {
-            if status.is_server_error() {
+            if status.is_server_error() || discard {
                 return Ok(out);
             }
             match self.save(session, wiring).await {
@@ -202,12 +265,14 @@ impl Shared {
                 }
                 Err(e) => {
                     let fp = session.key().map(|k| k.fingerprint());
-                    return Err(respond(&e, "save", fp.as_deref()));
+                    log(&e, "save", fp.as_deref());
+                    return Err((self.error_response.0)(&e));
                 }
             }
         } else if accessed
             && !modified
             && !status.is_server_error()
+            && !discard
             && let Some(cookie) = self.touch(session).await
         {
             out.set_cookie = Some(cookie);
@@ -235,9 +300,9 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let shared = self.shared.clone();
-        let cookie = find_cookie(req.headers(), &shared.cookie.name);
-        let carried = cookie.is_some();
-        let (session, wiring) = shared.start(cookie);
+        let sent = find_cookie(req.headers(), &shared.cookie.name);
+        let carried = sent.carried();
+        let (session, wiring) = shared.start(sent.value());
         req.extensions_mut().insert(session.clone());
         // The clone that was polled ready is the one that must be called.
         let clone = self.inner.clone();
@@ -245,8 +310,9 @@ where
         Box::pin(async move {
             let res = inner.call(req).await?;
             let (mut parts, body) = res.into_parts();
+            let discard = parts.extensions.remove::<DiscardSession>().is_some();
             match shared
-                .finish(&session, &wiring, carried, parts.status)
+                .finish(&session, &wiring, carried, parts.status, discard)
                 .await
             {
                 Ok(out) => {
@@ -276,9 +342,61 @@ mod tests {
             HeaderValue::from_static("a=1; sessionid=abc ;b=2"),
         );
         h.append(header::COOKIE, HeaderValue::from_static("sessionid=later"));
-        assert_eq!(find_cookie(&h, "sessionid"), Some("abc"));
-        assert_eq!(find_cookie(&h, "b"), Some("2"));
-        assert_eq!(find_cookie(&h, "session"), None);
+        assert_eq!(find_cookie(&h, "sessionid"), Sent::Value("abc"));
+        assert_eq!(find_cookie(&h, "b"), Sent::Value("2"));
+        assert_eq!(find_cookie(&h, "session"), Sent::Absent);
+    }
+
+    fn one(bytes: &[u8]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(bytes).expect("a valid header value"),
+        );
+        h
+    }
+
+    #[test]
+    fn other_cookies_may_hold_any_bytes() {
+        let h = one("theme=déjà; sessionid=abc".as_bytes());
+        assert_eq!(find_cookie(&h, "sessionid"), Sent::Value("abc"));
+        let h = one(b"lang=caf\xe9;sessionid=abc;x=\xff\xfe");
+        assert_eq!(find_cookie(&h, "sessionid"), Sent::Value("abc"));
+        let mut h = one(b"lang=caf\xe9");
+        h.append(header::COOKIE, HeaderValue::from_static("sessionid=abc"));
+        assert_eq!(find_cookie(&h, "sessionid"), Sent::Value("abc"));
+    }
+
+    #[test]
+    fn quoted_values_are_unquoted_and_odd_values_are_unusable() {
+        assert_eq!(
+            find_cookie(&one(b"sessionid=\"abc\""), "sessionid"),
+            Sent::Value("abc")
+        );
+        assert_eq!(
+            find_cookie(&one(b"sessionid=\"\""), "sessionid"),
+            Sent::Value("")
+        );
+        assert_eq!(
+            find_cookie(&one(b"sessionid=\"abc"), "sessionid"),
+            Sent::Value("\"abc")
+        );
+        assert_eq!(
+            find_cookie(&one(b"sessionid=caf\xe9"), "sessionid"),
+            Sent::Unusable
+        );
+        assert_eq!(
+            find_cookie(&one("sessionid=déjà".as_bytes()), "sessionid"),
+            Sent::Unusable
+        );
+        assert_eq!(
+            find_cookie(&one(b"sessionid=a b"), "sessionid"),
+            Sent::Unusable
+        );
+        assert_eq!(
+            find_cookie(&one(b"sessionid\xe9=abc"), "sessionid"),
+            Sent::Absent
+        );
     }
 
     #[test]

@@ -829,13 +829,13 @@ async fn cookie_engine_rejects_tampering_expiry_and_oversize() {
         .expect("get");
     assert_eq!(body(res).await, "none");
 
-    // Above 4 KB: a clear error, no cookie.
+    // Above 4 KB: 413, no cookie.
     let res = bare()
         .post(format!("{base}/big/5000"))
         .send()
         .await
         .expect("big");
-    assert_eq!(res.status(), 500);
+    assert_eq!(res.status(), 413);
     assert!(set_cookies(res.headers()).is_empty());
     let res = bare()
         .post(format!("{base}/big/1000"))

@@ -246,27 +246,28 @@ async fn limits_hold_through_the_middleware_on_sqlite() {
     let store = layer.store().expect("a store").clone();
     let app = app(layer);
 
-    // max_keys: five keys are fine, a sixth is a server error and nothing is stored.
+    // max_keys: five keys are fine, a sixth is refused (413) and nothing is stored.
     let res = call(&app, "POST", "/keys/5", None).await;
     assert_eq!(res.status(), 200);
     assert!(set_cookie(&res).is_some());
     let res = call(&app, "POST", "/keys/6", None).await;
-    assert_eq!(res.status(), 500);
+    assert_eq!(res.status(), 413);
     assert!(set_cookie(&res).is_none());
     assert_eq!(store.count().await.expect("count"), 1);
 
-    // max_encoded_size: a session over 2 KiB is refused and the stored one is untouched.
+    // max_encoded_size: a session over 2 KiB is refused (413) and the stored one is
+    // untouched.
     let res = call(&app, "POST", "/blob/100", None).await;
     let cookie = value_of(&set_cookie(&res).expect("cookie"));
     let res = call(&app, "POST", "/blob/4000", Some(&cookie)).await;
-    assert_eq!(res.status(), 500);
+    assert_eq!(res.status(), 413);
     assert!(set_cookie(&res).is_none());
     assert_eq!(
         text(call(&app, "GET", "/blob", Some(&cookie)).await).await,
         "100"
     );
     let res = call(&app, "POST", "/blob/4000", None).await;
-    assert_eq!(res.status(), 500, "a new oversized session is refused too");
+    assert_eq!(res.status(), 413, "a new oversized session is refused too");
     assert_eq!(store.count().await.expect("count"), 2);
 }
 

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use axum::extract::Form;
 use axum::http::StatusCode;
@@ -15,6 +16,7 @@ use axum::{Json, Router};
 use clap::Args;
 use serde::Deserialize;
 use serde_json::json;
+use session_axum::serve::{ServeOptions, serve, shutdown_signal};
 use session_axum::{Session, SessionError, SessionLayer};
 
 use crate::engines;
@@ -29,11 +31,34 @@ pub struct DemoArgs {
     /// Address to listen on; keep it on loopback unless you know why.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// Close a connection whose request headers have not all arrived after this long
+    /// (also how long an idle keep-alive connection is kept), e.g. 10s, 500ms.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
+    pub header_timeout: Duration,
+    /// Answer 408 to a request (body included) not done after this long.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = positive_duration)]
+    pub request_timeout: Duration,
+    /// Serve at most this many connections at once; more wait in the listen backlog.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// On Ctrl-C or SIGTERM, give open connections this long to finish, then exit.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// A duration such as `10s` or `500ms`, above zero.
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be above zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 const FRUITS: [&str; 6] = ["apple", "banana", "cherry", "kiwi", "mango", "pear"];
 
-/// Runs the demo until Ctrl-C.
+/// Runs the demo until Ctrl-C or SIGTERM, with `session_axum::serve`'s timeouts,
+/// connection limit and shutdown deadline.
 pub async fn run(path: Option<&Path>, args: DemoArgs) -> CliResult {
     let config = engines::load_with_engine(path, "file")?;
     let settings = config.settings()?;
@@ -80,12 +105,20 @@ pub async fn run(path: Option<&Path>, args: DemoArgs) -> CliResult {
         settings.engine
     );
     println!("press Ctrl-C to stop");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| CliError::store(format!("server error: {e}"), None))
+    let options = ServeOptions {
+        header_read_timeout: args.header_timeout,
+        request_timeout: args.request_timeout,
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        shutdown_timeout: args.shutdown_timeout,
+    };
+    serve(listener, app, options, async {
+        shutdown_signal().await;
+        println!("shutting down");
+    })
+    .await
+    .map_err(|e| CliError::store(format!("server error: {e}"), None))?;
+    println!("stopped");
+    Ok(())
 }
 
 fn storage_description(config: &session_core::Config, engine: &str) -> String {
