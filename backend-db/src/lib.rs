@@ -82,6 +82,7 @@ pub mod store;
 pub use config::{Backend, DbConfig, TableName};
 pub use migrate::{Migrated, SCHEMA_VERSION};
 pub use pool::DbPool;
+pub use sql::Statements;
 pub use store::{CLEAR_BATCH, DbStore};
 
 use std::sync::Arc;

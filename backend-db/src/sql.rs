@@ -50,9 +50,14 @@ pub(crate) fn expiry_index_name(table: &TableName) -> String {
     format!("{}_{hash:08x}_exp", &table.as_str()[..40])
 }
 
-/// Every statement the store runs, for one table on one database.
+/// Every statement the store runs, for one table on one database: the exact text a
+/// [`DbStore`](crate::DbStore) executes, exposed by
+/// [`DbStore::statements`](crate::DbStore::statements) so that tools running the same
+/// I/O (the benchmark's raw SQL floor) cannot drift from it. Each field names the
+/// parameters it binds, in order.
 #[derive(Debug, Clone)]
-pub(crate) struct Statements {
+#[non_exhaustive]
+pub struct Statements {
     /// PG/SQLite: upsert replacing only an expired row; binds key, data, expires_at,
     /// version, now. MySQL: plain insert; binds key, data, expires_at, version.
     pub insert_new: SqlStr,

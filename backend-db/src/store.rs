@@ -129,6 +129,12 @@ impl DbStore {
         })
     }
 
+    /// The SQL text of every statement this store runs (for tools that must run the
+    /// very same statements; the store itself needs nothing from the caller).
+    pub fn statements(&self) -> &Statements {
+        &self.sql
+    }
+
     /// This store encoding records with `codec` (any built-in codec reads both formats).
     pub fn with_codec(mut self, codec: Arc<dyn Codec>) -> DbStore {
         self.codec = codec;

@@ -254,6 +254,48 @@ impl Report {
     }
 }
 
+impl Report {
+    /// Names of the cases that were not applicable to the store, in run order.
+    pub fn not_applicable(&self) -> Vec<&'static str> {
+        self.results
+            .iter()
+            .filter(|(_, _, o)| matches!(o, Outcome::Skipped))
+            .map(|(n, _, _)| *n)
+            .collect()
+    }
+
+    /// Panics unless every applicable case passed ([`Report::assert_passed`]) AND exactly
+    /// `passed` cases passed and `not_applicable` cases were not applicable.
+    ///
+    /// "No failure" alone lets a change to `capabilities()` or `raw()` turn a whole
+    /// category into "not applicable" unnoticed; pinning both counts makes such a change
+    /// fail the run, and the message lists the not-applicable cases so the moved ones are
+    /// easy to spot. When a count changes on purpose, update the pin with the new numbers
+    /// the message prints.
+    pub fn assert_pinned(&self, passed: usize, not_applicable: usize) {
+        self.assert_passed();
+        let got_passed = self.passed();
+        let na = self.not_applicable();
+        if got_passed != passed || na.len() != not_applicable {
+            let list: Vec<String> = na.iter().map(|n| format!("  - {n}")).collect();
+            panic!(
+                "conformance suite on {}: expected {passed} passed and {not_applicable} not \
+                 applicable, got {got_passed} passed and {} not applicable (of {} cases run). \
+                 A capability or raw() change moved cases; if that is intended, update the \
+                 pin. Not applicable now:\n{}",
+                self.target,
+                na.len(),
+                self.results.len(),
+                if list.is_empty() {
+                    "  (none)".to_owned()
+                } else {
+                    list.join("\n")
+                }
+            );
+        }
+    }
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let skipped = self

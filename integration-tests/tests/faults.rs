@@ -3,7 +3,9 @@
 //! configuration (hashed keys, encrypted records). Checked: only typed "unavailable"
 //! errors while it is down (no panic, no hang past the timeout), zero acknowledged writes
 //! lost, and every worker served again within 5 s of the restart. Each run prints its
-//! figures (`--nocapture`); RELIABILITY.md quotes them.
+//! figures (`--nocapture`): a sentence (`FAULT ...`) and a machine-readable line
+//! (`FAULT-RESULT drill=... key=value ...`) from which `scripts/reliability` writes
+//! RELIABILITY.md's fault table.
 //!
 //! Every server here is private: started by the test on a free loopback port in a temp
 //! directory and stopped when the test ends, pass or fail (the shared test servers are
@@ -189,6 +191,8 @@ struct Tally {
 }
 
 struct Fault<'a> {
+    /// The drill's id in its `FAULT-RESULT` line (a word: `redis`, `cached_db_redis`, ...).
+    id: &'a str,
     name: &'a str,
     /// Kills the server.
     kill: Box<dyn FnMut() + Send + 'a>,
@@ -462,6 +466,25 @@ async fn run_fault(store: Arc<dyn SessionStore>, mut fault: Fault<'_>) -> u64 {
         t.wrong.len(),
         known.len(),
     );
+    // The same figures for scripts/reliability, which writes RELIABILITY.md's fault table
+    // from these lines: `key=value` words, durations in whole milliseconds.
+    println!(
+        "FAULT-RESULT drill={} ops={} ok={} ok_before_kill={before} down_ms={} restart_ms={} \
+         timeouts={} backend_errors={} slowest_failure_ms={} wrong={} lost={lost} \
+         sessions={} gone={} recovery_ms={}",
+        fault.id,
+        t.ops,
+        t.ok,
+        down.as_millis(),
+        restart_took.as_millis(),
+        t.unavailable.get("Timeout").copied().unwrap_or(0),
+        t.unavailable.get("Backend").copied().unwrap_or(0),
+        t.slowest_failure.as_millis(),
+        t.wrong.len(),
+        known.len(),
+        t.gone + gone_at_end,
+        worst.as_millis(),
+    );
     assert!(
         t.wrong.is_empty(),
         "wrong answers: {:?}",
@@ -541,6 +564,7 @@ async fn redis_killed_mid_load_loses_no_acknowledged_write() {
     run_fault(
         store,
         Fault {
+            id: "redis",
             name: "redis (AOF always, SIGKILL)",
             kill: Box::new(move || kill(&mut s1.lock().expect("lock"))),
             restart: Box::new(move || {
@@ -576,6 +600,7 @@ impl Drop for KillOnDrop {
 /// kills the cache server (`kill`) and brings it back empty (`restart`): no request may
 /// fail, nothing may be lost, and the cache must serve hits again after the restart.
 async fn cached_db_drill(
+    id: &str,
     name: &str,
     cache: backend_cache::CacheConfig,
     kill: impl FnMut() + Send,
@@ -643,6 +668,7 @@ async fn cached_db_drill(
     run_fault(
         store,
         Fault {
+            id,
             name,
             kill: Box::new(kill),
             restart: Box::new(move || {
@@ -668,6 +694,11 @@ async fn cached_db_drill(
         before.misses,
         after.misses
     );
+    println!(
+        "FAULT-RESULT drill={id} cache_errors={} cache_back_ms={}",
+        after.cache_errors - before.cache_errors,
+        back.map_or_else(|| "never".to_owned(), |b| b.as_millis().to_string())
+    );
     assert!(
         after.cache_errors > before.cache_errors,
         "the outage was not noticed"
@@ -685,6 +716,7 @@ async fn cached_db_hides_a_redis_kill_and_the_cache_comes_back() {
     let (s1, s2) = (server.clone(), server.clone());
     let path = redis_dir.path().to_path_buf();
     cached_db_drill(
+        "cached_db_redis",
         "cached_db (redis killed, sqlite durable)",
         backend_cache::CacheConfig {
             command_timeout_ms: 250,
@@ -854,6 +886,7 @@ async fn postgres_crashed_mid_load_loses_no_acknowledged_write() {
     run_fault(
         store,
         Fault {
+            id: "postgres",
             name: "postgres (private cluster, stop -m immediate)",
             kill: Box::new(move || p1.crash()),
             restart: Box::new(move || p2.start()),
@@ -1036,6 +1069,7 @@ async fn mariadb_killed_mid_load_loses_no_acknowledged_write() {
     run_fault(
         store,
         Fault {
+            id: "mariadb",
             name: "mariadb (private server, SIGKILL)",
             kill: Box::new(move || d1.kill()),
             restart: Box::new(move || d2.start()),
@@ -1111,6 +1145,7 @@ async fn memcached_killed_mid_load_gives_typed_errors_and_never_an_old_session()
     let gone = run_fault(
         store,
         Fault {
+            id: "memcached",
             name: "memcached (bare cache engine, SIGKILL)",
             kill: Box::new(move || kill(&mut s1.lock().expect("lock"))),
             restart: Box::new(move || {
@@ -1134,6 +1169,7 @@ async fn cached_db_hides_a_memcached_kill_and_the_cache_comes_back() {
     let _stop = KillOnDrop(server.clone());
     let (s1, s2) = (server.clone(), server.clone());
     cached_db_drill(
+        "cached_db_memcached",
         "cached_db (memcached killed, sqlite durable)",
         backend_cache::CacheConfig {
             command_timeout_ms: 250,

@@ -310,6 +310,54 @@ async fn a_correct_byte_store_passes_every_case() {
     );
 }
 
+/// The text of a panic raised by `f`, or `None` when it returned.
+fn panic_text(f: impl FnOnce()) -> Option<String> {
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).err()?;
+    Some(
+        err.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| err.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_fails_when_cases_move_to_not_applicable_and_names_them() {
+    // A store without raw byte access: its corrupt-bytes cases are not applicable.
+    struct NoRaw;
+    #[async_trait]
+    impl StoreFactory for NoRaw {
+        async fn fresh(&self) -> std::result::Result<Arc<dyn SessionStore>, BoxError> {
+            Ok(Arc::new(backend_cache::MemoryStore::new()))
+        }
+    }
+    let report = run_conformance("no raw access", &NoRaw).await;
+    let na = report.not_applicable();
+    assert!(!na.is_empty(), "{report}");
+    let total = report.results.len();
+    // The right pin holds.
+    report.assert_pinned(total - na.len(), na.len());
+    // The pin of a store that had raw access (everything passed) fails, naming the cases.
+    let msg = panic_text(|| report.assert_pinned(total, 0)).expect("a wrong pin must fail");
+    assert!(
+        msg.contains(&format!("expected {total} passed and 0 not applicable")),
+        "{msg}"
+    );
+    for name in &na {
+        assert!(
+            msg.contains(&format!("  - {name}")),
+            "{name} not listed: {msg}"
+        );
+    }
+    // A failure is reported as a failure even when the counts would match.
+    let flawless = run_conformance("flawless", &Flawed(Flaw::None)).await;
+    flawless.assert_pinned(total, 0);
+    let mut broken = flawless.clone();
+    broken.results[0].2 = Outcome::Failed("planted".into());
+    let msg = panic_text(|| broken.assert_pinned(total - 1, 0)).expect("a failure must fail");
+    assert!(msg.contains("planted"), "{msg}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_returning_expired_records_is_caught() {
     assert_caught(

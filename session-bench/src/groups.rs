@@ -148,7 +148,7 @@ pub async fn build(name: &str, scale: f64, secs: f64, run: &str) -> R<Group> {
             let ours = db_store(&url, "sessions").await?;
             let raw = DbStore::new(ours.pool().clone(), "raw_sessions")?;
             raw.migrate().await?;
-            let floor = RawSql::new(ours.pool().clone(), "raw_sessions", bytes);
+            let floor = RawSql::new(&raw, bytes);
             let peer = peers::sqlite(dir.path()).await?;
             dirs.push(dir);
             (
@@ -174,7 +174,7 @@ pub async fn build(name: &str, scale: f64, secs: f64, run: &str) -> R<Group> {
             let ours = db_store(&url, &t_ours).await?;
             let raw = Arc::new(DbStore::new(ours.pool().clone(), &t_raw)?);
             raw.migrate().await?;
-            let floor = RawSql::new(ours.pool().clone(), &t_raw, bytes);
+            let floor = RawSql::new(&raw, bytes);
             let peer: Side = if name == "postgres" {
                 side(
                     Role::Peer,

@@ -77,13 +77,20 @@ macro_rules! wrong {
 pub trait Target: Send + Sync + 'static {
     /// Stores a new session (the benchmark record) and returns its key.
     async fn create(&self) -> R<Key>;
-    /// Loads `key`, which must be there, and decodes it as the side would.
-    async fn load(&self, key: &Key) -> R<()>;
+    /// Loads `key`, which must be there, and decodes it as the side would. With `exact`
+    /// the decoded content must equal what was written, field by field (the harness asks
+    /// for it on every worker's first load of a phase); without it a cheaper check (the
+    /// field count, or the bytes for sides that do not decode) may stand in.
+    async fn load(&self, key: &Key, exact: bool) -> R<()>;
     /// Replaces the session under `key`, whose stored version is `version`; returns the
     /// new version (sides without versions return `version + 1`).
     async fn update(&self, key: &Key, version: u64) -> R<u64>;
     /// Deletes `key`, which must be there.
     async fn delete(&self, key: &Key) -> R<()>;
+    /// Whether `key` holds a session now. The harness asks before and after every
+    /// worker's first delete of a phase (outside the timed region), so a delete that
+    /// removes nothing fails the run even on sides whose delete does not say.
+    async fn holds(&self, key: &Key) -> R<bool>;
     /// Removes whatever the side left behind (tables, key prefixes).
     async fn cleanup(&self) -> R<()> {
         Ok(())
@@ -200,16 +207,32 @@ pub async fn phase(
             let limit = mine.as_ref().map_or(per_worker, Vec::len);
             let mut i = 0usize;
             while i < limit && Instant::now() < deadline {
+                // The first operation of each worker is checked in full.
+                let first = i == 0;
+                let doomed = match (op, &mine) {
+                    (Op::Delete, Some(keys)) => Some(&keys[i]),
+                    _ => None,
+                };
+                if let Some(k) = doomed.filter(|_| first)
+                    && !t.holds(k).await?
+                {
+                    return wrong!("delete phase: a created session is missing before its delete");
+                }
                 let t0 = Instant::now();
                 match op {
                     Op::Create => made.push(t.create().await?),
-                    Op::Load => t.load(hot.as_ref().expect("hot key")).await?,
+                    Op::Load => t.load(hot.as_ref().expect("hot key"), first).await?,
                     Op::Update => {
                         version = t.update(hot.as_ref().expect("hot key"), version).await?;
                     }
-                    Op::Delete => t.delete(&mine.as_ref().expect("delete keys")[i]).await?,
+                    Op::Delete => t.delete(doomed.expect("delete keys")).await?,
                 }
                 lat.push(t0.elapsed().as_nanos() as u64);
+                if let Some(k) = doomed.filter(|_| first)
+                    && t.holds(k).await?
+                {
+                    return wrong!("delete phase: the session is still there after its delete");
+                }
                 i += 1;
             }
             // The keys go back out to be dropped (or deleted, if not reached) untimed.

@@ -9,6 +9,7 @@
 //! Every round runs every setup once, in rotating order; every request carries the
 //! cookie of one of `sessions` existing sessions, round robin.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -63,6 +64,9 @@ struct Setup {
     name: &'static str,
     app: Router,
     cookies: Vec<String>,
+    /// The body each next request must answer: per session (the counter the handler
+    /// keeps in it), or one shared counter for the setup without sessions.
+    next: Vec<u64>,
 }
 
 async fn call(app: &Router, cookie: Option<&str>) -> R<(StatusCode, Option<String>, Vec<u8>)> {
@@ -95,24 +99,51 @@ async fn setup(name: &'static str, app: Router, sessions: usize, needs_cookie: b
             (None, true) => return wrong!("{name}: no session cookie on the first request"),
         }
     }
-    if needs_cookie {
+    let next = if needs_cookie {
         let (_, _, body) = call(&app, Some(&cookies[0])).await?;
         if body != b"1" {
             return wrong!("{name}: the session was not read back");
         }
-    }
-    Ok(Setup { name, app, cookies })
+        // Every session answered 0 once; the first one 1 as well.
+        let mut next = vec![1; cookies.len()];
+        next[0] = 2;
+        next
+    } else {
+        vec![BARE.load(Ordering::Relaxed)]
+    };
+    Ok(Setup {
+        name,
+        app,
+        cookies,
+        next,
+    })
 }
 
-async fn run_one(s: &Setup, requests: usize) -> R<f64> {
+/// `requests` requests, each checked: status 200 and the body the session's counter
+/// must show (so a layer that loses or mixes up sessions fails the run).
+async fn run_one(s: &mut Setup, requests: usize) -> R<f64> {
+    let mut want = String::with_capacity(20);
     let start = Instant::now();
     for i in 0..requests {
-        let cookie = &s.cookies[i % s.cookies.len()];
+        let slot = i % s.cookies.len();
+        let cookie = &s.cookies[slot];
         let cookie = (!cookie.is_empty()).then_some(cookie.as_str());
-        let (status, _, _) = call(&s.app, cookie).await?;
+        let (status, _, body) = call(&s.app, cookie).await?;
         if status != StatusCode::OK {
             return wrong!("{}: request {i} answered {status}", s.name);
         }
+        let shared = s.next.len();
+        let counter = &mut s.next[slot % shared];
+        want.clear();
+        write!(want, "{counter}")?;
+        if body != want.as_bytes() {
+            return wrong!(
+                "{}: request {i} answered {:?}, wanted {want}",
+                s.name,
+                String::from_utf8_lossy(&body)
+            );
+        }
+        *counter += 1;
     }
     Ok(requests as f64 / start.elapsed().as_secs_f64())
 }
@@ -128,7 +159,7 @@ pub async fn run(requests: usize, rounds: usize, sessions: usize) -> R<Vec<Layer
             .with_expiry(tower_sessions::Expiry::OnInactivity(
                 tower_sessions::cookie::time::Duration::weeks(2),
             ));
-    let setups = [
+    let mut setups = [
         setup(
             "session-axum",
             Router::new().route("/", get(ours)).layer(our_layer),
@@ -151,14 +182,14 @@ pub async fn run(requests: usize, rounds: usize, sessions: usize) -> R<Vec<Layer
         )
         .await?,
     ];
-    for s in &setups {
+    for s in &mut setups {
         run_one(s, requests / 10 + 1).await?;
     }
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
     for round in 0..rounds {
         for j in 0..setups.len() {
             let i = (j + round) % setups.len();
-            results[i].push(run_one(&setups[i], requests).await?);
+            results[i].push(run_one(&mut setups[i], requests).await?);
         }
     }
     Ok(setups

@@ -62,9 +62,10 @@ impl Target for Ours {
         Ok(Key::Session(self.store.create(&self.record).await?))
     }
 
-    async fn load(&self, key: &Key) -> R<()> {
+    async fn load(&self, key: &Key, exact: bool) -> R<()> {
         match self.store.load(session_key(key)?).await? {
-            Some(r) if r.data.len() == self.record.data.len() => Ok(()),
+            Some(r) if exact && r.data == self.record.data => Ok(()),
+            Some(r) if !exact && r.data.len() == self.record.data.len() => Ok(()),
             Some(_) => wrong!("{}: load returned other data", self.store.engine()),
             None => wrong!("{}: benchmark session vanished", self.store.engine()),
         }
@@ -83,6 +84,10 @@ impl Target for Ours {
         } else {
             wrong!("{}: delete found nothing", self.store.engine())
         }
+    }
+
+    async fn holds(&self, key: &Key) -> R<bool> {
+        Ok(self.store.load(session_key(key)?).await?.is_some())
     }
 
     async fn cleanup(&self) -> R<()> {

@@ -62,12 +62,13 @@ macro_rules! tower_target {
                 Ok(Key::Id(r.id.0))
             }
 
-            async fn load(&self, key: &Key) -> R<()> {
+            async fn load(&self, key: &Key, exact: bool) -> R<()> {
                 let Key::Id(id) = key else {
                     return wrong!("{}: foreign key {key:?}", self.label);
                 };
                 match self.store.load(&$core::session::Id(*id)).await? {
-                    Some(r) if r.data.len() == self.data.len() => Ok(()),
+                    Some(r) if exact && r.data == self.data => Ok(()),
+                    Some(r) if !exact && r.data.len() == self.data.len() => Ok(()),
                     Some(_) => wrong!("{}: load returned other data", self.label),
                     None => wrong!("{}: benchmark session vanished", self.label),
                 }
@@ -81,12 +82,21 @@ macro_rules! tower_target {
                 Ok(version + 1)
             }
 
+            /// Their `delete` does not say whether it removed anything: the harness
+            /// checks [`Target::holds`] around each worker's first delete.
             async fn delete(&self, key: &Key) -> R<()> {
                 let Key::Id(id) = key else {
                     return wrong!("{}: foreign key {key:?}", self.label);
                 };
                 self.store.delete(&$core::session::Id(*id)).await?;
                 Ok(())
+            }
+
+            async fn holds(&self, key: &Key) -> R<bool> {
+                let Key::Id(id) = key else {
+                    return wrong!("{}: foreign key {key:?}", self.label);
+                };
+                Ok(self.store.load(&$core::session::Id(*id)).await?.is_some())
             }
 
             async fn cleanup(&self) -> R<()> {

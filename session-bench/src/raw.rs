@@ -2,12 +2,10 @@
 //! encoded bytes, with none of the store's checks and no decoding.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use backend_db::{Backend, DbPool};
+use backend_db::{DbPool, DbStore, Statements};
 use session_core::{SessionKey, Timestamp};
-use sqlx::{AssertSqlSafe, SqlStr};
 use tokio::sync::Mutex;
 
 use crate::harness::{Key, R, TTL_SECS, Target};
@@ -71,10 +69,15 @@ impl Target for RawFs {
         Ok(Key::Session(key))
     }
 
-    async fn load(&self, key: &Key) -> R<()> {
+    /// The floors do not decode: every load compares the bytes read with the bytes
+    /// written (one `memcmp` of about 1 KiB), `exact` or not.
+    async fn load(&self, key: &Key, _exact: bool) -> R<()> {
         let got = tokio::fs::read(self.dir.join(key.text())).await?;
-        if got.len() != self.bytes.len() {
-            return wrong!("raw file: read {} bytes", got.len());
+        if got != self.bytes {
+            return wrong!(
+                "raw file: read {} bytes other than those written",
+                got.len()
+            );
         }
         Ok(())
     }
@@ -88,79 +91,30 @@ impl Target for RawFs {
         tokio::fs::remove_file(self.dir.join(key.text())).await?;
         self.sync_dir().await
     }
+
+    async fn holds(&self, key: &Key) -> R<bool> {
+        Ok(tokio::fs::try_exists(self.dir.join(key.text())).await?)
+    }
 }
 
 // ------------------------------------------------------------------ SQL
 
-fn sql(text: String) -> SqlStr {
-    sqlx::SqlSafeStr::into_sql_str(AssertSqlSafe(Arc::<str>::from(text)))
-}
-
 /// The statements `DbStore` runs (atomic insert, live-row select, compare-and-set
-/// update, delete) on a table of the same shape, through the same pool, with bytes
-/// encoded once up front.
+/// update, delete), taken from a `DbStore` on a table of the same shape
+/// ([`DbStore::statements`], so they cannot drift from the engine's), through the same
+/// pool, with bytes encoded once up front.
 pub struct RawSql {
     pool: DbPool,
     bytes: Vec<u8>,
-    insert: SqlStr,
-    load: SqlStr,
-    update: SqlStr,
-    delete: SqlStr,
+    sql: Statements,
 }
 
 impl RawSql {
-    /// Statements on `table` (already migrated) over `pool`.
-    pub fn new(pool: DbPool, table: &str, bytes: Vec<u8>) -> Self {
-        let backend = pool.backend();
-        let (t, p): (String, fn(u32) -> String) = match backend {
-            Backend::Postgres => (format!("\"{table}\""), |n| format!("${n}")),
-            Backend::Sqlite => (format!("\"{table}\""), |n| format!("?{n}")),
-            Backend::MySql => (format!("`{table}`"), |_| "?".to_owned()),
-        };
-        let cols = "session_key, session_data, expires_at, version";
-        let (insert, update_version, update_target, returning) = match backend {
-            Backend::Postgres | Backend::Sqlite => (
-                format!(
-                    "INSERT INTO {t} ({cols}) VALUES ({}, {}, {}, {}) ON CONFLICT (session_key) \
-                     DO UPDATE SET session_data = excluded.session_data, expires_at = \
-                     excluded.expires_at, version = excluded.version WHERE {t}.expires_at <= {}",
-                    p(1),
-                    p(2),
-                    p(3),
-                    p(4),
-                    p(5)
-                ),
-                "version + 1",
-                t.clone(),
-                " RETURNING version",
-            ),
-            Backend::MySql => (
-                format!("INSERT INTO {t} ({cols}) VALUES (?, ?, ?, ?)"),
-                "LAST_INSERT_ID(version + 1)",
-                format!("{t} FORCE INDEX (PRIMARY)"),
-                "",
-            ),
-        };
+    /// The statements of `store` (its table already migrated) over its pool.
+    pub fn new(store: &DbStore, bytes: Vec<u8>) -> Self {
         RawSql {
-            insert: sql(insert),
-            load: sql(format!(
-                "SELECT session_data, expires_at, version FROM {t} \
-                 WHERE session_key = {} AND expires_at > {}",
-                p(1),
-                p(2)
-            )),
-            update: sql(format!(
-                "UPDATE {update_target} SET session_data = {}, expires_at = {}, \
-                 version = {update_version} WHERE session_key = {} AND expires_at > {} \
-                 AND version = {}{returning}",
-                p(1),
-                p(2),
-                p(3),
-                p(4),
-                p(5)
-            )),
-            delete: sql(format!("DELETE FROM {t} WHERE session_key = {}", p(1))),
-            pool,
+            pool: store.pool().clone(),
+            sql: store.statements().clone(),
             bytes,
         }
     }
@@ -191,7 +145,7 @@ impl Target for RawSql {
         // MySQL's insert has no "replace only if expired" clause, hence no `now`.
         let mysql = matches!(self.pool, DbPool::MySql(_));
         let rows = with_pool!(&self.pool, p => {
-            let q = sqlx::query(self.insert.clone())
+            let q = sqlx::query(self.sql.insert_new.clone())
                 .bind(key.as_str())
                 .bind(&self.bytes)
                 .bind(exp)
@@ -205,18 +159,18 @@ impl Target for RawSql {
         Ok(Key::Session(key))
     }
 
-    async fn load(&self, key: &Key) -> R<()> {
+    async fn load(&self, key: &Key, _exact: bool) -> R<()> {
         let now = Timestamp::now().as_unix_millis();
         let k = key.text();
         let row: Option<(Vec<u8>, i64, i64)> = with_pool!(&self.pool, p => {
-            sqlx::query_as(self.load.clone())
+            sqlx::query_as(self.sql.load.clone())
                 .bind(&k)
                 .bind(now)
                 .fetch_optional(p)
                 .await?
         });
         match row {
-            Some((b, _, _)) if b.len() == self.bytes.len() => Ok(()),
+            Some((b, _, _)) if b == self.bytes => Ok(()),
             Some(_) => wrong!("raw sql: load returned other bytes"),
             None => wrong!("raw sql: benchmark row vanished"),
         }
@@ -231,7 +185,7 @@ impl Target for RawSql {
             // `version = LAST_INSERT_ID(version + 1)`: the new version comes back with
             // the OK packet, as `DbStore` reads it.
             DbPool::MySql(p) => {
-                let r = sqlx::query(self.update.clone())
+                let r = sqlx::query(self.sql.update_cas.clone())
                     .bind(&self.bytes)
                     .bind(exp)
                     .bind(&k)
@@ -242,7 +196,7 @@ impl Target for RawSql {
                 (r.rows_affected() > 0).then(|| r.last_insert_id() as i64)
             }
             DbPool::Postgres(p) => {
-                sqlx::query_scalar(self.update.clone())
+                sqlx::query_scalar(self.sql.update_cas.clone())
                     .bind(&self.bytes)
                     .bind(exp)
                     .bind(&k)
@@ -252,7 +206,7 @@ impl Target for RawSql {
                     .await?
             }
             DbPool::Sqlite(p) => {
-                sqlx::query_scalar(self.update.clone())
+                sqlx::query_scalar(self.sql.update_cas.clone())
                     .bind(&self.bytes)
                     .bind(exp)
                     .bind(&k)
@@ -271,7 +225,7 @@ impl Target for RawSql {
     async fn delete(&self, key: &Key) -> R<()> {
         let k = key.text();
         let rows = with_pool!(&self.pool, p => {
-            sqlx::query(self.delete.clone())
+            sqlx::query(self.sql.delete.clone())
                 .bind(&k)
                 .execute(p)
                 .await?
@@ -281,6 +235,21 @@ impl Target for RawSql {
             return wrong!("raw sql: delete affected {rows} rows");
         }
         Ok(())
+    }
+
+    async fn holds(&self, key: &Key) -> R<bool> {
+        let now = Timestamp::now().as_unix_millis();
+        let k = key.text();
+        // As `DbStore::exists` reads it: a row or none (`SELECT 1` is INT4 on
+        // PostgreSQL, BIGINT elsewhere; nothing is decoded).
+        Ok(with_pool!(&self.pool, p => {
+            sqlx::query(self.sql.exists.clone())
+                .bind(&k)
+                .bind(now)
+                .fetch_optional(p)
+                .await?
+                .is_some()
+        }))
     }
 }
 
@@ -367,13 +336,13 @@ impl Target for RawRedis {
         Ok(key)
     }
 
-    async fn load(&self, key: &Key) -> R<()> {
+    async fn load(&self, key: &Key, _exact: bool) -> R<()> {
         let got: Option<Vec<u8>> = self
             .conn
             .query(redis::cmd("GET").arg(self.name(key)))
             .await?;
         match got {
-            Some(b) if b.len() == self.bytes.len() => Ok(()),
+            Some(b) if b == self.bytes => Ok(()),
             Some(_) => wrong!("raw redis: GET returned other bytes"),
             None => wrong!("raw redis: benchmark key vanished"),
         }
@@ -393,6 +362,14 @@ impl Target for RawRedis {
             return wrong!("raw redis: DEL removed {n} keys");
         }
         Ok(())
+    }
+
+    async fn holds(&self, key: &Key) -> R<bool> {
+        let n: i64 = self
+            .conn
+            .query(redis::cmd("EXISTS").arg(self.name(key)))
+            .await?;
+        Ok(n == 1)
     }
 }
 
@@ -455,12 +432,12 @@ impl Target for RawMemcached {
         Ok(key)
     }
 
-    async fn load(&self, key: &Key) -> R<()> {
+    async fn load(&self, key: &Key, _exact: bool) -> R<()> {
         use async_memcached::AsciiProtocol;
         let name = self.name(key);
         let got = self.client(&name).lock().await.get(&name).await?;
         match got.and_then(|v| v.data) {
-            Some(b) if b.len() == self.bytes.len() => Ok(()),
+            Some(b) if b == self.bytes => Ok(()),
             Some(_) => wrong!("raw memcached: get returned other bytes"),
             None => wrong!("raw memcached: benchmark key vanished"),
         }
@@ -480,7 +457,20 @@ impl Target for RawMemcached {
     async fn delete(&self, key: &Key) -> R<()> {
         use async_memcached::AsciiProtocol;
         let name = self.name(key);
-        self.client(&name).lock().await.delete(&name).await?;
-        Ok(())
+        // `delete` waits for the reply: DELETED is Ok, NOT_FOUND an error.
+        match self.client(&name).lock().await.delete(&name).await {
+            Ok(()) => Ok(()),
+            Err(async_memcached::Error::Protocol(async_memcached::Status::NotFound)) => {
+                wrong!("raw memcached: delete found nothing")
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn holds(&self, key: &Key) -> R<bool> {
+        use async_memcached::AsciiProtocol;
+        let name = self.name(key);
+        let got = self.client(&name).lock().await.get(&name).await?;
+        Ok(got.and_then(|v| v.data).is_some())
     }
 }

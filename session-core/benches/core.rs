@@ -15,6 +15,9 @@ use session_core::{
     SessionData, SessionKey, SessionSettings, SessionStore, Timestamp, async_trait,
 };
 
+/// The `user_id` every benchmark record holds (what the handle benchmarks must read).
+const USER_ID: u64 = 123_456_789;
+
 /// A record of about `size` bytes spread over 10 fields (strings, numbers, a list).
 fn record(size: usize) -> Record {
     let mut d = SessionData::new();
@@ -25,7 +28,7 @@ fn record(size: usize) -> Record {
             json!("x".repeat(per.saturating_sub(12))),
         );
     }
-    d.insert("user_id".into(), json!(123_456_789));
+    d.insert("user_id".into(), json!(USER_ID));
     d.insert("ratio".into(), json!(0.75));
     d.insert(
         "recent".into(),
@@ -116,7 +119,8 @@ fn handle(c: &mut Criterion) {
         b.iter(|| {
             rt.block_on(async {
                 let s = Session::new(store.clone(), settings.clone(), Some(key.clone()));
-                s.get::<u64>("user_id").await
+                let got = s.get::<u64>("user_id").await.expect("get after a load");
+                assert_eq!(got, Some(USER_ID));
             })
         })
     });
@@ -124,18 +128,26 @@ fn handle(c: &mut Criterion) {
         b.iter(|| {
             rt.block_on(async {
                 let s = Session::new(store.clone(), settings.clone(), Some(key.clone()));
-                s.insert("counter", &42u64).await?;
-                s.save().await
+                s.insert("counter", &42u64).await.expect("insert");
+                s.save().await.expect("save");
             })
         })
     });
     let s = Session::new(store.clone(), settings.clone(), Some(key.clone()));
     rt.block_on(s.load()).expect("load");
     c.bench_function("handle_get_loaded", |b| {
-        b.iter(|| rt.block_on(s.get::<u64>(black_box("user_id"))))
+        b.iter(|| {
+            let got = rt
+                .block_on(s.get::<u64>(black_box("user_id")))
+                .expect("get on a loaded handle");
+            assert_eq!(got, Some(USER_ID));
+        })
     });
     c.bench_function("handle_insert_loaded", |b| {
-        b.iter(|| rt.block_on(s.insert(black_box("counter"), &7u64)))
+        b.iter(|| {
+            rt.block_on(s.insert(black_box("counter"), &7u64))
+                .expect("insert on a loaded handle")
+        })
     });
 }
 

@@ -105,10 +105,22 @@ fn truncated_input_is_a_typed_error() {
 
 #[test]
 fn every_prefix_and_every_single_byte_flip_is_handled_without_panic() {
+    let original = sample();
     for c in codecs() {
-        let bytes = c.encode(&sample()).expect("enc");
+        let bytes = c.encode(&original).expect("enc");
+        // A strict prefix is a truncated record: an error, or (were the cut bytes
+        // redundant) exactly the original record, never some other record.
         for cut in 0..bytes.len() {
-            let _ = c.decode(&bytes[..cut]);
+            match c.decode(&bytes[..cut]) {
+                Err(_) => {}
+                Ok(r) => assert_eq!(
+                    r,
+                    original,
+                    "{} decoded the {cut}-byte prefix of a {}-byte record into another record",
+                    c.name(),
+                    bytes.len()
+                ),
+            }
         }
         for i in 0..bytes.len() {
             for flip in [0x01u8, 0x80, 0xFF] {
