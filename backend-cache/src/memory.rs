@@ -1,24 +1,63 @@
 //! The in-process store (engine `memory`).
 //!
-//! Records live in a sharded `DashMap`. Expired records are invisible at once and dropped
-//! lazily (on access, on insert pressure, or by `clear_expired`). The map is bounded by
-//! `max_entries`: when an insert finds it full, expired entries are swept first, then the
-//! entry closest to its deadline among a small sample is evicted (Redis' approximate
-//! policy), so memory stays bounded without a global LRU list.
+//! Records live in a [`moka`] cache (`moka::sync::Cache`), a concurrent cache modelled on
+//! Java's Caffeine. It is used rather than own code because it gives, with O(1) work per
+//! operation, the three things a bounded session store needs and a plain concurrent map
+//! does not:
+//!
+//! - **A bound that costs nothing to keep.** `max_entries` is moka's `max_capacity`.
+//!   Eviction takes the victim from the cold end of an LRU list kept by moka's
+//!   housekeeping, so an insert into a full store costs the same as one below the bound
+//!   (BENCHMARKS.md, "Memory engine at its bound").
+//! - **Frequency-aware admission (TinyLFU).** While the store is full, a new session is
+//!   admitted only if its key has been used more often (in a compact frequency sketch)
+//!   than the coldest stored session it would displace; otherwise the new session is
+//!   dropped instead. Sessions in active use are read on every request and stay hot, so a
+//!   flood of one-request visitors (crawlers, scanners, a burst of anonymous traffic)
+//!   cannot push logged-in users out.
+//! - **Native per-session expiry.** Each entry expires at its own record's deadline
+//!   (moka's `Expiry`, re-armed by every update and touch), so expired sessions leave the
+//!   store by themselves: [`SessionStore::clear_expired`] has nothing to do
+//!   (`Capabilities::native_ttl`). Reads still compare the deadline with the wall clock,
+//!   so an expired record is never returned, not even for the instant before moka drops
+//!   it.
+//!
+//! **What a visitor sees when the store is full.** A session evicted to make room, or a
+//! new session that was not admitted, is simply absent: the next request carrying its
+//! cookie loads nothing and the visitor gets a fresh, empty session (a logged-in user is
+//! logged out), exactly as after the session expired. Nothing fails and no error is
+//! returned; the write that created the session reported success. Size `max_entries`
+//! above the peak number of live sessions so this only happens under abuse
+//! (`Capabilities::may_evict` says the store may drop live records).
+//!
+//! **How far the bound can overshoot.** moka applies evictions in batched housekeeping,
+//! not inside each insert: between two housekeeping runs the store can hold more than
+//! `max_entries` sessions. Housekeeping runs whenever 64 writes are pending, and writers
+//! run it themselves when its queue (384 writes) is full, so the overshoot stays below a
+//! few hundred entries however many threads insert. [`MemoryStore::count`] (and
+//! `clear_expired`) run the pending housekeeping first, so what they report is within the
+//! bound; `backend-cache/tests/memory_bound.rs` checks this under concurrent inserts.
+//!
+//! Every write is atomic per key: `insert_new`, `update` (compare-and-set on the version),
+//! `touch` and `delete` all go through moka's `entry(..).and_compute_with`, which runs
+//! one closure at a time per key, so a create is create-if-absent and an update never
+//! resurrects a session deleted meanwhile.
 //!
 //! Records are kept decoded, yet `max_encoded_size` holds as on every other engine: a
 //! store built from configuration (or given [`MemoryStore::with_size_limit`]) refuses a
 //! write whose encoding would exceed it with `CodecError::TooLarge`. To keep writes cheap
 //! the record is only encoded when a quick upper bound of its encoded size (a walk over
 //! the values, without encoding) exceeds the limit, which real sessions almost never do.
-//!
-//! No shard guard is ever held across an `.await`: every operation is synchronous inside.
 
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
+use moka::Expiry;
+use moka::notification::RemovalCause;
+use moka::ops::compute::Op;
+use moka::sync::Cache;
 use serde::Deserialize;
 use session_core::codec::{ENCRYPTION_OVERHEAD, MAX_DEPTH};
 use session_core::{
@@ -30,7 +69,9 @@ use session_core::{
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryConfig {
-    /// Most sessions held at once; inserts beyond it evict.
+    /// Most sessions held at once. When full, a new session either displaces the
+    /// least used one or, when it is used less than that one, is not kept (see the
+    /// module docs).
     pub max_entries: usize,
 }
 
@@ -42,16 +83,61 @@ impl Default for MemoryConfig {
     }
 }
 
-/// How many entries an eviction looks at to pick its victim.
-const EVICTION_SAMPLE: usize = 16;
-
 /// In-process session store.
-#[derive(Debug)]
 pub struct MemoryStore {
-    map: DashMap<SessionKey, Arc<Record>>,
+    cache: Cache<SessionKey, Arc<Record>>,
     max_entries: usize,
-    evictions: AtomicU64,
+    evictions: Arc<AtomicU64>,
     size_limit: Option<SizeLimit>,
+}
+
+impl fmt::Debug for MemoryStore {
+    // moka's own `Debug` lists every entry; a store of a million sessions prints its size.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("entries", &self.cache.entry_count())
+            .field("max_entries", &self.max_entries)
+            .field("evictions", &self.evictions())
+            .field("size_limit", &self.size_limit)
+            .finish()
+    }
+}
+
+/// Longest lifetime handed to moka: deadlines further away (years) expire on reads by the
+/// wall clock all the same.
+const MAX_NATIVE_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
+/// Each entry expires at its record's own deadline, re-armed by every write.
+struct Deadline;
+
+impl Deadline {
+    fn remaining(record: &Record) -> Duration {
+        let ms = Timestamp::now().millis_until(record.expires_at);
+        u64::try_from(ms).map_or(Duration::ZERO, |ms| {
+            Duration::from_millis(ms).min(MAX_NATIVE_TTL)
+        })
+    }
+}
+
+impl Expiry<SessionKey, Arc<Record>> for Deadline {
+    fn expire_after_create(
+        &self,
+        _key: &SessionKey,
+        value: &Arc<Record>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(Self::remaining(value))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &SessionKey,
+        value: &Arc<Record>,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(Self::remaining(value))
+    }
 }
 
 /// `max_encoded_size` on a store that keeps decoded records: the configured codec
@@ -143,10 +229,22 @@ impl MemoryStore {
 
     /// A store with explicit options.
     pub fn with_config(config: MemoryConfig) -> Self {
+        let max_entries = config.max_entries.max(1);
+        let evictions = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&evictions);
+        let cache = Cache::builder()
+            .max_capacity(max_entries as u64)
+            .expire_after(Deadline)
+            .eviction_listener(move |_key, _value, cause| {
+                if cause == RemovalCause::Size {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build();
         MemoryStore {
-            map: DashMap::new(),
-            max_entries: config.max_entries.max(1),
-            evictions: AtomicU64::new(0),
+            cache,
+            max_entries,
+            evictions,
             size_limit: None,
         }
     }
@@ -171,42 +269,29 @@ impl MemoryStore {
         }
     }
 
-    /// How many live entries were evicted to respect `max_entries`.
+    /// The configured bound (`max_entries`).
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
+    }
+
+    /// How many sessions were dropped to respect `max_entries`: live ones evicted and
+    /// new ones not admitted. Counted by moka's housekeeping, so it can lag the inserts
+    /// by up to one housekeeping run ([`MemoryStore::run_pending_tasks`]).
     pub fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
     }
 
-    fn live(&self, key: &SessionKey, now: Timestamp) -> Option<Arc<Record>> {
-        let found = self.map.get(key).map(|r| r.value().clone())?;
-        if found.is_expired_at(now) {
-            // Drop it lazily, unless a writer replaced it meanwhile.
-            self.map.remove_if(key, |_, r| r.is_expired_at(now));
-            None
-        } else {
-            Some(found)
-        }
+    /// Runs moka's pending housekeeping now: applies evictions for the bound and drops
+    /// expired entries. Every operation triggers it now and then; [`SessionStore::count`]
+    /// and [`SessionStore::clear_expired`] call it first.
+    pub fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks();
     }
 
-    fn make_room(&self, now: Timestamp) {
-        if self.map.len() < self.max_entries {
-            return;
-        }
-        let before = self.map.len();
-        self.map.retain(|_, r| !r.is_expired_at(now));
-        if self.map.len() < before || self.map.len() < self.max_entries {
-            return;
-        }
-        let victim = self
-            .map
-            .iter()
-            .take(EVICTION_SAMPLE)
-            .min_by_key(|e| e.value().expires_at)
-            .map(|e| e.key().clone());
-        if let Some(k) = victim
-            && self.map.remove(&k).is_some()
-        {
-            self.evictions.fetch_add(1, Ordering::Relaxed);
-        }
+    fn live(&self, key: &SessionKey, now: Timestamp) -> Option<Arc<Record>> {
+        // moka's clock and the wall clock can differ by a millisecond: the record's own
+        // deadline decides.
+        self.cache.get(key).filter(|r| !r.is_expired_at(now))
     }
 }
 
@@ -218,6 +303,7 @@ impl SessionStore for MemoryStore {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities::none()
+            .native_ttl(true)
             .compare_and_set(true)
             .listing(true)
             .may_evict(true)
@@ -226,21 +312,20 @@ impl SessionStore for MemoryStore {
     async fn insert_new(&self, key: &SessionKey, record: &Record) -> Result<Inserted> {
         self.check_size(record)?;
         let now = Timestamp::now();
-        self.make_room(now);
-        match self.map.entry(key.clone()) {
-            Entry::Occupied(mut e) => {
-                if e.get().is_expired_at(now) {
-                    e.insert(Arc::new(record.clone()));
-                    Ok(Inserted::Created)
-                } else {
-                    Ok(Inserted::KeyTaken)
-                }
+        let mut outcome = Inserted::KeyTaken;
+        self.cache.entry_by_ref(key).and_compute_with(|cur| {
+            let taken = cur.as_ref().is_some_and(|e| !e.value().is_expired_at(now));
+            if taken {
+                return Op::Nop;
             }
-            Entry::Vacant(e) => {
-                e.insert(Arc::new(record.clone()));
-                Ok(Inserted::Created)
+            outcome = Inserted::Created;
+            if record.is_expired_at(now) {
+                // Expired on arrival: as good as absent, so it takes no room.
+                return if cur.is_some() { Op::Remove } else { Op::Nop };
             }
-        }
+            Op::Put(Arc::new(record.clone()))
+        });
+        Ok(outcome)
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
@@ -255,63 +340,94 @@ impl SessionStore for MemoryStore {
     ) -> Result<u64> {
         self.check_size(record)?;
         let now = Timestamp::now();
-        let Some(mut cur) = self.map.get_mut(key) else {
-            return Err(Error::NotFound);
-        };
-        if cur.is_expired_at(now) {
-            drop(cur);
-            self.map.remove_if(key, |_, r| r.is_expired_at(now));
-            return Err(Error::NotFound);
-        }
-        if let Some(expected) = expected_version.filter(|v| *v != cur.version) {
-            return Err(Error::Conflict {
-                expected,
-                found: cur.version,
-            });
-        }
-        let version = cur.version.saturating_add(1);
-        let mut next = record.clone();
-        next.version = version;
-        *cur = Arc::new(next);
-        Ok(version)
+        let mut outcome = Err(Error::NotFound);
+        self.cache.entry_by_ref(key).and_compute_with(|cur| {
+            let Some(cur) = cur.map(|e| e.into_value()) else {
+                return Op::Nop;
+            };
+            if cur.is_expired_at(now) {
+                return Op::Remove;
+            }
+            if let Some(expected) = expected_version.filter(|v| *v != cur.version) {
+                outcome = Err(Error::Conflict {
+                    expected,
+                    found: cur.version,
+                });
+                return Op::Nop;
+            }
+            let version = cur.version.saturating_add(1);
+            outcome = Ok(version);
+            if record.is_expired_at(now) {
+                return Op::Remove;
+            }
+            let mut next = record.clone();
+            next.version = version;
+            Op::Put(Arc::new(next))
+        });
+        outcome
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        Ok(self.map.remove(key).is_some())
+        let now = Timestamp::now();
+        let mut live = false;
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|cur| match cur {
+                Some(e) => {
+                    live = !e.value().is_expired_at(now);
+                    Op::Remove
+                }
+                None => Op::Nop,
+            });
+        Ok(live)
     }
 
     async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
         let now = Timestamp::now();
-        match self.map.get_mut(key) {
-            Some(mut cur) if !cur.is_expired_at(now) => {
-                Arc::make_mut(&mut *cur).expires_at = expires_at;
-                Ok(())
+        let mut outcome = Err(Error::NotFound);
+        self.cache.entry_by_ref(key).and_compute_with(|cur| {
+            let Some(cur) = cur.map(|e| e.into_value()) else {
+                return Op::Nop;
+            };
+            if cur.is_expired_at(now) {
+                return Op::Remove;
             }
-            _ => Err(Error::NotFound),
-        }
+            outcome = Ok(());
+            if expires_at <= now {
+                return Op::Remove;
+            }
+            let mut next = Arc::unwrap_or_clone(cur);
+            next.expires_at = expires_at;
+            Op::Put(Arc::new(next))
+        });
+        outcome
     }
 
     async fn exists(&self, key: &SessionKey) -> Result<bool> {
         Ok(self.live(key, Timestamp::now()).is_some())
     }
 
+    /// Expired sessions leave the store by themselves (`native_ttl`): this runs the
+    /// pending housekeeping, which drops those due, and reports 0.
     async fn clear_expired(&self) -> Result<u64> {
-        let now = Timestamp::now();
-        let before = self.map.len();
-        self.map.retain(|_, r| !r.is_expired_at(now));
-        Ok(before.saturating_sub(self.map.len()) as u64)
+        self.cache.run_pending_tasks();
+        Ok(0)
     }
 
+    /// The number of stored sessions after the pending housekeeping ran (so within
+    /// `max_entries`). Sessions expired since the last housekeeping may still count.
     async fn count(&self) -> Result<u64> {
-        Ok(self.map.len() as u64)
+        self.cache.run_pending_tasks();
+        Ok(self.cache.entry_count())
     }
 
     async fn list(&self, after: Option<&SessionKey>, limit: usize) -> Result<Vec<SessionKey>> {
+        let now = Timestamp::now();
         let mut keys: Vec<SessionKey> = self
-            .map
+            .cache
             .iter()
-            .map(|e| e.key().clone())
-            .filter(|k| after.is_none_or(|a| k > a))
+            .filter(|(k, r)| !r.is_expired_at(now) && after.is_none_or(|a| **k > *a))
+            .map(|(k, _)| SessionKey::clone(&k))
             .collect();
         keys.sort_unstable();
         keys.truncate(limit);
@@ -442,12 +558,12 @@ mod tests {
             let r = Record::with_ttl(Default::default(), 60);
             store.create(&r).await.expect("create");
         }
-        assert!(store.map.len() <= 10);
+        assert!(store.count().await.expect("count") <= 10);
         assert!(store.evictions() >= 90);
     }
 
     #[tokio::test]
-    async fn expired_entries_are_swept_before_live_ones_are_evicted() {
+    async fn expired_records_take_no_room() {
         let store = MemoryStore::with_config(MemoryConfig { max_entries: 4 });
         for _ in 0..3 {
             store
@@ -455,15 +571,21 @@ mod tests {
                 .await
                 .expect("create expired");
         }
-        let live = store
-            .create(&Record::with_ttl(Default::default(), 60))
-            .await
-            .expect("create");
-        store
-            .create(&Record::with_ttl(Default::default(), 60))
-            .await
-            .expect("create");
+        // A record expired on arrival is never kept.
+        assert_eq!(store.count().await.expect("count"), 0);
+        let mut live = Vec::new();
+        for _ in 0..4 {
+            live.push(
+                store
+                    .create(&Record::with_ttl(Default::default(), 60))
+                    .await
+                    .expect("create"),
+            );
+        }
+        store.run_pending_tasks();
         assert_eq!(store.evictions(), 0);
-        assert!(store.exists(&live).await.expect("exists"));
+        for k in &live {
+            assert!(store.exists(k).await.expect("exists"));
+        }
     }
 }
