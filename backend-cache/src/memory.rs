@@ -38,10 +38,16 @@
 //! `clear_expired`) run the pending housekeeping first, so what they report is within the
 //! bound; `backend-cache/tests/memory_bound.rs` checks this under concurrent inserts.
 //!
-//! Every write is atomic per key: `insert_new`, `update` (compare-and-set on the version),
-//! `touch` and `delete` all go through moka's `entry(..).and_compute_with`, which runs
-//! one closure at a time per key, so a create is create-if-absent and an update never
-//! resurrects a session deleted meanwhile.
+//! **Atomicity.** moka holds one small slot per session (the current record behind a
+//! mutex, and its deadline); `update`, `touch` and `delete` change the slot under its
+//! lock, so an update is compare-and-set on the version and never resurrects a session
+//! deleted meanwhile (delete empties the slot before anything else can see it). Only
+//! `insert_new` goes through moka's write path (`entry(..).or_insert_with_if`, one
+//! initialiser at a time per key): create-if-absent, replacing only an expired or
+//! deleted slot. Keeping updates out of moka's write path keeps them cheap: moka's own
+//! compute operations cost several times a plain map write. After a write that moves
+//! the deadline, one `get` re-arms moka's timer (`Expiry::expire_after_read` reads the
+//! slot's deadline).
 //!
 //! Records are kept decoded, yet `max_encoded_size` holds as on every other engine: a
 //! store built from configuration (or given [`MemoryStore::with_size_limit`]) refuses a
@@ -50,13 +56,12 @@
 //! the values, without encoding) exceeds the limit, which real sessions almost never do.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::notification::RemovalCause;
-use moka::ops::compute::Op;
 use moka::sync::Cache;
 use serde::Deserialize;
 use session_core::codec::{ENCRYPTION_OVERHEAD, MAX_DEPTH};
@@ -85,7 +90,7 @@ impl Default for MemoryConfig {
 
 /// In-process session store.
 pub struct MemoryStore {
-    cache: Cache<SessionKey, Arc<Record>>,
+    cache: Cache<SessionKey, Arc<Slot>>,
     max_entries: usize,
     evictions: Arc<AtomicU64>,
     size_limit: Option<SizeLimit>,
@@ -107,36 +112,75 @@ impl fmt::Debug for MemoryStore {
 /// wall clock all the same.
 const MAX_NATIVE_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 
-/// Each entry expires at its record's own deadline, re-armed by every write.
-struct Deadline;
+/// One session in the cache: its current record (`None` once deleted) and the record's
+/// deadline, readable without the lock by moka's expiry.
+#[derive(Debug)]
+struct Slot {
+    record: Mutex<Option<Arc<Record>>>,
+    expires_at: AtomicI64,
+}
 
-impl Deadline {
-    fn remaining(record: &Record) -> Duration {
-        let ms = Timestamp::now().millis_until(record.expires_at);
+impl Slot {
+    fn new(record: Record) -> Self {
+        Slot {
+            expires_at: AtomicI64::new(record.expires_at.as_unix_millis()),
+            record: Mutex::new(Some(Arc::new(record))),
+        }
+    }
+
+    /// The slot's lock. A panic while it was held cannot leave a half-written record
+    /// (every change is one assignment), so a poisoned lock is used as it is.
+    fn lock(&self) -> MutexGuard<'_, Option<Arc<Record>>> {
+        self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The live record, if any.
+    fn live(&self, now: Timestamp) -> Option<Arc<Record>> {
+        self.lock().clone().filter(|r| !r.is_expired_at(now))
+    }
+
+    fn remaining(&self) -> Duration {
+        let deadline = Timestamp::from_unix_millis(self.expires_at.load(Ordering::Relaxed));
+        let ms = Timestamp::now().millis_until(deadline);
         u64::try_from(ms).map_or(Duration::ZERO, |ms| {
             Duration::from_millis(ms).min(MAX_NATIVE_TTL)
         })
     }
 }
 
-impl Expiry<SessionKey, Arc<Record>> for Deadline {
+/// Each entry expires at its slot's deadline, re-armed by the `get` after every write
+/// that moves it.
+struct Deadline;
+
+impl Expiry<SessionKey, Arc<Slot>> for Deadline {
     fn expire_after_create(
         &self,
         _key: &SessionKey,
-        value: &Arc<Record>,
+        value: &Arc<Slot>,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(Self::remaining(value))
+        Some(value.remaining())
+    }
+
+    fn expire_after_read(
+        &self,
+        _key: &SessionKey,
+        value: &Arc<Slot>,
+        _read_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+        _last_modified_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.remaining())
     }
 
     fn expire_after_update(
         &self,
         _key: &SessionKey,
-        value: &Arc<Record>,
+        value: &Arc<Slot>,
         _updated_at: Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
-        Some(Self::remaining(value))
+        Some(value.remaining())
     }
 }
 
@@ -291,7 +335,40 @@ impl MemoryStore {
     fn live(&self, key: &SessionKey, now: Timestamp) -> Option<Arc<Record>> {
         // moka's clock and the wall clock can differ by a millisecond: the record's own
         // deadline decides.
-        self.cache.get(key).filter(|r| !r.is_expired_at(now))
+        self.cache.get(key)?.live(now)
+    }
+
+    /// Runs `f` on the live record of `key` under its slot's lock. `f` returns the
+    /// record to store (`None`: leave it) and the answer. Re-arms moka's timer when the
+    /// deadline moved.
+    fn modify<T>(
+        &self,
+        key: &SessionKey,
+        f: impl FnOnce(&Arc<Record>) -> Result<(Option<Record>, T)>,
+    ) -> Result<T> {
+        let now = Timestamp::now();
+        let slot = self.cache.get(key).ok_or(Error::NotFound)?;
+        let mut guard = slot.lock();
+        let cur = guard
+            .as_ref()
+            .filter(|r| !r.is_expired_at(now))
+            .ok_or(Error::NotFound)?;
+        let (next, answer) = f(cur)?;
+        let Some(next) = next else {
+            return Ok(answer);
+        };
+        let moved = next.expires_at != cur.expires_at;
+        slot.expires_at
+            .store(next.expires_at.as_unix_millis(), Ordering::Relaxed);
+        // A record stored already expired empties the slot: it is as good as absent.
+        *guard = (!next.is_expired_at(now)).then(|| Arc::new(next));
+        if moved {
+            // expire_after_read reads the new deadline. Done under the slot's lock, so
+            // no reader can find the slot with the new record and the old timer.
+            let _ = self.cache.get(key);
+        }
+        drop(guard);
+        Ok(answer)
     }
 }
 
@@ -312,20 +389,23 @@ impl SessionStore for MemoryStore {
     async fn insert_new(&self, key: &SessionKey, record: &Record) -> Result<Inserted> {
         self.check_size(record)?;
         let now = Timestamp::now();
-        let mut outcome = Inserted::KeyTaken;
-        self.cache.entry_by_ref(key).and_compute_with(|cur| {
-            let taken = cur.as_ref().is_some_and(|e| !e.value().is_expired_at(now));
-            if taken {
-                return Op::Nop;
-            }
-            outcome = Inserted::Created;
-            if record.is_expired_at(now) {
-                // Expired on arrival: as good as absent, so it takes no room.
-                return if cur.is_some() { Op::Remove } else { Op::Nop };
-            }
-            Op::Put(Arc::new(record.clone()))
-        });
-        Ok(outcome)
+        if record.is_expired_at(now) {
+            // Expired on arrival: as good as absent, so it takes no room. It may replace
+            // an expired record, never a live one.
+            return Ok(match self.live(key, now) {
+                Some(_) => Inserted::KeyTaken,
+                None => Inserted::Created,
+            });
+        }
+        let entry = self.cache.entry_by_ref(key).or_insert_with_if(
+            || Arc::new(Slot::new(record.clone())),
+            |slot| slot.live(now).is_none(),
+        );
+        Ok(if entry.is_fresh() {
+            Inserted::Created
+        } else {
+            Inserted::KeyTaken
+        })
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
@@ -339,68 +419,34 @@ impl SessionStore for MemoryStore {
         expected_version: Option<u64>,
     ) -> Result<u64> {
         self.check_size(record)?;
-        let now = Timestamp::now();
-        let mut outcome = Err(Error::NotFound);
-        self.cache.entry_by_ref(key).and_compute_with(|cur| {
-            let Some(cur) = cur.map(|e| e.into_value()) else {
-                return Op::Nop;
-            };
-            if cur.is_expired_at(now) {
-                return Op::Remove;
-            }
+        self.modify(key, |cur| {
             if let Some(expected) = expected_version.filter(|v| *v != cur.version) {
-                outcome = Err(Error::Conflict {
+                return Err(Error::Conflict {
                     expected,
                     found: cur.version,
                 });
-                return Op::Nop;
             }
             let version = cur.version.saturating_add(1);
-            outcome = Ok(version);
-            if record.is_expired_at(now) {
-                return Op::Remove;
-            }
             let mut next = record.clone();
             next.version = version;
-            Op::Put(Arc::new(next))
-        });
-        outcome
+            Ok((Some(next), version))
+        })
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        let now = Timestamp::now();
-        let mut live = false;
-        self.cache
-            .entry_by_ref(key)
-            .and_compute_with(|cur| match cur {
-                Some(e) => {
-                    live = !e.value().is_expired_at(now);
-                    Op::Remove
-                }
-                None => Op::Nop,
-            });
-        Ok(live)
+        let Some(slot) = self.cache.remove(key) else {
+            return Ok(false);
+        };
+        let was = slot.lock().take();
+        Ok(was.is_some_and(|r| !r.is_expired_at(Timestamp::now())))
     }
 
     async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
-        let now = Timestamp::now();
-        let mut outcome = Err(Error::NotFound);
-        self.cache.entry_by_ref(key).and_compute_with(|cur| {
-            let Some(cur) = cur.map(|e| e.into_value()) else {
-                return Op::Nop;
-            };
-            if cur.is_expired_at(now) {
-                return Op::Remove;
-            }
-            outcome = Ok(());
-            if expires_at <= now {
-                return Op::Remove;
-            }
-            let mut next = Arc::unwrap_or_clone(cur);
+        self.modify(key, |cur| {
+            let mut next = Record::clone(cur);
             next.expires_at = expires_at;
-            Op::Put(Arc::new(next))
-        });
-        outcome
+            Ok((Some(next), ()))
+        })
     }
 
     async fn exists(&self, key: &SessionKey) -> Result<bool> {
@@ -426,7 +472,7 @@ impl SessionStore for MemoryStore {
         let mut keys: Vec<SessionKey> = self
             .cache
             .iter()
-            .filter(|(k, r)| !r.is_expired_at(now) && after.is_none_or(|a| **k > *a))
+            .filter(|(k, slot)| after.is_none_or(|a| **k > *a) && slot.live(now).is_some())
             .map(|(k, _)| SessionKey::clone(&k))
             .collect();
         keys.sort_unstable();
