@@ -42,9 +42,8 @@
 //! mutex, and its deadline); `update`, `touch` and `delete` change the slot under its
 //! lock, so an update is compare-and-set on the version and never resurrects a session
 //! deleted meanwhile (delete empties the slot before anything else can see it). Only
-//! `insert_new` goes through moka's write path (`entry(..).or_insert_with_if`, one
-//! initialiser at a time per key): create-if-absent, replacing only an expired or
-//! deleted slot. Keeping updates out of moka's write path keeps them cheap: moka's own
+//! `insert_new` inserts slots, under a striped create lock: create-if-absent, replacing
+//! only an expired or deleted slot. Keeping updates out of moka's write path keeps them cheap: moka's own
 //! compute operations cost several times a plain map write. After a write that moves
 //! the deadline, one `get` re-arms moka's timer (`Expiry::expire_after_read` reads the
 //! slot's deadline).
@@ -91,6 +90,8 @@ impl Default for MemoryConfig {
 /// In-process session store.
 pub struct MemoryStore {
     cache: Cache<SessionKey, Arc<Slot>>,
+    /// Serialises `insert_new` per key (by stripe): the only writer of new slots.
+    create_locks: Box<[Mutex<()>]>,
     max_entries: usize,
     evictions: Arc<AtomicU64>,
     size_limit: Option<SizeLimit>,
@@ -111,6 +112,9 @@ impl fmt::Debug for MemoryStore {
 /// Longest lifetime handed to moka: deadlines further away (years) expire on reads by the
 /// wall clock all the same.
 const MAX_NATIVE_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
+/// Stripes of the create lock: enough that two creates rarely share one on a few cores.
+const CREATE_STRIPES: usize = 64;
 
 /// One session in the cache: its current record (`None` once deleted) and the record's
 /// deadline, readable without the lock by moka's expiry.
@@ -148,6 +152,12 @@ impl Slot {
     }
 }
 
+/// How much earlier than its deadline moka may drop a session: the two clocks (moka's
+/// monotonic one, the wall clock of deadlines) read a millisecond apart at most.
+const CLOCK_SLACK: Duration = Duration::from_millis(2);
+/// How much later than its deadline moka may drop a session without being re-armed.
+const LATE_SLACK: Duration = Duration::from_secs(1);
+
 /// Each entry expires at its slot's deadline, re-armed by the `get` after every write
 /// that moves it.
 struct Deadline;
@@ -167,10 +177,22 @@ impl Expiry<SessionKey, Arc<Slot>> for Deadline {
         _key: &SessionKey,
         value: &Arc<Slot>,
         _read_at: Instant,
-        _duration_until_expiry: Option<Duration>,
+        duration_until_expiry: Option<Duration>,
         _last_modified_at: Instant,
     ) -> Option<Duration> {
-        Some(value.remaining())
+        let wanted = value.remaining();
+        match duration_until_expiry {
+            // Unchanged (moka reschedules its timer only when the answer differs):
+            // within a clock tick of the slot's deadline, or up to a second after it
+            // (reads compare the deadline with the wall clock anyway).
+            Some(current)
+                if wanted.saturating_sub(current) <= CLOCK_SLACK
+                    && current.saturating_sub(wanted) <= LATE_SLACK =>
+            {
+                Some(current)
+            }
+            _ => Some(wanted),
+        }
     }
 
     fn expire_after_update(
@@ -287,6 +309,7 @@ impl MemoryStore {
             .build();
         MemoryStore {
             cache,
+            create_locks: (0..CREATE_STRIPES).map(|_| Mutex::new(())).collect(),
             max_entries,
             evictions,
             size_limit: None,
@@ -397,15 +420,22 @@ impl SessionStore for MemoryStore {
                 None => Inserted::Created,
             });
         }
-        let entry = self.cache.entry_by_ref(key).or_insert_with_if(
-            || Arc::new(Slot::new(record.clone())),
-            |slot| slot.live(now).is_none(),
-        );
-        Ok(if entry.is_fresh() {
-            Inserted::Created
-        } else {
-            Inserted::KeyTaken
-        })
+        // Create-if-absent under the key's stripe of the create lock: every new slot is
+        // inserted here, so no other create can slip in between the check and the
+        // insert. (moka's own `or_insert_with` does the same through a waiter map and
+        // flushes its epoch collector on every insert: twice the cost.)
+        let stripe = key.as_str().bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        let _create = self.create_locks[stripe % CREATE_STRIPES]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.live(key, now).is_some() {
+            return Ok(Inserted::KeyTaken);
+        }
+        self.cache
+            .insert(key.clone(), Arc::new(Slot::new(record.clone())));
+        Ok(Inserted::Created)
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
