@@ -5,10 +5,11 @@
 //! operation, the three things a bounded session store needs and a plain concurrent map
 //! does not:
 //!
-//! - **A bound that costs nothing to keep.** `max_entries` is moka's `max_capacity`.
+//! - **A bound that is cheap to keep.** `max_entries` is moka's `max_capacity`.
 //!   Eviction takes the victim from the cold end of an LRU list kept by moka's
-//!   housekeeping, so an insert into a full store costs the same as one below the bound
-//!   (BENCHMARKS.md, "Memory engine at its bound").
+//!   housekeeping, O(1) per insert: an insert into a full store costs about twice one
+//!   below the bound, never a walk over the store (BENCHMARKS.md, "Memory engine at its
+//!   bound").
 //! - **Frequency-aware admission (TinyLFU).** While the store is full, a new session is
 //!   admitted only if its key has been used more often (in a compact frequency sketch)
 //!   than the coldest stored session it would displace; otherwise the new session is
