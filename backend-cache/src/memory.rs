@@ -1,24 +1,68 @@
 //! The in-process store (engine `memory`).
 //!
-//! Records live in a sharded `DashMap`. Expired records are invisible at once and dropped
-//! lazily (on access, on insert pressure, or by `clear_expired`). The map is bounded by
-//! `max_entries`: when an insert finds it full, expired entries are swept first, then the
-//! entry closest to its deadline among a small sample is evicted (Redis' approximate
-//! policy), so memory stays bounded without a global LRU list.
+//! Records live in a [`moka`] cache (`moka::sync::Cache`), a concurrent cache modelled on
+//! Java's Caffeine. It is used rather than own code because it gives, with O(1) work per
+//! operation, the three things a bounded session store needs and a plain concurrent map
+//! does not:
+//!
+//! - **A bound that is cheap to keep.** `max_entries` is moka's `max_capacity`.
+//!   Eviction takes the victim from the cold end of an LRU list kept by moka's
+//!   housekeeping, O(1) per insert: an insert into a full store costs about twice one
+//!   below the bound, never a walk over the store (BENCHMARKS.md, "Memory engine at its
+//!   bound").
+//! - **Frequency-aware admission (TinyLFU).** While the store is full, a new session is
+//!   admitted only if its key has been used more often (in a compact frequency sketch)
+//!   than the coldest stored session it would displace; otherwise the new session is
+//!   dropped instead. Sessions in active use are read on every request and stay hot, so a
+//!   flood of one-request visitors (crawlers, scanners, a burst of anonymous traffic)
+//!   cannot push logged-in users out.
+//! - **Native per-session expiry.** Each entry expires at its own record's deadline
+//!   (moka's `Expiry`, re-armed by every update and touch), so expired sessions leave the
+//!   store by themselves: [`SessionStore::clear_expired`] has nothing to do
+//!   (`Capabilities::native_ttl`). Reads still compare the deadline with the wall clock,
+//!   so an expired record is never returned, not even for the instant before moka drops
+//!   it.
+//!
+//! **What a visitor sees when the store is full.** A session evicted to make room, or a
+//! new session that was not admitted, is simply absent: the next request carrying its
+//! cookie loads nothing and the visitor gets a fresh, empty session (a logged-in user is
+//! logged out), exactly as after the session expired. Nothing fails and no error is
+//! returned; the write that created the session reported success. Size `max_entries`
+//! above the peak number of live sessions so this only happens under abuse
+//! (`Capabilities::may_evict` says the store may drop live records).
+//!
+//! **How far the bound can overshoot.** moka applies evictions in batched housekeeping,
+//! not inside each insert: between two housekeeping runs the store can hold more than
+//! `max_entries` sessions. Housekeeping runs whenever 64 writes are pending, and writers
+//! run it themselves when its queue (384 writes) is full, so the overshoot stays below a
+//! few hundred entries however many threads insert. [`MemoryStore::count`] (and
+//! `clear_expired`) run the pending housekeeping first, so what they report is within the
+//! bound; `backend-cache/tests/memory_bound.rs` checks this under concurrent inserts.
+//!
+//! **Atomicity.** moka holds one small slot per session (the current record behind a
+//! mutex, and its deadline); `update`, `touch` and `delete` change the slot under its
+//! lock, so an update is compare-and-set on the version and never resurrects a session
+//! deleted meanwhile (delete empties the slot before anything else can see it). Only
+//! `insert_new` inserts slots, under a striped create lock: create-if-absent, replacing
+//! only an expired or deleted slot. Keeping updates out of moka's write path keeps them cheap: moka's own
+//! compute operations cost several times a plain map write. After a write that moves
+//! the deadline, one `get` re-arms moka's timer (`Expiry::expire_after_read` reads the
+//! slot's deadline).
 //!
 //! Records are kept decoded, yet `max_encoded_size` holds as on every other engine: a
 //! store built from configuration (or given [`MemoryStore::with_size_limit`]) refuses a
 //! write whose encoding would exceed it with `CodecError::TooLarge`. To keep writes cheap
 //! the record is only encoded when a quick upper bound of its encoded size (a walk over
 //! the values, without encoding) exceeds the limit, which real sessions almost never do.
-//!
-//! No shard guard is ever held across an `.await`: every operation is synchronous inside.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
+use moka::Expiry;
+use moka::notification::RemovalCause;
+use moka::sync::Cache;
 use serde::Deserialize;
 use session_core::codec::{ENCRYPTION_OVERHEAD, MAX_DEPTH};
 use session_core::{
@@ -30,7 +74,9 @@ use session_core::{
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryConfig {
-    /// Most sessions held at once; inserts beyond it evict.
+    /// Most sessions held at once. When full, a new session either displaces the
+    /// least used one or, when it is used less than that one, is not kept (see the
+    /// module docs).
     pub max_entries: usize,
 }
 
@@ -42,16 +88,123 @@ impl Default for MemoryConfig {
     }
 }
 
-/// How many entries an eviction looks at to pick its victim.
-const EVICTION_SAMPLE: usize = 16;
-
 /// In-process session store.
-#[derive(Debug)]
 pub struct MemoryStore {
-    map: DashMap<SessionKey, Arc<Record>>,
+    cache: Cache<SessionKey, Arc<Slot>>,
+    /// Serialises `insert_new` per key (by stripe): the only writer of new slots.
+    create_locks: Box<[Mutex<()>]>,
     max_entries: usize,
-    evictions: AtomicU64,
+    evictions: Arc<AtomicU64>,
     size_limit: Option<SizeLimit>,
+}
+
+impl fmt::Debug for MemoryStore {
+    // moka's own `Debug` lists every entry; a store of a million sessions prints its size.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("entries", &self.cache.entry_count())
+            .field("max_entries", &self.max_entries)
+            .field("evictions", &self.evictions())
+            .field("size_limit", &self.size_limit)
+            .finish()
+    }
+}
+
+/// Longest lifetime handed to moka: deadlines further away (years) expire on reads by the
+/// wall clock all the same.
+const MAX_NATIVE_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
+/// Stripes of the create lock: enough that two creates rarely share one on a few cores.
+const CREATE_STRIPES: usize = 64;
+
+/// One session in the cache: its current record (`None` once deleted) and the record's
+/// deadline, readable without the lock by moka's expiry.
+#[derive(Debug)]
+struct Slot {
+    record: Mutex<Option<Arc<Record>>>,
+    expires_at: AtomicI64,
+}
+
+impl Slot {
+    fn new(record: Record) -> Self {
+        Slot {
+            expires_at: AtomicI64::new(record.expires_at.as_unix_millis()),
+            record: Mutex::new(Some(Arc::new(record))),
+        }
+    }
+
+    /// The slot's lock. A panic while it was held cannot leave a half-written record
+    /// (every change is one assignment), so a poisoned lock is used as it is.
+    fn lock(&self) -> MutexGuard<'_, Option<Arc<Record>>> {
+        self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The live record, if any.
+    fn live(&self, now: Timestamp) -> Option<Arc<Record>> {
+        self.lock().clone().filter(|r| !r.is_expired_at(now))
+    }
+
+    fn remaining(&self) -> Duration {
+        let deadline = Timestamp::from_unix_millis(self.expires_at.load(Ordering::Relaxed));
+        let ms = Timestamp::now().millis_until(deadline);
+        u64::try_from(ms).map_or(Duration::ZERO, |ms| {
+            Duration::from_millis(ms).min(MAX_NATIVE_TTL)
+        })
+    }
+}
+
+/// How much earlier than its deadline moka may drop a session: the two clocks (moka's
+/// monotonic one, the wall clock of deadlines) read a millisecond apart at most.
+const CLOCK_SLACK: Duration = Duration::from_millis(2);
+/// How much later than its deadline moka may drop a session without being re-armed.
+const LATE_SLACK: Duration = Duration::from_secs(1);
+
+/// Each entry expires at its slot's deadline, re-armed by the `get` after every write
+/// that moves it.
+struct Deadline;
+
+impl Expiry<SessionKey, Arc<Slot>> for Deadline {
+    fn expire_after_create(
+        &self,
+        _key: &SessionKey,
+        value: &Arc<Slot>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.remaining())
+    }
+
+    fn expire_after_read(
+        &self,
+        _key: &SessionKey,
+        value: &Arc<Slot>,
+        _read_at: Instant,
+        duration_until_expiry: Option<Duration>,
+        _last_modified_at: Instant,
+    ) -> Option<Duration> {
+        let wanted = value.remaining();
+        match duration_until_expiry {
+            // Unchanged (moka reschedules its timer only when the answer differs):
+            // within a clock tick of the slot's deadline, or up to a second after it
+            // (reads compare the deadline with the wall clock anyway).
+            Some(current)
+                if wanted.saturating_sub(current) <= CLOCK_SLACK
+                    && current.saturating_sub(wanted) <= LATE_SLACK =>
+            {
+                Some(current)
+            }
+            _ => Some(wanted),
+        }
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &SessionKey,
+        value: &Arc<Slot>,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.remaining())
+    }
 }
 
 /// `max_encoded_size` on a store that keeps decoded records: the configured codec
@@ -143,10 +296,23 @@ impl MemoryStore {
 
     /// A store with explicit options.
     pub fn with_config(config: MemoryConfig) -> Self {
+        let max_entries = config.max_entries.max(1);
+        let evictions = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&evictions);
+        let cache = Cache::builder()
+            .max_capacity(max_entries as u64)
+            .expire_after(Deadline)
+            .eviction_listener(move |_key, _value, cause| {
+                if cause == RemovalCause::Size {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build();
         MemoryStore {
-            map: DashMap::new(),
-            max_entries: config.max_entries.max(1),
-            evictions: AtomicU64::new(0),
+            cache,
+            create_locks: (0..CREATE_STRIPES).map(|_| Mutex::new(())).collect(),
+            max_entries,
+            evictions,
             size_limit: None,
         }
     }
@@ -171,42 +337,62 @@ impl MemoryStore {
         }
     }
 
-    /// How many live entries were evicted to respect `max_entries`.
+    /// The configured bound (`max_entries`).
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
+    }
+
+    /// How many sessions were dropped to respect `max_entries`: live ones evicted and
+    /// new ones not admitted. Counted by moka's housekeeping, so it can lag the inserts
+    /// by up to one housekeeping run ([`MemoryStore::run_pending_tasks`]).
     pub fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
     }
 
-    fn live(&self, key: &SessionKey, now: Timestamp) -> Option<Arc<Record>> {
-        let found = self.map.get(key).map(|r| r.value().clone())?;
-        if found.is_expired_at(now) {
-            // Drop it lazily, unless a writer replaced it meanwhile.
-            self.map.remove_if(key, |_, r| r.is_expired_at(now));
-            None
-        } else {
-            Some(found)
-        }
+    /// Runs moka's pending housekeeping now: applies evictions for the bound and drops
+    /// expired entries. Every operation triggers it now and then; [`SessionStore::count`]
+    /// and [`SessionStore::clear_expired`] call it first.
+    pub fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks();
     }
 
-    fn make_room(&self, now: Timestamp) {
-        if self.map.len() < self.max_entries {
-            return;
+    fn live(&self, key: &SessionKey, now: Timestamp) -> Option<Arc<Record>> {
+        // moka's clock and the wall clock can differ by a millisecond: the record's own
+        // deadline decides.
+        self.cache.get(key)?.live(now)
+    }
+
+    /// Runs `f` on the live record of `key` under its slot's lock. `f` returns the
+    /// record to store (`None`: leave it) and the answer. Re-arms moka's timer when the
+    /// deadline moved.
+    fn modify<T>(
+        &self,
+        key: &SessionKey,
+        f: impl FnOnce(&Arc<Record>) -> Result<(Option<Record>, T)>,
+    ) -> Result<T> {
+        let now = Timestamp::now();
+        let slot = self.cache.get(key).ok_or(Error::NotFound)?;
+        let mut guard = slot.lock();
+        let cur = guard
+            .as_ref()
+            .filter(|r| !r.is_expired_at(now))
+            .ok_or(Error::NotFound)?;
+        let (next, answer) = f(cur)?;
+        let Some(next) = next else {
+            return Ok(answer);
+        };
+        let moved = next.expires_at != cur.expires_at;
+        slot.expires_at
+            .store(next.expires_at.as_unix_millis(), Ordering::Relaxed);
+        // A record stored already expired empties the slot: it is as good as absent.
+        *guard = (!next.is_expired_at(now)).then(|| Arc::new(next));
+        if moved {
+            // expire_after_read reads the new deadline. Done under the slot's lock, so
+            // no reader can find the slot with the new record and the old timer.
+            let _ = self.cache.get(key);
         }
-        let before = self.map.len();
-        self.map.retain(|_, r| !r.is_expired_at(now));
-        if self.map.len() < before || self.map.len() < self.max_entries {
-            return;
-        }
-        let victim = self
-            .map
-            .iter()
-            .take(EVICTION_SAMPLE)
-            .min_by_key(|e| e.value().expires_at)
-            .map(|e| e.key().clone());
-        if let Some(k) = victim
-            && self.map.remove(&k).is_some()
-        {
-            self.evictions.fetch_add(1, Ordering::Relaxed);
-        }
+        drop(guard);
+        Ok(answer)
     }
 }
 
@@ -218,6 +404,7 @@ impl SessionStore for MemoryStore {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities::none()
+            .native_ttl(true)
             .compare_and_set(true)
             .listing(true)
             .may_evict(true)
@@ -226,21 +413,30 @@ impl SessionStore for MemoryStore {
     async fn insert_new(&self, key: &SessionKey, record: &Record) -> Result<Inserted> {
         self.check_size(record)?;
         let now = Timestamp::now();
-        self.make_room(now);
-        match self.map.entry(key.clone()) {
-            Entry::Occupied(mut e) => {
-                if e.get().is_expired_at(now) {
-                    e.insert(Arc::new(record.clone()));
-                    Ok(Inserted::Created)
-                } else {
-                    Ok(Inserted::KeyTaken)
-                }
-            }
-            Entry::Vacant(e) => {
-                e.insert(Arc::new(record.clone()));
-                Ok(Inserted::Created)
-            }
+        if record.is_expired_at(now) {
+            // Expired on arrival: as good as absent, so it takes no room. It may replace
+            // an expired record, never a live one.
+            return Ok(match self.live(key, now) {
+                Some(_) => Inserted::KeyTaken,
+                None => Inserted::Created,
+            });
         }
+        // Create-if-absent under the key's stripe of the create lock: every new slot is
+        // inserted here, so no other create can slip in between the check and the
+        // insert. (moka's own `or_insert_with` does the same through a waiter map and
+        // flushes its epoch collector on every insert: twice the cost.)
+        let stripe = key.as_str().bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        let _create = self.create_locks[stripe % CREATE_STRIPES]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.live(key, now).is_some() {
+            return Ok(Inserted::KeyTaken);
+        }
+        self.cache
+            .insert(key.clone(), Arc::new(Slot::new(record.clone())));
+        Ok(Inserted::Created)
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
@@ -254,64 +450,61 @@ impl SessionStore for MemoryStore {
         expected_version: Option<u64>,
     ) -> Result<u64> {
         self.check_size(record)?;
-        let now = Timestamp::now();
-        let Some(mut cur) = self.map.get_mut(key) else {
-            return Err(Error::NotFound);
-        };
-        if cur.is_expired_at(now) {
-            drop(cur);
-            self.map.remove_if(key, |_, r| r.is_expired_at(now));
-            return Err(Error::NotFound);
-        }
-        if let Some(expected) = expected_version.filter(|v| *v != cur.version) {
-            return Err(Error::Conflict {
-                expected,
-                found: cur.version,
-            });
-        }
-        let version = cur.version.saturating_add(1);
-        let mut next = record.clone();
-        next.version = version;
-        *cur = Arc::new(next);
-        Ok(version)
+        self.modify(key, |cur| {
+            if let Some(expected) = expected_version.filter(|v| *v != cur.version) {
+                return Err(Error::Conflict {
+                    expected,
+                    found: cur.version,
+                });
+            }
+            let version = cur.version.saturating_add(1);
+            let mut next = record.clone();
+            next.version = version;
+            Ok((Some(next), version))
+        })
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        Ok(self.map.remove(key).is_some())
+        let Some(slot) = self.cache.remove(key) else {
+            return Ok(false);
+        };
+        let was = slot.lock().take();
+        Ok(was.is_some_and(|r| !r.is_expired_at(Timestamp::now())))
     }
 
     async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
-        let now = Timestamp::now();
-        match self.map.get_mut(key) {
-            Some(mut cur) if !cur.is_expired_at(now) => {
-                Arc::make_mut(&mut *cur).expires_at = expires_at;
-                Ok(())
-            }
-            _ => Err(Error::NotFound),
-        }
+        self.modify(key, |cur| {
+            let mut next = Record::clone(cur);
+            next.expires_at = expires_at;
+            Ok((Some(next), ()))
+        })
     }
 
     async fn exists(&self, key: &SessionKey) -> Result<bool> {
         Ok(self.live(key, Timestamp::now()).is_some())
     }
 
+    /// Expired sessions leave the store by themselves (`native_ttl`): this runs the
+    /// pending housekeeping, which drops those due, and reports 0.
     async fn clear_expired(&self) -> Result<u64> {
-        let now = Timestamp::now();
-        let before = self.map.len();
-        self.map.retain(|_, r| !r.is_expired_at(now));
-        Ok(before.saturating_sub(self.map.len()) as u64)
+        self.cache.run_pending_tasks();
+        Ok(0)
     }
 
+    /// The number of stored sessions after the pending housekeeping ran (so within
+    /// `max_entries`). Sessions expired since the last housekeeping may still count.
     async fn count(&self) -> Result<u64> {
-        Ok(self.map.len() as u64)
+        self.cache.run_pending_tasks();
+        Ok(self.cache.entry_count())
     }
 
     async fn list(&self, after: Option<&SessionKey>, limit: usize) -> Result<Vec<SessionKey>> {
+        let now = Timestamp::now();
         let mut keys: Vec<SessionKey> = self
-            .map
+            .cache
             .iter()
-            .map(|e| e.key().clone())
-            .filter(|k| after.is_none_or(|a| k > a))
+            .filter(|(k, slot)| after.is_none_or(|a| **k > *a) && slot.live(now).is_some())
+            .map(|(k, _)| SessionKey::clone(&k))
             .collect();
         keys.sort_unstable();
         keys.truncate(limit);
@@ -442,12 +635,12 @@ mod tests {
             let r = Record::with_ttl(Default::default(), 60);
             store.create(&r).await.expect("create");
         }
-        assert!(store.map.len() <= 10);
+        assert!(store.count().await.expect("count") <= 10);
         assert!(store.evictions() >= 90);
     }
 
     #[tokio::test]
-    async fn expired_entries_are_swept_before_live_ones_are_evicted() {
+    async fn expired_records_take_no_room() {
         let store = MemoryStore::with_config(MemoryConfig { max_entries: 4 });
         for _ in 0..3 {
             store
@@ -455,15 +648,21 @@ mod tests {
                 .await
                 .expect("create expired");
         }
-        let live = store
-            .create(&Record::with_ttl(Default::default(), 60))
-            .await
-            .expect("create");
-        store
-            .create(&Record::with_ttl(Default::default(), 60))
-            .await
-            .expect("create");
+        // A record expired on arrival is never kept.
+        assert_eq!(store.count().await.expect("count"), 0);
+        let mut live = Vec::new();
+        for _ in 0..4 {
+            live.push(
+                store
+                    .create(&Record::with_ttl(Default::default(), 60))
+                    .await
+                    .expect("create"),
+            );
+        }
+        store.run_pending_tasks();
         assert_eq!(store.evictions(), 0);
-        assert!(store.exists(&live).await.expect("exists"));
+        for k in &live {
+            assert!(store.exists(k).await.expect("exists"));
+        }
     }
 }

@@ -323,6 +323,8 @@ impl SessionStore for CachedDbStore {
         let db = self.db.capabilities();
         let cache = self.cache.capabilities();
         Capabilities::none()
+            // Expiry, clear_expired and count are the database's.
+            .native_ttl(db.native_ttl)
             .durable(db.durable)
             .cross_process(db.cross_process && cache.cross_process)
             .compare_and_set(db.compare_and_set)

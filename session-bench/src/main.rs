@@ -6,6 +6,7 @@
 //! ```text
 //! scripts/bench                      # servers + both runs + BENCHMARKS.md + charts
 //! scripts/bench --only redis,memory  # some groups
+//! scripts/bench --only memory-bound  # the memory engine at its bound (bound.rs)
 //! ```
 //!
 //! For each group (engine), each of `--runs` runs does `--rounds` rounds; a round runs
@@ -16,6 +17,7 @@
 //! over the side measured next to it) and their median is reported, with the range of
 //! the per-run medians.
 
+mod bound;
 mod chart;
 mod groups;
 mod harness;
@@ -55,7 +57,8 @@ usage: session-bench [--runs N] [--rounds N] [--scale F] [--secs S] [--only g1,g
   --secs S        time budget of one phase, seconds (default 0.5)
   --only LIST     groups to run: memory, file, sqlite, postgres, mariadb, redis,
                   redis-cluster, memcached, cached_db:memory+sqlite,
-                  cached_db:redis+postgres, cached_db:memcached+mariadb, layer
+                  cached_db:redis+postgres, cached_db:memcached+mariadb, layer,
+                  memory-bound (insert cost below vs at a bound of 500,000 sessions)
   --out DIR       where results.md, results.json and the SVG charts go
                   (default docs/bench)
   --doc FILE      also replace the results section of FILE (BENCHMARKS.md)
@@ -96,7 +99,7 @@ fn parse_args() -> Result<Args, String> {
         return Err("--runs, --rounds, --scale and --secs must be positive".into());
     }
     for g in &a.only {
-        if g != "layer" && !groups::NAMES.contains(&g.as_str()) {
+        if g != "layer" && g != "memory-bound" && !groups::NAMES.contains(&g.as_str()) {
             return Err(format!("unknown group {g}"));
         }
     }
@@ -220,6 +223,11 @@ async fn run(args: Args) -> R<()> {
             report.push(cell);
         }
         report.print_group(&group.engine);
+    }
+    if wants("memory-bound") {
+        let bound = bound::run(args.runs).await?;
+        println!("\n{}", bound.table());
+        report.memory_bound = Some(bound);
     }
     if args.layer && wants("layer") {
         let rows = layer::run(args.layer_requests, args.rounds * args.runs, 64).await?;

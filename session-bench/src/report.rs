@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::bound::BoundReport;
 use crate::groups::Role;
 use crate::harness::{Op, R, median};
 use crate::layer::LayerRow;
@@ -100,6 +101,8 @@ pub struct Report {
     pub cells: Vec<Cell>,
     /// The middleware comparison.
     pub layer: Vec<LayerRow>,
+    /// The memory engine at its bound (`memory-bound`).
+    pub memory_bound: Option<BoundReport>,
     /// Wall time of the command.
     pub elapsed_secs: f64,
 }
@@ -162,6 +165,7 @@ impl Report {
             machine: machine(),
             cells: Vec::new(),
             layer: Vec::new(),
+            memory_bound: None,
             elapsed_secs: 0.0,
         }
     }
@@ -357,6 +361,14 @@ impl Report {
                 c.range.1,
                 if c.met { "met" } else { "**missed**" }
             );
+        }
+        if let Some(b) = &self.memory_bound {
+            s.push_str(
+                "\n### Memory engine at its bound\n\nMean cost of one create (through \
+                 `SessionStore::create`) into a memory store far below `max_entries` and \
+                 into one holding `max_entries` sessions (goal: within 2x):\n\n",
+            );
+            s.push_str(&b.table());
         }
         if !self.layer.is_empty() {
             s.push_str(
