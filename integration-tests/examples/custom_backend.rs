@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use integration_tests::{ConfigFactory, run_conformance};
 use serde::Deserialize;
 use session_core::{
-    Capabilities, Codec, Config, EngineContext, EngineRegistry, Error, Inserted, RawAccess,
-    Record, Result, SessionKey, SessionStore, Timestamp, async_trait,
+    Capabilities, Codec, Config, EngineContext, EngineRegistry, Error, Inserted, RawAccess, Record,
+    Result, SessionKey, SessionStore, Timestamp, async_trait,
 };
 
 /// The engine's name: the value of `engine` in the configuration and its section's key.
@@ -96,7 +96,10 @@ impl KvStore {
     }
 
     /// The live entry under `key`, if any.
-    fn live<'a>(map: &'a mut HashMap<SessionKey, Entry>, key: &SessionKey) -> Option<&'a mut Entry> {
+    fn live<'a>(
+        map: &'a mut HashMap<SessionKey, Entry>,
+        key: &SessionKey,
+    ) -> Option<&'a mut Entry> {
         map.get_mut(key).filter(|e| e.is_live(Timestamp::now()))
     }
 }

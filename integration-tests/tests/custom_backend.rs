@@ -32,7 +32,10 @@ async fn the_custom_backend_example_rejects_a_typo_and_a_bad_value_before_buildi
         matches!(&typo, Error::Config { .. }) && typo.to_string().contains("kv.max_entires"),
         "{typo}"
     );
-    assert!(typo.to_string().contains("did you mean `max_entries`"), "{typo}");
+    assert!(
+        typo.to_string().contains("did you mean `max_entries`"),
+        "{typo}"
+    );
 
     let zero = registry
         .build(&Config::from_toml("engine = \"kv\"\n[kv]\nmax_entries = 0"))
