@@ -103,3 +103,8 @@ pub fn register(registry: &EngineRegistry) {
     memory::register(registry);
     cache::register(registry);
 }
+
+/// The README's examples, compiled and run as doctests so they cannot fall out of date.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

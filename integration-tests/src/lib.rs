@@ -386,3 +386,8 @@ pub async fn run_cases(target: &str, factory: &dyn StoreFactory, cases: Vec<Case
     println!("{report}");
     report
 }
+
+/// The README's examples, compiled and run as doctests so they cannot fall out of date.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

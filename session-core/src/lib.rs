@@ -78,3 +78,8 @@ pub use time::Timestamp;
 
 /// Re-exported so backends implement [`SessionStore`] with the same macro version.
 pub use async_trait::async_trait;
+
+/// The README's examples, compiled and run as doctests so they cannot fall out of date.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

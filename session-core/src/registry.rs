@@ -1,18 +1,76 @@
 //! The engine registry: engine names to constructors, chosen at runtime by configuration.
 //!
-//! Each backend crate exposes one `register(&EngineRegistry)` function; applications add
-//! their own engines the same way with [`EngineRegistry::register`].
+//! Each backend crate exposes one `register(&EngineRegistry)` function; applications and
+//! third-party backends add their own engines the same way. An engine is a name, a
+//! constructor that builds the store from an [`EngineContext`] (the configuration, the
+//! shared settings, the registry for nested engines) and, optionally, a check of its
+//! configuration section that runs before anything is built.
+//! [`EngineRegistry::register_store`] and [`EngineRegistry::register_store_checked`] take
+//! a constructor returning any concrete store type;
+//! [`EngineRegistry::register`] and [`EngineRegistry::register_checked`] take any
+//! [`EngineFactory`] (a constructor returning `Arc<dyn SessionStore>`).
 //!
 //! ```
-//! use std::sync::Arc;
+//! use serde::Deserialize;
 //! use session_core::{Config, EngineRegistry, Error};
+//! # use session_core::{Capabilities, Inserted, Record, Result, SessionKey, SessionStore, Timestamp};
+//! # /// Stands in for a real store.
+//! # #[derive(Debug)]
+//! # struct KvStore;
+//! # impl KvStore { fn open(_path: &str) -> Result<Self> { Ok(KvStore) } }
+//! # #[session_core::async_trait]
+//! # impl SessionStore for KvStore {
+//! #     fn engine(&self) -> &str { "kv" }
+//! #     fn capabilities(&self) -> Capabilities { Capabilities::none() }
+//! #     async fn insert_new(&self, _: &SessionKey, _: &Record) -> Result<Inserted> { unimplemented!() }
+//! #     async fn load(&self, _: &SessionKey) -> Result<Option<Record>> { unimplemented!() }
+//! #     async fn update(&self, _: &SessionKey, _: &Record, _: Option<u64>) -> Result<u64> { unimplemented!() }
+//! #     async fn delete(&self, _: &SessionKey) -> Result<bool> { unimplemented!() }
+//! #     async fn touch(&self, _: &SessionKey, _: Timestamp) -> Result<()> { unimplemented!() }
+//! #     async fn exists(&self, _: &SessionKey) -> Result<bool> { unimplemented!() }
+//! #     async fn clear_expired(&self) -> Result<u64> { unimplemented!() }
+//! # }
 //!
-//! # async fn demo() {
+//! /// The engine's section, `[kv]`: unknown keys are errors.
+//! #[derive(Default, Deserialize)]
+//! #[serde(default, deny_unknown_fields)]
+//! struct KvConfig {
+//!     path: String,
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> session_core::Result<()> {
 //! let registry = EngineRegistry::new();
+//! registry.register_store_checked(
+//!     "kv",
+//!     // Build: any store type, no `Arc<dyn SessionStore>` cast.
+//!     |ctx| async move {
+//!         let cfg: KvConfig = ctx.section("kv")?;
+//!         KvStore::open(&cfg.path)
+//!     },
+//!     // Check: runs in `validate` and before every build, opens nothing.
+//!     |ctx| ctx.section::<KvConfig>("kv").map(drop),
+//! );
+//!
+//! let store = registry
+//!     .build(&Config::from_toml("engine = \"kv\"\n[kv]\npath = \"/srv/sessions\""))
+//!     .await?;
+//! assert_eq!(store.engine(), "kv");
+//!
+//! // A typo is reported with its full key path, before anything is built.
+//! let err = registry
+//!     .validate(&Config::from_toml("engine = \"kv\"\n[kv]\npaht = \"/srv\""))
+//!     .unwrap_err();
+//! assert!(err.to_string().contains("kv.paht"), "{err}");
+//!
+//! // An engine nobody registered is an error, never a fallback.
 //! let err = registry.build(&Config::from_toml("engine = \"nope\"")).await.unwrap_err();
 //! assert!(matches!(err, Error::UnknownEngine { .. }));
-//! # }
+//! # Ok(()) }
 //! ```
+//!
+//! `docs/BACKENDS.md` in the repository is the guide to writing a backend: the store
+//! contract, configuration, registration and the conformance suite.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -72,6 +130,22 @@ where
 {
     fn build(&self, ctx: EngineContext) -> StoreFuture {
         Box::pin(self(ctx))
+    }
+}
+
+/// A constructor of a concrete store type ([`EngineRegistry::register_store`]): boxes
+/// the store it builds into the registry's `Arc<dyn SessionStore>`.
+struct StoreBuilder<F>(F);
+
+impl<S, F, Fut> EngineFactory for StoreBuilder<F>
+where
+    S: SessionStore + 'static,
+    F: Fn(EngineContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<S>> + Send + 'static,
+{
+    fn build(&self, ctx: EngineContext) -> StoreFuture {
+        let fut = (self.0)(ctx);
+        Box::pin(async move { Ok(Arc::new(fut.await?) as Arc<dyn SessionStore>) })
     }
 }
 
@@ -213,6 +287,41 @@ impl EngineRegistry {
         check: impl Fn(&EngineContext) -> Result<()> + Send + Sync + 'static,
     ) -> &Self {
         self.register(name, Checked { factory, check })
+    }
+
+    /// Registers (or replaces) the engine `name` from a constructor that returns any
+    /// concrete store type: no `EngineContext` annotation and no
+    /// `as Arc<dyn SessionStore>` cast needed.
+    ///
+    /// See the [module docs](self) for an example.
+    ///
+    /// The section's contents are checked only when the store is built; use
+    /// [`EngineRegistry::register_store_checked`] so that [`EngineRegistry::validate`]
+    /// checks them up front.
+    pub fn register_store<S, F, Fut>(&self, name: &str, build: F) -> &Self
+    where
+        S: SessionStore + 'static,
+        F: Fn(EngineContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<S>> + Send + 'static,
+    {
+        self.register(name, StoreBuilder(build))
+    }
+
+    /// [`EngineRegistry::register_store`] with a configuration check, as
+    /// [`EngineRegistry::register_checked`]: the check runs in
+    /// [`EngineRegistry::validate`] and before every build, without building anything.
+    pub fn register_store_checked<S, F, Fut>(
+        &self,
+        name: &str,
+        build: F,
+        check: impl Fn(&EngineContext) -> Result<()> + Send + Sync + 'static,
+    ) -> &Self
+    where
+        S: SessionStore + 'static,
+        F: Fn(EngineContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<S>> + Send + 'static,
+    {
+        self.register_checked(name, StoreBuilder(build), check)
     }
 
     /// The registered engine names, sorted.

@@ -118,6 +118,11 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     }
 
     /// The live record under `key`, or `None` when it is missing or expired.
+    ///
+    /// Stored bytes the codec cannot decode are [`Error::Codec`] (never `None`, never
+    /// [`Error::Backend`]), with a `tracing::warn!` carrying the key's
+    /// [`SessionKey::fingerprint`] (never the key). The session handle then starts a new
+    /// session under a new key and leaves the bytes in place.
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>>;
 
     /// Replaces the record's data, expiry and deadline, returning the new version.
@@ -168,6 +173,12 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
 #[async_trait]
 pub trait RawAccess: Send + Sync {
     /// Writes `bytes` as the stored form of `key`, live until `expires_at`, replacing anything there.
+    ///
+    /// The bytes are stored as they are (never decoded), at version 1 where the key held
+    /// nothing (the SQL store bumps the version of a row it replaces). A store that keeps the
+    /// deadline and version outside the encoded bytes (columns, a header, a file's
+    /// mtime) sets them there, as [`SessionStore::touch`] moves only that deadline, and
+    /// on load overwrites the decoded record's copies with them.
     async fn put_raw(&self, key: &SessionKey, bytes: &[u8], expires_at: Timestamp) -> Result<()>;
     /// The stored bytes of `key`, expired or not.
     async fn get_raw(&self, key: &SessionKey) -> Result<Option<Vec<u8>>>;
