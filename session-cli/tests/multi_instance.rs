@@ -354,7 +354,7 @@ async fn concurrent_drill(instances: &Arc<Vec<Instance>>) -> Concurrent {
             }));
         }
     }
-    let mut acked_incs = vec![0u64; VISITORS];
+    let mut acked_incs = [0u64; VISITORS];
     let mut acked_items = vec![Vec::new(); VISITORS];
     let mut sent_items = vec![BTreeSet::new(); VISITORS];
     for t in tasks {
