@@ -24,7 +24,8 @@ pub fn registry() -> EngineRegistry {
     registry
 }
 
-/// Like [`load`], with `engine` as the default engine.
+/// The configuration at `path` (or Sessions.toml) with `SESSION_*` overrides, with
+/// `engine` as the default engine.
 pub fn load_with_engine(path: Option<&Path>, engine: &str) -> CliResult<Config> {
     Ok(Config::load_with_defaults(
         path,
