@@ -241,16 +241,20 @@ impl Expiry<SessionKey, Arc<Slot>> for Deadline {
 ///
 /// moka hashes the key on every operation, and its hash table (`cht`) rehashes every
 /// key of a segment when the table grows, shrinks, or collects the tombstones removals
-/// leave (every tenth of its capacity in removals): with the standard SipHash-1-3 that
-/// rehash was the largest single cost of creating and deleting sessions. SipHash exists
-/// to stop an attacker from choosing many keys that collide in one bucket; here the
-/// stored keys are minted by the server (`SessionKey::generate`, 32 symbols from the OS
-/// random generator, or their digests under the `hashed` wrapper), so nobody outside
-/// chooses what is inserted, and keys a client sends only ever probe. A multiply-and-
-/// rotate pass over 8-byte words with a full-avalanche finalizer (MurmurHash3's
-/// `fmix64`), seeded per store from the standard library's random state, spreads such
-/// keys as well as SipHash at a fraction of the cost. Own code because it is twenty
-/// lines against a new dependency, and no crate in the build offers a seeded hasher.
+/// leave (every tenth of its capacity in removals): with the standard SipHash-1-3, that
+/// hashing was the largest cost of creating and deleting sessions after the allocator
+/// (BENCHMARKS.md). SipHash exists to stop an attacker from choosing many keys that
+/// collide in one bucket. Here the keys that get inserted are minted by the server
+/// (`SessionKey::generate`: 32 symbols from the OS random generator; their SHA-256
+/// digests under the `hashed` wrapper; the same keys copied from another store by
+/// `cached_db` or `sessions copy`), so no client chooses what is stored, and the keys a
+/// client sends only probe buckets filled with random keys. A multiply-and-rotate pass
+/// over 8-byte words with a full-avalanche finalizer (MurmurHash3's `fmix64`), seeded
+/// per store from the standard library's random state, spreads such keys as well as
+/// SipHash at a fraction of the cost. It is not meant to resist chosen keys: an
+/// application that calls `insert_new` with keys taken from requests would lose that
+/// protection. Own code: twenty lines, against a new direct dependency (foldhash, built
+/// already for hashbrown, would serve as well).
 #[derive(Clone, Debug)]
 struct KeyHash {
     seed: u64,
