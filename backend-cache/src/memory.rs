@@ -46,8 +46,19 @@
 //! `insert_new` inserts slots, under a striped create lock: create-if-absent, replacing
 //! only an expired or deleted slot. Keeping updates out of moka's write path keeps them cheap: moka's own
 //! compute operations cost several times a plain map write. After a write that moves
-//! the deadline, one `get` re-arms moka's timer (`Expiry::expire_after_read` reads the
-//! slot's deadline).
+//! the deadline, one `get` re-arms moka's timer: the write flags the slot, and
+//! `Expiry::expire_after_read` hands moka the slot's deadline only when flagged, so plain
+//! reads leave the timer alone without reading the clock.
+//!
+//! **Costs kept off the hot path.** The cache has no eviction listener: with one, moka
+//! serialises every insert and removal through a per-key lock map. A slot counts its
+//! own eviction instead, when moka drops it still holding a live record
+//! ([`MemoryStore::evictions`]). Keys are hashed with a seeded multiply-rotate hash
+//! rather than SipHash (see `KeyHash` for why that is safe here): moka's hash table
+//! rehashes whole segments as it grows, shrinks and collects the tombstones of removals.
+//! Records are cloned once on create and once on load: the `SessionStore` trait takes
+//! `&Record` and returns an owned `Record`, so sharing them (`Arc<Record>`) stops at
+//! the trait; inside the store the record is shared between the slot and readers.
 //!
 //! Records are kept decoded, yet `max_encoded_size` holds as on every other engine: a
 //! store built from configuration (or given [`MemoryStore::with_size_limit`]) refuses a
@@ -56,12 +67,12 @@
 //! the values, without encoding) exceeds the limit, which real sessions almost never do.
 
 use std::fmt;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
-use moka::notification::RemovalCause;
 use moka::sync::Cache;
 use serde::Deserialize;
 use session_core::codec::{ENCRYPTION_OVERHEAD, MAX_DEPTH};
@@ -90,7 +101,7 @@ impl Default for MemoryConfig {
 
 /// In-process session store.
 pub struct MemoryStore {
-    cache: Cache<SessionKey, Arc<Slot>>,
+    cache: Cache<SessionKey, Arc<Slot>, KeyHash>,
     /// Serialises `insert_new` per key (by stripe): the only writer of new slots.
     create_locks: Box<[Mutex<()>]>,
     max_entries: usize,
@@ -123,13 +134,39 @@ const CREATE_STRIPES: usize = 64;
 struct Slot {
     record: Mutex<Option<Arc<Record>>>,
     expires_at: AtomicI64,
+    /// Set when `expires_at` moved: the next read hands moka the new deadline.
+    rearm: AtomicBool,
+    /// The store's eviction count, bumped if the slot is dropped holding a live record.
+    evictions: Arc<AtomicU64>,
+}
+
+impl Drop for Slot {
+    /// moka drops a slot when it leaves the cache. Deleted slots are empty and expired
+    /// ones are past their deadline (moka may drop them up to `CLOCK_SLACK` early), and
+    /// `insert_new` replaces no other: a slot still holding a live record was dropped
+    /// for the bound (evicted, or not admitted).
+    fn drop(&mut self) {
+        let record = self
+            .record
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if record.is_some() {
+            let deadline = self.expires_at.load(Ordering::Relaxed);
+            let now = Timestamp::now().as_unix_millis();
+            if deadline.saturating_sub(now) > CLOCK_SLACK.as_millis() as i64 {
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 impl Slot {
-    fn new(record: Record) -> Self {
+    fn new(record: Record, evictions: &Arc<AtomicU64>) -> Self {
         Slot {
             expires_at: AtomicI64::new(record.expires_at.as_unix_millis()),
             record: Mutex::new(Some(Arc::new(record))),
+            rearm: AtomicBool::new(false),
+            evictions: Arc::clone(evictions),
         }
     }
 
@@ -156,11 +193,9 @@ impl Slot {
 /// How much earlier than its deadline moka may drop a session: the two clocks (moka's
 /// monotonic one, the wall clock of deadlines) read a millisecond apart at most.
 const CLOCK_SLACK: Duration = Duration::from_millis(2);
-/// How much later than its deadline moka may drop a session without being re-armed.
-const LATE_SLACK: Duration = Duration::from_secs(1);
 
 /// Each entry expires at its slot's deadline, re-armed by the `get` after every write
-/// that moves it.
+/// that moves it (the write sets the slot's `rearm` flag first).
 struct Deadline;
 
 impl Expiry<SessionKey, Arc<Slot>> for Deadline {
@@ -181,18 +216,13 @@ impl Expiry<SessionKey, Arc<Slot>> for Deadline {
         duration_until_expiry: Option<Duration>,
         _last_modified_at: Instant,
     ) -> Option<Duration> {
-        let wanted = value.remaining();
-        match duration_until_expiry {
-            // Unchanged (moka reschedules its timer only when the answer differs):
-            // within a clock tick of the slot's deadline, or up to a second after it
-            // (reads compare the deadline with the wall clock anyway).
-            Some(current)
-                if wanted.saturating_sub(current) <= CLOCK_SLACK
-                    && current.saturating_sub(wanted) <= LATE_SLACK =>
-            {
-                Some(current)
-            }
-            _ => Some(wanted),
+        // Plain reads leave the timer as it is (no clock read); the read after a write
+        // that moved the deadline (it set `rearm` after storing the deadline) hands the
+        // new one over.
+        if value.rearm.swap(false, Ordering::Acquire) {
+            Some(value.remaining())
+        } else {
+            duration_until_expiry
         }
     }
 
@@ -204,6 +234,91 @@ impl Expiry<SessionKey, Arc<Slot>> for Deadline {
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
         Some(value.remaining())
+    }
+}
+
+/// The hash of session keys in the cache, seeded per store.
+///
+/// moka hashes the key on every operation, and its hash table (`cht`) rehashes every
+/// key of a segment when the table grows, shrinks, or collects the tombstones removals
+/// leave (every tenth of its capacity in removals): with the standard SipHash-1-3, that
+/// hashing was the largest cost of creating and deleting sessions after the allocator
+/// (BENCHMARKS.md). SipHash exists to stop an attacker from choosing many keys that
+/// collide in one bucket. Here the keys that get inserted are minted by the server
+/// (`SessionKey::generate`: 32 symbols from the OS random generator; their SHA-256
+/// digests under the `hashed` wrapper; the same keys copied from another store by
+/// `cached_db` or `sessions copy`), so no client chooses what is stored, and the keys a
+/// client sends only probe buckets filled with random keys. A multiply-and-rotate pass
+/// over 8-byte words with a full-avalanche finalizer (MurmurHash3's `fmix64`), seeded
+/// per store from the standard library's random state, spreads such keys as well as
+/// SipHash at a fraction of the cost. It is not meant to resist chosen keys: an
+/// application that calls `insert_new` with keys taken from requests would lose that
+/// protection. Own code: twenty lines, against a new direct dependency (foldhash, built
+/// already for hashbrown, would serve as well).
+#[derive(Clone, Debug)]
+struct KeyHash {
+    seed: u64,
+}
+
+impl KeyHash {
+    fn new() -> Self {
+        KeyHash {
+            seed: RandomState::new().hash_one(0x5eed_u64),
+        }
+    }
+}
+
+impl BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.seed)
+    }
+}
+
+/// The hasher of [`KeyHash`].
+#[derive(Debug)]
+struct KeyHasher(u64);
+
+/// 2^64 / golden ratio, odd: the multiplier of Fibonacci hashing.
+const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl KeyHasher {
+    fn word(&mut self, w: u64) {
+        self.0 = (self.0 ^ w).wrapping_mul(MIX).rotate_left(31);
+    }
+}
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            self.word(u64::from_le_bytes(b));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.word(u64::from_le_bytes(b));
+        }
+        // The length, so that a shorter input padded with zeroes differs.
+        self.word(bytes.len() as u64);
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.word(u64::from(i));
+    }
+
+    fn finish(&self) -> u64 {
+        // MurmurHash3's fmix64: every input bit reaches every output bit.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
     }
 }
 
@@ -297,22 +412,18 @@ impl MemoryStore {
     /// A store with explicit options.
     pub fn with_config(config: MemoryConfig) -> Self {
         let max_entries = config.max_entries.max(1);
-        let evictions = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&evictions);
+        // No eviction listener: with one, moka serialises every insert and removal
+        // through a per-key lock map (two more hash-map writes per operation). Slots
+        // count their own evictions when dropped.
         let cache = Cache::builder()
             .max_capacity(max_entries as u64)
             .expire_after(Deadline)
-            .eviction_listener(move |_key, _value, cause| {
-                if cause == RemovalCause::Size {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-            .build();
+            .build_with_hasher(KeyHash::new());
         MemoryStore {
             cache,
             create_locks: (0..CREATE_STRIPES).map(|_| Mutex::new(())).collect(),
             max_entries,
-            evictions,
+            evictions: Arc::new(AtomicU64::new(0)),
             size_limit: None,
         }
     }
@@ -343,8 +454,10 @@ impl MemoryStore {
     }
 
     /// How many sessions were dropped to respect `max_entries`: live ones evicted and
-    /// new ones not admitted. Counted by moka's housekeeping, so it can lag the inserts
-    /// by up to one housekeeping run ([`MemoryStore::run_pending_tasks`]).
+    /// new ones not admitted. Counted when moka frees a dropped session, so it lags the
+    /// inserts by the pending housekeeping ([`MemoryStore::run_pending_tasks`]) and by
+    /// moka's deferred reclamation of removed entries (epoch-based, freed within a few
+    /// later operations).
     pub fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
     }
@@ -384,6 +497,9 @@ impl MemoryStore {
         let moved = next.expires_at != cur.expires_at;
         slot.expires_at
             .store(next.expires_at.as_unix_millis(), Ordering::Relaxed);
+        if moved {
+            slot.rearm.store(true, Ordering::Release);
+        }
         // A record stored already expired empties the slot: it is as good as absent.
         *guard = (!next.is_expired_at(now)).then(|| Arc::new(next));
         if moved {
@@ -431,11 +547,15 @@ impl SessionStore for MemoryStore {
         let _create = self.create_locks[stripe % CREATE_STRIPES]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if self.live(key, now).is_some() {
+        // `contains_key` first: unlike `get` it records no read, and a new key (the
+        // rule: keys are minted fresh) is absent.
+        if self.cache.contains_key(key) && self.live(key, now).is_some() {
             return Ok(Inserted::KeyTaken);
         }
-        self.cache
-            .insert(key.clone(), Arc::new(Slot::new(record.clone())));
+        self.cache.insert(
+            key.clone(),
+            Arc::new(Slot::new(record.clone(), &self.evictions)),
+        );
         Ok(Inserted::Created)
     }
 
@@ -628,6 +748,29 @@ mod tests {
         assert!(MemoryStore::new().create(&big).await.is_ok());
     }
 
+    #[test]
+    fn key_hashes_spread_generated_keys_and_differ_per_store() {
+        let (a, b) = (KeyHash::new(), KeyHash::new());
+        let keys: Vec<SessionKey> = (0..100_000)
+            .map(|_| SessionKey::generate().expect("rng"))
+            .collect();
+        let hashes: std::collections::HashSet<u64> = keys.iter().map(|k| a.hash_one(k)).collect();
+        assert_eq!(hashes.len(), keys.len(), "64-bit collisions");
+        // The low bits (a table's bucket) and the high bits (moka's segment) both spread.
+        for shift in [0, 54] {
+            let mut buckets = [0usize; 1024];
+            for h in &hashes {
+                buckets[((h >> shift) & 1023) as usize] += 1;
+            }
+            let (lo, hi) = (buckets.iter().min(), buckets.iter().max());
+            assert!(
+                lo >= Some(&50) && hi <= Some(&150),
+                "shift {shift}: {lo:?}..{hi:?}"
+            );
+        }
+        assert_ne!(a.hash_one(&keys[0]), b.hash_one(&keys[0]), "unseeded");
+    }
+
     #[tokio::test]
     async fn bounded_with_eviction() {
         let store = MemoryStore::with_config(MemoryConfig { max_entries: 10 });
@@ -636,7 +779,16 @@ mod tests {
             store.create(&r).await.expect("create");
         }
         assert!(store.count().await.expect("count") <= 10);
-        assert!(store.evictions() >= 90);
+        // Evictions are counted as moka frees the dropped sessions, a few operations
+        // after its housekeeping dropped them.
+        for _ in 0..1000 {
+            if store.evictions() >= 90 {
+                break;
+            }
+            store.run_pending_tasks();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(store.evictions(), 90);
     }
 
     #[tokio::test]
