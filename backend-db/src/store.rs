@@ -16,8 +16,7 @@ use std::time::Duration;
 use session_core::maintenance::{Progress, scan_stats};
 use session_core::{
     BincodeCodec, Capabilities, ClearReport, Codec, Error, Inserted, Maintenance, RawAccess,
-    Record, Result, SchemaMigration, SessionKey, SessionStore, StoreStats, Timestamp,
-    async_trait,
+    Record, Result, SchemaMigration, SessionKey, SessionStore, StoreStats, Timestamp, async_trait,
 };
 
 use crate::config::{Backend, DbConfig, TableName};
