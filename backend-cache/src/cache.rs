@@ -351,6 +351,9 @@ impl SessionStore for CacheStore {
     fn raw(&self) -> Option<&dyn RawAccess> {
         self.inner().raw()
     }
+    fn maintenance(&self) -> Option<&dyn session_core::Maintenance> {
+        self.inner().maintenance()
+    }
 }
 
 /// Registers the `cache` engine (options in the `cache` section).

@@ -440,6 +440,13 @@ impl SessionStore for CachedDbStore {
     fn raw(&self) -> Option<&dyn RawAccess> {
         self.db.raw().map(|_| self as &dyn RawAccess)
     }
+
+    /// The durable store's: the schema, the expiry sweep and the statistics are the
+    /// database's (the cache expires its entries by itself, and holds nothing the
+    /// database does not).
+    fn maintenance(&self) -> Option<&dyn session_core::Maintenance> {
+        self.db.maintenance()
+    }
 }
 
 /// Raw access goes to the durable store, and drops the cached entry so the bytes written

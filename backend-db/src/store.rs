@@ -10,12 +10,13 @@
 //! second round trip, to tell "gone" from "changed" and report the version it found.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use session_core::maintenance::{Progress, scan_stats};
 use session_core::{
-    BincodeCodec, Capabilities, Codec, Error, Inserted, RawAccess, Record, Result, SessionKey,
-    SessionStore, Timestamp, async_trait,
+    BincodeCodec, Capabilities, ClearReport, Codec, Error, Inserted, Maintenance, RawAccess,
+    Record, Result, SchemaMigration, SessionKey, SessionStore, StoreStats, Timestamp, async_trait,
 };
 
 use crate::config::{Backend, DbConfig, TableName};
@@ -60,6 +61,9 @@ pub struct DbStore {
     /// The bound of one operation (acquire plus statement), when a statement timeout is set.
     deadline: Option<Duration>,
     durable: bool,
+    /// What the migration run by [`DbStore::connect`] (`auto_migrate`) did, until the
+    /// first [`Maintenance::migrate`] reports it.
+    opened: Arc<Mutex<Option<Migrated>>>,
 }
 
 impl std::fmt::Debug for DbStore {
@@ -82,7 +86,8 @@ impl DbStore {
         let store =
             DbStore::new(pool, &config.table)?.with_statement_timeout(config.statement_timeout());
         if config.auto_migrate {
-            store.migrate().await?;
+            let done = store.migrate().await?;
+            *store.opened.lock().unwrap_or_else(PoisonError::into_inner) = Some(done);
         }
         Ok(store)
     }
@@ -126,6 +131,7 @@ impl DbStore {
             },
             deadline: None,
             durable,
+            opened: Arc::default(),
         })
     }
 
@@ -626,6 +632,49 @@ impl SessionStore for DbStore {
 
     fn raw(&self) -> Option<&dyn RawAccess> {
         Some(self)
+    }
+
+    fn maintenance(&self) -> Option<&dyn Maintenance> {
+        Some(self)
+    }
+}
+
+/// `sessions migrate`, `clear-expired` and `stats` on the table.
+#[async_trait]
+impl Maintenance for DbStore {
+    fn target(&self) -> String {
+        format!("{ENGINE} ({})", self.table.as_str())
+    }
+
+    /// [`DbStore::migrate`]. A store opened with `auto_migrate` has already run it: the
+    /// first call reports the schema version the table had when the store was opened, so
+    /// a tool that opens the store and migrates it says "created" for a table that did
+    /// not exist before it ran.
+    async fn migrate(&self) -> Result<Option<SchemaMigration>> {
+        let done = DbStore::migrate(self).await?;
+        let opened = self
+            .opened
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let from = opened.map_or(done.from, |o| o.from.min(done.from));
+        let version = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(Some(SchemaMigration::new(
+            format!("table {}", self.table.as_str()),
+            version(from),
+            version(done.to),
+        )))
+    }
+
+    /// [`DbStore::clear_expired_batched`].
+    async fn clear_expired(&self, batch: u64, progress: Progress<'_>) -> Result<ClearReport> {
+        let removed = self.clear_expired_batched(batch, progress).await?;
+        Ok(ClearReport::removed(removed))
+    }
+
+    /// [`scan_stats`] over the table with the store's codec.
+    async fn stats(&self, progress: Progress<'_>) -> Result<StoreStats> {
+        scan_stats(self, self.codec.as_ref(), progress).await
     }
 }
 

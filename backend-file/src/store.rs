@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use session_core::codec::DEFAULT_MAX_ENCODED_SIZE;
+use session_core::maintenance::{Progress, scan_stats};
 use session_core::{
-    BincodeCodec, Capabilities, Codec, Error, Inserted, RawAccess, Record, Result, SessionKey,
-    SessionStore, Timestamp, async_trait,
+    BincodeCodec, Capabilities, ClearReport, Codec, Error, Inserted, Maintenance, RawAccess,
+    Record, Result, SessionKey, SessionStore, StoreStats, Timestamp, async_trait,
 };
 
 use crate::config::{self, FileConfig};
@@ -365,6 +366,39 @@ impl SessionStore for FileStore {
 
     fn raw(&self) -> Option<&dyn RawAccess> {
         Some(self)
+    }
+
+    fn maintenance(&self) -> Option<&dyn Maintenance> {
+        Some(self)
+    }
+}
+
+/// `sessions clear-expired` and `stats` on the directory. The directory keeps no schema,
+/// so [`Maintenance::migrate`] is the default (nothing to migrate).
+#[async_trait]
+impl Maintenance for FileStore {
+    fn target(&self) -> String {
+        ENGINE.to_owned()
+    }
+
+    /// [`FileStore::sweep`] (which streams the directory in its own bounded batches, so
+    /// `batch` does not apply), with the entries it skipped in the report.
+    async fn clear_expired(&self, _batch: u64, progress: Progress<'_>) -> Result<ClearReport> {
+        let report = self.sweep().await?;
+        progress(report.removed);
+        Ok(ClearReport::removed(report.removed).with_skipped(
+            report.skipped(),
+            Some(format!(
+                "{} not regular files, {} that could not be checked",
+                report.not_regular, report.failed
+            )),
+        ))
+    }
+
+    /// [`scan_stats`] over the directory with the store's codec: entries that are not
+    /// regular files or exceed the size limit are counted as skipped.
+    async fn stats(&self, progress: Progress<'_>) -> Result<StoreStats> {
+        scan_stats(self, self.inner.codec.as_ref(), progress).await
     }
 }
 

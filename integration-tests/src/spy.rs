@@ -177,4 +177,8 @@ impl SessionStore for SpyStore {
     fn raw(&self) -> Option<&dyn RawAccess> {
         self.inner.raw()
     }
+
+    fn maintenance(&self) -> Option<&dyn session_core::Maintenance> {
+        self.inner.maintenance()
+    }
 }

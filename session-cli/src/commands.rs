@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 use serde_json::json;
-use session_core::{Codec, Config, Error, Inserted, SessionKey, SessionStore, Timestamp};
+use session_core::maintenance::{SIZE_BUCKETS, scan_stats};
+use session_core::{ClearReport, EngineRegistry, Error, Inserted, SessionKey, SessionStore};
 
 use crate::engines;
 use crate::fmt::{CliError, CliResult, iso, progress};
@@ -53,95 +54,80 @@ pub struct CopyArgs {
     pub to: PathBuf,
 }
 
-/// The `db` section of a db or cached_db configuration.
-fn db_section(config: &Config) -> CliResult<Option<Config>> {
-    let engine = config.settings()?.engine;
-    Ok(match engine.as_str() {
-        "db" => Some(config.clone()),
-        "cached_db" => Some(config.nested("cached_db.db", "db")),
-        _ => None,
-    })
-}
-
-/// `sessions migrate`.
-pub async fn migrate(path: Option<&Path>) -> CliResult {
-    let config = engines::load_for(path, "migrate")?;
-    let Some(db) = db_section(&config)? else {
-        let engine = config.settings()?.engine;
-        println!("engine {engine} keeps no tables: nothing to migrate");
+/// `sessions migrate`: the store's [`session_core::Maintenance::migrate`].
+pub async fn migrate(registry: &EngineRegistry, path: Option<&Path>) -> CliResult {
+    let config = engines::load_for(registry, path, "migrate")?;
+    let store = engines::build_for(registry, &config, "migrate").await?;
+    let Some(maintenance) = store.maintenance() else {
+        println!(
+            "engine {} offers no maintenance operations (no schema to migrate): nothing to do",
+            store.engine()
+        );
         return Ok(());
     };
-    let mut options: backend_db::DbConfig = db.section("db")?;
-    options.auto_migrate = false;
-    let store = backend_db::DbStore::connect(&options).await?;
-    let done = store.migrate().await?;
-    if done.from == 0 {
-        println!(
-            "created table {} (schema version {})",
-            store.table(),
-            done.to
-        );
-    } else if done.changed() {
-        println!(
-            "migrated table {} from schema version {} to {}",
-            store.table(),
-            done.from,
-            done.to
-        );
-    } else {
-        println!(
-            "table {} is up to date (schema version {})",
-            store.table(),
-            done.to
-        );
+    match maintenance.migrate().await? {
+        None => println!(
+            "engine {} keeps no schema: nothing to migrate",
+            store.engine()
+        ),
+        Some(done) if done.created() => {
+            println!("created {} (schema version {})", done.object, done.to)
+        }
+        Some(done) if done.changed() => println!(
+            "migrated {} from schema version {} to {}",
+            done.object, done.from, done.to
+        ),
+        Some(done) => println!("{} is up to date (schema version {})", done.object, done.to),
     }
     Ok(())
 }
 
-/// `sessions clear-expired`.
-pub async fn clear_expired(path: Option<&Path>, args: ClearArgs) -> CliResult {
+/// `sessions clear-expired`: the store's [`session_core::Maintenance::clear_expired`]
+/// (batched, with a running count) where it offers one, else
+/// [`SessionStore::clear_expired`].
+pub async fn clear_expired(
+    registry: &EngineRegistry,
+    path: Option<&Path>,
+    args: ClearArgs,
+) -> CliResult {
     if args.batch_size == 0 {
         return Err(CliError::usage("--batch-size must be at least 1", None));
     }
-    let config = engines::load_for(path, "clear-expired")?;
+    let config = engines::load_for(registry, path, "clear-expired")?;
+    let store = engines::build_for(registry, &config, "clear-expired").await?;
     let pb = progress(None, "deleting expired sessions");
-    let mut skipped = None;
-    let (engine, removed, native_ttl) = if let Some(db) = db_section(&config)? {
-        // Straight to the table, batch by batch, with a running count.
-        let mut options: backend_db::DbConfig = db.section("db")?;
-        options.auto_migrate = false;
-        let store = backend_db::DbStore::connect(&options).await?;
-        let removed = store
-            .clear_expired_batched(args.batch_size, |n| pb.set_position(n))
-            .await?;
-        (format!("db ({})", store.table()), removed, false)
-    } else if let Some(files) = engines::file_store(&config)? {
-        // The file engine's own sweep: it reports the entries it skipped.
-        let report = files.sweep().await?;
-        skipped = Some(report);
-        ("file".to_owned(), report.removed, false)
-    } else {
-        let store = engines::build_for(&config, "clear-expired").await?;
-        let removed = store.clear_expired().await?;
-        (
-            store.engine().to_owned(),
-            removed,
-            store.capabilities().native_ttl,
-        )
+    let (target, report, native_ttl) = match store.maintenance() {
+        Some(m) => {
+            let set = |n: u64| pb.set_position(n);
+            let report = m.clear_expired(args.batch_size, &set).await?;
+            (m.target(), report, false)
+        }
+        None => {
+            let removed = store.clear_expired().await?;
+            (
+                store.engine().to_owned(),
+                ClearReport::removed(removed),
+                store.capabilities().native_ttl,
+            )
+        }
     };
     pb.finish_and_clear();
+    let removed = report.removed;
     if native_ttl {
-        println!("{removed} expired sessions removed ({engine} expires sessions by itself)");
+        println!("{removed} expired sessions removed ({target} expires sessions by itself)");
     } else {
-        println!("{removed} expired sessions removed from {engine}");
+        println!("{removed} expired sessions removed from {target}");
     }
-    if let Some(report) = skipped.filter(|r| r.skipped() > 0) {
+    if report.skipped > 0 {
+        let detail = report
+            .skipped_detail
+            .as_deref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
         println!(
-            "skipped {} unreadable entries ({} not regular files, {} that could not be \
-             checked); they are left in place, and logged by session fingerprint",
-            report.skipped(),
-            report.not_regular,
-            report.failed
+            "skipped {} unreadable entries{detail}; they are left in place, and logged by \
+             session fingerprint",
+            report.skipped,
         );
     }
     Ok(())
@@ -161,13 +147,14 @@ struct Stats {
     histogram: Vec<(String, u64)>,
 }
 
-const BUCKETS: [(u64, &str); 6] = [
-    (1 << 10, "< 1 KiB"),
-    (4 << 10, "1-4 KiB"),
-    (16 << 10, "4-16 KiB"),
-    (64 << 10, "16-64 KiB"),
-    (256 << 10, "64-256 KiB"),
-    (u64::MAX, ">= 256 KiB"),
+/// Labels of [`session_core::maintenance::SIZE_BUCKETS`].
+const BUCKET_LABELS: [&str; SIZE_BUCKETS.len()] = [
+    "< 1 KiB",
+    "1-4 KiB",
+    "4-16 KiB",
+    "16-64 KiB",
+    "64-256 KiB",
+    ">= 256 KiB",
 ];
 
 /// Every key of a listing store, a page at a time.
@@ -204,78 +191,35 @@ impl KeyPages {
     }
 }
 
-/// `sessions stats`.
-pub async fn stats(path: Option<&Path>, args: StatsArgs) -> CliResult {
-    let config = engines::load_for(path, "stats")?;
+/// `sessions stats`: the store's [`session_core::Maintenance::stats`] where it offers
+/// them, else a scan of a store that lists its keys
+/// ([`session_core::maintenance::scan_stats`]).
+pub async fn stats(registry: &EngineRegistry, path: Option<&Path>, args: StatsArgs) -> CliResult {
+    let config = engines::load_for(registry, path, "stats")?;
     let codec = config.settings()?.codec();
-    let store = engines::build_for(&config, "stats").await?;
-    if !store.capabilities().listing {
-        return Err(
-            Error::unsupported(store.engine(), "listing sessions (needed by stats)").into(),
-        );
-    }
+    let store = engines::build_for(registry, &config, "stats").await?;
     let total = store.count().await.ok();
     let pb = progress(total, "reading sessions");
-    let mut s = Stats {
-        engine: store.engine().to_owned(),
-        ..Stats::default()
+    let set = |n: u64| pb.set_position(n);
+    let found = match store.maintenance() {
+        Some(m) => m.stats(&set).await?,
+        None => scan_stats(store.as_ref(), codec.as_ref(), &set).await?,
     };
-    let mut hist = [0u64; BUCKETS.len()];
-    let now = Timestamp::now();
-    let codec: &dyn Codec = codec.as_ref();
-    let mut pages = KeyPages::new(store.clone());
-    while let Some(page) = pages.next().await? {
-        for k in page {
-            pb.inc(1);
-            let (size, live) = match store.raw() {
-                Some(raw) => match raw.get_raw(&k).await {
-                    Ok(None) => continue,
-                    Ok(Some(bytes)) => (
-                        bytes.len() as u64,
-                        codec.decode(&bytes).ok().map(|r| !r.is_expired_at(now)),
-                    ),
-                    // Not a session file, or one over the limit: the store said which (by
-                    // fingerprint) in its log; one of them must not end the report.
-                    Err(Error::Codec(_)) => {
-                        s.skipped += 1;
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                },
-                None => match store.load(&k).await {
-                    Ok(Some(r)) => (
-                        codec.encode(&r).map(|b| b.len() as u64).unwrap_or(0),
-                        Some(true),
-                    ),
-                    Ok(None) => {
-                        s.expired += 1;
-                        continue;
-                    }
-                    Err(Error::Codec(_)) => {
-                        s.unreadable += 1;
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                },
-            };
-            match live {
-                Some(true) => s.live += 1,
-                Some(false) => s.expired += 1,
-                None => s.unreadable += 1,
-            }
-            s.total_bytes += size;
-            s.largest_bytes = s.largest_bytes.max(size);
-            if let Some(i) = BUCKETS.iter().position(|(bound, _)| size < *bound) {
-                hist[i] += 1;
-            }
-        }
-    }
     pb.finish_and_clear();
-    s.histogram = BUCKETS
-        .iter()
-        .zip(hist)
-        .map(|((_, label), n)| ((*label).to_owned(), n))
-        .collect();
+    let s = Stats {
+        engine: store.engine().to_owned(),
+        live: found.live,
+        expired: found.expired,
+        unreadable: found.unreadable,
+        skipped: found.skipped,
+        total_bytes: found.total_bytes,
+        largest_bytes: found.largest_bytes,
+        histogram: BUCKET_LABELS
+            .iter()
+            .zip(found.sizes)
+            .map(|(label, n)| ((*label).to_owned(), n))
+            .collect(),
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
         return Ok(());
@@ -322,10 +266,10 @@ fn human_bytes(n: u64) -> String {
 }
 
 /// `sessions show KEY`.
-pub async fn show(path: Option<&Path>, args: ShowArgs) -> CliResult {
+pub async fn show(registry: &EngineRegistry, path: Option<&Path>, args: ShowArgs) -> CliResult {
     let key = SessionKey::parse(args.key.trim()).map_err(Error::from)?;
-    let config = engines::load_for(path, "show")?;
-    let store = engines::build_for(&config, "show").await?;
+    let config = engines::load_for(registry, path, "show")?;
+    let store = engines::build_for(registry, &config, "show").await?;
     if args.raw {
         let raw = store
             .raw()
@@ -388,7 +332,7 @@ fn session_env_names() -> Vec<String> {
 /// Both files are read as they are. `SESSION_*` environment overrides would apply to
 /// both sides alike (`SESSION_ENGINE=memory` left in the shell once made a copy
 /// "memory -> memory" of nothing), so copy ignores them, and says so.
-pub async fn copy(args: CopyArgs) -> CliResult {
+pub async fn copy(registry: &EngineRegistry, args: CopyArgs) -> CliResult {
     let ignored = session_env_names();
     if !ignored.is_empty() {
         eprintln!(
@@ -396,10 +340,10 @@ pub async fn copy(args: CopyArgs) -> CliResult {
             ignored.join(", ")
         );
     }
-    let from_cfg = engines::load_file_only(&args.from, "copy")?;
-    let to_cfg = engines::load_file_only(&args.to, "copy")?;
-    let src = engines::build_for(&from_cfg, "copy").await?;
-    let dst = engines::build_for(&to_cfg, "copy").await?;
+    let from_cfg = engines::load_file_only(registry, &args.from, "copy")?;
+    let to_cfg = engines::load_file_only(registry, &args.to, "copy")?;
+    let src = engines::build_for(registry, &from_cfg, "copy").await?;
+    let dst = engines::build_for(registry, &to_cfg, "copy").await?;
     if !src.capabilities().listing {
         return Err(
             Error::unsupported(src.engine(), "listing sessions (needed to copy from it)").into(),
@@ -500,12 +444,12 @@ pub async fn copy(args: CopyArgs) -> CliResult {
 }
 
 /// `sessions check`.
-pub async fn check(path: Option<&Path>) -> CliResult {
-    let config = engines::load_for(path, "check")?;
+pub async fn check(registry: &EngineRegistry, path: Option<&Path>) -> CliResult {
+    let config = engines::load_for(registry, path, "check")?;
     let settings = config.settings()?;
     let store = match tokio::time::timeout(
         Duration::from_secs(15),
-        engines::build_for(&config, "check"),
+        engines::build_for(registry, &config, "check"),
     )
     .await
     {

@@ -19,6 +19,8 @@ use serde_json::json;
 use session_axum::serve::{ServeOptions, serve, shutdown_signal};
 use session_axum::{Session, SessionError, SessionLayer};
 
+use session_core::EngineRegistry;
+
 use crate::engines;
 use crate::fmt::{CliError, CliResult};
 
@@ -59,11 +61,10 @@ const FRUITS: [&str; 6] = ["apple", "banana", "cherry", "kiwi", "mango", "pear"]
 
 /// Runs the demo until Ctrl-C or SIGTERM, with `session_axum::serve`'s timeouts,
 /// connection limit and shutdown deadline.
-pub async fn run(path: Option<&Path>, args: DemoArgs) -> CliResult {
+pub async fn run(registry: &EngineRegistry, path: Option<&Path>, args: DemoArgs) -> CliResult {
     let config = engines::load_with_engine(path, "file")?;
     let settings = config.settings()?;
-    let registry = engines::registry();
-    let mut builder = SessionLayer::builder_from_config(&config, &registry).await?;
+    let mut builder = SessionLayer::builder_from_config(&config, registry).await?;
     // Browsers refuse to send a Secure cookie back over plain http (Chromium makes an
     // exception for "localhost", not for 127.0.0.1), so the demo, served over plain http
     // on loopback, turns Secure off unless the configuration says otherwise. Production

@@ -22,8 +22,11 @@
 //! What hashing gives up, by design:
 //! - [`SessionStore::list`] returns derived keys, which are not usable as session keys
 //!   through the wrapper. The wrapper therefore does not claim the `listing`
-//!   [`Capabilities`] flag, and tools that need listing (`sessions stats`, `sessions copy`)
-//!   refuse with an "unsupported" error instead of reporting nonsense. To move hashed
+//!   [`Capabilities`] flag, and tools that need usable keys (`sessions copy`) refuse
+//!   with an "unsupported" error instead of reporting nonsense. Maintenance
+//!   ([`SessionStore::maintenance`]) is forwarded: `sessions stats` counts what the inner
+//!   store holds under derived keys (counts and sizes do not need the keys), and
+//!   `sessions stats` on an engine without maintenance refuses as above. To move hashed
 //!   sessions between stores, copy them with `hash_keys = false` on both sides: the
 //!   derived keys are valid keys, so the records move verbatim, and a destination that
 //!   turns `hash_keys` back on serves them to the original cookies.
@@ -188,6 +191,12 @@ impl SessionStore for HashedKeys {
 
     fn raw(&self) -> Option<&dyn RawAccess> {
         self.inner.raw().map(|_| self as &dyn RawAccess)
+    }
+
+    /// The inner store's, unchanged: schema, expiry sweeps and statistics do not depend
+    /// on keys (statistics read the derived keys the inner store holds).
+    fn maintenance(&self) -> Option<&dyn crate::Maintenance> {
+        self.inner.maintenance()
     }
 }
 

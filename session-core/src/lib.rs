@@ -13,6 +13,9 @@
 //!   no resurrection, compare-and-set) with its [`Capabilities`];
 //! - [`Session`]: the per-request handle, lazy, with Django's `accessed`/`modified`
 //!   semantics and conflict re-application;
+//! - [`Maintenance`]: the optional capability of stores that have a schema to migrate,
+//!   expired records to sweep in batches or statistics to report, discovered from any
+//!   `dyn SessionStore` with [`SessionStore::maintenance`];
 //! - [`Config`] and [`EngineRegistry`]: the backend chosen by name at deploy time from
 //!   `Sessions.toml` and `SESSION_*` environment variables.
 //!
@@ -58,6 +61,7 @@ pub mod error;
 pub mod expiry;
 pub mod hashed;
 pub mod key;
+pub mod maintenance;
 pub mod record;
 pub mod registry;
 pub mod session;
@@ -70,6 +74,7 @@ pub use error::{BoxError, Error, Result};
 pub use expiry::{Expiry, ExpirySettings};
 pub use hashed::HashedKeys;
 pub use key::{KeyError, KeyGenerator, SessionKey};
+pub use maintenance::{ClearReport, Maintenance, SchemaMigration, StoreStats};
 pub use record::{Record, SessionData};
 pub use registry::{EngineContext, EngineFactory, EngineRegistry};
 pub use session::Session;

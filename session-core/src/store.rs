@@ -21,6 +21,7 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::key::{KeyGenerator, SessionKey};
+use crate::maintenance::Maintenance;
 use crate::record::Record;
 use crate::time::Timestamp;
 
@@ -164,6 +165,14 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
 
     /// Access to the stored bytes, for stores that keep encoded records.
     fn raw(&self) -> Option<&dyn RawAccess> {
+        None
+    }
+
+    /// The store's maintenance operations (schema migration, batched expiry sweeps,
+    /// statistics), for stores that offer them: how operator tools find them behind an
+    /// `Arc<dyn SessionStore>`. `None` by default; a store wrapping another forwards the
+    /// inner store's. See [`crate::maintenance`].
+    fn maintenance(&self) -> Option<&dyn Maintenance> {
         None
     }
 }
