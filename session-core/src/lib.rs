@@ -14,7 +14,10 @@
 //! - [`Session`]: the per-request handle, lazy, with Django's `accessed`/`modified`
 //!   semantics and conflict re-application;
 //! - [`Config`] and [`EngineRegistry`]: the backend chosen by name at deploy time from
-//!   `Sessions.toml` and `SESSION_*` environment variables.
+//!   `Sessions.toml` and `SESSION_*` environment variables;
+//! - [`StoreLayer`]: wrappers any store can wear (hashed keys, per-call timeouts, your
+//!   own), stacked with [`StoreLayers`] or `store.with_layer(...)` and named in the
+//!   configuration's `layers` list ([`layer`]).
 //!
 //! Backends live in their own crates (`backend-file`, `backend-db`, `backend-cache`,
 //! `backend-cached-db`), each exposing a `register` function for the registry.
@@ -58,6 +61,7 @@ pub mod error;
 pub mod expiry;
 pub mod hashed;
 pub mod key;
+pub mod layer;
 pub mod record;
 pub mod registry;
 pub mod session;
@@ -71,7 +75,8 @@ pub use expiry::{Expiry, ExpirySettings};
 pub use hashed::HashedKeys;
 pub use key::{KeyError, KeyGenerator, SessionKey};
 pub use record::{Record, SessionData};
-pub use registry::{EngineContext, EngineFactory, EngineRegistry};
+pub use layer::{StoreLayer, StoreLayerExt, StoreLayers, TimeoutLayer};
+pub use registry::{EngineContext, EngineFactory, EngineRegistry, LayerContext, LayerFactory};
 pub use session::Session;
 pub use store::{Capabilities, Inserted, RawAccess, SessionStore, create_with};
 pub use time::Timestamp;
