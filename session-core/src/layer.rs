@@ -415,6 +415,22 @@ impl RawAccess for Timeout {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn deadlines_never_overflow() {
+        // The configuration bounds timeouts only below: the largest ones mean "never".
+        for after in [Duration::MAX, Duration::from_millis(u64::MAX)] {
+            assert_eq!(deadline("t", after, async { 7 }).await.expect("in time"), 7);
+        }
+        let err = deadline("t", Duration::from_millis(1), std::future::pending::<()>())
+            .await
+            .expect_err("late");
+        assert!(
+            matches!(&err, Error::Timeout { engine, after } if engine == "t" && after.as_millis() == 1),
+            "{err}"
+        );
+        assert!(err.is_unavailable());
+    }
+
     #[test]
     fn timeout_config_names_its_keys() {
         let err = TimeoutConfig::default().layer().expect_err("required");

@@ -605,6 +605,9 @@ impl EngineRegistry {
         }
         allowed.dedup();
         config.check_keys(&allowed)?;
+        if root {
+            self.layers_for(config, &settings, false)?;
+        }
         if !names.contains(&engine.as_str()) {
             let err = Error::UnknownEngine {
                 name: engine,
@@ -625,9 +628,6 @@ impl EngineRegistry {
                     registry: self.clone(),
                 })?;
             }
-        }
-        if root {
-            self.layers_for(config, &settings, false)?;
         }
         Ok(())
     }
