@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use session_core::{
     Capabilities, Codec, EngineRegistry, Error, Inserted, RawAccess, Record, Result, SessionKey,
-    SessionStore, StoreLayerExt, Timestamp, TimeoutLayer, async_trait,
+    SessionStore, StoreLayerExt, TimeoutLayer, Timestamp, async_trait,
 };
 
 use crate::memcached::MemcachedStore;

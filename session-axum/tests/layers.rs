@@ -87,7 +87,12 @@ impl SessionStore for Counting {
         self.tally.saw(key);
         self.inner.load(key).await
     }
-    async fn update(&self, key: &SessionKey, record: &Record, expected: Option<u64>) -> Result<u64> {
+    async fn update(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        expected: Option<u64>,
+    ) -> Result<u64> {
         self.tally.saw(key);
         self.inner.update(key, record, expected).await
     }
@@ -156,7 +161,10 @@ async fn a_third_party_layer_named_in_sessions_toml_wears_the_built_store() {
     // ... and only derived keys: `hash_keys = true` wraps outside every listed layer.
     let seen = tally.keys.lock().expect("keys").clone();
     assert!(seen.contains(&derive_key(&key)), "derived key not seen");
-    assert!(!seen.contains(&key), "a layer inside the hashing saw a cookie key");
+    assert!(
+        !seen.contains(&key),
+        "a layer inside the hashing saw a cookie key"
+    );
     // The file on disk is named by the derived key, exactly once hashed.
     let names: Vec<String> = walk(&dir.path().join("sessions"));
     assert!(
@@ -211,11 +219,17 @@ async fn layer_configuration_mistakes_fail_at_startup_naming_the_key() {
 
     // A section for a layer the list does not name is refused, not ignored.
     let m = message(start("engine = \"memory\"\n[timeout]\nper_call_ms = 100\n").await);
-    assert!(m.contains("`timeout`") && m.contains("does not list"), "{m}");
+    assert!(
+        m.contains("`timeout`") && m.contains("does not list"),
+        "{m}"
+    );
 
     // The built-in timeout layer needs its bound, and takes no unknown key.
     let m = message(start("engine = \"memory\"\nlayers = [\"timeout\"]\n").await);
-    assert!(m.contains("timeout.per_call_ms") && m.contains("required"), "{m}");
+    assert!(
+        m.contains("timeout.per_call_ms") && m.contains("required"),
+        "{m}"
+    );
     let m = message(
         start("engine = \"memory\"\nlayers = [\"timeout\"]\n[timeout]\nper_call = 5\n").await,
     );
@@ -267,7 +281,12 @@ impl SessionStore for Stalling {
         self.gate().await;
         self.inner.load(key).await
     }
-    async fn update(&self, key: &SessionKey, record: &Record, expected: Option<u64>) -> Result<u64> {
+    async fn update(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        expected: Option<u64>,
+    ) -> Result<u64> {
         self.gate().await;
         self.inner.update(key, record, expected).await
     }
@@ -326,7 +345,10 @@ async fn the_timeout_layer_from_config_turns_a_stalled_store_into_503() {
     let took = started.elapsed();
     assert_eq!(res.status(), 503);
     assert_eq!(res.text().await.expect("body"), STORE_UNAVAILABLE);
-    assert!(took < Duration::from_secs(2), "the stalled request took {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "the stalled request took {took:?}"
+    );
     // The typed error names the wrapped engine and the configured bound.
     let err = store.load(&key).await.expect_err("stalled");
     assert!(

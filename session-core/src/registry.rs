@@ -419,8 +419,7 @@ impl EngineRegistry {
         // ignored (after the section's own mistakes). `hash_keys` has no section: its
         // name is the shared setting that turns it on.
         for (name, factory) in &entries {
-            if name == HASH_KEYS_LAYER || names.contains(&name.as_str()) || !config.contains(name)
-            {
+            if name == HASH_KEYS_LAYER || names.contains(&name.as_str()) || !config.contains(name) {
                 continue;
             }
             factory.validate(&LayerContext {
