@@ -253,7 +253,7 @@ impl TimeoutLayer {
 
 impl StoreLayer for TimeoutLayer {
     fn layer(&self, inner: Arc<dyn SessionStore>) -> Arc<dyn SessionStore> {
-        Arc::new(Timeout {
+        Arc::new(TimeoutStore {
             inner,
             per_call: self.per_call,
             sweep: self.sweep,
@@ -298,13 +298,13 @@ impl TimeoutConfig {
 }
 
 /// A store wearing a [`TimeoutLayer`].
-pub struct Timeout {
+pub struct TimeoutStore {
     inner: Arc<dyn SessionStore>,
     per_call: Duration,
     sweep: Option<Duration>,
 }
 
-impl Timeout {
+impl TimeoutStore {
     /// The wrapped store.
     pub fn inner(&self) -> &Arc<dyn SessionStore> {
         &self.inner
@@ -322,9 +322,9 @@ impl Timeout {
     }
 }
 
-impl fmt::Debug for Timeout {
+impl fmt::Debug for TimeoutStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Timeout")
+        f.debug_struct("TimeoutStore")
             .field("per_call", &self.per_call)
             .field("sweep", &self.sweep)
             .field("inner", &self.inner)
@@ -333,7 +333,7 @@ impl fmt::Debug for Timeout {
 }
 
 #[async_trait]
-impl SessionStore for Timeout {
+impl SessionStore for TimeoutStore {
     fn engine(&self) -> &str {
         self.inner.engine()
     }
@@ -395,7 +395,7 @@ impl SessionStore for Timeout {
 
 /// Raw access under the per-call bound, as every other session operation.
 #[async_trait]
-impl RawAccess for Timeout {
+impl RawAccess for TimeoutStore {
     async fn put_raw(&self, key: &SessionKey, bytes: &[u8], expires_at: Timestamp) -> Result<()> {
         match self.inner.raw() {
             Some(raw) => self.call(raw.put_raw(key, bytes, expires_at)).await,
