@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use session_core::{
     Capabilities, Codec, EngineRegistry, Error, Inserted, RawAccess, Record, Result, SessionKey,
-    SessionStore, Timestamp, async_trait,
+    SessionStore, StoreLayerExt, TimeoutLayer, Timestamp, async_trait,
 };
 
 use crate::memcached::MemcachedStore;
@@ -50,7 +50,9 @@ pub struct CacheConfig {
     pub key_prefix: String,
     /// How long to wait for a connection to the server, in milliseconds.
     pub connect_timeout_ms: u64,
-    /// How long one operation may take before it fails with `Error::Timeout`.
+    /// How long one operation may take before it fails with `Error::Timeout`: the
+    /// `cache` engine wears a [`TimeoutLayer`] of it, and the Redis client bounds each
+    /// command by it.
     pub command_timeout_ms: u64,
     /// Most connections to a Memcached server held at once (Redis multiplexes one).
     pub pool_size: usize,
@@ -269,6 +271,10 @@ pub enum CacheStore {
 
 impl CacheStore {
     /// Builds the driver `config` selects, connecting to its server.
+    ///
+    /// The store is bare: the `cache` engine adds the per-operation deadline
+    /// (`command_timeout_ms`) as a layer; a store built here directly wears it with
+    /// `store.with_layer(TimeoutLayer::new(config.command_timeout()))`.
     pub async fn connect(config: &CacheConfig, codec: Arc<dyn Codec>) -> Result<Self> {
         Ok(match config.target()? {
             CacheTarget::Memory => CacheStore::Memory(MemoryStore::with_config(MemoryConfig {
@@ -368,12 +374,16 @@ pub fn register(registry: &EngineRegistry) {
             {
                 // The in-process driver keeps decoded records: it applies the size limit
                 // itself, as the byte-storing drivers' codecs do.
-                CacheStore::Memory(m) => CacheStore::Memory(
-                    m.with_size_limit(ctx.codec(), ctx.settings.max_encoded_size),
-                ),
+                CacheStore::Memory(m) => {
+                    return Ok(Arc::new(CacheStore::Memory(
+                        m.with_size_limit(ctx.codec(), ctx.settings.max_encoded_size),
+                    )) as Arc<dyn SessionStore>);
+                }
                 other => other,
             };
-            Ok(Arc::new(store) as Arc<dyn SessionStore>)
+            // Every session operation of a networked driver is bounded by the command
+            // timeout: one layer, the same for Redis, Redis Cluster and Memcached.
+            Ok(store.with_layer(TimeoutLayer::new(cfg.command_timeout())))
         },
         |ctx: &session_core::EngineContext| {
             let cfg: CacheConfig = ctx.section("cache")?;

@@ -27,7 +27,10 @@
 //! `get`/`set`/`add`/`delete` but no `gets`/`cas` in its ASCII API and no `touch`, holds
 //! one connection behind `&mut self`, and has neither timeouts nor reconnection. The
 //! seven commands needed here take a few hundred lines over a tokio `TcpStream`, with a
-//! bounded pool, a command timeout and recovery after a server restart.
+//! bounded pool, a connect timeout and recovery after a server restart. Session
+//! operations are bounded by the `cache` engine's
+//! [`TimeoutLayer`](session_core::layer::TimeoutLayer) (`command_timeout_ms`); a store
+//! built with [`MemcachedStore::connect`] directly wears it with `.with_layer(...)`.
 
 mod protocol;
 
@@ -80,15 +83,6 @@ fn exptime(expires_at: Timestamp, now: Timestamp) -> Option<i64> {
     }
 }
 
-/// `after` past `started`; a timeout too large to represent (the configuration only
-/// bounds it below) means about 30 years, as with `tokio::time::timeout`.
-fn deadline(started: std::time::Instant, after: Duration) -> tokio::time::Instant {
-    let start = tokio::time::Instant::from_std(started);
-    start
-        .checked_add(after)
-        .unwrap_or_else(|| start + Duration::from_secs(30 * 365 * 86_400))
-}
-
 /// Exptime that stores an item as already expired (never 0: that means "no expiry").
 const EXPIRED: i64 = -1;
 
@@ -97,7 +91,6 @@ pub struct MemcachedStore {
     pool: Pool,
     prefix: String,
     codec: Arc<dyn Codec>,
-    command_timeout: Duration,
     /// The CAS token last seen for a session, so that the usual load-then-update (and
     /// update-then-update) is one `ms C<token>` round trip instead of `mg` + `ms`. A
     /// stale token only costs the fallback: the server answers `EX` and the update
@@ -123,18 +116,17 @@ impl std::fmt::Debug for MemcachedStore {
             .field("addr", &self.pool.addr())
             .field("prefix", &self.prefix)
             .field("codec", &self.codec.name())
-            .field("command_timeout", &self.command_timeout)
             .finish_non_exhaustive()
     }
 }
 
 /// Runs `$body` (which may use `?` on protocol results) on a pooled connection bound to
-/// `$conn`, under the command timeout; the connection goes back to the pool only after
-/// a clean exchange.
+/// `$conn`; the connection goes back to the pool only after a clean exchange (a
+/// deadline that drops the future drops the connection too).
 macro_rules! with_conn {
     ($store:expr, $conn:ident => $body:expr) => {{
         let store = $store;
-        // One clock reading serves the deadline and the pool's idle bookkeeping.
+        // One clock reading serves the pool's idle bookkeeping.
         let started = std::time::Instant::now();
         let fut = async {
             let mut lease = store.pool.get(started).await?;
@@ -148,9 +140,7 @@ macro_rules! with_conn {
             }
             result
         };
-        store
-            .bounded_from(started, store.command_timeout, fut)
-            .await
+        store.mapped(fut).await
     }};
 }
 
@@ -176,7 +166,6 @@ impl MemcachedStore {
             pool: Pool::new(addr, config.pool_size, config.connect_timeout()),
             prefix: config.key_prefix.clone(),
             codec,
-            command_timeout: config.command_timeout(),
             tokens: DashMap::new(),
             token_writes: AtomicU64::new(0),
         };
@@ -262,36 +251,32 @@ impl MemcachedStore {
         k
     }
 
+    /// `fut` with its protocol error mapped, or [`Error::Timeout`] when it has not
+    /// finished within `after` (connection set-up and purges: session operations are
+    /// bounded by the engine's [`TimeoutLayer`](session_core::layer::TimeoutLayer)).
     async fn bounded<T>(
         &self,
         after: Duration,
         fut: impl Future<Output = std::result::Result<T, ProtoError>>,
     ) -> Result<T> {
-        self.bounded_from(std::time::Instant::now(), after, fut)
-            .await
+        session_core::layer::deadline("memcached", after, self.mapped(fut)).await?
     }
 
-    /// [`Self::bounded`], counting `after` from `started`.
-    async fn bounded_from<T>(
+    /// `fut` with its protocol error mapped to the framework's.
+    async fn mapped<T>(
         &self,
-        started: std::time::Instant,
-        after: Duration,
         fut: impl Future<Output = std::result::Result<T, ProtoError>>,
     ) -> Result<T> {
-        match tokio::time::timeout_at(deadline(started, after), fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(ProtoError::ConnectTimeout { after, .. })) => Err(Error::Timeout {
+        match fut.await {
+            Ok(v) => Ok(v),
+            Err(ProtoError::ConnectTimeout { after, .. }) => Err(Error::Timeout {
                 engine: "memcached".into(),
                 after,
             }),
-            Ok(Err(e)) if e.is_too_large() => Err(Error::Limit(format!(
+            Err(e) if e.is_too_large() => Err(Error::Limit(format!(
                 "the session is larger than the Memcached server's item size limit (raise it with memcached -I): {e}"
             ))),
-            Ok(Err(e)) => Err(Error::backend("memcached", e)),
-            Err(_) => Err(Error::Timeout {
-                engine: "memcached".into(),
-                after,
-            }),
+            Err(e) => Err(Error::backend("memcached", e)),
         }
     }
 
@@ -608,18 +593,6 @@ impl RawAccess for MemcachedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn deadlines_never_overflow() {
-        let now = std::time::Instant::now();
-        let d = deadline(now, Duration::from_millis(1500));
-        assert_eq!(
-            d - tokio::time::Instant::from_std(now),
-            Duration::from_millis(1500)
-        );
-        assert!(deadline(now, Duration::MAX) > tokio::time::Instant::from_std(now));
-        assert!(deadline(now, Duration::from_millis(u64::MAX)) > d);
-    }
 
     #[test]
     fn exptime_rules() {

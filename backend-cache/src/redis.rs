@@ -21,9 +21,13 @@
 //! cluster the key is `<prefix>{<session key>}`: the hash tag keeps everything a session
 //! ever stores on one slot, so scripts never cross slots.
 //!
-//! Every command is bounded by `cache.command_timeout_ms` ([`Error::Timeout`]); a server
-//! that is down gives [`Error::Backend`] or [`Error::Timeout`] at once or within that
-//! bound, and the same store works again when it is back.
+//! Every command is bounded by `cache.command_timeout_ms` in the client (its response
+//! timeout, [`Error::Timeout`]), and the `cache` engine wears a
+//! [`TimeoutLayer`](session_core::layer::TimeoutLayer) of the same bound around every
+//! session operation, which also covers waiting for a reconnect; a store built with
+//! [`RedisStore::connect`] directly wears it with `.with_layer(...)`. A server that is
+//! down gives [`Error::Backend`] or [`Error::Timeout`] at once or within that bound, and
+//! the same store works again when it is back.
 
 use std::fmt;
 use std::sync::{Arc, LazyLock};
@@ -252,22 +256,22 @@ impl RedisStore {
             .map_err(|e| Error::config("cache.url", format!("invalid Redis URL: {e}")))?;
         let connect_timeout = config.connect_timeout();
         let command_timeout = config.command_timeout();
-        // Few retries with short delays: a command waiting on a reconnect is bounded by
-        // the command timeout anyway, and once the retries are spent the next command
-        // starts a fresh attempt, so a server that comes back is found within
-        // about a second rather than after a long exponential backoff.
-        // No response timeout inside the manager: every command is already bounded by
-        // `bounded`, and one timer per command is enough.
+        // Few retries with short delays: a session operation waiting on a reconnect is
+        // bounded by the engine's timeout layer anyway, and once the retries are spent
+        // the next command starts a fresh attempt, so a server that comes back is found
+        // within about a second rather than after a long exponential backoff.
+        // The response timeout bounds each command, as the cluster client's does: the
+        // steps of a `SCAN` and the commands of a store used without the layer.
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(None)
+            .set_response_timeout(Some(command_timeout))
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
         let connecting = ConnectionManager::new_with_config(client, manager_config);
         // The manager retries its first connection too; bound the whole attempt.
         let bound = connect_timeout.saturating_mul(4);
-        let manager = match tokio::time::timeout(bound, connecting).await {
+        let manager = match session_core::layer::deadline("redis", bound, connecting).await {
             Ok(Ok(m)) => m,
             Ok(Err(e)) => {
                 return Err(Error::backend(
@@ -278,12 +282,7 @@ impl RedisStore {
                     ),
                 ));
             }
-            Err(_) => {
-                return Err(Error::Timeout {
-                    engine: "redis".into(),
-                    after: bound,
-                });
-            }
+            Err(timeout) => return Err(timeout),
         };
         Ok(RedisStore {
             conn: Conn::Single(manager),
@@ -324,7 +323,8 @@ impl RedisStore {
                 )
             })?;
         let bound = connect_timeout.saturating_mul(4);
-        let conn = match tokio::time::timeout(bound, client.get_async_connection()).await {
+        let connecting = client.get_async_connection();
+        let conn = match session_core::layer::deadline("redis-cluster", bound, connecting).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 return Err(Error::backend(
@@ -335,12 +335,7 @@ impl RedisStore {
                     ),
                 ));
             }
-            Err(_) => {
-                return Err(Error::Timeout {
-                    engine: "redis-cluster".into(),
-                    after: bound,
-                });
-            }
+            Err(timeout) => return Err(timeout),
         };
         Ok(RedisStore {
             conn: Conn::Cluster(conn),
@@ -405,24 +400,18 @@ impl RedisStore {
         }
     }
 
-    /// Runs one command (or script) future under the command timeout.
-    async fn bounded<T>(
+    /// Runs one command (or script) future, mapping its error (a response timeout
+    /// becomes [`Error::Timeout`]).
+    async fn mapped<T>(
         &self,
         fut: impl Future<Output = std::result::Result<T, RedisError>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.command_timeout, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.map_err(e)),
-            Err(_) => Err(Error::Timeout {
-                engine: self.engine_name().into(),
-                after: self.command_timeout,
-            }),
-        }
+        fut.await.map_err(|e| self.map_err(e))
     }
 
     async fn query(&self, cmd: &Cmd) -> Result<Value> {
         let mut conn = self.conn.clone();
-        self.bounded(cmd.query_async::<Value>(&mut conn)).await
+        self.mapped(cmd.query_async::<Value>(&mut conn)).await
     }
 
     /// Runs `script` on `key` with the arguments `args` appends: `EVALSHA`, and `EVAL`
@@ -445,7 +434,7 @@ impl RedisStore {
                 other => other,
             }
         };
-        self.bounded(fut).await
+        self.mapped(fut).await
     }
 
     fn corrupt(&self, key: &SessionKey, e: session_core::CodecError) -> Error {
@@ -535,7 +524,7 @@ impl RedisStore {
         };
         let mut conn = conn.clone();
         let reply = self
-            .bounded(conn.route_command(
+            .mapped(conn.route_command(
                 ::redis::cmd("CLUSTER").arg("SLOTS").clone(),
                 RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
             ))
@@ -589,7 +578,7 @@ impl RedisStore {
                         host: host.clone(),
                         port: *port,
                     });
-                    self.bounded(conn.route_command(cmd, routing)).await?
+                    self.mapped(conn.route_command(cmd, routing)).await?
                 }
                 _ => self.query(&cmd).await?,
             };

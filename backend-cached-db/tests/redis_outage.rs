@@ -11,7 +11,9 @@ use backend_cached_db::{CachedDbConfig, CachedDbStore};
 use backend_db::{DbConfig, DbStore};
 use integration_tests::servers::{PrivateRedis, free_port};
 use serde_json::json;
-use session_core::{CodecKind, Record, SessionData, SessionKey, SessionStore};
+use session_core::{
+    CodecKind, Record, SessionData, SessionKey, SessionStore, StoreLayerExt, TimeoutLayer,
+};
 
 const WORKERS: usize = 8;
 const KEYS_PER_WORKER: usize = 20;
@@ -33,11 +35,11 @@ async fn redis_dies_mid_load_without_failed_requests_or_lost_writes() {
         connect_timeout_ms: 250,
         ..CacheConfig::new(redis.url()).with_key_prefix("outage:")
     };
-    let cache = Arc::new(
-        CacheStore::connect(&cache_config, codec.clone())
-            .await
-            .expect("redis"),
-    );
+    // Built directly, the cache wears the deadline the `cache` engine would give it.
+    let cache = CacheStore::connect(&cache_config, codec.clone())
+        .await
+        .expect("redis")
+        .with_layer(TimeoutLayer::new(cache_config.command_timeout()));
     let dir = tempfile::tempdir().expect("tmp");
     let db = DbStore::connect(&DbConfig::new(format!(
         "sqlite://{}",

@@ -242,16 +242,10 @@ impl DbStore {
 
     /// Runs one operation under the store's deadline, mapping sqlx errors.
     async fn run<T>(&self, op: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T> {
+        // Per statement, not per operation: a sweep or a migration is many statements,
+        // each bounded alone, and tools run them on this type directly.
         let outcome = match self.deadline {
-            Some(limit) => match tokio::time::timeout(limit, op).await {
-                Ok(r) => r,
-                Err(_) => {
-                    return Err(Error::Timeout {
-                        engine: ENGINE.to_owned(),
-                        after: limit,
-                    });
-                }
-            },
+            Some(limit) => session_core::layer::deadline(ENGINE, limit, op).await?,
             None => op.await,
         };
         outcome.map_err(|e| map_sqlx(e, &self.timeouts))

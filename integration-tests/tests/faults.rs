@@ -610,15 +610,19 @@ async fn cached_db_drill(
     use backend_cached_db::{CachedDbConfig, CachedDbStore};
     use backend_db::{DbConfig, DbStore};
     use session_core::hashed::HashedKeys;
+    use session_core::{StoreLayerExt, TimeoutLayer};
 
     let dir = tempfile::tempdir().expect("tmp");
     let settings = Config::from_toml(&format!("[encryption]\nkeys = [\"{KEY}\"]\n"))
         .settings()
         .expect("settings");
     let codec = settings.try_codec().expect("codec");
+    // Built directly, the cache wears the deadline the `cache` engine would give it.
+    let deadline = TimeoutLayer::new(cache.command_timeout());
     let cache = CacheStore::connect(&cache, codec.clone())
         .await
-        .expect("cache");
+        .expect("cache")
+        .with_layer(deadline);
     let db = DbStore::connect(&DbConfig::new(format!(
         "sqlite://{}",
         dir.path().join("s.db").display()
@@ -628,7 +632,7 @@ async fn cached_db_drill(
     .with_codec(codec);
     db.migrate().await.expect("migrate");
     let cached = Arc::new(CachedDbStore::with_config(
-        Arc::new(cache),
+        cache,
         Arc::new(db),
         CachedDbConfig {
             retry_interval_ms: 100,

@@ -119,15 +119,15 @@ async fn memcached_outage_gives_timely_typed_errors_and_the_same_store_recovers(
         .expect("free loopback port")
         .port();
     let mut server = PrivateMemcached::start(port);
-    let config = CacheConfig {
-        command_timeout_ms: 300,
-        connect_timeout_ms: 300,
-        pool_size: 4,
-        ..CacheConfig::new(format!("memcache://127.0.0.1:{port}"))
-    };
-    let store = MemcachedStore::connect(&config, codec())
-        .await
-        .expect("connect");
+    // Built from configuration, as an application does: the `cache` engine bounds every
+    // operation with its timeout layer.
+    let registry = EngineRegistry::new();
+    backend_cache::register(&registry);
+    let config = Config::from_toml(&format!(
+        "engine = \"cache\"\n[cache]\nurl = \"memcache://127.0.0.1:{port}\"\n\
+         command_timeout_ms = 300\nconnect_timeout_ms = 300\npool_size = 4\n"
+    ));
+    let store = registry.build(&config).await.expect("connect");
     let mut data = SessionData::new();
     data.insert("n".into(), 1.into());
     let record = Record::with_ttl(data, 600);

@@ -91,17 +91,19 @@ async fn redis_outage_gives_timely_typed_errors_and_the_same_store_recovers() {
     let port = free_port();
     let mut server = PrivateRedis::start(port);
     let command_timeout = Duration::from_millis(300);
-    let config = CacheConfig {
-        command_timeout_ms: 300,
-        connect_timeout_ms: 300,
-        ..CacheConfig::new(format!("redis://127.0.0.1:{port}"))
-            .with_key_prefix(format!("outage-{}:", servers::unique_suffix()))
-    };
-    let store = Arc::new(
-        CacheStore::connect(&config, session_core::CodecKind::Bincode.build(1 << 22))
-            .await
-            .expect("connect to the private redis-server"),
-    );
+    // Built from configuration, as an application does: the `cache` engine bounds every
+    // operation with its timeout layer.
+    let registry = EngineRegistry::new();
+    backend_cache::register(&registry);
+    let config = Config::from_toml(&format!(
+        "engine = \"cache\"\n[cache]\nurl = \"redis://127.0.0.1:{port}\"\n\
+         key_prefix = \"outage-{}:\"\ncommand_timeout_ms = 300\nconnect_timeout_ms = 300\n",
+        servers::unique_suffix()
+    ));
+    let store = registry
+        .build(&config)
+        .await
+        .expect("connect to the private redis-server");
     let key = store.create(&sample()).await.expect("create");
 
     // Loads in a loop while the server goes away: every call returns, in time.

@@ -5,6 +5,10 @@
 //! codec = "json"           # "bincode" (default) or "json"
 //! max_encoded_size = 4194304
 //! hash_keys = true         # store SHA-256 of session keys, not the keys (default false)
+//! layers = ["timeout"]     # store layers, innermost first, each with its own section
+//!
+//! [timeout]                # the `timeout` layer's options
+//! per_call_ms = 2000
 //!
 //! [encryption]             # optional: seal records with XChaCha20-Poly1305
 //! keys = ["<base64 of 32 random bytes>", "<an older key, still accepted>"]
@@ -82,6 +86,11 @@ pub struct SessionSettings {
     /// Turn it on for new deployments and wherever dumps, backups or replicas are
     /// readable by more people than the application.
     pub hash_keys: bool,
+    /// Store layers to wear, by registered name, innermost first
+    /// ([`crate::layer`]): `layers = ["timeout"]`, each configured from its own root
+    /// section (`[timeout]`). `hash_keys = true` adds the `hash_keys` layer outermost.
+    #[serde(deserialize_with = "string_list")]
+    pub layers: Vec<String>,
     /// Encryption of stored records (off unless keys are given).
     pub encryption: EncryptionSettings,
     /// Expiry rules.
@@ -187,6 +196,7 @@ impl Default for SessionSettings {
             max_keys: 10_000,
             save_attempts: 64,
             hash_keys: false,
+            layers: Vec::new(),
             encryption: EncryptionSettings::default(),
             expiry: ExpirySettings::default(),
         }
@@ -274,6 +284,7 @@ pub const SETTINGS_KEYS: &[&str] = &[
     "max_keys",
     "save_attempts",
     "hash_keys",
+    "layers",
     "encryption",
     "expiry",
 ];

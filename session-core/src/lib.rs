@@ -17,7 +17,10 @@
 //!   expired records to sweep in batches or statistics to report, discovered from any
 //!   `dyn SessionStore` with [`SessionStore::maintenance`];
 //! - [`Config`] and [`EngineRegistry`]: the backend chosen by name at deploy time from
-//!   `Sessions.toml` and `SESSION_*` environment variables.
+//!   `Sessions.toml` and `SESSION_*` environment variables;
+//! - [`StoreLayer`]: wrappers any store can wear (hashed keys, per-call timeouts, your
+//!   own), stacked with [`StoreLayers`] or `store.with_layer(...)` and named in the
+//!   configuration's `layers` list ([`layer`]).
 //!
 //! Backends live in their own crates (`backend-file`, `backend-db`, `backend-cache`,
 //! `backend-cached-db`), each exposing a `register` function for the registry.
@@ -61,6 +64,7 @@ pub mod error;
 pub mod expiry;
 pub mod hashed;
 pub mod key;
+pub mod layer;
 pub mod maintenance;
 pub mod record;
 pub mod registry;
@@ -74,9 +78,10 @@ pub use error::{BoxError, Error, Result};
 pub use expiry::{Expiry, ExpirySettings};
 pub use hashed::HashedKeys;
 pub use key::{KeyError, KeyGenerator, SessionKey};
+pub use layer::{StoreLayer, StoreLayerExt, StoreLayers, TimeoutLayer};
 pub use maintenance::{ClearReport, Maintenance, SchemaMigration, StoreStats};
 pub use record::{Record, SessionData};
-pub use registry::{EngineContext, EngineFactory, EngineRegistry};
+pub use registry::{EngineContext, EngineFactory, EngineRegistry, LayerContext, LayerFactory};
 pub use session::Session;
 pub use store::{Capabilities, Inserted, RawAccess, SessionStore, create_with};
 pub use time::Timestamp;

@@ -69,6 +69,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Store layers ([`crate::layer`]) are registered by name the same way
+//! ([`EngineRegistry::register_layer`]); the configuration lists them in `layers` and
+//! each reads its own root section. `hash_keys` and `timeout` are registered in every
+//! registry.
+//!
 //! `docs/BACKENDS.md` in the repository is the guide to writing a backend: the store
 //! contract, configuration, registration and the conformance suite.
 
@@ -82,8 +87,65 @@ use serde::de::DeserializeOwned;
 use crate::codec::Codec;
 use crate::config::{Config, SessionSettings};
 use crate::error::{Error, Result};
-use crate::hashed::HashedKeys;
+use crate::layer::{HashKeysLayer, StoreLayer, StoreLayers, TimeoutConfig};
 use crate::store::SessionStore;
+
+/// The name of the layer `hash_keys = true` applies ([`HashKeysLayer`]).
+pub const HASH_KEYS_LAYER: &str = "hash_keys";
+
+/// The name of the per-operation deadline layer ([`crate::layer::TimeoutLayer`]),
+/// configured from `[timeout]` ([`TimeoutConfig`]).
+pub const TIMEOUT_LAYER: &str = "timeout";
+
+/// A layer constructor ([`EngineRegistry::register_layer`]): builds the layer from its
+/// configuration. Synchronous and free of I/O, so the configuration check
+/// ([`LayerFactory::validate`]) is by default a build whose result is dropped.
+pub trait LayerFactory: Send + Sync + 'static {
+    /// Builds the layer from its options (typically its section, [`LayerContext::section`]).
+    fn build(&self, ctx: &LayerContext) -> Result<Arc<dyn StoreLayer>>;
+
+    /// Checks the layer's configuration without building a store: by default, builds
+    /// the layer and drops it.
+    fn validate(&self, ctx: &LayerContext) -> Result<()> {
+        self.build(ctx).map(drop)
+    }
+}
+
+impl<F, L> LayerFactory for F
+where
+    F: Fn(&LayerContext) -> Result<L> + Send + Sync + 'static,
+    L: StoreLayer,
+{
+    fn build(&self, ctx: &LayerContext) -> Result<Arc<dyn StoreLayer>> {
+        Ok(Arc::new(self(ctx)?))
+    }
+}
+
+/// What a layer constructor gets: its name, the root configuration and the shared
+/// settings.
+#[derive(Clone, Debug)]
+pub struct LayerContext {
+    /// The layer's registered name, which is also its section's (`[timeout]`).
+    pub name: String,
+    /// The root configuration.
+    pub config: Config,
+    /// The shared settings.
+    pub settings: Arc<SessionSettings>,
+}
+
+impl LayerContext {
+    /// The layer's own section `[name]`, or its defaults when absent. Read it into a
+    /// `#[serde(deny_unknown_fields)]` type: unknown keys are then errors with their
+    /// full path.
+    pub fn section<T: DeserializeOwned + Default>(&self) -> Result<T> {
+        self.config.section(&self.name)
+    }
+
+    /// `e` with its key made the full path as written and where the value was set.
+    pub fn locate(&self, e: Error) -> Error {
+        self.config.locate(e)
+    }
+}
 
 /// What an engine constructor returns.
 pub type StoreFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn SessionStore>>> + Send>>;
@@ -214,24 +276,166 @@ fn nested_engine(config: &Config) -> Result<String> {
         })
 }
 
-/// Engine names to constructors. Cheap to clone (shared inside).
-#[derive(Clone, Default)]
+/// Engine and layer names to constructors. Cheap to clone (shared inside).
+#[derive(Clone)]
 pub struct EngineRegistry {
     engines: Arc<RwLock<BTreeMap<String, Arc<dyn EngineFactory>>>>,
+    layers: Arc<RwLock<BTreeMap<String, Arc<dyn LayerFactory>>>>,
 }
 
 impl std::fmt::Debug for EngineRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EngineRegistry")
             .field("engines", &self.known())
+            .field("layers", &self.known_layers())
             .finish()
     }
 }
 
+impl Default for EngineRegistry {
+    fn default() -> Self {
+        let registry = EngineRegistry {
+            engines: Arc::default(),
+            layers: Arc::default(),
+        };
+        registry.register_layer(HASH_KEYS_LAYER, |_: &LayerContext| Ok(HashKeysLayer));
+        registry.register_layer(TIMEOUT_LAYER, |ctx: &LayerContext| {
+            ctx.section::<TimeoutConfig>()?
+                .layer()
+                .map_err(|e| ctx.locate(e))
+        });
+        registry
+    }
+}
+
 impl EngineRegistry {
-    /// An empty registry.
+    /// A registry with no engine, and the built-in layers `hash_keys` and `timeout`.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Registers (or replaces) the store layer `name` ([`crate::layer`]), which a
+    /// configuration wears by listing it in `layers` and configures in its own root
+    /// section `[name]` (so the name must not be an engine's, nor a shared setting's).
+    /// The factory runs in [`EngineRegistry::validate`] too, so a layer whose section
+    /// has an unknown key fails before anything is built:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use serde::Deserialize;
+    /// use session_core::layer::StoreLayer;
+    /// use session_core::{Config, EngineRegistry, LayerContext, SessionStore};
+    ///
+    /// #[derive(Default, Deserialize)]
+    /// #[serde(default, deny_unknown_fields)]
+    /// struct AuditConfig {
+    ///     target: String,
+    /// }
+    ///
+    /// let registry = EngineRegistry::new();
+    /// registry.register_layer("audit", |ctx: &LayerContext| {
+    ///     let cfg: AuditConfig = ctx.section()?;
+    ///     // A real layer would wrap the store in a type of its own.
+    ///     Ok(move |inner: Arc<dyn SessionStore>| {
+    ///         let _ = &cfg.target;
+    ///         inner
+    ///     })
+    /// });
+    /// let err = registry
+    ///     .validate(&Config::from_toml("layers = [\"audit\"]\n[audit]\ntraget = \"x\""))
+    ///     .unwrap_err();
+    /// assert!(err.to_string().contains("audit.traget"), "{err}");
+    /// ```
+    pub fn register_layer(&self, name: &str, factory: impl LayerFactory) -> &Self {
+        let mut map = self
+            .layers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.insert(name.to_owned(), Arc::new(factory));
+        self
+    }
+
+    /// The registered layer names, sorted.
+    pub fn known_layers(&self) -> Vec<String> {
+        let map = self
+            .layers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.keys().cloned().collect()
+    }
+
+    fn layer_entries(&self) -> Vec<(String, Arc<dyn LayerFactory>)> {
+        let map = self
+            .layers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// The layers a root configuration wears, innermost first: those listed in
+    /// `layers`, then the `hash_keys` layer when `hash_keys = true` and it is not
+    /// listed. Builds (or, with `build` false, only checks) each one.
+    fn layers_for(
+        &self,
+        config: &Config,
+        settings: &Arc<SessionSettings>,
+        build: bool,
+    ) -> Result<StoreLayers> {
+        let entries = self.layer_entries();
+        let mut names: Vec<&str> = settings.layers.iter().map(String::as_str).collect();
+        if settings.hash_keys && !names.contains(&HASH_KEYS_LAYER) {
+            names.push(HASH_KEYS_LAYER);
+        }
+        let mut stack = StoreLayers::new();
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                return Err(config.locate(Error::config(
+                    "layers",
+                    format!("lists the layer `{name}` twice; wear each layer once"),
+                )));
+            }
+            let Some((_, factory)) = entries.iter().find(|(n, _)| n == name) else {
+                let known: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+                return Err(config.locate(Error::config(
+                    "layers",
+                    format!(
+                        "names the unknown layer `{name}`; known layers: {}",
+                        known.join(", ")
+                    ),
+                )));
+            };
+            let ctx = LayerContext {
+                name: (*name).to_owned(),
+                config: config.clone(),
+                settings: settings.clone(),
+            };
+            if build {
+                stack.push(factory.build(&ctx)?);
+            } else {
+                factory.validate(&ctx)?;
+            }
+        }
+        // A layer section given without the layer listed is refused rather than
+        // ignored (after the section's own mistakes). `hash_keys` has no section: its
+        // name is the shared setting that turns it on.
+        for (name, factory) in &entries {
+            if name == HASH_KEYS_LAYER || names.contains(&name.as_str()) || !config.contains(name) {
+                continue;
+            }
+            factory.validate(&LayerContext {
+                name: name.clone(),
+                config: config.clone(),
+                settings: settings.clone(),
+            })?;
+            return Err(config.locate(Error::config(
+                name.as_str(),
+                format!(
+                    "configures the layer `{name}`, which `layers` does not list; add it \
+                     (layers = [\"{name}\"]) or remove the section"
+                ),
+            )));
+        }
+        Ok(stack)
     }
 
     /// Registers (or replaces) the engine `name`, whose own section is `[name]`.
@@ -342,28 +546,24 @@ impl EngineRegistry {
         map.contains_key(name)
     }
 
-    /// Builds the store that `config` selects.
+    /// Builds the store that `config` selects, wearing the layers it lists.
     ///
-    /// With `hash_keys = true` the store is wrapped in [`HashedKeys`] here, once, around
-    /// the outermost engine: composite engines (`cached_db`) build their parts with
-    /// [`EngineRegistry::build_engine`], which never wraps, so keys are hashed exactly
-    /// once and the cache and the database hold the same derived keys.
+    /// The layers (`layers = [...]`, then the `hash_keys` layer, [`HashedKeys`](crate::hashed::HashedKeys), when
+    /// `hash_keys = true`) are applied here, once, around the outermost engine:
+    /// composite engines (`cached_db`) build their parts with
+    /// [`EngineRegistry::build_engine`], which never applies them, so keys are hashed
+    /// exactly once and the cache and the database hold the same derived keys.
     ///
-    /// The whole configuration is checked first ([`EngineRegistry::validate`]), so a
-    /// typo fails before any connection is opened or file created.
+    /// The whole configuration is checked first ([`EngineRegistry::validate`]), and
+    /// the layers are built before the engine, so a typo fails before any connection
+    /// is opened or file created.
     pub async fn build(&self, config: &Config) -> Result<Arc<dyn SessionStore>> {
-        let settings = config.settings()?;
-        self.check(config, Arc::new(settings.clone()))?;
+        let settings = Arc::new(config.settings()?);
+        self.check(config, settings.clone())?;
+        let layers = self.layers_for(config, &settings, true)?;
         let engine = settings.engine.clone();
-        let hash_keys = settings.hash_keys;
-        let store = self
-            .build_engine(&engine, config.clone(), Arc::new(settings))
-            .await?;
-        Ok(if hash_keys {
-            Arc::new(HashedKeys::new(store))
-        } else {
-            store
-        })
+        let store = self.build_engine(&engine, config.clone(), settings).await?;
+        Ok(layers.apply(store))
     }
 
     /// Checks a whole root configuration without building anything: the shared settings,
@@ -393,15 +593,20 @@ impl EngineRegistry {
         };
         let names: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
         let mut allowed: Vec<&str> = vec!["engine"];
+        let layer_names = self.known_layers();
         if root {
             allowed.extend(crate::config::SETTINGS_KEYS);
             allowed.extend(crate::config::FRAMEWORK_SECTIONS);
             allowed.extend(names.iter().copied());
+            allowed.extend(layer_names.iter().map(String::as_str));
         } else {
             allowed.push(engine.as_str());
         }
         allowed.dedup();
         config.check_keys(&allowed)?;
+        if root {
+            self.layers_for(config, &settings, false)?;
+        }
         if !names.contains(&engine.as_str()) {
             let err = Error::UnknownEngine {
                 name: engine,
@@ -427,7 +632,8 @@ impl EngineRegistry {
     }
 
     /// Builds engine `engine` from `config` with the given shared settings, as is (no
-    /// [`HashedKeys`] wrapper: that is applied by [`EngineRegistry::build`]).
+    /// configured layer, no [`HashedKeys`](crate::hashed::HashedKeys) wrapper: those are applied by
+    /// [`EngineRegistry::build`]).
     pub async fn build_engine(
         &self,
         engine: &str,
