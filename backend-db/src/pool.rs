@@ -299,13 +299,11 @@ pub(crate) fn map_sqlx(e: sqlx::Error, timeouts: &Timeouts) -> Error {
                 after: timeouts.acquire,
             };
         }
-        sqlx::Error::Database(db) => {
-            if database_timed_out(db.as_ref()) {
-                return Error::Timeout {
-                    engine: ENGINE.to_owned(),
-                    after: timeouts.statement.unwrap_or(DEFAULT_SQLITE_BUSY),
-                };
-            }
+        sqlx::Error::Database(db) if database_timed_out(db.as_ref()) => {
+            return Error::Timeout {
+                engine: ENGINE.to_owned(),
+                after: timeouts.statement.unwrap_or(DEFAULT_SQLITE_BUSY),
+            };
         }
         _ => {}
     }
