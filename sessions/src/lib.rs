@@ -5,14 +5,14 @@
 //!
 //! | feature | gives |
 //! |---|---|
-//! | `file` (default) | engine `file` ([`file`], backend-file) |
-//! | `memory` | engines `memory` and `cache` with the in-process driver ([`cache`]) |
-//! | `sqlite`, `postgres`, `mysql` | engine `db` with that database's driver ([`db`]) |
+//! | `file` (default) | engine `file` (`sessions::file`, backend-file) |
+//! | `memory` | engines `memory` and `cache` with the in-process driver (`sessions::cache`) |
+//! | `sqlite`, `postgres`, `mysql` | engine `db` with that database's driver (`sessions::db`) |
 //! | `redis`, `cluster`, `memcached` | engine `cache` with that driver (implies `memory`) |
 //! | `tls` | `rediss://` (implies `redis`) |
-//! | `cached-db` | engine `cached_db` ([`cached_db`]; enable its cache and database too) |
-//! | `axum` (default) | the middleware and extractor ([`axum`]), and engine `cookie` |
-//! | `serve` | [`axum::serve`](session_axum::serve): serving with timeouts (implies `axum`) |
+//! | `cached-db` | engine `cached_db` (`sessions::cached_db`; enable its cache and database too) |
+//! | `axum` (default) | the middleware and extractor (`sessions::axum`), and engine `cookie` |
+//! | `serve` | `sessions::axum::serve`: serving with timeouts (implies `axum`) |
 //! | `full` | all of the above |
 //!
 //! [`registry()`] registers every engine this build compiled in, and only those; a
