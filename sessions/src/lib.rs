@@ -66,15 +66,15 @@ pub use backend_cached_db as cached_db;
 
 /// Every engine this crate can provide, with the features that compile it in.
 const ENGINES: &[(&str, &str)] = &[
-    ("file", "`file`"),
-    ("db", "`sqlite`, `postgres` or `mysql`"),
-    ("memory", "`memory`"),
+    ("file", "the `file` feature"),
+    ("db", "one of the `sqlite`, `postgres` and `mysql` features"),
+    ("memory", "the `memory` feature"),
     (
         "cache",
-        "`memory` (with `redis`, `cluster` or `memcached` for a server)",
+        "the `memory` feature (or `redis`, `cluster`, `memcached` for a server)",
     ),
-    ("cached_db", "`cached-db`"),
-    ("cookie", "`axum`"),
+    ("cached_db", "the `cached-db` feature"),
+    ("cookie", "the `axum` feature"),
 ];
 
 /// A registry holding every engine compiled into this build (see [`register_all`]).
@@ -123,8 +123,8 @@ fn validate_with(config: &Config, registry: &EngineRegistry) -> Result<()> {
         return Err(Error::config(
             "engine",
             format!(
-                "the `{engine}` engine is not compiled in: enable the {features} feature of \
-                 the sessions crate"
+                "the `{engine}` engine is not compiled in: enable {features} of the sessions \
+                 crate"
             ),
         ));
     }
