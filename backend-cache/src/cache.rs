@@ -26,8 +26,10 @@ use session_core::{
     SessionStore, StoreLayerExt, TimeoutLayer, Timestamp, async_trait,
 };
 
+#[cfg(feature = "memcached")]
 use crate::memcached::MemcachedStore;
 use crate::memory::{MemoryConfig, MemoryStore};
+#[cfg(feature = "redis")]
 use crate::redis::RedisStore;
 
 /// Longest key prefix accepted (Memcached keys end at 250 bytes; a key is 32 more).
@@ -131,6 +133,19 @@ impl CacheConfig {
     }
 
     fn check(&self, target: &CacheTarget) -> Result<()> {
+        if let Some((feature, what)) = missing_feature(target) {
+            return Err(Error::config(
+                if self.urls.is_empty() {
+                    "cache.url"
+                } else {
+                    "cache.urls"
+                },
+                format!(
+                    "{what} support is not compiled in: enable the `{feature}` feature of \
+                     backend-cache"
+                ),
+            ));
+        }
         if self.connect_timeout_ms == 0 {
             return Err(Error::config(
                 "cache.connect_timeout_ms",
@@ -247,7 +262,7 @@ fn cluster_nodes(urls: &[String]) -> Result<Vec<String>> {
                     "cache.urls",
                     format!(
                         "{:?} is not a Redis node URL; write redis://host:port",
-                        crate::redis::redact(u)
+                        redact(u)
                     ),
                 ))
             }
@@ -255,17 +270,50 @@ fn cluster_nodes(urls: &[String]) -> Result<Vec<String>> {
         .collect()
 }
 
+/// A URL without its password, for error messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// The cargo feature of this crate that `target` needs and this build lacks, with what
+/// it is for (`None`: the driver is compiled in).
+fn missing_feature(target: &CacheTarget) -> Option<(&'static str, &'static str)> {
+    let tls = |url: &str| url.starts_with("rediss://") && !cfg!(feature = "tls");
+    match target {
+        CacheTarget::Memory => None,
+        CacheTarget::Redis(_) if !cfg!(feature = "redis") => Some(("redis", "Redis")),
+        CacheTarget::Redis(url) if tls(url) => Some(("tls", "rediss:// (Redis over TLS)")),
+        CacheTarget::RedisCluster(_) if !cfg!(feature = "cluster") => {
+            Some(("cluster", "Redis Cluster"))
+        }
+        CacheTarget::RedisCluster(urls) if urls.iter().any(|u| tls(u)) => {
+            Some(("tls", "rediss:// (Redis over TLS)"))
+        }
+        CacheTarget::Memcached(_) if !cfg!(feature = "memcached") => {
+            Some(("memcached", "Memcached"))
+        }
+        _ => None,
+    }
+}
+
 /// A session store on a cache: whichever driver the configuration selected.
 ///
 /// Each variant is usable on its own too; this enum is what the `cache` engine builds.
+/// The Redis and Memcached variants exist when their cargo features (`redis`,
+/// `memcached`) are enabled.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum CacheStore {
     /// In-process.
     Memory(MemoryStore),
     /// Redis, standalone or Cluster.
+    #[cfg(feature = "redis")]
     Redis(RedisStore),
     /// Memcached.
+    #[cfg(feature = "memcached")]
     Memcached(MemcachedStore),
 }
 
@@ -280,11 +328,22 @@ impl CacheStore {
             CacheTarget::Memory => CacheStore::Memory(MemoryStore::with_config(MemoryConfig {
                 max_entries: config.max_entries,
             })),
+            #[cfg(feature = "redis")]
             CacheTarget::Redis(_) | CacheTarget::RedisCluster(_) => {
                 CacheStore::Redis(RedisStore::connect(config, codec).await?)
             }
+            #[cfg(feature = "memcached")]
             CacheTarget::Memcached(_) => {
                 CacheStore::Memcached(MemcachedStore::connect(config, codec).await?)
+            }
+            // `target()` refused drivers that are not compiled in.
+            #[allow(unreachable_patterns)]
+            _ => {
+                let _ = codec;
+                return Err(Error::config(
+                    "cache.url",
+                    "this cache driver is not compiled in",
+                ));
             }
         })
     }
@@ -300,7 +359,9 @@ impl CacheStore {
                 }
                 Ok(n)
             }
+            #[cfg(feature = "redis")]
             CacheStore::Redis(s) => s.purge_prefix().await,
+            #[cfg(feature = "memcached")]
             CacheStore::Memcached(s) => s.purge_prefix().await,
         }
     }
@@ -308,7 +369,9 @@ impl CacheStore {
     fn inner(&self) -> &dyn SessionStore {
         match self {
             CacheStore::Memory(s) => s,
+            #[cfg(feature = "redis")]
             CacheStore::Redis(s) => s,
+            #[cfg(feature = "memcached")]
             CacheStore::Memcached(s) => s,
         }
     }
@@ -379,6 +442,7 @@ pub fn register(registry: &EngineRegistry) {
                         m.with_size_limit(ctx.codec(), ctx.settings.max_encoded_size),
                     )) as Arc<dyn SessionStore>);
                 }
+                #[allow(unreachable_patterns)] // a build with only the in-process driver
                 other => other,
             };
             // Every session operation of a networked driver is bounded by the command
@@ -396,10 +460,13 @@ pub fn register(registry: &EngineRegistry) {
 mod tests {
     use super::*;
 
+    #[cfg(all(feature = "redis", feature = "cluster", feature = "memcached"))]
     fn target(url: &str) -> Result<CacheTarget> {
         CacheConfig::new(url).target()
     }
 
+    // Parses URLs of every driver: the default features.
+    #[cfg(all(feature = "redis", feature = "cluster", feature = "memcached"))]
     #[test]
     fn schemes_pick_drivers() {
         assert_eq!(
@@ -433,6 +500,8 @@ mod tests {
         assert!(matches!(cluster.target(), Ok(CacheTarget::RedisCluster(n)) if n.len() == 2));
     }
 
+    // Parses URLs of every driver: the default features.
+    #[cfg(all(feature = "redis", feature = "cluster", feature = "memcached"))]
     #[test]
     fn bad_configs_name_their_key() {
         let key_of = |r: Result<CacheTarget>| match r {
@@ -481,7 +550,7 @@ mod tests {
         );
     }
 
-    #[cfg(not(feature = "tls"))]
+    #[cfg(all(feature = "redis", not(feature = "tls")))]
     #[tokio::test]
     async fn rediss_without_the_tls_feature_says_how_to_get_it() {
         let err = CacheStore::connect(
@@ -494,6 +563,55 @@ mod tests {
             matches!(&err, Error::Config { key: Some(k), message } if k == "cache.url" && message.contains("`tls` feature")),
             "{err}"
         );
+    }
+
+    /// Each driver's URL validates exactly when its feature is compiled in; otherwise
+    /// the registry's validation (before any connection) gives a typed error at
+    /// `cache.url` naming the feature. The default build has all but `tls`; a build with
+    /// `--no-default-features` exercises every refusal.
+    #[test]
+    fn urls_of_drivers_not_compiled_in_are_config_errors() {
+        let registry = EngineRegistry::new();
+        crate::register(&registry);
+        for (url, feature, compiled) in [
+            ("memory", "", true),
+            ("redis://127.0.0.1:6379", "redis", cfg!(feature = "redis")),
+            (
+                "redis+cluster://127.0.0.1:7001",
+                "cluster",
+                cfg!(feature = "cluster"),
+            ),
+            (
+                "memcache://127.0.0.1:11211",
+                "memcached",
+                cfg!(feature = "memcached"),
+            ),
+            (
+                "rediss://127.0.0.1:6380",
+                if cfg!(feature = "redis") {
+                    "tls"
+                } else {
+                    "redis"
+                },
+                cfg!(feature = "tls"),
+            ),
+        ] {
+            let config = session_core::Config::from_toml(&format!(
+                "engine = \"cache\"\n[cache]\nurl = \"{url}\""
+            ));
+            let outcome = registry.validate(&config);
+            if compiled {
+                assert!(outcome.is_ok(), "{url}: {outcome:?}");
+                continue;
+            }
+            let err = outcome.expect_err(url);
+            let wanted = format!("enable the `{feature}` feature of backend-cache");
+            assert!(
+                matches!(&err, Error::Config { key: Some(k), message }
+                    if k == "cache.url" && message.contains(&wanted)),
+                "{url}: {err}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -82,18 +82,38 @@
 //! drops dead connections and dials anew). A cache may evict live sessions under memory
 //! pressure (`Capabilities::may_evict`): put `cached_db` in front of a database when
 //! sessions must survive that.
+//!
+//! ## Cargo features
+//!
+//! | feature | default | what it compiles |
+//! |---|---|---|
+//! | `redis` | yes | [`RedisStore`] on one Redis server (`redis://`) |
+//! | `cluster` | yes | Redis Cluster (`redis+cluster://`, `cache.urls`); implies `redis` |
+//! | `memcached` | yes | [`MemcachedStore`] (`memcache://`) |
+//! | `tls` | no | `rediss://` (rustls with the ring provider); implies `redis` |
+//!
+//! The in-process [`MemoryStore`] is always there. With `default-features = false` and
+//! only the features an application needs, the rest (the `redis` crate among them) is
+//! not compiled; a configured URL for a driver that is not compiled in is a
+//! configuration error at `cache.url`, found when the configuration is validated, that
+//! names the feature to enable.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod cache;
+#[cfg(any(feature = "redis", feature = "memcached"))]
 mod envelope;
+#[cfg(feature = "memcached")]
 pub mod memcached;
 pub mod memory;
+#[cfg(feature = "redis")]
 pub mod redis;
 
 pub use cache::{CacheConfig, CacheStore, CacheTarget};
+#[cfg(feature = "memcached")]
 pub use memcached::MemcachedStore;
 pub use memory::{MemoryConfig, MemoryStore};
+#[cfg(feature = "redis")]
 pub use redis::RedisStore;
 
 use session_core::EngineRegistry;

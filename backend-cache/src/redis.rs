@@ -34,8 +34,11 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+#[cfg(feature = "cluster")]
 use ::redis::cluster::ClusterClientBuilder;
+#[cfg(feature = "cluster")]
 use ::redis::cluster_async::ClusterConnection;
+#[cfg(feature = "cluster")]
 use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use ::redis::{Cmd, ErrorKind, RedisError, RedisFuture, Script, ServerErrorKind, Value};
 use session_core::{
@@ -43,7 +46,7 @@ use session_core::{
     Timestamp, async_trait,
 };
 
-use crate::cache::{CacheConfig, CacheTarget};
+use crate::cache::{CacheConfig, CacheTarget, redact};
 use crate::envelope::{self, Envelope, HEADER_LEN};
 
 /// `update` with an expected version, the common case. The client already built the new
@@ -169,6 +172,7 @@ const SCAN_COUNT: u64 = 1000;
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
+    #[cfg(feature = "cluster")]
     Cluster(ClusterConnection),
 }
 
@@ -176,6 +180,7 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
+            #[cfg(feature = "cluster")]
             Conn::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -188,6 +193,7 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "cluster")]
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -195,6 +201,7 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(c) => c.get_db(),
+            #[cfg(feature = "cluster")]
             Conn::Cluster(c) => c.get_db(),
         }
     }
@@ -229,6 +236,7 @@ impl RedisStore {
     pub async fn connect(config: &CacheConfig, codec: Arc<dyn Codec>) -> Result<Self> {
         match config.target()? {
             CacheTarget::Redis(url) => Self::connect_standalone(config, &url, codec).await,
+            #[cfg(feature = "cluster")]
             CacheTarget::RedisCluster(urls) => Self::connect_cluster(config, &urls, codec).await,
             _ => Err(Error::config(
                 "cache.url",
@@ -293,6 +301,7 @@ impl RedisStore {
         })
     }
 
+    #[cfg(feature = "cluster")]
     async fn connect_cluster(
         config: &CacheConfig,
         urls: &[String],
@@ -506,6 +515,7 @@ impl RedisStore {
         let mut out = Vec::new();
         match &self.conn {
             Conn::Single(_) => self.scan_node(None, &mut out).await?,
+            #[cfg(feature = "cluster")]
             Conn::Cluster(_) => {
                 for node in self.cluster_masters().await? {
                     self.scan_node(Some(node), &mut out).await?;
@@ -518,6 +528,7 @@ impl RedisStore {
     }
 
     /// `(host, port)` of every master that serves slots.
+    #[cfg(feature = "cluster")]
     async fn cluster_masters(&self) -> Result<Vec<(String, u16)>> {
         let Conn::Cluster(conn) = &self.conn else {
             return Ok(Vec::new());
@@ -572,6 +583,7 @@ impl RedisStore {
                 .arg("COUNT")
                 .arg(SCAN_COUNT);
             let reply = match (&node, &self.conn) {
+                #[cfg(feature = "cluster")]
                 (Some((host, port)), Conn::Cluster(conn)) => {
                     let mut conn = conn.clone();
                     let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
@@ -629,14 +641,6 @@ fn escape_glob(s: &str) -> String {
         out.push(c);
     }
     out
-}
-
-/// A URL without its password, for error messages.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_owned(),
-    }
 }
 
 fn int_of(v: &Value) -> Option<i64> {

@@ -100,8 +100,14 @@ impl DbConfig {
     }
 
     /// Checks every value; errors name the offending key (`db.url`, `db.table`, ...).
+    ///
+    /// A URL naming a database whose driver this build does not include (see the
+    /// crate's cargo features) is an error at `db.url` that names the feature to enable.
     pub fn validate(&self) -> Result<()> {
-        Backend::from_url(&self.url)?;
+        let backend = Backend::from_url(&self.url)?;
+        if !backend.is_compiled_in() {
+            return Err(backend.not_compiled_in());
+        }
         TableName::new(&self.table)?;
         if self.max_connections == 0 {
             return Err(Error::config("db.max_connections", "must be at least 1"));
@@ -163,6 +169,32 @@ impl Backend {
                 ),
             )),
         }
+    }
+
+    /// Whether this build includes the database's driver (the cargo feature named
+    /// [`Backend::feature`]).
+    pub fn is_compiled_in(self) -> bool {
+        match self {
+            Backend::Sqlite => cfg!(feature = "sqlite"),
+            Backend::Postgres => cfg!(feature = "postgres"),
+            Backend::MySql => cfg!(feature = "mysql"),
+        }
+    }
+
+    /// The cargo feature of backend-db that compiles this database's driver.
+    pub fn feature(self) -> &'static str {
+        self.name()
+    }
+
+    /// The configuration error for a URL whose driver this build does not include.
+    pub fn not_compiled_in(self) -> Error {
+        Error::config(
+            "db.url",
+            format!(
+                "{self} support is not compiled in: enable the `{}` feature of backend-db",
+                self.feature()
+            ),
+        )
     }
 
     /// A short name for messages: `sqlite`, `postgres`, `mysql`.
@@ -310,32 +342,80 @@ mod tests {
         assert!(!format!("{cfg:?}").contains("s3cret"));
     }
 
+    /// A URL of a database whose driver this build includes.
+    fn compiled_url() -> &'static str {
+        [
+            (Backend::Sqlite, "sqlite://x.db"),
+            (Backend::Postgres, "postgres://app@h/x"),
+            (Backend::MySql, "mysql://app@h/x"),
+        ]
+        .into_iter()
+        .find(|(b, _)| b.is_compiled_in())
+        .map(|(_, url)| url)
+        .expect("at least one driver is compiled in")
+    }
+
+    /// Each URL validates exactly when its driver is compiled in; otherwise the error is
+    /// at `db.url`, typed, and names the feature to enable, and the registry reports it
+    /// when it validates a configuration, before connecting anywhere. (The default
+    /// build has every driver; `cargo test -p backend-db --lib --no-default-features
+    /// --features postgres` exercises the refusals.)
+    #[test]
+    fn urls_of_drivers_not_compiled_in_are_config_errors() {
+        let registry = session_core::EngineRegistry::new();
+        crate::register(&registry);
+        for (backend, url) in [
+            (Backend::Sqlite, "sqlite://x.db"),
+            (Backend::Postgres, "postgres://app@h/x"),
+            (Backend::MySql, "mariadb://app@h/x"),
+        ] {
+            let direct = DbConfig::new(url).validate();
+            let config =
+                session_core::Config::from_toml(&format!("engine = \"db\"\n[db]\nurl = \"{url}\""));
+            let via_registry = registry.validate(&config);
+            if backend.is_compiled_in() {
+                assert!(direct.is_ok(), "{url}: {direct:?}");
+                assert!(via_registry.is_ok(), "{url}: {via_registry:?}");
+                continue;
+            }
+            for err in [direct.expect_err(url), via_registry.expect_err(url)] {
+                let feature = format!("enable the `{}` feature of backend-db", backend.name());
+                assert!(
+                    matches!(&err, Error::Config { key: Some(k), message }
+                        if k == "db.url" && message.contains(&feature)),
+                    "{url}: {err}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn validation_names_keys() {
-        assert!(DbConfig::default().validate().is_ok());
+        let base = || DbConfig::new(compiled_url());
+        assert!(base().validate().is_ok());
         let cases = [
             (
                 DbConfig {
                     max_connections: 0,
-                    ..DbConfig::default()
+                    ..base()
                 },
                 "db.max_connections",
             ),
             (
                 DbConfig {
                     min_connections: 11,
-                    ..DbConfig::default()
+                    ..base()
                 },
                 "db.min_connections",
             ),
             (
                 DbConfig {
                     acquire_timeout_ms: 0,
-                    ..DbConfig::default()
+                    ..base()
                 },
                 "db.acquire_timeout_ms",
             ),
-            (DbConfig::default().with_table("no way"), "db.table"),
+            (base().with_table("no way"), "db.table"),
             (DbConfig::new("ftp://x"), "db.url"),
         ];
         for (config, key) in cases {

@@ -70,8 +70,23 @@
 //! name, validated as `^[A-Za-z_][A-Za-z0-9_]{0,62}$` and quoted. Session keys are
 //! validated before any query and never logged (logs carry a fingerprint); passwords in
 //! database URLs are redacted from `Debug` output and errors.
+//!
+//! ## Cargo features
+//!
+//! One per database driver, all on by default: `sqlite` (SQLite bundled into the
+//! build), `postgres`, `mysql` (MySQL and MariaDB). A build with
+//! `default-features = false, features = ["postgres"]` compiles neither SQLite nor the
+//! MySQL driver; a configured URL whose driver is not compiled in is a configuration
+//! error at `db.url`, found when the configuration is validated, that names the feature
+//! to enable. At least one driver must be enabled.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+#[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
+compile_error!(
+    "backend-db needs at least one database driver: enable its `sqlite`, `postgres` \
+     or `mysql` feature"
+);
 
 pub mod config;
 pub mod migrate;

@@ -16,7 +16,9 @@
 use std::time::Duration;
 
 use session_core::{Error, Timestamp};
-use sqlx::{AssertSqlSafe, Connection};
+use sqlx::AssertSqlSafe;
+#[cfg(feature = "mysql")]
+use sqlx::Connection;
 
 use crate::config::{Backend, SCHEMA_TABLE, TableName};
 use crate::pool::{DbPool, ENGINE, Timeouts, map_sqlx};
@@ -37,9 +39,11 @@ const MIGRATIONS: &[Migration] = &[Migration {
     ddl: sql::create_table_v1,
 }];
 
+#[cfg(feature = "postgres")]
 /// Advisory lock key for PostgreSQL (any constant; "sessmigr" in ASCII).
 const PG_LOCK_KEY: i64 = 0x7365_7373_6d69_6772;
 
+#[cfg(feature = "mysql")]
 /// Name of MySQL's named lock.
 const MYSQL_LOCK: &str = "session_store_schema";
 
@@ -65,6 +69,7 @@ impl Migrated {
 enum Failure {
     Sqlx(sqlx::Error),
     Newer(i64),
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     Lock,
 }
 
@@ -180,6 +185,7 @@ pub(crate) async fn migrate(
 ) -> Result<Migrated, Error> {
     let backend = pool.backend();
     let outcome: Result<Migrated, Failure> = match pool {
+        #[cfg(feature = "postgres")]
         DbPool::Postgres(p) => {
             async {
                 let mut tx = p.begin().await?;
@@ -193,6 +199,7 @@ pub(crate) async fn migrate(
             }
             .await
         }
+        #[cfg(feature = "sqlite")]
         DbPool::Sqlite(p) => {
             async {
                 // IMMEDIATE takes the write lock up front (waiting up to the busy
@@ -204,6 +211,7 @@ pub(crate) async fn migrate(
             }
             .await
         }
+        #[cfg(feature = "mysql")]
         DbPool::MySql(p) => {
             async {
                 // MySQL DDL commits implicitly, so a named lock (held by this connection)
@@ -277,8 +285,11 @@ pub(crate) async fn drop_table(
         };
     }
     let done = match pool {
+        #[cfg(feature = "postgres")]
         DbPool::Postgres(p) => run!(p),
+        #[cfg(feature = "sqlite")]
         DbPool::Sqlite(p) => run!(p),
+        #[cfg(feature = "mysql")]
         DbPool::MySql(p) => run!(p),
     };
     done.map_err(|e| map_sqlx(e, timeouts))

@@ -13,15 +13,20 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use session_core::{Error, Result};
+#[cfg(feature = "mysql")]
+use sqlx::AssertSqlSafe;
+#[cfg(feature = "mysql")]
 use sqlx::mysql::{
     MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
 };
+#[cfg(feature = "postgres")]
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+#[cfg(feature = "sqlite")]
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteError, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Database};
+use sqlx::{ConnectOptions, Connection, Database};
 
 use crate::config::{Backend, DbConfig, redact_url};
 
@@ -31,33 +36,43 @@ pub(crate) const ENGINE: &str = "db";
 /// A connection idle longer than this is pinged before use; fresher ones are trusted.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
 
-/// SQLite's busy timeout when the statement timeout is disabled.
+/// SQLite's busy timeout when the statement timeout is disabled (also the limit an
+/// error reports when no statement timeout is set).
 const DEFAULT_SQLITE_BUSY: Duration = Duration::from_secs(5);
 
 /// A pool of connections to one of the supported databases. Cheap to clone (shared
 /// inside), so several stores (tables) can share one pool.
+///
+/// Each variant exists only when its driver's cargo feature (`sqlite`, `postgres`,
+/// `mysql`) is enabled.
 #[derive(Clone, Debug)]
 pub enum DbPool {
     /// SQLite.
+    #[cfg(feature = "sqlite")]
     Sqlite(SqlitePool),
     /// PostgreSQL.
+    #[cfg(feature = "postgres")]
     Postgres(PgPool),
     /// MySQL or MariaDB.
+    #[cfg(feature = "mysql")]
     MySql(MySqlPool),
 }
 
+#[cfg(feature = "sqlite")]
 impl From<SqlitePool> for DbPool {
     fn from(p: SqlitePool) -> Self {
         DbPool::Sqlite(p)
     }
 }
 
+#[cfg(feature = "postgres")]
 impl From<PgPool> for DbPool {
     fn from(p: PgPool) -> Self {
         DbPool::Postgres(p)
     }
 }
 
+#[cfg(feature = "mysql")]
 impl From<MySqlPool> for DbPool {
     fn from(p: MySqlPool) -> Self {
         DbPool::MySql(p)
@@ -70,6 +85,7 @@ impl DbPool {
     pub async fn connect(config: &DbConfig) -> Result<DbPool> {
         config.validate()?;
         let backend = Backend::from_url(&config.url)?;
+        #[allow(unused_variables)] // with only some drivers compiled in
         let bad_url = |e: sqlx::Error| {
             Error::config(
                 "db.url",
@@ -80,6 +96,7 @@ impl DbPool {
             )
         };
         let pool = match backend {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite => {
                 let in_memory = is_sqlite_memory(&config.url);
                 let mut opts = SqliteConnectOptions::from_str(&config.url)
@@ -111,6 +128,7 @@ impl DbPool {
                         .map_err(|e| connect_error(config, e))?,
                 )
             }
+            #[cfg(feature = "postgres")]
             Backend::Postgres => {
                 let mut opts = PgConnectOptions::from_str(&config.url).map_err(bad_url)?;
                 if let Some(t) = config.statement_timeout() {
@@ -125,6 +143,7 @@ impl DbPool {
                         .map_err(|e| connect_error(config, e))?,
                 )
             }
+            #[cfg(feature = "mysql")]
             Backend::MySql => {
                 // `mariadb://` is our alias; the driver only knows `mysql://`.
                 let url = match config.url.split_once(':') {
@@ -144,6 +163,9 @@ impl DbPool {
                         .map_err(|e| connect_error(config, e))?,
                 )
             }
+            // `config.validate()` refused it already; kept for the match's sake.
+            #[allow(unreachable_patterns)]
+            other => return Err(other.not_compiled_in()),
         };
         Ok(pool)
     }
@@ -151,8 +173,11 @@ impl DbPool {
     /// Which database this pool talks to.
     pub fn backend(&self) -> Backend {
         match self {
+            #[cfg(feature = "sqlite")]
             DbPool::Sqlite(_) => Backend::Sqlite,
+            #[cfg(feature = "postgres")]
             DbPool::Postgres(_) => Backend::Postgres,
+            #[cfg(feature = "mysql")]
             DbPool::MySql(_) => Backend::MySql,
         }
     }
@@ -160,13 +185,17 @@ impl DbPool {
     /// Closes every connection; later operations fail.
     pub async fn close(&self) {
         match self {
+            #[cfg(feature = "sqlite")]
             DbPool::Sqlite(p) => p.close().await,
+            #[cfg(feature = "postgres")]
             DbPool::Postgres(p) => p.close().await,
+            #[cfg(feature = "mysql")]
             DbPool::MySql(p) => p.close().await,
         }
     }
 }
 
+#[cfg(feature = "mysql")]
 /// Per-connection MySQL/MariaDB settings, one round trip (two on MySQL proper).
 async fn mysql_session(
     conn: &mut MySqlConnection,
@@ -201,6 +230,7 @@ async fn mysql_session(
 }
 
 /// Whether an SQLite URL names an in-memory database.
+#[cfg(feature = "sqlite")]
 fn is_sqlite_memory(url: &str) -> bool {
     url.contains(":memory:") || url.contains("mode=memory")
 }
@@ -269,29 +299,34 @@ pub(crate) fn map_sqlx(e: sqlx::Error, timeouts: &Timeouts) -> Error {
                 after: timeouts.acquire,
             };
         }
-        sqlx::Error::Database(db) => {
-            let timed_out = if let Some(my) = db.try_downcast_ref::<MySqlDatabaseError>() {
-                // MariaDB max_statement_time, MySQL max_execution_time, lock wait timeout.
-                matches!(my.number(), 1969 | 3024 | 1205)
-            } else if db.try_downcast_ref::<SqliteError>().is_some() {
-                // SQLITE_BUSY and its extended codes: the busy timeout ran out.
-                db.code()
-                    .and_then(|c| c.parse::<i32>().ok())
-                    .is_some_and(|n| n & 0xff == 5)
-            } else {
-                // PostgreSQL query_canceled (statement_timeout), lock_not_available.
-                matches!(db.code().as_deref(), Some("57014" | "55P03"))
+        sqlx::Error::Database(db) if database_timed_out(db.as_ref()) => {
+            return Error::Timeout {
+                engine: ENGINE.to_owned(),
+                after: timeouts.statement.unwrap_or(DEFAULT_SQLITE_BUSY),
             };
-            if timed_out {
-                return Error::Timeout {
-                    engine: ENGINE.to_owned(),
-                    after: timeouts.statement.unwrap_or(DEFAULT_SQLITE_BUSY),
-                };
-            }
         }
         _ => {}
     }
     Error::backend(ENGINE, e)
+}
+
+/// Whether a database error says that a server-side limit ran out.
+fn database_timed_out(db: &dyn sqlx::error::DatabaseError) -> bool {
+    #[cfg(feature = "mysql")]
+    if let Some(my) = db.try_downcast_ref::<MySqlDatabaseError>() {
+        // MariaDB max_statement_time, MySQL max_execution_time, lock wait timeout.
+        return matches!(my.number(), 1969 | 3024 | 1205);
+    }
+    #[cfg(feature = "sqlite")]
+    if db.try_downcast_ref::<SqliteError>().is_some() {
+        // SQLITE_BUSY and its extended codes: the busy timeout ran out.
+        return db
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|n| n & 0xff == 5);
+    }
+    // PostgreSQL query_canceled (statement_timeout), lock_not_available.
+    matches!(db.code().as_deref(), Some("57014" | "55P03"))
 }
 
 /// The limits an error message reports.

@@ -39,8 +39,11 @@ const UPDATE_ATTEMPTS: u32 = 3;
 macro_rules! on_pool {
     ($pool:expr, $p:ident => $body:expr) => {
         match $pool {
+            #[cfg(feature = "postgres")]
             DbPool::Postgres($p) => $body,
+            #[cfg(feature = "sqlite")]
             DbPool::Sqlite($p) => $body,
+            #[cfg(feature = "mysql")]
             DbPool::MySql($p) => $body,
         }
     };
@@ -108,8 +111,11 @@ impl DbStore {
         let table = TableName::new(table)?;
         let backend = pool.backend();
         let (acquire, durable) = match &pool {
+            #[cfg(feature = "postgres")]
             DbPool::Postgres(p) => (p.options().get_acquire_timeout(), true),
+            #[cfg(feature = "mysql")]
             DbPool::MySql(p) => (p.options().get_acquire_timeout(), true),
+            #[cfg(feature = "sqlite")]
             DbPool::Sqlite(p) => {
                 let name = p
                     .connect_options()
@@ -282,6 +288,8 @@ impl DbStore {
         found.map(stored_version).transpose()
     }
 
+    #[cfg(feature = "mysql")]
+    #[allow(irrefutable_let_patterns)] // a MySQL-only build
     async fn insert_mysql(
         &self,
         key: &SessionKey,
@@ -347,6 +355,7 @@ impl DbStore {
             None => self.sql.update.clone(),
         };
         match &self.pool {
+            #[cfg(feature = "mysql")]
             DbPool::MySql(p) => {
                 let mut q = sqlx::query(sql)
                     .bind(data)
@@ -362,6 +371,7 @@ impl DbStore {
                 Ok((done.rows_affected() > 0)
                     .then(|| i64::try_from(done.last_insert_id()).unwrap_or(i64::MAX)))
             }
+            #[cfg(feature = "postgres")]
             DbPool::Postgres(p) => {
                 let mut q = sqlx::query_scalar(sql)
                     .bind(data)
@@ -373,6 +383,7 @@ impl DbStore {
                 }
                 self.run(q.fetch_optional(p)).await
             }
+            #[cfg(feature = "sqlite")]
             DbPool::Sqlite(p) => {
                 let mut q = sqlx::query_scalar(sql)
                     .bind(data)
@@ -419,6 +430,7 @@ impl SessionStore for DbStore {
 
     async fn insert_new(&self, key: &SessionKey, record: &Record) -> Result<Inserted> {
         let data = self.encode(record)?;
+        #[cfg(feature = "mysql")]
         if matches!(self.pool, DbPool::MySql(_)) {
             return self.insert_mysql(key, &data, record).await;
         }
