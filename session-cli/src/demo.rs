@@ -69,7 +69,7 @@ pub async fn run(registry: &EngineRegistry, path: Option<&Path>, args: DemoArgs)
     // exception for "localhost", not for 127.0.0.1), so the demo, served over plain http
     // on loopback, turns Secure off unless the configuration says otherwise. Production
     // deployments keep the default: Secure on, behind TLS.
-    if !config.figment().contains("cookie.secure") {
+    if !config.contains("cookie.secure") {
         builder = builder.secure(false);
     }
     let layer = builder.build()?;
@@ -126,10 +126,10 @@ fn storage_description(config: &session_core::Config, engine: &str) -> String {
     match engine {
         "file" => {
             let path = config
-                .figment()
-                .extract_inner::<String>("file.path")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|_| backend_file::config::default_dir());
+                .get::<std::path::PathBuf>("file.path")
+                .ok()
+                .flatten()
+                .unwrap_or_else(backend_file::config::default_dir);
             format!("in {}", path.display())
         }
         "memory" => "in this process's memory (gone when it stops)".into(),

@@ -77,10 +77,7 @@ fn require_engine(
     allowed.extend(session_core::config::FRAMEWORK_SECTIONS);
     allowed.extend(engines.iter().map(String::as_str));
     config.check_keys(&allowed)?;
-    let engine = config
-        .figment()
-        .extract_inner::<String>("engine")
-        .unwrap_or_default();
+    let engine = config.get::<String>("engine")?.unwrap_or_default();
     let engine = engine.trim();
     if engine.is_empty() {
         return Err(CliError::usage(

@@ -380,18 +380,13 @@ impl Config {
         )
     }
 
-    /// Wraps any figment (whose root is an engine configuration).
-    pub fn from_figment(figment: Figment) -> Self {
+    /// Wraps a figment whose root is an engine configuration.
+    pub(crate) fn from_figment(figment: Figment) -> Self {
         Config {
             figment,
             path: Vec::new(),
             shorthand: None,
         }
-    }
-
-    /// The underlying figment.
-    pub fn figment(&self) -> &Figment {
-        &self.figment
     }
 
     /// Where this configuration sits in the whole, as a dotted path (`""` at the root,
@@ -418,6 +413,28 @@ impl Config {
     /// Whether the configuration sets `key` (a dotted path relative to this one).
     pub fn contains(&self, key: &str) -> bool {
         self.figment.contains(key)
+    }
+
+    /// The value at `key` (a dotted path relative to this configuration) as a `T`, or
+    /// `None` when the configuration does not set it.
+    ///
+    /// A value of the wrong shape is an [`Error::Config`] naming the full key path and
+    /// where the value came from, as for [`Config::section`].
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        if !self.figment.contains(key) {
+            return Ok(None);
+        }
+        self.figment.extract_inner(key).map(Some).map_err(|mut e| {
+            // figment appends `key` after the path inside the value; put it first.
+            let key_path = split_key(key);
+            if e.path.ends_with(&key_path) {
+                e.path.truncate(e.path.len() - key_path.len());
+            }
+            let mut path = key_path;
+            path.append(&mut e.path);
+            e.path = path;
+            self.error(e)
+        })
     }
 
     /// Engine-specific options under `key`, or `T::default()` when the section is absent.
@@ -549,7 +566,7 @@ impl Config {
 
     /// A figment error as [`Error::Config`]: the full key path as written, where the
     /// value came from, and for an unknown key the nearest known one.
-    pub fn error(&self, e: figment::Error) -> Error {
+    pub(crate) fn error(&self, e: figment::Error) -> Error {
         let mut path = e.path.clone();
         let message = match &e.kind {
             figment::error::Kind::UnknownField(field, expected) => {
@@ -705,6 +722,7 @@ fn env_provider() -> Env {
 #[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[derive(Debug, Default, Deserialize, PartialEq)]
     #[serde(default, deny_unknown_fields)]
@@ -732,6 +750,36 @@ mod tests {
         // ... and once encryption is on, plaintext is refused unless allowed.
         assert!(!s.encryption.accept_plaintext);
         assert!(!format!("{s:?}").contains("keys: ["), "{s:?}");
+    }
+
+    #[test]
+    fn get_is_typed_absent_is_none_and_errors_name_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "Sessions.toml",
+                "engine = \"file\"\n[file]\npath = \"/srv/sessions\"\nfsync = \"often\"\n[cookie]\nlimits = { a = 1, b = \"x\" }\n",
+            )?;
+            let cfg = Config::load(None).expect("load");
+            assert_eq!(
+                cfg.get::<String>("file.path").expect("get"),
+                Some("/srv/sessions".to_owned())
+            );
+            assert_eq!(cfg.get::<bool>("cookie.secure").expect("get"), None);
+            let err = cfg.get::<bool>("file.fsync").expect_err("not a bool");
+            let Error::Config { key, message } = err else {
+                panic!("{err:?}")
+            };
+            assert_eq!(key.as_deref(), Some("file.fsync"));
+            assert!(message.contains("Sessions.toml, line 4"), "{message}");
+            let err = cfg
+                .get::<BTreeMap<String, u32>>("cookie.limits")
+                .expect_err("b is not a number");
+            let Error::Config { key, .. } = err else {
+                panic!("{err:?}")
+            };
+            assert_eq!(key.as_deref(), Some("cookie.limits.b"));
+            Ok(())
+        });
     }
 
     #[test]

@@ -157,12 +157,3 @@ impl Error {
     }
 }
 
-impl From<figment::Error> for Error {
-    fn from(e: figment::Error) -> Self {
-        let key = (!e.path.is_empty()).then(|| e.path.join("."));
-        Error::Config {
-            key,
-            message: e.to_string(),
-        }
-    }
-}

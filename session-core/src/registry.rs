@@ -268,12 +268,8 @@ impl EngineContext {
 
 fn nested_engine(config: &Config) -> Result<String> {
     config
-        .figment()
-        .extract_inner::<String>("engine")
-        .map_err(|mut e| {
-            e.path = vec!["engine".to_owned()];
-            config.error(e)
-        })
+        .get::<String>("engine")?
+        .ok_or_else(|| config.locate(Error::config("engine", "is required")))
 }
 
 /// Engine and layer names to constructors. Cheap to clone (shared inside).
