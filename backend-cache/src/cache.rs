@@ -425,33 +425,48 @@ impl SessionStore for CacheStore {
     }
 }
 
-/// Registers the `cache` engine (options in the `cache` section).
+impl CacheConfig {
+    /// Checks the options (the URL names a compiled-in driver) without connecting.
+    pub fn validate(&self) -> Result<()> {
+        self.target().map(drop)
+    }
+
+    /// Builds the store from this configuration and the shared settings (codec,
+    /// `max_encoded_size`): connects, and bounds every session operation of a networked
+    /// driver by `command_timeout_ms`. The constructor the `cache` engine uses;
+    /// [`CacheStore::connect`] is the lower-level one (no timeout layer).
+    pub async fn build(
+        &self,
+        settings: &session_core::SessionSettings,
+    ) -> Result<Arc<dyn SessionStore>> {
+        let store = match CacheStore::connect(self, settings.codec()).await? {
+            // The in-process driver keeps decoded records: it applies the size limit
+            // itself, as the byte-storing drivers' codecs do.
+            CacheStore::Memory(m) => {
+                return Ok(Arc::new(CacheStore::Memory(
+                    m.with_size_limit(settings.codec(), settings.max_encoded_size),
+                )));
+            }
+            #[allow(unreachable_patterns)] // a build with only the in-process driver
+            other => other,
+        };
+        // One layer, the same for Redis, Redis Cluster and Memcached.
+        Ok(store.with_layer(TimeoutLayer::new(self.command_timeout())))
+    }
+}
+
+/// Registers the `cache` engine (options in the `cache` section), built with
+/// [`CacheConfig::build`].
 pub fn register(registry: &EngineRegistry) {
     registry.register_checked(
         "cache",
         |ctx: session_core::EngineContext| async move {
             let cfg: CacheConfig = ctx.section("cache")?;
-            let store = match CacheStore::connect(&cfg, ctx.codec())
-                .await
-                .map_err(|e| ctx.locate(e))?
-            {
-                // The in-process driver keeps decoded records: it applies the size limit
-                // itself, as the byte-storing drivers' codecs do.
-                CacheStore::Memory(m) => {
-                    return Ok(Arc::new(CacheStore::Memory(
-                        m.with_size_limit(ctx.codec(), ctx.settings.max_encoded_size),
-                    )) as Arc<dyn SessionStore>);
-                }
-                #[allow(unreachable_patterns)] // a build with only the in-process driver
-                other => other,
-            };
-            // Every session operation of a networked driver is bounded by the command
-            // timeout: one layer, the same for Redis, Redis Cluster and Memcached.
-            Ok(store.with_layer(TimeoutLayer::new(cfg.command_timeout())))
+            cfg.build(&ctx.settings).await.map_err(|e| ctx.locate(e))
         },
         |ctx: &session_core::EngineContext| {
             let cfg: CacheConfig = ctx.section("cache")?;
-            cfg.target().map(drop).map_err(|e| ctx.locate(e))
+            cfg.validate().map_err(|e| ctx.locate(e))
         },
     );
 }

@@ -632,25 +632,42 @@ impl SessionStore for MemoryStore {
     }
 }
 
-/// Registers the `memory` engine (options in the `memory` section). The store applies
-/// the configured `max_encoded_size`, measured with the configured codec.
-pub fn register(registry: &EngineRegistry) {
-    fn checked(ctx: &session_core::EngineContext) -> Result<MemoryConfig> {
-        let cfg: MemoryConfig = ctx.section("memory")?;
-        if cfg.max_entries == 0 {
-            return Err(ctx.locate(Error::config("memory.max_entries", "must be at least 1")));
+impl MemoryConfig {
+    /// Checks the options.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_entries == 0 {
+            return Err(Error::config("memory.max_entries", "must be at least 1"));
         }
-        Ok(cfg)
+        Ok(())
     }
+
+    /// Builds the store from this configuration and the shared settings: it applies
+    /// `max_encoded_size`, measured with the configured codec. The constructor the
+    /// `memory` engine uses; [`MemoryStore::with_config`] is the lower-level one.
+    pub async fn build(
+        &self,
+        settings: &session_core::SessionSettings,
+    ) -> Result<Arc<dyn SessionStore>> {
+        self.validate()?;
+        let store = MemoryStore::with_config(self.clone())
+            .with_size_limit(settings.codec(), settings.max_encoded_size);
+        Ok(Arc::new(store))
+    }
+}
+
+/// Registers the `memory` engine (options in the `memory` section), built with
+/// [`MemoryConfig::build`].
+pub fn register(registry: &EngineRegistry) {
     registry.register_checked(
         "memory",
         |ctx: session_core::EngineContext| async move {
-            let cfg = checked(&ctx)?;
-            let store = MemoryStore::with_config(cfg)
-                .with_size_limit(ctx.codec(), ctx.settings.max_encoded_size);
-            Ok(Arc::new(store) as Arc<dyn SessionStore>)
+            let cfg: MemoryConfig = ctx.section("memory")?;
+            cfg.build(&ctx.settings).await.map_err(|e| ctx.locate(e))
         },
-        |ctx: &session_core::EngineContext| checked(ctx).map(drop),
+        |ctx: &session_core::EngineContext| {
+            let cfg: MemoryConfig = ctx.section("memory")?;
+            cfg.validate().map_err(|e| ctx.locate(e))
+        },
     );
 }
 

@@ -64,7 +64,33 @@ pub use store::{CachedDbConfig, CachedDbStats, CachedDbStore};
 
 use std::sync::Arc;
 
-use session_core::{EngineContext, EngineRegistry, SessionStore};
+use session_core::{EngineContext, EngineRegistry, Result, SessionSettings, SessionStore};
+
+impl CachedDbConfig {
+    /// Builds the store from this configuration, the shared settings and its already
+    /// built parts: the cache, the durable store and, used only when `l1_ttl_ms` is not
+    /// zero, the in-process first level. The constructor the `cached_db` engine uses
+    /// (it builds the parts from the nested engine configurations first);
+    /// [`CachedDbStore::with_config`] is the lower-level one.
+    ///
+    /// The shared settings are taken for the same shape as every backend's `build`;
+    /// the parts already apply them.
+    pub async fn build(
+        &self,
+        _settings: &SessionSettings,
+        cache: Arc<dyn SessionStore>,
+        db: Arc<dyn SessionStore>,
+        l1: Option<Arc<dyn SessionStore>>,
+    ) -> Result<Arc<dyn SessionStore>> {
+        self.validate()?;
+        let l1_ttl = std::time::Duration::from_millis(self.l1_ttl_ms);
+        let mut store = CachedDbStore::with_config(cache, db, self.clone());
+        if let Some(l1) = l1.filter(|_| !l1_ttl.is_zero()) {
+            store = store.with_l1(l1, l1_ttl);
+        }
+        Ok(Arc::new(store))
+    }
+}
 
 /// Registers the `cached_db` engine.
 ///
@@ -94,13 +120,14 @@ pub fn register(registry: &EngineRegistry) {
             options.validate().map_err(|e| ctx.locate(e))?;
             let cache = ctx.build_nested("cached_db.cache", "cache").await?;
             let db = ctx.build_nested("cached_db.db", "db").await?;
-            let l1_ttl = std::time::Duration::from_millis(options.l1_ttl_ms);
-            let mut store = CachedDbStore::with_config(cache, db, options);
-            if !l1_ttl.is_zero() {
-                let l1 = ctx.build_nested("cached_db.l1", "memory").await?;
-                store = store.with_l1(l1, l1_ttl);
-            }
-            Ok(Arc::new(store) as Arc<dyn SessionStore>)
+            let l1 = match options.l1_ttl_ms {
+                0 => None,
+                _ => Some(ctx.build_nested("cached_db.l1", "memory").await?),
+            };
+            options
+                .build(&ctx.settings, cache, db, l1)
+                .await
+                .map_err(|e| ctx.locate(e))
         },
         |ctx: &EngineContext| {
             let options: CachedDbConfig = ctx.section("cached_db")?;

@@ -102,7 +102,17 @@ pub use store::{CLEAR_BATCH, DbStore};
 
 use std::sync::Arc;
 
-use session_core::{EngineContext, EngineRegistry, SessionStore};
+use session_core::{EngineContext, EngineRegistry, Result, SessionSettings, SessionStore};
+
+impl DbConfig {
+    /// Builds the store from this configuration and the shared settings (codec):
+    /// connects, and applies the schema when `auto_migrate` is on. The constructor the
+    /// `db` engine uses; [`DbStore::connect`] is the lower-level one.
+    pub async fn build(&self, settings: &SessionSettings) -> Result<Arc<dyn SessionStore>> {
+        let store = DbStore::connect(self).await?.with_codec(settings.codec());
+        Ok(Arc::new(store))
+    }
+}
 
 /// Registers the `db` engine (options in the `db` section, see [`DbConfig`]).
 pub fn register(registry: &EngineRegistry) {
@@ -110,11 +120,7 @@ pub fn register(registry: &EngineRegistry) {
         "db",
         |ctx: EngineContext| async move {
             let config: DbConfig = ctx.section("db")?;
-            let store = DbStore::connect(&config)
-                .await
-                .map_err(|e| ctx.locate(e))?
-                .with_codec(ctx.codec());
-            Ok(Arc::new(store) as Arc<dyn SessionStore>)
+            config.build(&ctx.settings).await.map_err(|e| ctx.locate(e))
         },
         |ctx: &EngineContext| {
             let config: DbConfig = ctx.section("db")?;

@@ -94,7 +94,27 @@ pub use config::FileConfig;
 pub use error::FileError;
 pub use store::{FileStore, FileStoreBuilder, SweepReport};
 
-use session_core::{EngineContext, EngineRegistry, Error, SessionStore};
+use session_core::{EngineContext, EngineRegistry, Error, Result, SessionSettings, SessionStore};
+
+impl FileConfig {
+    /// Checks the options without touching the disk.
+    pub fn validate(&self) -> Result<()> {
+        config::validate_prefix(&self.prefix)
+    }
+
+    /// Builds the store from this configuration and the shared settings (codec,
+    /// `max_encoded_size`): the constructor the `file` engine uses. Preparing the
+    /// directory runs off the async executor.
+    pub async fn build(&self, settings: &SessionSettings) -> Result<Arc<dyn SessionStore>> {
+        let cfg = self.clone();
+        let codec = settings.codec();
+        let max = settings.max_encoded_size;
+        let store = tokio::task::spawn_blocking(move || FileStore::from_config(&cfg, codec, max))
+            .await
+            .map_err(|e| Error::backend("file", e))??;
+        Ok(Arc::new(store))
+    }
+}
 
 /// Registers the `file` engine, configured by the `[file]` section (`path`, `prefix`,
 /// `fsync`) with the shared `codec` and `max_encoded_size`.
@@ -103,18 +123,11 @@ pub fn register(registry: &EngineRegistry) {
         "file",
         |ctx: EngineContext| async move {
             let cfg: FileConfig = ctx.section("file")?;
-            let codec = ctx.codec();
-            let max = ctx.settings.max_encoded_size;
-            // Preparing the directory touches the disk: keep it off the executor.
-            let store =
-                tokio::task::spawn_blocking(move || FileStore::from_config(&cfg, codec, max))
-                    .await
-                    .map_err(|e| Error::backend("file", e))??;
-            Ok(Arc::new(store) as Arc<dyn SessionStore>)
+            cfg.build(&ctx.settings).await.map_err(|e| ctx.locate(e))
         },
         |ctx: &EngineContext| {
             let cfg: FileConfig = ctx.section("file")?;
-            config::validate_prefix(&cfg.prefix).map_err(|e| ctx.locate(e))
+            cfg.validate().map_err(|e| ctx.locate(e))
         },
     );
 }

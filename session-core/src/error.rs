@@ -156,4 +156,3 @@ impl Error {
         matches!(self, Error::Backend { .. } | Error::Timeout { .. })
     }
 }
-
