@@ -56,6 +56,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The engines build their stores with [`CacheConfig::build`]`(&settings)` and
+//! [`MemoryConfig::build`]`(&settings)`, the same constructor every backend crate has
+//! (see "Constructors" in `docs/BACKENDS.md`); [`CacheStore::connect`] stays as the
+//! lower-level one (no timeout layer, no size limit on the in-process driver).
+//!
 //! ## Stored format
 //!
 //! Redis and Memcached hold each session as one value: a fixed 42-byte ASCII header

@@ -5,6 +5,11 @@
 //! back to the durable store; writes go to the durable store first and its answer
 //! (including its version) is authoritative.
 //!
+//! The engine builds its store with [`CachedDbConfig::build`]`(&settings, cache, db,
+//! l1)`: the constructor shape every backend crate has (see "Constructors" in
+//! `docs/BACKENDS.md`), plus the parts, which the registry builds from the nested engine
+//! configurations first.
+//!
 //! ## The consistency rule
 //!
 //! **No read returns data older than the durable store's, even after a failed cache

@@ -36,6 +36,10 @@
 //! table = "sessions"
 //! ```
 //!
+//! The engine builds its store with [`DbConfig::build`]`(&settings)`, the same
+//! constructor every backend crate has (see "Constructors" in `docs/BACKENDS.md`);
+//! [`DbStore::connect`] stays as the lower-level one returning the concrete type.
+//!
 //! ## The table
 //!
 //! Shaped like Django's `django_session`: `session_key` (primary key), `session_data`

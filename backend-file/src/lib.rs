@@ -32,6 +32,22 @@
 //! fsync = true
 //! ```
 //!
+//! The engine builds its store with [`FileConfig::build`], the same constructor every
+//! backend crate has (see "Constructors" in `docs/BACKENDS.md`):
+//!
+//! ```
+//! use backend_file::FileConfig;
+//! use session_core::SessionSettings;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> session_core::Result<()> {
+//! # let tmp = tempfile::tempdir().unwrap();
+//! let config = FileConfig { path: Some(tmp.path().join("sessions")), ..FileConfig::default() };
+//! let store = config.build(&SessionSettings::default()).await?;
+//! assert_eq!(store.count().await?, 0);
+//! # Ok(()) }
+//! ```
+//!
 //! ## Guarantees
 //!
 //! - **Atomic writes.** Every write goes to a temp file in the same directory (named
