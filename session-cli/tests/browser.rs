@@ -10,6 +10,8 @@
 //! Chromium and chromedriver come from Debian (`apt-get install chromium chromium-driver`);
 //! `scripts/test` installs them. If they are missing the test fails, it never skips.
 
+mod support;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -109,13 +111,8 @@ fn http() -> reqwest::Client {
 /// Starts `sessions demo` on a free port with the default engine (`file`) and no config
 /// file, its temp dir (hence its session directory) inside `dir`; returns it and its URL.
 async fn start_demo(dir: &Path) -> (Guard, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessions"));
     // Keep the developer's environment from choosing the engine or the cookie settings.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SESSION_") {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = support::sessions();
     let mut child = cmd
         .args(["demo", "--host", "127.0.0.1", "--port", "0"])
         .current_dir(dir) // no Sessions.toml here

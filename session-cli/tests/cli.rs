@@ -1,5 +1,7 @@
 //! End-to-end tests of the built `sessions` binary against real files and servers.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -12,14 +14,8 @@ use serde_json::json;
 use session_core::{Record, SessionData, SessionKey, SessionStore};
 
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sessions"));
     // Keep the developer's environment from choosing the engine.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SESSION_") {
-            c.env_remove(k);
-        }
-    }
-    c
+    support::sessions()
 }
 
 fn run(args: &[&str]) -> Output {

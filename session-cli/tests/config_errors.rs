@@ -2,19 +2,16 @@
 //! them: every unknown key is refused with its path, where it was written and the
 //! nearest known key, and nothing is built (no store, no file) from a config with a typo.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use integration_tests::servers;
 
 /// The binary, run in `cwd`, with none of the developer's `SESSION_*` variables.
 fn sessions(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sessions"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SESSION_") {
-            c.env_remove(k);
-        }
-    }
+    let mut c = support::sessions();
     c.current_dir(cwd)
         .envs(env.iter().copied())
         .args(args)

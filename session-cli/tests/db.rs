@@ -4,6 +4,8 @@
 //! Tables get random names and are dropped at the end. A missing server fails the test
 //! with a message naming it and how to start it.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -16,13 +18,7 @@ use session_core::{Config, EngineRegistry, Record, SessionData, SessionKey, Sess
 use sqlx::AssertSqlSafe;
 
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sessions"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SESSION_") {
-            c.env_remove(k);
-        }
-    }
-    c
+    support::sessions()
 }
 
 fn run(args: &[&str]) -> Output {

@@ -2,6 +2,8 @@
 //! configured and the in-process memory engine are refused with a way out, and `copy`
 //! reads its two files as they are, whatever `SESSION_*` variables the shell holds.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -11,12 +13,7 @@ use session_core::{Record, SessionData, SessionKey, SessionStore};
 
 /// The binary, run in `cwd`, with no `SESSION_*` variable but `env`.
 fn bin(cwd: &Path, env: &[(&str, &str)]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sessions"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SESSION_") {
-            c.env_remove(k);
-        }
-    }
+    let mut c = support::sessions();
     c.current_dir(cwd);
     for (k, v) in env {
         c.env(k, v);

@@ -28,13 +28,12 @@
 //! are unique per run and removed at the end. Every wait is bounded; a missing server
 //! fails the test naming it.
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use backend_cache::{CacheConfig, CacheStore};
@@ -98,12 +97,7 @@ impl Instance {
 fn start_instances(config: &Path, cwd: &Path) -> Vec<Instance> {
     let mut started = Vec::new();
     for _ in 0..INSTANCES {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessions"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("SESSION_") {
-                cmd.env_remove(k);
-            }
-        }
+        let mut cmd = support::sessions();
         let mut child = cmd
             .arg("--config")
             .arg(config)
@@ -116,35 +110,18 @@ fn start_instances(config: &Path, cwd: &Path) -> Vec<Instance> {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn `sessions demo`");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        started.push((child, rx));
+        let lines = support::stdout_lines(&mut child);
+        started.push((child, lines));
     }
     let deadline = Instant::now() + START_TIMEOUT;
     let mut instances = Vec::new();
-    for (child, rx) in started {
+    for (child, lines) in started {
+        // Killed and reaped on drop from here on, a late start's panic included.
         let mut instance = Instance {
             child,
             base: String::new(),
         };
-        while instance.base.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(url) = line.strip_prefix("sessions demo listening on http://") {
-                        let addr: SocketAddr =
-                            url.trim_end_matches('/').parse().expect("an address");
-                        instance.base = format!("http://{addr}");
-                    }
-                }
-                Err(e) => panic!("an instance did not print its address in time: {e}"),
-            }
-        }
+        instance.base = format!("http://{}", lines.demo_address(deadline));
         instances.push(instance);
     }
     instances

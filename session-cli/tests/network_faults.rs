@@ -14,11 +14,11 @@
 //! available to an unprivileged test here, and what is needed (pause, delay, reset) is
 //! a hundred lines of tokio.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use backend_cache::{CacheConfig, CacheStore};
@@ -175,12 +175,7 @@ impl Drop for Instance {
 }
 
 fn start_instance(config: &Path, cwd: &Path) -> Instance {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessions"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SESSION_") {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = support::sessions();
     let mut child = cmd
         .arg("--config")
         .arg(config)
@@ -193,30 +188,14 @@ fn start_instance(config: &Path, cwd: &Path) -> Instance {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn `sessions demo`");
-    let stdout = child.stdout.take().expect("stdout");
-    // Killed and reaped on drop from here on, the panics below included.
+    let lines = support::stdout_lines(&mut child);
+    // Killed and reaped on drop from here on, the panic below included.
     let mut instance = Instance {
         child,
         base: String::new(),
     };
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
     let deadline = Instant::now() + Duration::from_secs(20);
-    while instance.base.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(url) = line.strip_prefix("sessions demo listening on ") {
-                    instance.base = url.trim_end_matches('/').to_owned();
-                }
-            }
-            Err(e) => panic!("the demo did not print its address in time: {e}"),
-        }
-    }
+    instance.base = format!("http://{}", lines.demo_address(deadline));
     instance
 }
 

@@ -11,6 +11,8 @@
 
 #![cfg(unix)]
 
+mod support;
+
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{FileTypeExt, symlink};
@@ -27,13 +29,8 @@ use session_core::{Record, SessionData, SessionKey, SessionStore};
 const DEADLINE: Duration = Duration::from_secs(20);
 
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sessions"));
     // Keep the developer's environment from choosing the engine.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SESSION_") {
-            c.env_remove(k);
-        }
-    }
+    let mut c = support::sessions();
     c.env_remove("SESSIONS_LOG");
     c
 }

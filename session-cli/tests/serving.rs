@@ -4,10 +4,11 @@
 //! at the request timeout, and SIGTERM/SIGINT exit within the shutdown deadline even
 //! while a slow client is connected. Every wait is bounded.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The longest any step may take before the test fails instead of hanging.
@@ -31,12 +32,7 @@ impl Demo {
     /// Starts the demo on the memory engine, a free loopback port and `flags`.
     fn start(flags: &[&str]) -> Demo {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessions"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("SESSION_") {
-                cmd.env_remove(k);
-            }
-        }
+        let mut cmd = support::sessions();
         let mut child = cmd
             .args(["demo", "--host", "127.0.0.1", "--port", "0"])
             .args(flags)
@@ -47,25 +43,7 @@ impl Demo {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn `sessions demo`");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + WAIT;
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(url) = line.strip_prefix("sessions demo listening on http://") {
-                        break url.trim_end_matches('/').parse().expect("an address");
-                    }
-                }
-                Err(e) => panic!("the demo did not print its address within {WAIT:?}: {e}"),
-            }
-        };
+        let addr = support::stdout_lines(&mut child).demo_address(Instant::now() + WAIT);
         Demo {
             child,
             addr,
