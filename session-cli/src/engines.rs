@@ -72,11 +72,7 @@ fn require_engine(
     source: &str,
     command: &str,
 ) -> CliResult<String> {
-    let engines = registry.known();
-    let mut allowed: Vec<&str> = session_core::config::SETTINGS_KEYS.to_vec();
-    allowed.extend(session_core::config::FRAMEWORK_SECTIONS);
-    allowed.extend(engines.iter().map(String::as_str));
-    config.check_keys(&allowed)?;
+    registry.check_root_keys(config)?;
     let engine = config.get::<String>("engine")?.unwrap_or_default();
     let engine = engine.trim();
     if engine.is_empty() {

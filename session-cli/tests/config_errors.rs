@@ -148,3 +148,29 @@ fn nested_engines_take_the_spelling_a_user_guesses() {
         ],
     );
 }
+
+#[test]
+fn a_layer_section_is_a_known_key_for_operator_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("Sessions.toml"),
+        format!(
+            "engine = \"file\"\nlayers = [\"timeout\"]\n[timeout]\nper_call_ms = 2000\n\
+             [file]\npath = {:?}\n",
+            data.path().display().to_string()
+        ),
+    )
+    .expect("write");
+    let o = sessions(dir.path(), &[], &["stats"]);
+    assert!(o.status.success(), "stats refused a layer: {}", stderr(&o));
+
+    // A typo in the layer's name is still refused as the typo it is.
+    std::fs::write(
+        dir.path().join("Sessions.toml"),
+        "engine = \"file\"\n[timout]\nper_call_ms = 2000\n",
+    )
+    .expect("write");
+    let o = sessions(dir.path(), &[], &["stats"]);
+    refused(&o, &["`timout`", "line 2", "did you mean `timeout`?"]);
+}

@@ -351,6 +351,21 @@ impl EngineRegistry {
         self
     }
 
+    /// Checks only that every key at the root of `config` is a shared setting, a
+    /// framework section ([`crate::config::FRAMEWORK_SECTIONS`]), a registered engine's
+    /// section or a registered layer's section; the error names the key, where it was
+    /// set and the nearest known key. Part of [`EngineRegistry::validate`]; on its own
+    /// for a caller that must report a typo before it can tell which engine was meant.
+    pub fn check_root_keys(&self, config: &Config) -> Result<()> {
+        let engines = self.known();
+        let layers = self.known_layers();
+        let mut allowed: Vec<&str> = crate::config::SETTINGS_KEYS.to_vec();
+        allowed.extend(crate::config::FRAMEWORK_SECTIONS);
+        allowed.extend(engines.iter().map(String::as_str));
+        allowed.extend(layers.iter().map(String::as_str));
+        config.check_keys(&allowed)
+    }
+
     /// The registered layer names, sorted.
     pub fn known_layers(&self) -> Vec<String> {
         let map = self
@@ -588,18 +603,11 @@ impl EngineRegistry {
             map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
         let names: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
-        let mut allowed: Vec<&str> = vec!["engine"];
-        let layer_names = self.known_layers();
         if root {
-            allowed.extend(crate::config::SETTINGS_KEYS);
-            allowed.extend(crate::config::FRAMEWORK_SECTIONS);
-            allowed.extend(names.iter().copied());
-            allowed.extend(layer_names.iter().map(String::as_str));
+            self.check_root_keys(config)?;
         } else {
-            allowed.push(engine.as_str());
+            config.check_keys(&["engine", engine.as_str()])?;
         }
-        allowed.dedup();
-        config.check_keys(&allowed)?;
         if root {
             self.layers_for(config, &settings, false)?;
         }
