@@ -32,7 +32,6 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,65 +63,17 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long an instance may take to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// One running `sessions demo`, killed on drop (resumed first if stopped).
-struct Instance {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Instance {
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    /// Sends `signal` (`STOP`, `CONT`) with the `kill` command.
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {} failed", self.pid());
-    }
-}
+type Instance = support::DemoInstance;
 
 /// Starts [`INSTANCES`] demos at once on `config`, each on a free loopback port.
 fn start_instances(config: &Path, cwd: &Path) -> Vec<Instance> {
-    let mut started = Vec::new();
-    for _ in 0..INSTANCES {
-        let mut cmd = support::sessions();
-        let mut child = cmd
-            .arg("--config")
-            .arg(config)
-            .args(["demo", "--host", "127.0.0.1", "--port", "0"])
-            .current_dir(cwd)
-            // The 400s the drills provoke are logged as warnings: keep errors only.
-            .env("SESSIONS_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn `sessions demo`");
-        let lines = support::stdout_lines(&mut child);
-        started.push((child, lines));
-    }
+    // The 400s the drills provoke are logged as warnings: keep errors only.
+    let mut instances: Vec<Instance> = (0..INSTANCES)
+        .map(|_| support::spawn_demo(config, cwd, "error"))
+        .collect();
     let deadline = Instant::now() + START_TIMEOUT;
-    let mut instances = Vec::new();
-    for (child, lines) in started {
-        // Killed and reaped on drop from here on, a late start's panic included.
-        let mut instance = Instance {
-            child,
-            base: String::new(),
-        };
-        instance.base = format!("http://{}", lines.demo_address(deadline));
-        instances.push(instance);
+    for instance in &mut instances {
+        instance.wait_ready(deadline);
     }
     instances
 }

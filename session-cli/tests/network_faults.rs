@@ -17,7 +17,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -161,41 +160,12 @@ async fn pump(
     let (_, ()) = tokio::join!(read, write);
 }
 
-/// One running `sessions demo`, killed on drop.
-struct Instance {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Instance = support::DemoInstance;
 
 fn start_instance(config: &Path, cwd: &Path) -> Instance {
-    let mut cmd = support::sessions();
-    let mut child = cmd
-        .arg("--config")
-        .arg(config)
-        .args(["demo", "--host", "127.0.0.1", "--port", "0"])
-        .current_dir(cwd)
-        // Every failure the faults cause is logged at `error`: keep the output short.
-        .env("SESSIONS_LOG", "off")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn `sessions demo`");
-    let lines = support::stdout_lines(&mut child);
-    // Killed and reaped on drop from here on, the panic below included.
-    let mut instance = Instance {
-        child,
-        base: String::new(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    instance.base = format!("http://{}", lines.demo_address(deadline));
+    // Every failure the faults cause is logged at `error`: keep the output short.
+    let mut instance = support::spawn_demo(config, cwd, "off");
+    instance.wait_ready(Instant::now() + Duration::from_secs(20));
     instance
 }
 
