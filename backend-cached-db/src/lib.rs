@@ -19,16 +19,21 @@
 //! - a write (update, touch, delete) goes to the durable store, then **invalidates** the
 //!   cache entry (it is never rewritten in place, so cache versions always mirror durable
 //!   versions);
-//! - if the invalidation fails, the key is remembered as *suspect*: its reads bypass the
-//!   cache until an invalidation succeeds;
+//! - if the invalidation fails, or a cache write (a fill, a create) fails, the key is
+//!   remembered as *suspect*: its reads in this process bypass the cache, and a
+//!   background task keeps deleting its entry (backing off while the cache fails) until
+//!   a delete is answered. A command that timed out on the client may still reach the
+//!   cache later, after another process's writer invalidated the entry; the repair
+//!   delete travels after it over the same connection, so once it is answered no
+//!   process can read that late, old entry;
 //! - a read that misses fills the cache with add-if-absent, then re-reads the durable
 //!   version and drops the entry if a write slipped in between (this closes the classic
 //!   cache-aside race between a reader's fill and a writer's invalidation).
 //!
-//! The suspect set lives in the process: if the cache is unreachable from one process but
-//! reachable from another and keeps its data, that other process may read a stale entry
-//! until the entry's TTL; with a cache that loses its data on restart (the usual Redis and
-//! Memcached deployment for sessions) the rule holds across processes too.
+//! While the cache is unreachable from one process but reachable from another, that
+//! other process may read an entry the first could not invalidate, until the repair
+//! task's delete gets through (or the entry's TTL ends, or the cache restarts empty, as
+//! the usual Redis and Memcached deployments for sessions do).
 //!
 //! ## Outages
 //!

@@ -1,10 +1,10 @@
 //! The composed store: durable writes, cache-first reads, invalidation with a suspect
 //! set, and a circuit breaker for cache outages. See the crate docs for the rules.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -94,7 +94,8 @@ pub struct CachedDbStore {
     l1: Option<(Arc<dyn SessionStore>, i64)>,
     retry_interval: Duration,
     log_interval: Duration,
-    max_suspects: usize,
+    /// Keys whose cache entry may be stale, and the task that drops those entries.
+    suspects: Arc<Suspects>,
     /// Logging state of outages (touched only on failures and recoveries).
     health: Mutex<Health>,
     /// Origin of `skip_until_ns`.
@@ -102,10 +103,6 @@ pub struct CachedDbStore {
     /// Nanoseconds after `epoch` until which the cache is skipped; 0 when healthy.
     /// An atomic, so the healthy path of every request takes no lock.
     skip_until_ns: AtomicU64,
-    suspects: Mutex<HashSet<SessionKey>>,
-    /// `suspects.len()`, readable without the lock.
-    suspect_count: AtomicUsize,
-    overflowed: AtomicBool,
     hits: AtomicU64,
     misses: AtomicU64,
     cache_errors: AtomicU64,
@@ -140,18 +137,19 @@ impl CachedDbStore {
         config: CachedDbConfig,
     ) -> Self {
         CachedDbStore {
+            suspects: Arc::new(Suspects::new(
+                cache.clone(),
+                config.max_suspects.max(1),
+                Duration::from_millis(config.retry_interval_ms),
+            )),
             cache,
             db,
             l1: None,
             retry_interval: Duration::from_millis(config.retry_interval_ms),
             log_interval: Duration::from_secs(config.log_interval_secs.max(1)),
-            max_suspects: config.max_suspects.max(1),
             health: Mutex::new(Health::default()),
             epoch: Instant::now(),
             skip_until_ns: AtomicU64::new(0),
-            suspects: Mutex::new(HashSet::new()),
-            suspect_count: AtomicUsize::new(0),
-            overflowed: AtomicBool::new(false),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             cache_errors: AtomicU64::new(0),
@@ -182,7 +180,7 @@ impl CachedDbStore {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             cache_errors: self.cache_errors.load(Ordering::Relaxed),
-            suspects: self.suspect_count.load(Ordering::Relaxed) as u64,
+            suspects: self.suspects.count.load(Ordering::Relaxed) as u64,
         }
     }
 
@@ -233,33 +231,11 @@ impl CachedDbStore {
     }
 
     fn is_suspect(&self, key: &SessionKey) -> bool {
-        self.overflowed.load(Ordering::Relaxed)
-            || (self.suspect_count.load(Ordering::Relaxed) > 0
-                && lock(&self.suspects).contains(key))
+        self.suspects.contains(key)
     }
 
     fn mark_suspect(&self, key: &SessionKey) {
-        let mut s = lock(&self.suspects);
-        if s.len() >= self.max_suspects {
-            if !self.overflowed.swap(true, Ordering::Relaxed) {
-                tracing::error!(
-                    max = self.max_suspects,
-                    "too many session cache entries could not be invalidated; \
-                     every read now bypasses the cache until restart"
-                );
-            }
-        } else {
-            s.insert(key.clone());
-            self.suspect_count.store(s.len(), Ordering::Relaxed);
-        }
-    }
-
-    fn clear_suspect(&self, key: &SessionKey) {
-        if self.suspect_count.load(Ordering::Relaxed) > 0 {
-            let mut s = lock(&self.suspects);
-            s.remove(key);
-            self.suspect_count.store(s.len(), Ordering::Relaxed);
-        }
+        Suspects::mark(&self.suspects, key);
     }
 
     /// Drops the cached entry (and the first-level one); remembers the key as suspect
@@ -272,10 +248,11 @@ impl CachedDbStore {
             self.mark_suspect(key);
             return;
         }
+        let mark = self.suspects.mark_of(key);
         match self.cache.delete(key).await {
             Ok(_) => {
                 self.cache_ok();
-                self.clear_suspect(key);
+                self.suspects.clear(key, mark);
             }
             Err(e) => {
                 self.cache_failed("invalidate", &e);
@@ -308,7 +285,13 @@ impl CachedDbStore {
                 }
             }
             Ok(Inserted::KeyTaken) => {}
-            Err(e) => self.cache_failed("fill", &e),
+            // The add may still reach the cache after its deadline, later than a
+            // writer's invalidation: the key is suspect until a delete sent after it
+            // has been answered.
+            Err(e) => {
+                self.cache_failed("fill", &e);
+                self.mark_suspect(key);
+            }
         }
     }
 }
@@ -469,5 +452,160 @@ impl RawAccess for CachedDbStore {
             .raw()
             .ok_or_else(|| Error::unsupported(self.db.engine(), "raw access"))?;
         raw.get_raw(key).await
+    }
+}
+
+/// Keys whose cache entry may be stale in this process's view, each with the number of
+/// the mark that made it suspect, and the repair task that deletes those entries.
+///
+/// A key becomes suspect when its invalidation failed, or when a cache write of it
+/// (a fill, a create) failed: a command that timed out on the client may still reach
+/// the cache later, after a writer in another process invalidated the entry, and leave
+/// an old record there that every process would read. Reads of a suspect key in this
+/// process bypass the cache; the repair task keeps deleting the entries of suspect keys
+/// (in the background, never on a request's path, backing off to `retry_interval`
+/// while the cache fails) until a delete is answered. Commands to one key travel over
+/// one connection in order, so an answered delete was applied after any late write
+/// that was sent before it; from then on the entry is fresh for every process.
+///
+/// A key is cleared only if it was not marked again while its delete was in flight
+/// (the mark number): a write whose invalidation failed meanwhile keeps it suspect.
+struct Suspects {
+    cache: Arc<dyn SessionStore>,
+    keys: Mutex<HashMap<SessionKey, u64>>,
+    /// `keys.len()`, readable without the lock (the healthy path takes no lock).
+    count: AtomicUsize,
+    /// More than `max` keys were marked: every read bypasses the cache until restart.
+    overflowed: AtomicBool,
+    max: usize,
+    /// Numbers the marks.
+    marks: AtomicU64,
+    /// A repair task is running.
+    repairing: AtomicBool,
+    retry_interval: Duration,
+}
+
+/// Deletes per repair round before the task yields.
+const REPAIR_BATCH: usize = 64;
+/// First wait of the repair task after a failed delete; doubles up to `retry_interval`.
+const REPAIR_BACKOFF: Duration = Duration::from_millis(20);
+
+impl Suspects {
+    fn new(cache: Arc<dyn SessionStore>, max: usize, retry_interval: Duration) -> Self {
+        Suspects {
+            cache,
+            keys: Mutex::new(HashMap::new()),
+            count: AtomicUsize::new(0),
+            overflowed: AtomicBool::new(false),
+            max,
+            marks: AtomicU64::new(0),
+            repairing: AtomicBool::new(false),
+            retry_interval,
+        }
+    }
+
+    fn contains(&self, key: &SessionKey) -> bool {
+        self.overflowed.load(Ordering::Relaxed)
+            || (self.count.load(Ordering::Relaxed) > 0 && lock(&self.keys).contains_key(key))
+    }
+
+    /// The current mark of `key` (0 when it is not suspect).
+    fn mark_of(&self, key: &SessionKey) -> u64 {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        lock(&self.keys).get(key).copied().unwrap_or(0)
+    }
+
+    fn mark(this: &Arc<Self>, key: &SessionKey) {
+        {
+            let mut keys = lock(&this.keys);
+            if keys.len() >= this.max && !keys.contains_key(key) {
+                if !this.overflowed.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        max = this.max,
+                        "too many session cache entries could not be invalidated; \
+                         every read now bypasses the cache until restart"
+                    );
+                }
+                return;
+            }
+            let mark = this.marks.fetch_add(1, Ordering::Relaxed) + 1;
+            keys.insert(key.clone(), mark);
+            this.count.store(keys.len(), Ordering::Relaxed);
+        }
+        Self::ensure_repair(this);
+    }
+
+    /// Clears `key` if its mark is still `mark` (0: it was not suspect when its delete
+    /// was sent, so a mark made since is newer and stays).
+    fn clear(&self, key: &SessionKey, mark: u64) {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut keys = lock(&self.keys);
+        if keys.get(key).is_some_and(|m| *m == mark) {
+            keys.remove(key);
+            self.count.store(keys.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Starts the repair task unless one runs (outside a tokio runtime, suspect keys are
+    /// cleared by their next read, as before the task existed).
+    fn ensure_repair(this: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if this.repairing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        runtime.spawn(Self::repair(Arc::downgrade(this)));
+    }
+
+    /// Deletes the entries of suspect keys until none is left; ends when the store is
+    /// dropped.
+    async fn repair(this: Weak<Self>) {
+        let mut backoff = REPAIR_BACKOFF;
+        loop {
+            let Some(s) = this.upgrade() else { return };
+            let batch: Vec<(SessionKey, u64)> = lock(&s.keys)
+                .iter()
+                .take(REPAIR_BATCH)
+                .map(|(k, m)| (k.clone(), *m))
+                .collect();
+            if batch.is_empty() {
+                s.repairing.store(false, Ordering::Release);
+                // A key marked after the snapshot but before the flag was lowered saw
+                // a running task and did not start one: take it over.
+                if s.count.load(Ordering::Acquire) == 0 || s.repairing.swap(true, Ordering::AcqRel)
+                {
+                    return;
+                }
+                continue;
+            }
+            let mut failed = false;
+            for (key, mark) in batch {
+                match s.cache.delete(&key).await {
+                    Ok(_) => s.clear(&key, mark),
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            let wait = if failed {
+                let w = backoff;
+                backoff = (backoff * 2).min(s.retry_interval.max(REPAIR_BACKOFF));
+                Some(w)
+            } else {
+                backoff = REPAIR_BACKOFF;
+                None
+            };
+            drop(s);
+            match wait {
+                Some(w) => tokio::time::sleep(w).await,
+                None => tokio::task::yield_now().await,
+            }
+        }
     }
 }

@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 
 mod cases;
+pub mod fault_proxy;
 pub mod servers;
 mod spy;
 
