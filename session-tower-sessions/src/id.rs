@@ -68,7 +68,7 @@ mod tests {
         );
         assert_eq!(
             key_for_id(Id(37)).expect("key").as_str(),
-            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab"
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaabb"
         );
         // u128::MAX = 2^128 - 1 needs 25 base-36 digits: seven padding digits remain.
         let max = key_for_id(Id(-1)).expect("key");
