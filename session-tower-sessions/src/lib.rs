@@ -47,8 +47,10 @@
 //!   expires keys itself, as Redis and Memcached do).
 //! - **Data** is tower-sessions' map of string to JSON value, stored as our session data
 //!   with the configured codec (bincode or JSON, encryption and size limits included);
-//!   a record over `max_encoded_size` or `max_keys` is an encode error, corrupt stored
-//!   bytes a decode error.
+//!   a record over `max_encoded_size` or `max_keys` is an encode error and nothing is
+//!   written, corrupt stored bytes a decode error. The `created_at` our tools show
+//!   (`sessions show`) is the time of the session's last save: tower-sessions' record
+//!   has no creation time.
 //!
 //! ## Example
 //!

@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use session_core::store::MAX_CREATE_ATTEMPTS;
-use session_core::{Config, EngineRegistry, Expiry, Inserted, Record, SessionData, Timestamp};
+use session_core::{
+    Config, EngineRegistry, Expiry, Inserted, Record, SessionData, SessionSettings, Timestamp,
+};
 use time::OffsetDateTime;
 use tower_sessions_core::session::{Id, Record as TowerRecord};
 use tower_sessions_core::session_store::{self, ExpiredDeletion};
@@ -51,6 +53,7 @@ pub enum DeletedSession {
 pub struct TowerSessionsStore {
     inner: Arc<dyn session_core::SessionStore>,
     on_deleted: DeletedSession,
+    max_keys: usize,
 }
 
 impl TowerSessionsStore {
@@ -59,6 +62,7 @@ impl TowerSessionsStore {
         TowerSessionsStore {
             inner: store,
             on_deleted: DeletedSession::default(),
+            max_keys: SessionSettings::default().max_keys,
         }
     }
 
@@ -66,14 +70,25 @@ impl TowerSessionsStore {
     /// [`EngineRegistry::validate`] (unknown keys, bad values and engines missing from
     /// the registry are configuration errors before anything connects). Layers named in
     /// the configuration (`hash_keys`, `timeout`, ...) are applied as for our own
-    /// middleware. The `[cookie]` and `[middleware]` sections are our middleware's and
-    /// mean nothing here: tower-sessions' `SessionManagerLayer` sets the cookie.
+    /// middleware, and so are `codec`, `encryption` and `max_encoded_size` (by the
+    /// store) and `max_keys` (by this adapter). The `[cookie]`, `[middleware]` and
+    /// `[expiry]` sections are our middleware's and mean nothing here:
+    /// tower-sessions' `SessionManagerLayer` sets the cookie and the expiry.
     pub async fn from_config(
         config: &Config,
         registry: &EngineRegistry,
     ) -> session_core::Result<Self> {
         registry.validate(config)?;
-        Ok(Self::new(registry.build(config).await?))
+        let max_keys = config.settings()?.max_keys;
+        Ok(Self::new(registry.build(config).await?).max_keys(max_keys))
+    }
+
+    /// With at most `max_keys` keys per session (default 10,000, as our `max_keys`
+    /// setting): a `create` or `save` of a larger session is an encode error and writes
+    /// nothing.
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
     }
 
     /// With `policy` for a `save` that finds its session gone (default
@@ -90,6 +105,21 @@ impl TowerSessionsStore {
 
     fn engine(&self) -> &str {
         self.inner.engine()
+    }
+
+    /// Our record for `record`, or an encode error when it holds too many keys.
+    fn checked_record(&self, record: &TowerRecord) -> session_store::Result<Record> {
+        if record.data.len() > self.max_keys {
+            return Err(store_error(
+                session_core::Error::Limit(format!(
+                    "the session holds {} keys, more than max_keys = {}",
+                    record.data.len(),
+                    self.max_keys
+                )),
+                true,
+            ));
+        }
+        Ok(to_record(record))
     }
 }
 
@@ -171,7 +201,7 @@ fn key_error(err: session_core::KeyError) -> session_store::Error {
 #[async_trait]
 impl tower_sessions_core::SessionStore for TowerSessionsStore {
     async fn create(&self, record: &mut TowerRecord) -> session_store::Result<()> {
-        let ours = to_record(record);
+        let ours = self.checked_record(record)?;
         for _ in 0..MAX_CREATE_ATTEMPTS {
             let key = key_for_id(record.id).map_err(key_error)?;
             match self
@@ -200,7 +230,8 @@ impl tower_sessions_core::SessionStore for TowerSessionsStore {
 
     async fn save(&self, record: &TowerRecord) -> session_store::Result<()> {
         let key = key_for_id(record.id).map_err(key_error)?;
-        match self.inner.update(&key, &to_record(record), None).await {
+        let ours = self.checked_record(record)?;
+        match self.inner.update(&key, &ours, None).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => match self.on_deleted {
                 DeletedSession::Fail => Err(session_store::Error::Backend(format!(
