@@ -57,7 +57,17 @@ mod tests {
 
     #[test]
     fn round_trips_at_the_edges() {
-        for v in [0, 1, -1, 35, 36, i128::MIN, i128::MAX, i128::MIN + 1, i128::MAX - 1] {
+        for v in [
+            0,
+            1,
+            -1,
+            35,
+            36,
+            i128::MIN,
+            i128::MAX,
+            i128::MIN + 1,
+            i128::MAX - 1,
+        ] {
             let key = key_for_id(Id(v)).expect("key");
             assert_eq!(key.as_str().len(), KEY_LEN);
             assert_eq!(id_for_key(&key), Some(Id(v)), "{v}");

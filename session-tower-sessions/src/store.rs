@@ -300,12 +300,14 @@ mod tests {
 
     #[test]
     fn deadlines_keep_the_millisecond() {
-        let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789)
-            .expect("in range");
+        let t =
+            OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).expect("in range");
         let ts = to_timestamp(t);
         assert_eq!(ts.as_unix_millis(), 1_700_000_000_123);
         assert_eq!(
-            to_offset_date_time(ts).expect("in range").unix_timestamp_nanos(),
+            to_offset_date_time(ts)
+                .expect("in range")
+                .unix_timestamp_nanos(),
             1_700_000_000_123_000_000
         );
         // Before the epoch, rounding is still down (towards the past).

@@ -82,7 +82,11 @@ impl AuthnBackend for Users {
     }
 
     async fn get_user(&self, id: &UserId<Self>) -> Result<Option<User>, Infallible> {
-        Ok(self.0.values().find(|(u, _)| u.id == *id).map(|(u, _)| u.clone()))
+        Ok(self
+            .0
+            .values()
+            .find(|(u, _)| u.id == *id)
+            .map(|(u, _)| u.clone()))
     }
 }
 
@@ -110,10 +114,7 @@ struct Gate {
     proceed: Arc<Notify>,
 }
 
-async fn login(
-    mut auth: AuthSession<Users>,
-    Form(creds): Form<Credentials>,
-) -> impl IntoResponse {
+async fn login(mut auth: AuthSession<Users>, Form(creds): Form<Credentials>) -> impl IntoResponse {
     match auth.authenticate(creds).await {
         Ok(Some(user)) => match auth.login(&user).await {
             Ok(()) => (StatusCode::OK, format!("welcome {}", user.name)),
@@ -132,7 +133,9 @@ async fn logout(mut auth: AuthSession<Users>) -> impl IntoResponse {
 }
 
 async fn me(auth: AuthSession<Users>) -> String {
-    auth.user.map(|u| format!("hello {}", u.name)).unwrap_or_default()
+    auth.user
+        .map(|u| format!("hello {}", u.name))
+        .unwrap_or_default()
 }
 
 /// A protected request that changes the session after the test lets it go on.
@@ -233,7 +236,10 @@ async fn run(engine: Engine) {
     let (ada, stranger) = (client(), client());
 
     // Before login: 401 from one protected route, a redirect to the login page from the other.
-    assert_eq!(get_status(&ada, &format!("{base}/me")).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get_status(&ada, &format!("{base}/me")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     let (status, location) = get_status(&ada, &format!("{base}/account")).await;
     assert_eq!(status, StatusCode::TEMPORARY_REDIRECT, "{}", backend.name);
     assert_eq!(location, "/login?next=%2Faccount");
@@ -241,7 +247,10 @@ async fn run(engine: Engine) {
     // A wrong password is refused and logs nobody in.
     let r = post_form(&ada, &format!("{base}/login"), "username=ada&password=nope").await;
     assert_eq!(r.status().as_u16(), 401);
-    assert_eq!(get_status(&ada, &format!("{base}/me")).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get_status(&ada, &format!("{base}/me")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 
     // Login: a fresh session in the store, then both protected routes serve.
     let r = post_form(
@@ -253,7 +262,11 @@ async fn run(engine: Engine) {
     assert_eq!(r.status().as_u16(), 200, "{}", backend.name);
     let id = session_cookie(&r).expect("login sets the session cookie");
     assert_eq!(r.text().await.expect("body"), "welcome ada");
-    let stored = store.load(&id).await.expect("load").expect("the session is stored");
+    let stored = store
+        .load(&id)
+        .await
+        .expect("load")
+        .expect("the session is stored");
     assert!(stored.data.contains_key("axum-login.data"));
     assert_eq!(
         get_status(&ada, &format!("{base}/me")).await,
@@ -265,7 +278,10 @@ async fn run(engine: Engine) {
     );
 
     // The second client is still logged out, and stays so.
-    assert_eq!(get_status(&stranger, &format!("{base}/me")).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get_status(&stranger, &format!("{base}/me")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     let (status, _) = get_status(&stranger, &format!("{base}/account")).await;
     assert_eq!(status, StatusCode::TEMPORARY_REDIRECT);
 
@@ -298,9 +314,17 @@ async fn run(engine: Engine) {
     tokio::time::timeout(Duration::from_secs(10), app.gate.entered.notified())
         .await
         .expect("the slow request reached its handler");
-    let r = ada.post(format!("{base}/logout")).send().await.expect("logout");
+    let r = ada
+        .post(format!("{base}/logout"))
+        .send()
+        .await
+        .expect("logout");
     assert_eq!(r.status().as_u16(), 200);
-    assert_eq!(store.load(&id).await.expect("load"), None, "logout deleted it");
+    assert_eq!(
+        store.load(&id).await.expect("load"),
+        None,
+        "logout deleted it"
+    );
     app.gate.proceed.notify_one();
     let slow = tokio::time::timeout(Duration::from_secs(10), slow)
         .await
@@ -309,8 +333,15 @@ async fn run(engine: Engine) {
     // tower-sessions answers a failed save with 500 and sets no cookie.
     assert_eq!(slow.status().as_u16(), 500, "{}", backend.name);
     assert_eq!(session_cookie(&slow), None);
-    assert_eq!(store.load(&id).await.expect("load"), None, "not resurrected");
-    assert_eq!(get_status(&ada, &format!("{base}/me")).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        store.load(&id).await.expect("load"),
+        None,
+        "not resurrected"
+    );
+    assert_eq!(
+        get_status(&ada, &format!("{base}/me")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     // Even a client replaying the old cookie is not let in.
     let replay = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -326,7 +357,10 @@ async fn run(engine: Engine) {
     assert_eq!(store.load(&id).await.expect("load"), None);
 
     // The stranger never got in.
-    assert_eq!(get_status(&stranger, &format!("{base}/me")).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get_status(&stranger, &format!("{base}/me")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 
     app.server.abort();
     backend.cleanup().await;
@@ -371,7 +405,11 @@ async fn discarding_policy_keeps_the_session_deleted_too() {
     tokio::time::timeout(Duration::from_secs(10), app.gate.entered.notified())
         .await
         .expect("entered");
-    let r = ada.post(format!("{base}/logout")).send().await.expect("logout");
+    let r = ada
+        .post(format!("{base}/logout"))
+        .send()
+        .await
+        .expect("logout");
     assert_eq!(r.status().as_u16(), 200);
     app.gate.proceed.notify_one();
     let slow = tokio::time::timeout(Duration::from_secs(10), slow)
@@ -379,8 +417,15 @@ async fn discarding_policy_keeps_the_session_deleted_too() {
         .expect("finished")
         .expect("task");
     assert_eq!(slow.status().as_u16(), 200);
-    assert_eq!(store.load(&id).await.expect("load"), None, "not resurrected");
-    assert_eq!(get_status(&ada, &format!("{base}/me")).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        store.load(&id).await.expect("load"),
+        None,
+        "not resurrected"
+    );
+    assert_eq!(
+        get_status(&ada, &format!("{base}/me")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     app.server.abort();
     backend.cleanup().await;
 }

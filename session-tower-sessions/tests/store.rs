@@ -88,9 +88,16 @@ async fn a_deleted_session_is_never_saved_back(backend: &Backend) {
     r.data.insert("cart".into(), json!(["book"]));
     match store.save(&r).await {
         Err(StoreError::Backend(msg)) => assert!(msg.contains("deleted"), "{msg}"),
-        other => panic!("{}: save after delete must fail, got {other:?}", backend.name),
+        other => panic!(
+            "{}: save after delete must fail, got {other:?}",
+            backend.name
+        ),
     }
-    assert_eq!(store.load(&r.id).await.expect("load"), None, "not resurrected");
+    assert_eq!(
+        store.load(&r.id).await.expect("load"),
+        None,
+        "not resurrected"
+    );
 
     // The lenient policy: the save succeeds and writes nothing.
     let discarding = store.clone().on_deleted(DeletedSession::Discard);
@@ -148,8 +155,14 @@ async fn a_taken_id_gets_a_new_one_and_overwrites_nothing(store: &TowerSessionsS
     second.id = first.id;
     store.create(&mut second).await.expect("create re-rolls");
     assert_ne!(second.id, first.id, "the colliding create got a new id");
-    assert_eq!(store.load(&first.id).await.expect("load"), Some(first.clone()));
-    assert_eq!(store.load(&second.id).await.expect("load"), Some(second.clone()));
+    assert_eq!(
+        store.load(&first.id).await.expect("load"),
+        Some(first.clone())
+    );
+    assert_eq!(
+        store.load(&second.id).await.expect("load"),
+        Some(second.clone())
+    );
     store.delete(&first.id).await.expect("delete");
     store.delete(&second.id).await.expect("delete");
 }
@@ -241,7 +254,10 @@ async fn limits_are_encode_errors_and_write_nothing(backend: &Backend) {
     store.create(&mut ok).await.expect("create");
     let mut grown = ok.clone();
     grown.data.insert("blob".into(), json!("y".repeat(70_000)));
-    assert!(matches!(store.save(&grown).await, Err(StoreError::Encode(_))));
+    assert!(matches!(
+        store.save(&grown).await,
+        Err(StoreError::Encode(_))
+    ));
     assert_eq!(store.load(&ok.id).await.expect("load"), Some(ok.clone()));
     store.delete(&ok.id).await.expect("delete");
 }
@@ -358,5 +374,8 @@ async fn a_bad_configuration_is_a_typed_error_before_anything_connects() {
     let err = TowerSessionsStore::from_config(&unknown, &registry)
         .await
         .expect_err("unknown engine");
-    assert!(err.to_string().contains("file"), "lists the known engines: {err}");
+    assert!(
+        err.to_string().contains("file"),
+        "lists the known engines: {err}"
+    );
 }

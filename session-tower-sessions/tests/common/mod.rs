@@ -106,7 +106,9 @@ impl Backend {
                     name,
                     server,
                     url.clone(),
-                    format!("engine = \"cache\"\n[cache]\nurl = {url:?}\nkey_prefix = {prefix:?}\n"),
+                    format!(
+                        "engine = \"cache\"\n[cache]\nurl = {url:?}\nkey_prefix = {prefix:?}\n"
+                    ),
                 )
             }
             Engine::Cluster => {
