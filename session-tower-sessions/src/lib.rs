@@ -52,6 +52,16 @@
 //!   (`sessions show`) is the time of the session's last save: tower-sessions' record
 //!   has no creation time.
 //!
+//! ## Security
+//!
+//! Session ids are minted by tower-sessions (128 bits from `rand`'s thread-local CSPRNG,
+//! seeded by the OS) and travel in its cookie; the adapter never logs an id or a key,
+//! only our key's fingerprint. `hash_keys = true` and `[encryption]` in the
+//! configuration protect the stored sessions as they do for our own middleware. A
+//! cookie naming no live session is never adopted: tower-sessions creates a new
+//! session under a new id, and the adapter's `save` cannot write under an id the store
+//! does not hold.
+//!
 //! ## Example
 //!
 //! ```
