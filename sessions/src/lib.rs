@@ -13,6 +13,7 @@
 //! | `cached-db` | engine `cached_db` (`sessions::cached_db`; enable its cache and database too) |
 //! | `axum` (default) | the middleware and extractor (`sessions::axum`), and engine `cookie` |
 //! | `serve` | `sessions::axum::serve`: serving with timeouts (implies `axum`) |
+//! | `tower-sessions` | our stores as a tower-sessions 0.14 store, for tower-sessions and axum-login apps (`sessions::tower_sessions`) |
 //! | `full` | all of the above |
 //!
 //! [`registry()`] registers every engine this build compiled in, and only those; a
@@ -153,6 +154,32 @@ pub mod axum {
         let registry = crate::registry();
         crate::validate_with(config, &registry)?;
         SessionLayer::from_config(config, &registry).await
+    }
+}
+
+/// Our stores under tower-sessions 0.14 and axum-login (all of session-tower-sessions),
+/// and the store from a configuration file in one call.
+#[cfg(feature = "tower-sessions")]
+pub mod tower_sessions {
+    use std::path::Path;
+
+    pub use session_tower_sessions::*;
+
+    /// The [`TowerSessionsStore`] over the store that the configuration file at `path`
+    /// (with `SESSION_*` environment variables over it, see [`crate::Config::load`])
+    /// describes, built from [`crate::registry()`] after [`crate::validate`]: give it
+    /// to `tower_sessions::SessionManagerLayer::new`.
+    pub async fn store_from_config(path: impl AsRef<Path>) -> crate::Result<TowerSessionsStore> {
+        let config = crate::Config::load(Some(path.as_ref()))?;
+        store(&config).await
+    }
+
+    /// The [`TowerSessionsStore`] an already loaded configuration describes (see
+    /// [`store_from_config`]).
+    pub async fn store(config: &crate::Config) -> crate::Result<TowerSessionsStore> {
+        let registry = crate::registry();
+        crate::validate_with(config, &registry)?;
+        TowerSessionsStore::from_config(config, &registry).await
     }
 }
 
