@@ -34,7 +34,7 @@ pub struct RequestOutcome {
     /// logout): it was not resurrected.
     pub refused_deleted: bool,
     /// The save failed for another reason: the error's kind
-    /// (`crate::metrics::error_kind`'s names).
+    /// ([`error_kind`]'s names).
     pub save_failed: Option<&'static str>,
     /// Fingerprint of the key the request came with, when it named a live session.
     pub key_before: Option<String>,
@@ -65,7 +65,7 @@ impl RequestOutcome {
         match result {
             Ok(()) => self.saved = true,
             Err(Error::NotFound) => self.refused_deleted = true,
-            Err(e) => self.save_failed = Some(error_kind_name(e)),
+            Err(e) => self.save_failed = Some(error_kind(e)),
         }
     }
 
@@ -88,7 +88,10 @@ impl RequestOutcome {
     }
 }
 
-fn error_kind_name(e: &Error) -> &'static str {
+/// The error kind label of `e`: `timeout`, `backend`, `codec`, `limit`, `invalid_key`,
+/// `value`, `key_collision`, `conflict`, `conflict_exhausted`, `not_found`,
+/// `unsupported`, `config`.
+pub fn error_kind(e: &Error) -> &'static str {
     match e {
         Error::NotFound => "not_found",
         Error::Conflict { .. } => "conflict",
@@ -103,13 +106,6 @@ fn error_kind_name(e: &Error) -> &'static str {
         Error::Timeout { .. } => "timeout",
         Error::Backend { .. } => "backend",
     }
-}
-
-/// The error kind label of `e`: `timeout`, `backend`, `codec`, `limit`, `invalid_key`,
-/// `value`, `key_collision`, `conflict`, `conflict_exhausted`, `not_found`,
-/// `unsupported`, `config`.
-pub fn error_kind(e: &Error) -> &'static str {
-    error_kind_name(e)
 }
 
 /// An observer of requests, called by the middleware once per request with what the

@@ -49,7 +49,7 @@
 //!
 //! `kind` (of `session_store_errors_total`): `timeout`, `backend`, `codec`, `limit`,
 //! `invalid_key`, `value`, `key_collision`, `conflict_exhausted`, `unsupported`,
-//! `config`, `other`.
+//! `config`.
 //!
 //! `action` (of `session_request_actions_total`): `loaded` (a stored session was read),
 //! `saved`, `created` (saved under a new key), `cycled` (`cycle_key`), `flushed`
