@@ -112,7 +112,8 @@ async fn the_metrics_page_counts_a_known_request_mix_exactly() {
     assert_eq!(op(&page, "load", "miss"), Some(1.0), "{page}");
     assert_eq!(op(&page, "update", "ok"), Some(3.0), "{page}");
     assert_eq!(op(&page, "delete", "deleted"), Some(2.0), "{page}");
-    assert_eq!(op(&page, "update", "conflict"), None, "{page}");
+    assert_eq!(op(&page, "update", "conflict"), Some(0.0), "{page}");
+    assert_eq!(op(&page, "load", "error"), Some(0.0), "{page}");
     assert!(!page.contains("session_store_errors_total{"), "{page}");
     assert_eq!(
         sample(
