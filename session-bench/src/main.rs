@@ -105,7 +105,8 @@ fn parse_args() -> Result<Args, String> {
         if g != "layer"
             && g != "memory-bound"
             && g != "metrics-cost"
-            && !groups::NAMES.contains(&g.as_str()) {
+            && !groups::NAMES.contains(&g.as_str())
+        {
             return Err(format!("unknown group {g}"));
         }
     }
@@ -252,7 +253,10 @@ async fn run(args: Args) -> R<()> {
         })
         .await?;
         let md = metrics_cost::table(&rows);
-        println!("\nmetrics layer cost (median of {} rounds)\n{md}", args.rounds * args.runs);
+        println!(
+            "\nmetrics layer cost (median of {} rounds)\n{md}",
+            args.rounds * args.runs
+        );
         metrics_cost_md = Some(md);
     }
     if args.layer && wants("layer") {

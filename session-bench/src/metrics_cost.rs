@@ -45,10 +45,7 @@ fn install_recorder() -> R<()> {
 
 /// Runs the comparison for `memory` and `file`: `rounds` rounds of the four phases at
 /// concurrency 1 and 32, each phase bounded by `budget(engine, concurrency)`.
-pub async fn run(
-    rounds: usize,
-    budget: impl Fn(&str, usize) -> Budget,
-) -> R<Vec<CostRow>> {
+pub async fn run(rounds: usize, budget: impl Fn(&str, usize) -> Budget) -> R<Vec<CostRow>> {
     install_recorder()?;
     let mut rows = Vec::new();
     for engine in ["memory", "file"] {
@@ -59,8 +56,7 @@ pub async fn run(
         };
         let bare: Arc<dyn SessionStore> = from_toml(&toml).await?;
         let layered = MetricsLayer.layer(bare.clone());
-        let sides: [Arc<dyn Target>; 2] =
-            [Arc::new(Ours::new(bare)), Arc::new(Ours::new(layered))];
+        let sides: [Arc<dyn Target>; 2] = [Arc::new(Ours::new(bare)), Arc::new(Ours::new(layered))];
         for conc in [1usize, 32] {
             let b = budget(engine, conc);
             // Per op: (bare rates, layered rates, ratios)

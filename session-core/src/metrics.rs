@@ -1,5 +1,5 @@
 //! Metrics and traces of every store call, and of every request, over the
-//! [`metrics`](::metrics) facade (feature `metrics`, on by default).
+//! [`metrics`] facade (feature `metrics`, on by default).
 //!
 //! [`MetricsLayer`] is a store layer ([`crate::layer`]): any store wearing it, built-in
 //! or third-party, counts each operation by outcome, times it, and runs it inside a
