@@ -1,7 +1,8 @@
 //! What the metrics layer costs (`--only metrics-cost`): each engine's four operations
 //! on one store, bare and wearing `session_core::metrics::MetricsLayer`, in the same
 //! run, with a real recorder installed (`metrics-exporter-prometheus`'s, as an
-//! application would), so every call updates a counter and a histogram.
+//! application would, rendered every second as a scraper would), so every call updates
+//! a counter and a histogram.
 //!
 //! Both sides share the store (same map, same directory), each on keys it created
 //! itself; in every round each phase runs both sides in turn, the order rotating, and
@@ -35,12 +36,20 @@ pub struct CostRow {
     pub time_ratio: f64,
 }
 
-/// Installs the recorder the layered side records into (once per process).
+/// Installs the recorder the layered side records into (once per process), and
+/// renders it every second as a scraper would (which also drains the histogram
+/// samples it holds), until the process ends.
 fn install_recorder() -> R<()> {
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .install_recorder()
-        .map(drop)
-        .map_err(|e| format!("metrics recorder: {e}").into())
+        .map_err(|e| format!("metrics recorder: {e}"))?;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            std::hint::black_box(handle.render());
+        }
+    });
+    Ok(())
 }
 
 /// Runs the comparison for `memory` and `file`: `rounds` rounds of the four phases at

@@ -291,7 +291,11 @@ impl MetricsStore {
             span.record("session", k.fingerprint());
         }
         let start = Instant::now();
-        let result = fut.instrument(span).await;
+        let result = if span.is_disabled() {
+            fut.await
+        } else {
+            fut.instrument(span).await
+        };
         let elapsed = start.elapsed();
         let handles = &self.ops[op as usize];
         let label = match &result {
