@@ -40,3 +40,17 @@ async fn memory_from_config_passes_the_conformance_suite() {
         .await
         .assert_pinned(170, 14);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_wearing_the_metrics_and_events_layers_passes_the_conformance_suite() {
+    let registry = EngineRegistry::new();
+    backend_cache::register(&registry);
+    // The layers forward every operation unchanged: the same cases pass.
+    session_core::events::Events::new(16).register(&registry);
+    let factory = ConfigFactory::new(registry, || {
+        Config::from_toml("engine = \"memory\"\nlayers = [\"metrics\", \"events\"]\n")
+    });
+    run_conformance("memory (metrics, events layers)", &factory)
+        .await
+        .assert_pinned(170, 14);
+}

@@ -16,6 +16,7 @@ use crate::error::ErrorResponder;
 use crate::service::SessionService;
 use crate::set_cookie::CookieWriter;
 use crate::signing::{Purpose, Signer};
+use session_core::hooks::RequestHook;
 
 /// Where the sessions live.
 #[derive(Debug)]
@@ -40,6 +41,18 @@ pub(crate) struct Shared {
     pub(crate) writer: CookieWriter,
     /// Builds the response for a failed save.
     pub(crate) error_response: ErrorResponder,
+    /// Told what the session did in each request.
+    pub(crate) hooks: Hooks,
+}
+
+/// The request hooks of a layer ([`SessionLayerBuilder::hook`]).
+#[derive(Clone, Default)]
+pub(crate) struct Hooks(pub(crate) Vec<Arc<dyn RequestHook>>);
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Hooks({})", self.0.len())
+    }
 }
 
 impl Shared {
@@ -105,6 +118,7 @@ impl SessionLayer {
                 touch_interval: None,
                 writer,
                 error_response: ErrorResponder::default(),
+                hooks: Hooks::default(),
             }),
         }
     }
@@ -154,6 +168,7 @@ impl SessionLayer {
             cookie,
             middleware,
             error_response: ErrorResponder::default(),
+            hooks: Hooks::default(),
         })
     }
 
@@ -210,6 +225,7 @@ pub struct SessionLayerBuilder {
     cookie: CookieConfig,
     middleware: MiddlewareConfig,
     error_response: ErrorResponder,
+    hooks: Hooks,
 }
 
 impl SessionLayerBuilder {
@@ -220,7 +236,19 @@ impl SessionLayerBuilder {
             cookie: CookieConfig::default(),
             middleware: MiddlewareConfig::default(),
             error_response: ErrorResponder::default(),
+            hooks: Hooks::default(),
         }
+    }
+
+    /// Adds a request hook: after each request's response is decided, it is told what
+    /// the session did ([`session_core::hooks::RequestOutcome`]: loaded, saved,
+    /// cycled, flushed, refused for the logout race, ...). Hooks run in the order
+    /// added, on the request's task: they must be quick and never block.
+    /// `session_core::metrics::MetricsHook` counts requests;
+    /// [`session_core::events::Events`] publishes key cycles and flushes.
+    pub fn hook(mut self, hook: impl RequestHook) -> Self {
+        self.hooks.0.push(Arc::new(hook));
+        self
     }
 
     /// Shared session settings (expiry, limits, save attempts).
@@ -371,6 +399,7 @@ impl SessionLayerBuilder {
                 touch_interval,
                 writer,
                 error_response: self.error_response,
+                hooks: self.hooks,
             }),
         })
     }

@@ -32,8 +32,10 @@ use std::task::{Context, Poll};
 use axum::BoxError;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use session_core::hooks::RequestOutcome;
 use session_core::{Error, Session, Timestamp};
 use tower_service::Service;
+use tracing::Instrument;
 
 use crate::cookie_engine::{self, CookieSlot};
 use crate::error::{DiscardSession, log};
@@ -233,6 +235,7 @@ impl Shared {
         self.session_cookie(&self.key_cookie_value(&key), max_age, now)
     }
 
+    /// [`Shared::decide`], then the request hooks are told what happened.
     async fn finish(
         &self,
         session: &Session,
@@ -240,6 +243,34 @@ impl Shared {
         carried: bool,
         status: StatusCode,
         discard: bool,
+    ) -> Result<Outcome, Response<Body>> {
+        if self.hooks.0.is_empty() {
+            return self
+                .decide(session, wiring, carried, status, discard, None)
+                .await;
+        }
+        let mut report = RequestOutcome::from_session(session, status.as_u16());
+        let result = self
+            .decide(session, wiring, carried, status, discard, Some(&mut report))
+            .await;
+        report.key_after = session.key().map(|k| k.fingerprint());
+        if let Err(response) = &result {
+            report.status = response.status().as_u16();
+        }
+        for hook in &self.hooks.0 {
+            hook.on_request(&report);
+        }
+        result
+    }
+
+    async fn decide(
+        &self,
+        session: &Session,
+        wiring: &Wiring,
+        carried: bool,
+        status: StatusCode,
+        discard: bool,
+        mut report: Option<&mut RequestOutcome>,
     ) -> Result<Outcome, Response<Body>> {
         let accessed = session.accessed();
         let modified = session.modified();
@@ -258,7 +289,13 @@ impl Shared {
             if status.is_server_error() || discard {
                 return Ok(out);
             }
-            match self.save(session, wiring).await {
+            let new = session.key().is_none();
+            let saved = self.save(session, wiring).await;
+            if let Some(r) = report.as_deref_mut() {
+                r.save_result(saved.as_ref().map(drop));
+                r.created = new && saved.is_ok();
+            }
+            match saved {
                 Ok(cookie) => {
                     out.set_cookie = Some(cookie);
                     out.vary = true;
@@ -275,6 +312,9 @@ impl Shared {
             && !discard
             && let Some(cookie) = self.touch(session).await
         {
+            if let Some(r) = report {
+                r.touched = true;
+            }
             out.set_cookie = Some(cookie);
             out.vary = true;
         }
@@ -303,11 +343,22 @@ where
         let sent = find_cookie(req.headers(), &shared.cookie.name);
         let carried = sent.carried();
         let (session, wiring) = shared.start(sent.value());
+        let span = tracing::debug_span!(
+            "session_request",
+            method = %req.method(),
+            path = req.uri().path(),
+            session = tracing::field::Empty,
+        );
+        if !span.is_disabled()
+            && let Some(k) = session.original_key()
+        {
+            span.record("session", k.fingerprint());
+        }
         req.extensions_mut().insert(session.clone());
         // The clone that was polled ready is the one that must be called.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
+        let fut = async move {
             let res = inner.call(req).await?;
             let (mut parts, body) = res.into_parts();
             let discard = parts.extensions.remove::<DiscardSession>().is_some();
@@ -326,7 +377,8 @@ where
                 }
                 Err(error_response) => Ok(error_response),
             }
-        })
+        };
+        Box::pin(fut.instrument(span))
     }
 }
 

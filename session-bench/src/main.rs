@@ -7,6 +7,7 @@
 //! scripts/bench                      # servers + both runs + BENCHMARKS.md + charts
 //! scripts/bench --only redis,memory  # some groups
 //! scripts/bench --only memory-bound  # the memory engine at its bound (bound.rs)
+//! scripts/bench --only metrics-cost  # the metrics layer against the bare store (metrics_cost.rs)
 //! ```
 //!
 //! For each group (engine), each of `--runs` runs does `--rounds` rounds; a round runs
@@ -22,6 +23,7 @@ mod chart;
 mod groups;
 mod harness;
 mod layer;
+mod metrics_cost;
 mod ours;
 mod peers;
 mod raw;
@@ -58,7 +60,8 @@ usage: session-bench [--runs N] [--rounds N] [--scale F] [--secs S] [--only g1,g
   --only LIST     groups to run: memory, file, sqlite, postgres, mariadb, redis,
                   redis-cluster, memcached, cached_db:memory+sqlite,
                   cached_db:redis+postgres, cached_db:memcached+mariadb, layer,
-                  memory-bound (insert cost below vs at a bound of 500,000 sessions)
+                  memory-bound (insert cost below vs at a bound of 500,000 sessions),
+                  metrics-cost (memory and file with and without the metrics layer)
   --out DIR       where results.md, results.json and the SVG charts go
                   (default docs/bench)
   --doc FILE      also replace the results section of FILE (BENCHMARKS.md)
@@ -99,7 +102,11 @@ fn parse_args() -> Result<Args, String> {
         return Err("--runs, --rounds, --scale and --secs must be positive".into());
     }
     for g in &a.only {
-        if g != "layer" && g != "memory-bound" && !groups::NAMES.contains(&g.as_str()) {
+        if g != "layer"
+            && g != "memory-bound"
+            && g != "metrics-cost"
+            && !groups::NAMES.contains(&g.as_str())
+        {
             return Err(format!("unknown group {g}"));
         }
     }
@@ -229,6 +236,29 @@ async fn run(args: Args) -> R<()> {
         println!("\n{}", bound.table());
         report.memory_bound = Some(bound);
     }
+    let mut metrics_cost_md = None;
+    if wants("metrics-cost") {
+        let (scale, secs) = (args.scale, args.secs);
+        let rows = metrics_cost::run(args.rounds * args.runs, |engine, conc| {
+            let ops = match (engine, conc) {
+                ("memory", 1) => 50_000,
+                ("memory", _) => 100_000,
+                (_, 1) => 5_000,
+                _ => 10_000,
+            };
+            harness::Budget {
+                ops: ((ops as f64 * scale) as usize).max(64),
+                time: std::time::Duration::from_secs_f64(secs),
+            }
+        })
+        .await?;
+        let md = metrics_cost::table(&rows);
+        println!(
+            "\nmetrics layer cost (median of {} rounds)\n{md}",
+            args.rounds * args.runs
+        );
+        metrics_cost_md = Some(md);
+    }
     if args.layer && wants("layer") {
         let rows = layer::run(args.layer_requests, args.rounds * args.runs, 64).await?;
         report.layer = rows;
@@ -242,6 +272,9 @@ async fn run(args: Args) -> R<()> {
         args.out.join("results.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
+    if let Some(md) = &metrics_cost_md {
+        std::fs::write(args.out.join("metrics-cost.md"), md)?;
+    }
     for conc in [1usize, 32] {
         if let Some(svg) = chart::svg(&report, conc) {
             std::fs::write(args.out.join(format!("ops-c{conc}.svg")), svg)?;

@@ -143,6 +143,9 @@ struct Stats {
     skipped: u64,
     total_bytes: u64,
     largest_bytes: u64,
+    /// Seconds since the oldest expired record still stored expired (`None`: no expired
+    /// record, or the store cannot tell).
+    cleanup_lag_secs: Option<i64>,
     /// (upper bound in bytes, count); the last bucket has no bound.
     histogram: Vec<(String, u64)>,
 }
@@ -214,6 +217,9 @@ pub async fn stats(registry: &EngineRegistry, path: Option<&Path>, args: StatsAr
         skipped: found.skipped,
         total_bytes: found.total_bytes,
         largest_bytes: found.largest_bytes,
+        cleanup_lag_secs: found
+            .oldest_expired
+            .map(|t| t.secs_until(session_core::Timestamp::now()).max(0)),
         histogram: BUCKET_LABELS
             .iter()
             .zip(found.sizes)
@@ -230,6 +236,14 @@ pub async fn stats(registry: &EngineRegistry, path: Option<&Path>, args: StatsAr
         "expired       {} (run `sessions clear-expired` to remove them)",
         s.expired
     );
+    match s.cleanup_lag_secs {
+        Some(lag) => println!(
+            "cleanup lag   {} (the oldest expired record still stored expired that long ago)",
+            humantime::format_duration(std::time::Duration::from_secs(lag.unsigned_abs()))
+        ),
+        None if s.expired == 0 => println!("cleanup lag   none (no expired record stored)"),
+        None => println!("cleanup lag   unknown (this store does not tell record deadlines)"),
+    }
     if s.unreadable > 0 {
         println!("unreadable    {} (corrupt or foreign bytes)", s.unreadable);
     }

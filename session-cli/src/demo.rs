@@ -3,6 +3,13 @@
 //! A visit counter, a cart with add and remove, and login/logout with key cycling, on
 //! whatever engine the configuration selects (the file engine by default, so no server
 //! is needed). Plain HTML forms, no JavaScript.
+//!
+//! Operations: `GET /metrics` answers in the Prometheus text format, rendered from
+//! `metrics-exporter-prometheus`'s recorder (its own HTTP listener is not used). The
+//! store wears the `metrics` layer (added when the configuration's `layers` does not
+//! list it) and the middleware the metrics request hook, so the page shows the names of
+//! `session_core::metrics`. A `[cleanup]` section starts the background cleanup, which
+//! stops when the server does.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -19,7 +26,11 @@ use serde_json::json;
 use session_axum::serve::{ServeOptions, serve, shutdown_signal};
 use session_axum::{Session, SessionError, SessionLayer};
 
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use session_core::EngineRegistry;
+use session_core::cleanup::{Cleanup, CleanupConfig};
+use session_core::metrics::MetricsHook;
+use session_core::registry::METRICS_LAYER;
 
 use crate::engines;
 use crate::fmt::{CliError, CliResult};
@@ -62,9 +73,19 @@ const FRUITS: [&str; 6] = ["apple", "banana", "cherry", "kiwi", "mango", "pear"]
 /// Runs the demo until Ctrl-C or SIGTERM, with `session_axum::serve`'s timeouts,
 /// connection limit and shutdown deadline.
 pub async fn run(registry: &EngineRegistry, path: Option<&Path>, args: DemoArgs) -> CliResult {
-    let config = engines::load_with_engine(path, "file")?;
-    let settings = config.settings()?;
-    let mut builder = SessionLayer::builder_from_config(&config, registry).await?;
+    let mut config = engines::load_with_engine(path, "file")?;
+    let mut settings = config.settings()?;
+    if settings.engine != session_axum::cookie_engine::ENGINE
+        && !settings.layers.iter().any(|l| l == METRICS_LAYER)
+    {
+        settings.layers.push(METRICS_LAYER.to_owned());
+        config = config.with("layers", &settings.layers);
+    }
+    let cleanup = CleanupConfig::from_config(&config)?;
+    let prometheus = install_prometheus()?;
+    let mut builder = SessionLayer::builder_from_config(&config, registry)
+        .await?
+        .hook(MetricsHook);
     // Browsers refuse to send a Secure cookie back over plain http (Chromium makes an
     // exception for "localhost", not for 127.0.0.1), so the demo, served over plain http
     // on loopback, turns Secure off unless the configuration says otherwise. Production
@@ -73,6 +94,17 @@ pub async fn run(registry: &EngineRegistry, path: Option<&Path>, args: DemoArgs)
         builder = builder.secure(false);
     }
     let layer = builder.build()?;
+    let cleanup = match (cleanup, layer.store()) {
+        (Some(options), Some(store)) => {
+            println!(
+                "background cleanup every {} (+ up to {} jitter)",
+                humantime::format_duration(options.interval),
+                humantime::format_duration(options.jitter)
+            );
+            Some(Cleanup::new(store.clone(), options).spawn())
+        }
+        _ => None,
+    };
     let where_stored = storage_description(&config, &settings.engine);
     let app = Router::new()
         .route("/", get(index))
@@ -82,7 +114,9 @@ pub async fn run(registry: &EngineRegistry, path: Option<&Path>, args: DemoArgs)
         .route("/login", post(login))
         .route("/logout", post(logout))
         .layer(layer)
-        .with_state(std::sync::Arc::new(where_stored.clone()));
+        .with_state(std::sync::Arc::new(where_stored.clone()))
+        // Outside the session layer: a scrape neither reads nor makes a session.
+        .route("/metrics", get(move || metrics_page(prometheus.clone())));
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
         .parse()
         .map_err(|e| {
@@ -118,8 +152,39 @@ pub async fn run(registry: &EngineRegistry, path: Option<&Path>, args: DemoArgs)
     })
     .await
     .map_err(|e| CliError::store(format!("server error: {e}"), None))?;
+    if let Some(cleanup) = cleanup {
+        cleanup.stop().await;
+    }
     println!("stopped");
     Ok(())
+}
+
+/// Installs the process-wide Prometheus recorder: the handle renders `/metrics`.
+/// Durations get histogram buckets (100 µs to 2.5 s) rather than the exporter's default
+/// summaries, so they add up across instances.
+fn install_prometheus() -> Result<PrometheusHandle, CliError> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(session_core::metrics::STORE_DURATION.to_owned()),
+            &[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5,
+            ],
+        )
+        .and_then(PrometheusBuilder::install_recorder)
+        .map_err(|e| CliError::store(format!("cannot set up the metrics recorder: {e}"), None))
+}
+
+async fn metrics_page(handle: PrometheusHandle) -> Response {
+    handle.run_upkeep();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response()
 }
 
 fn storage_description(config: &session_core::Config, engine: &str) -> String {

@@ -288,9 +288,29 @@ async fn stats_counts_live_and_expired() {
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(s["live"], json!(4));
     assert_eq!(s["expired"], json!(3));
+    // The expired records were written 60 s past their deadline: the cleanup lags
+    // that much (and a little more, the time this test took).
+    let lag = s["cleanup_lag_secs"].as_i64().expect("a lag");
+    assert!((60..120).contains(&lag), "{s}");
     let out = run(&["--config", &config, "stats"]);
     assert!(
         text(&out.stdout).contains("live          4"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stdout).contains("cleanup lag   1m"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&["--config", &config, "clear-expired"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["--config", &config, "stats", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(s["cleanup_lag_secs"], json!(null), "{s}");
+    let out = run(&["--config", &config, "stats"]);
+    assert!(
+        text(&out.stdout).contains("cleanup lag   none"),
         "{}",
         text(&out.stdout)
     );

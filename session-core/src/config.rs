@@ -290,9 +290,10 @@ pub const SETTINGS_KEYS: &[&str] = &[
 ];
 
 /// Root sections read by the framework adapters rather than by an engine: the session
-/// cookie and the middleware (see `session-axum`). Their contents are checked by the
+/// cookie and the middleware (see `session-axum`), and the background cleanup
+/// ([`crate::cleanup`]). Their contents are checked by the
 /// code that reads them.
-pub const FRAMEWORK_SECTIONS: &[&str] = &["cookie", "middleware"];
+pub const FRAMEWORK_SECTIONS: &[&str] = &["cookie", "middleware", "cleanup"];
 
 /// `SESSION_*` variables that belong to other programs and are never read as settings
 /// (`SESSION_MANAGER` is set by X11 desktop sessions).

@@ -20,7 +20,11 @@
 //!   `Sessions.toml` and `SESSION_*` environment variables;
 //! - [`StoreLayer`]: wrappers any store can wear (hashed keys, per-call timeouts, your
 //!   own), stacked with [`StoreLayers`] or `store.with_layer(...)` and named in the
-//!   configuration's `layers` list ([`layer`]).
+//!   configuration's `layers` list ([`layer`]);
+//! - operations in production: per-call metrics and tracing spans ([`metrics`],
+//!   feature `metrics`, on by default), request hooks for framework adapters
+//!   ([`hooks`]), lifecycle events ([`events`]) and an opt-in background cleanup
+//!   ([`cleanup`]).
 //!
 //! Backends live in their own crates (`backend-file`, `backend-db`, `backend-cache`,
 //! `backend-cached-db`), each exposing a `register` function for the registry.
@@ -58,14 +62,19 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod cleanup;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod expiry;
 pub mod hashed;
+pub mod hooks;
 pub mod key;
 pub mod layer;
 pub mod maintenance;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod record;
 pub mod registry;
 pub mod session;

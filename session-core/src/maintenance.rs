@@ -137,6 +137,9 @@ pub struct StoreStats {
     pub largest_bytes: u64,
     /// How many records fall in each class of [`SIZE_BUCKETS`].
     pub sizes: [u64; SIZE_BUCKETS.len()],
+    /// The earliest deadline among the expired records still stored: how far cleanup
+    /// lags behind. `None` when none is stored, or the store cannot tell.
+    pub oldest_expired: Option<Timestamp>,
 }
 
 impl StoreStats {
@@ -152,6 +155,13 @@ impl StoreStats {
         self.largest_bytes = self.largest_bytes.max(size);
         if let Some(i) = SIZE_BUCKETS.iter().position(|bound| size < *bound) {
             self.sizes[i] += 1;
+        }
+    }
+
+    /// Notes an expired record's deadline for [`StoreStats::oldest_expired`].
+    pub fn note_expired(&mut self, expires_at: Timestamp) {
+        if self.oldest_expired.is_none_or(|t| expires_at < t) {
+            self.oldest_expired = Some(expires_at);
         }
     }
 }
@@ -212,10 +222,13 @@ pub async fn scan_stats(
             let (size, live) = match store.raw() {
                 Some(raw) => match raw.get_raw(&k).await {
                     Ok(None) => continue,
-                    Ok(Some(bytes)) => (
-                        bytes.len() as u64,
-                        codec.decode(&bytes).ok().map(|r| !r.is_expired_at(now)),
-                    ),
+                    Ok(Some(bytes)) => {
+                        let record = codec.decode(&bytes).ok();
+                        if let Some(r) = record.as_ref().filter(|r| r.is_expired_at(now)) {
+                            s.note_expired(r.expires_at);
+                        }
+                        (bytes.len() as u64, record.map(|r| !r.is_expired_at(now)))
+                    }
                     // Not a session entry, or one over the limit: the store said which
                     // (by fingerprint) in its log; one of them must not end the report.
                     Err(Error::Codec(_)) => {

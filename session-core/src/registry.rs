@@ -71,7 +71,7 @@
 //!
 //! Store layers ([`crate::layer`]) are registered by name the same way
 //! ([`EngineRegistry::register_layer`]); the configuration lists them in `layers` and
-//! each reads its own root section. `hash_keys` and `timeout` are registered in every
+//! each reads its own root section. `hash_keys`, `timeout` and (feature `metrics`) `metrics` are registered in every
 //! registry.
 //!
 //! `docs/BACKENDS.md` in the repository is the guide to writing a backend: the store
@@ -96,6 +96,10 @@ pub const HASH_KEYS_LAYER: &str = "hash_keys";
 /// The name of the per-operation deadline layer ([`crate::layer::TimeoutLayer`]),
 /// configured from `[timeout]` ([`TimeoutConfig`]).
 pub const TIMEOUT_LAYER: &str = "timeout";
+
+/// The name of the metrics and tracing layer ([`crate::metrics::MetricsLayer`], feature
+/// `metrics`); it has no options.
+pub const METRICS_LAYER: &str = "metrics";
 
 /// A layer constructor ([`EngineRegistry::register_layer`]): builds the layer from its
 /// configuration. Synchronous and free of I/O, so the configuration check
@@ -146,6 +150,12 @@ impl LayerContext {
         self.config.locate(e)
     }
 }
+
+/// The section of a layer without options: any key in it is an error.
+#[cfg(feature = "metrics")]
+#[derive(Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct NoOptions {}
 
 /// What an engine constructor returns.
 pub type StoreFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn SessionStore>>> + Send>>;
@@ -300,12 +310,18 @@ impl Default for EngineRegistry {
                 .layer()
                 .map_err(|e| ctx.locate(e))
         });
+        #[cfg(feature = "metrics")]
+        registry.register_layer(METRICS_LAYER, |ctx: &LayerContext| {
+            ctx.section::<NoOptions>()?;
+            Ok(crate::metrics::MetricsLayer)
+        });
         registry
     }
 }
 
 impl EngineRegistry {
-    /// A registry with no engine, and the built-in layers `hash_keys` and `timeout`.
+    /// A registry with no engine, and the built-in layers `hash_keys`, `timeout` and
+    /// (feature `metrics`) `metrics`.
     pub fn new() -> Self {
         Self::default()
     }

@@ -60,6 +60,14 @@ struct State {
     accessed: bool,
     modified: bool,
     changes: Vec<Change>,
+    /// The key the handle was made with, for observers ([`Session::original_key`]).
+    original_key: Option<SessionKey>,
+    /// A stored record was read ([`Session::loaded`]).
+    loaded: bool,
+    /// `cycle_key` ran ([`Session::cycled`]).
+    cycled: bool,
+    /// `flush` ran ([`Session::flushed`]).
+    flushed: bool,
 }
 
 fn apply(data: &mut SessionData, changes: &[Change]) -> Result<()> {
@@ -89,6 +97,7 @@ impl State {
     fn rebase(&mut self, base: Option<Record>) -> Result<()> {
         let mut data = match base {
             Some(r) => {
+                self.loaded = true;
                 self.version = Some(r.version);
                 self.created_at = Some(r.created_at);
                 self.expires_at = Some(r.expires_at);
@@ -153,6 +162,7 @@ impl Session {
                 store,
                 settings,
                 state: Mutex::new(State {
+                    original_key: key.clone(),
                     key,
                     ..State::default()
                 }),
@@ -190,6 +200,28 @@ impl Session {
     /// Whether the data or expiry was changed during this request.
     pub fn modified(&self) -> bool {
         self.lock().modified
+    }
+
+    /// The key the handle was made with (from the request's cookie), whether or not it
+    /// named a live record; for observers (request hooks, audit), which log its
+    /// fingerprint.
+    pub fn original_key(&self) -> Option<SessionKey> {
+        self.lock().original_key.clone()
+    }
+
+    /// Whether a stored record was read through this handle.
+    pub fn loaded(&self) -> bool {
+        self.lock().loaded
+    }
+
+    /// Whether [`Session::cycle_key`] succeeded on this handle.
+    pub fn cycled(&self) -> bool {
+        self.lock().cycled
+    }
+
+    /// Whether [`Session::flush`] ran on this handle.
+    pub fn flushed(&self) -> bool {
+        self.lock().flushed
     }
 
     /// The version the current data is based on (`None` before load or for a new session).
@@ -449,6 +481,7 @@ impl Session {
             st.expiry = Expiry::Default;
             st.expiry_set = false;
             st.base_loaded = true;
+            st.flushed = true;
             st.key.take()
         };
         if let Some(k) = key {
@@ -485,6 +518,7 @@ impl Session {
             st.changes.clear();
             st.base_loaded = true;
             st.modified = true;
+            st.cycled = true;
         }
         if let Some(old) = old {
             self.inner.store.delete(&old).await?;

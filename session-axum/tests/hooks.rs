@@ -1,0 +1,209 @@
+//! Request hooks and lifecycle events over real HTTP: what each request reports, and
+//! the events an application's audit subscriber receives.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use backend_cache::MemoryStore;
+use common::*;
+use session_axum::SessionLayer;
+use session_core::events::{Events, SessionEvent};
+use session_core::hooks::RequestOutcome;
+use session_core::{SessionKey, SessionStore, StoreLayerExt};
+use tokio::sync::broadcast::error::TryRecvError;
+
+fn fp(set_cookie: &str) -> String {
+    SessionKey::parse(&cookie_value(set_cookie))
+        .expect("a session key")
+        .fingerprint()
+}
+
+#[tokio::test]
+async fn each_request_reports_what_its_session_did_and_events_follow() {
+    let events = Events::new(64);
+    let mut audit = events.subscribe();
+    let store: Arc<dyn SessionStore> = MemoryStore::new().with_layer(events.layer());
+    let seen: Arc<Mutex<Vec<RequestOutcome>>> = Arc::default();
+    let layer = SessionLayer::builder(store.clone())
+        .secure(false)
+        .hook({
+            let seen = seen.clone();
+            move |o: &RequestOutcome| seen.lock().expect("lock").push(o.clone())
+        })
+        .hook(events.clone())
+        .build()
+        .expect("layer");
+    let base = serve_layer(layer).await;
+    let c = browser();
+    let take = || std::mem::take(&mut *seen.lock().expect("lock"));
+
+    // A new session: saved under a new key.
+    let res = c
+        .post(format!("{base}/set/cart/apple"))
+        .send()
+        .await
+        .expect("set");
+    let first = fp(&the_set_cookie(res.headers()));
+    let o = take();
+    assert_eq!(o.len(), 1);
+    assert_eq!(o[0].actions().collect::<Vec<_>>(), ["saved", "created"]);
+    assert_eq!(o[0].key_after.as_deref(), Some(first.as_str()));
+    assert_eq!(o[0].status, 200);
+
+    // Read and written.
+    c.post(format!("{base}/incr")).send().await.expect("incr");
+    assert_eq!(take()[0].actions().collect::<Vec<_>>(), ["loaded", "saved"]);
+
+    // Nothing touched: nothing loaded, nothing saved.
+    c.get(format!("{base}/untouched"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(take()[0].actions().count(), 0);
+
+    // Login: loaded, cycled, saved under the new key.
+    let res = c
+        .post(format!("{base}/login/ada"))
+        .send()
+        .await
+        .expect("login");
+    let second = fp(&the_set_cookie(res.headers()));
+    let o = take();
+    assert_eq!(
+        o[0].actions().collect::<Vec<_>>(),
+        ["loaded", "saved", "cycled"]
+    );
+    assert_eq!(o[0].key_before.as_deref(), Some(first.as_str()));
+    assert_eq!(o[0].key_after.as_deref(), Some(second.as_str()));
+
+    // Logout: flushed (without loading).
+    c.post(format!("{base}/logout"))
+        .send()
+        .await
+        .expect("logout");
+    let o = take();
+    assert_eq!(o[0].actions().collect::<Vec<_>>(), ["flushed"]);
+    assert_eq!(o[0].key_after, None);
+
+    // The logout race: the record vanishes before the save, which is refused.
+    let res = bare()
+        .post(format!("{base}/vanish"))
+        .send()
+        .await
+        .expect("vanish");
+    assert_eq!(res.status(), 400);
+    let o = take();
+    assert_eq!(o[0].actions().collect::<Vec<_>>(), ["refused_deleted"]);
+    assert_eq!(o[0].status, 400);
+
+    let mut got = Vec::new();
+    loop {
+        match audit.try_recv() {
+            Ok(e) => got.push(e),
+            Err(TryRecvError::Empty) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let engine = store.engine().to_owned();
+    let vanish_created = match &got[6] {
+        SessionEvent::Created { session, .. } => session.clone(),
+        other => panic!("expected the vanish route's session, got {other:?}"),
+    };
+    assert_eq!(
+        got,
+        [
+            SessionEvent::Created {
+                engine: engine.clone(),
+                session: first.clone()
+            },
+            SessionEvent::Created {
+                engine: engine.clone(),
+                session: second.clone()
+            },
+            SessionEvent::Ended {
+                engine: engine.clone(),
+                session: first.clone()
+            },
+            SessionEvent::KeyCycled {
+                from: Some(first.clone()),
+                to: Some(second.clone())
+            },
+            SessionEvent::Ended {
+                engine: engine.clone(),
+                session: second.clone()
+            },
+            SessionEvent::Flushed {
+                session: Some(second.clone())
+            },
+            SessionEvent::Created {
+                engine: engine.clone(),
+                session: vanish_created.clone()
+            },
+            SessionEvent::Ended {
+                engine,
+                session: vanish_created
+            },
+        ]
+    );
+}
+
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn store_calls_and_requests_run_in_spans_that_name_the_session_by_fingerprint() {
+    let logs: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_writer(move || LogSink(sink.clone()))
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let store = MemoryStore::new().with_layer(session_core::metrics::MetricsLayer);
+    let layer = SessionLayer::builder(store)
+        .secure(false)
+        .build()
+        .expect("layer");
+    let base = serve_layer(layer).await;
+    let c = browser();
+    let res = c.post(format!("{base}/set/a/1")).send().await.expect("set");
+    let key = SessionKey::parse(&cookie_value(&the_set_cookie(res.headers()))).expect("key");
+    c.get(format!("{base}/get/a")).send().await.expect("get");
+
+    let text = String::from_utf8(logs.lock().expect("logs").clone()).expect("utf8");
+    let load = text
+        .lines()
+        .find(|l| l.contains("session_store{") && l.contains("operation=\"load\""))
+        .unwrap_or_else(|| panic!("no span of the load: {text}"));
+    assert!(load.contains("engine=\"memory\""), "{load}");
+    assert!(
+        load.contains(&format!("session=\"{}\"", key.fingerprint())),
+        "{load}"
+    );
+    assert!(
+        text.lines().any(|l| l.contains("session_request{")
+            && l.contains("method=GET")
+            && l.contains(&format!("session=\"{}\"", key.fingerprint()))),
+        "no span of the request: {text}"
+    );
+    assert!(
+        !text.contains(key.as_str()),
+        "a session key leaked into the traces: {text}"
+    );
+}

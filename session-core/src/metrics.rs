@@ -1,0 +1,650 @@
+//! Metrics and traces of every store call, and of every request, over the
+//! [`metrics`] facade (feature `metrics`, on by default).
+//!
+//! [`MetricsLayer`] is a store layer ([`crate::layer`]): any store wearing it, built-in
+//! or third-party, counts each operation by outcome, times it, and runs it inside a
+//! `tracing` span named `session_store` with the fields `engine`, `operation` and
+//! `session` (the key's [`SessionKey::fingerprint`], never the key). From
+//! configuration it is the layer `metrics`:
+//!
+//! ```toml
+//! engine = "file"
+//! layers = ["metrics"]
+//! ```
+//!
+//! [`MetricsHook`] is the middleware's side ([`crate::hooks::RequestHook`]): it counts
+//! requests and what the session did in them.
+//!
+//! The facade records nothing until the application installs a recorder (for example
+//! `metrics-exporter-prometheus`'s); the library forces no exporter. Install it before
+//! building the store: the layer registers its handles with the recorder of that moment
+//! (a store built earlier records nothing), and its series are exported from the start,
+//! at 0, for each operation and the outcomes the contract allows it.
+//!
+//! ## Names
+//!
+//! Prometheus conventions: `snake_case`, a unit suffix, `_total` for counters, base
+//! units (seconds).
+//!
+//! | name | type | labels | what |
+//! |---|---|---|---|
+//! | `session_store_operations_total` | counter | `engine`, `operation`, `outcome` | store calls by outcome |
+//! | `session_store_errors_total` | counter | `engine`, `operation`, `kind` | failed store calls (outcome `error`) by error kind |
+//! | `session_store_operation_duration_seconds` | histogram | `engine`, `operation` | time of each store call, failed ones included |
+//! | `session_store_expired_removed_total` | counter | `engine` | expired records removed by `clear_expired` (the call, and the background cleanup) |
+//! | `session_requests_total` | counter | | requests that went through the session middleware |
+//! | `session_request_actions_total` | counter | `action` | what the session did in a request (a request may count under several actions) |
+//!
+//! `operation` is one of `insert_new`, `create`, `load`, `update`, `delete`, `touch`,
+//! `exists`, `clear_expired`, `count`, `list`. `outcome`, by operation:
+//!
+//! | operation | outcomes |
+//! |---|---|
+//! | `load`, `exists` | `hit`, `miss` |
+//! | `insert_new` | `created`, `key_taken` |
+//! | `create` | `created` |
+//! | `update` | `ok`, `conflict` (a compare-and-set that lost; the session handle reloads and retries), `not_found` |
+//! | `touch` | `ok`, `not_found` |
+//! | `delete` | `deleted`, `absent` |
+//! | `clear_expired`, `count`, `list` | `ok` |
+//! | any | `error` |
+//!
+//! `kind` (of `session_store_errors_total`): `timeout`, `backend`, `codec`, `limit`,
+//! `invalid_key`, `value`, `key_collision`, `conflict_exhausted`, `unsupported`,
+//! `config`.
+//!
+//! `action` (of `session_request_actions_total`): `loaded` (a stored session was read),
+//! `saved`, `created` (saved under a new key), `cycled` (`cycle_key`), `flushed`
+//! (`flush`), `touched` (deadline extended), `refused_deleted` (a save refused because
+//! the session was deleted meanwhile: the logout race), `save_failed` (any other failed
+//! save).
+//!
+//! ## Cost
+//!
+//! Per call: two clock reads, one counter and one histogram update on handles
+//! registered up front, and a span; the key's fingerprint (a SHA-256) is computed only when a
+//! subscriber listens to the span. `scripts/bench` measures the layer against the bare
+//! store in the same run (see `BENCHMARKS.md`).
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ::metrics::{Counter, Histogram, SharedString, counter, histogram};
+use async_trait::async_trait;
+use tracing::Instrument;
+
+use crate::error::{Error, Result};
+use crate::hooks::{RequestHook, RequestOutcome};
+use crate::key::SessionKey;
+use crate::layer::StoreLayer;
+use crate::maintenance::Maintenance;
+use crate::record::Record;
+use crate::store::{Capabilities, Inserted, RawAccess, SessionStore};
+use crate::time::Timestamp;
+
+/// Counter: store calls by `engine`, `operation` and `outcome`.
+pub const STORE_OPERATIONS: &str = "session_store_operations_total";
+/// Counter: failed store calls by `engine`, `operation` and error `kind`.
+pub const STORE_ERRORS: &str = "session_store_errors_total";
+/// Histogram: seconds per store call, by `engine` and `operation`.
+pub const STORE_DURATION: &str = "session_store_operation_duration_seconds";
+/// Counter: expired records removed, by `engine`.
+pub const EXPIRED_REMOVED: &str = "session_store_expired_removed_total";
+/// Counter: requests through the session middleware.
+pub const REQUESTS: &str = "session_requests_total";
+/// Counter: what sessions did in requests, by `action`.
+pub const REQUEST_ACTIONS: &str = "session_request_actions_total";
+
+pub use crate::hooks::error_kind;
+
+/// Counts `removed` expired records of `engine` ([`EXPIRED_REMOVED`]).
+pub fn record_expired_removed(engine: &str, removed: u64) {
+    if removed > 0 {
+        counter!(EXPIRED_REMOVED, "engine" => engine.to_owned()).increment(removed);
+    }
+}
+
+/// Metrics and a tracing span on every call of the store it wraps. Registered as the
+/// `metrics` layer (no options). See the [module docs](self).
+///
+/// The counter and histogram handles of every operation and expected outcome are
+/// registered with the recorder installed when the layer wraps the store (so a call
+/// costs atomic updates, not a registry lookup): install the recorder before building
+/// the store. Those series are exported from the start, at 0.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MetricsLayer;
+
+impl StoreLayer for MetricsLayer {
+    fn layer(&self, inner: Arc<dyn SessionStore>) -> Arc<dyn SessionStore> {
+        let engine = SharedString::from(Arc::<str>::from(inner.engine()));
+        let ops = Op::ALL.map(|op| OpHandles::register(&engine, op));
+        Arc::new(MetricsStore { inner, engine, ops })
+    }
+}
+
+/// The operations, as indices of [`MetricsStore::ops`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    InsertNew,
+    Create,
+    Load,
+    Update,
+    Delete,
+    Touch,
+    Exists,
+    ClearExpired,
+    Count,
+    List,
+}
+
+impl Op {
+    const ALL: [Op; 10] = [
+        Op::InsertNew,
+        Op::Create,
+        Op::Load,
+        Op::Update,
+        Op::Delete,
+        Op::Touch,
+        Op::Exists,
+        Op::ClearExpired,
+        Op::Count,
+        Op::List,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::InsertNew => "insert_new",
+            Op::Create => "create",
+            Op::Load => "load",
+            Op::Update => "update",
+            Op::Delete => "delete",
+            Op::Touch => "touch",
+            Op::Exists => "exists",
+            Op::ClearExpired => "clear_expired",
+            Op::Count => "count",
+            Op::List => "list",
+        }
+    }
+
+    /// The outcomes the contract lets this operation have (`error` aside).
+    fn outcomes(self) -> &'static [Outcome] {
+        use Outcome::*;
+        match self {
+            Op::InsertNew => &[Created, KeyTaken],
+            Op::Create => &[Created],
+            Op::Load | Op::Exists => &[Hit, Miss],
+            Op::Update => &[Ok, Conflict, NotFound],
+            Op::Touch => &[Ok, NotFound],
+            Op::Delete => &[Deleted, Absent],
+            Op::ClearExpired | Op::Count | Op::List => &[Ok],
+        }
+    }
+}
+
+/// The `outcome` label values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Hit,
+    Miss,
+    Created,
+    KeyTaken,
+    Ok,
+    Conflict,
+    NotFound,
+    Deleted,
+    Absent,
+    Error,
+}
+
+impl Outcome {
+    const COUNT: usize = 10;
+
+    fn name(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Created => "created",
+            Outcome::KeyTaken => "key_taken",
+            Outcome::Ok => "ok",
+            Outcome::Conflict => "conflict",
+            Outcome::NotFound => "not_found",
+            Outcome::Deleted => "deleted",
+            Outcome::Absent => "absent",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// The registered handles of one operation.
+struct OpHandles {
+    /// By [`Outcome`] index; `None` for outcomes the operation should not have.
+    outcomes: [Option<Counter>; Outcome::COUNT],
+    duration: Histogram,
+}
+
+impl OpHandles {
+    fn register(engine: &SharedString, op: Op) -> Self {
+        let mut outcomes: [Option<Counter>; Outcome::COUNT] = Default::default();
+        for o in op.outcomes().iter().chain([&Outcome::Error]) {
+            outcomes[*o as usize] = Some(counter!(
+                STORE_OPERATIONS,
+                "engine" => engine.clone(),
+                "operation" => op.name(),
+                "outcome" => o.name(),
+            ));
+        }
+        OpHandles {
+            outcomes,
+            duration: histogram!(
+                STORE_DURATION,
+                "engine" => engine.clone(),
+                "operation" => op.name(),
+            ),
+        }
+    }
+}
+
+/// A store wearing a [`MetricsLayer`].
+pub struct MetricsStore {
+    inner: Arc<dyn SessionStore>,
+    engine: SharedString,
+    ops: [OpHandles; Op::ALL.len()],
+}
+
+impl fmt::Debug for MetricsStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsStore")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl MetricsStore {
+    /// The wrapped store.
+    pub fn inner(&self) -> &Arc<dyn SessionStore> {
+        &self.inner
+    }
+
+    /// Runs `fut` as `op` on `key`: in a span, timed, counted by the outcome `outcome`
+    /// gives its success.
+    async fn observe<T, F>(
+        &self,
+        op: Op,
+        key: Option<&SessionKey>,
+        outcome: impl FnOnce(&T) -> Outcome,
+        fut: F,
+    ) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        let span = tracing::debug_span!(
+            "session_store",
+            engine = &*self.engine,
+            operation = op.name(),
+            session = tracing::field::Empty,
+        );
+        if !span.is_disabled()
+            && let Some(k) = key
+        {
+            span.record("session", k.fingerprint());
+        }
+        let start = Instant::now();
+        let result = if span.is_disabled() {
+            fut.await
+        } else {
+            fut.instrument(span).await
+        };
+        let elapsed = start.elapsed();
+        let handles = &self.ops[op as usize];
+        let label = match &result {
+            Ok(v) => outcome(v),
+            Err(Error::NotFound) => Outcome::NotFound,
+            Err(Error::Conflict { .. }) => Outcome::Conflict,
+            Err(e) => {
+                counter!(
+                    STORE_ERRORS,
+                    "engine" => self.engine.clone(),
+                    "operation" => op.name(),
+                    "kind" => error_kind(e),
+                )
+                .increment(1);
+                Outcome::Error
+            }
+        };
+        match &handles.outcomes[label as usize] {
+            Some(c) => c.increment(1),
+            // An outcome outside the contract (a third-party store's `NotFound` from
+            // `delete`, say): counted all the same, registered on first sight.
+            None => counter!(
+                STORE_OPERATIONS,
+                "engine" => self.engine.clone(),
+                "operation" => op.name(),
+                "outcome" => label.name(),
+            )
+            .increment(1),
+        }
+        handles.duration.record(elapsed.as_secs_f64());
+        result
+    }
+}
+
+#[async_trait]
+impl SessionStore for MetricsStore {
+    fn engine(&self) -> &str {
+        self.inner.engine()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn insert_new(&self, key: &SessionKey, record: &Record) -> Result<Inserted> {
+        self.observe(
+            Op::InsertNew,
+            Some(key),
+            |i| match i {
+                Inserted::Created => Outcome::Created,
+                Inserted::KeyTaken => Outcome::KeyTaken,
+            },
+            self.inner.insert_new(key, record),
+        )
+        .await
+    }
+
+    async fn create(&self, record: &Record) -> Result<SessionKey> {
+        self.observe(
+            Op::Create,
+            None,
+            |_| Outcome::Created,
+            self.inner.create(record),
+        )
+        .await
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        self.observe(
+            Op::Load,
+            Some(key),
+            |r| {
+                if r.is_some() {
+                    Outcome::Hit
+                } else {
+                    Outcome::Miss
+                }
+            },
+            self.inner.load(key),
+        )
+        .await
+    }
+
+    async fn update(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        expected_version: Option<u64>,
+    ) -> Result<u64> {
+        self.observe(
+            Op::Update,
+            Some(key),
+            |_| Outcome::Ok,
+            self.inner.update(key, record, expected_version),
+        )
+        .await
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        self.observe(
+            Op::Delete,
+            Some(key),
+            |d| {
+                if *d {
+                    Outcome::Deleted
+                } else {
+                    Outcome::Absent
+                }
+            },
+            self.inner.delete(key),
+        )
+        .await
+    }
+
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
+        self.observe(
+            Op::Touch,
+            Some(key),
+            |_| Outcome::Ok,
+            self.inner.touch(key, expires_at),
+        )
+        .await
+    }
+
+    async fn exists(&self, key: &SessionKey) -> Result<bool> {
+        self.observe(
+            Op::Exists,
+            Some(key),
+            |e| if *e { Outcome::Hit } else { Outcome::Miss },
+            self.inner.exists(key),
+        )
+        .await
+    }
+
+    async fn clear_expired(&self) -> Result<u64> {
+        let removed = self
+            .observe(
+                Op::ClearExpired,
+                None,
+                |_| Outcome::Ok,
+                self.inner.clear_expired(),
+            )
+            .await?;
+        record_expired_removed(&self.engine, removed);
+        Ok(removed)
+    }
+
+    async fn count(&self) -> Result<u64> {
+        self.observe(Op::Count, None, |_| Outcome::Ok, self.inner.count())
+            .await
+    }
+
+    async fn list(&self, after: Option<&SessionKey>, limit: usize) -> Result<Vec<SessionKey>> {
+        self.observe(
+            Op::List,
+            None,
+            |_| Outcome::Ok,
+            self.inner.list(after, limit),
+        )
+        .await
+    }
+
+    /// The inner store's raw access, not measured: operator and test tooling.
+    fn raw(&self) -> Option<&dyn RawAccess> {
+        self.inner.raw()
+    }
+
+    /// The inner store's maintenance, not measured per call (the background cleanup
+    /// counts what it removes).
+    fn maintenance(&self) -> Option<&dyn Maintenance> {
+        self.inner.maintenance()
+    }
+}
+
+/// The middleware's metrics: [`REQUESTS`] and [`REQUEST_ACTIONS`] for every request
+/// (see the [module docs](self)). Give it to the middleware as a request hook.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MetricsHook;
+
+impl RequestHook for MetricsHook {
+    fn on_request(&self, outcome: &RequestOutcome) {
+        counter!(REQUESTS).increment(1);
+        for action in outcome.actions() {
+            counter!(REQUEST_ACTIONS, "action" => action).increment(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::StoreLayerExt;
+    use crate::record::SessionData;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    /// A store of one record slot, enough to drive each outcome.
+    #[derive(Debug, Default)]
+    struct One(std::sync::Mutex<Option<(String, Record)>>);
+
+    #[async_trait]
+    impl SessionStore for One {
+        fn engine(&self) -> &str {
+            "one"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::none()
+        }
+        async fn insert_new(&self, k: &SessionKey, r: &Record) -> Result<Inserted> {
+            let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if g.is_some() {
+                return Ok(Inserted::KeyTaken);
+            }
+            *g = Some((k.as_str().to_owned(), r.clone()));
+            Ok(Inserted::Created)
+        }
+        async fn load(&self, k: &SessionKey) -> Result<Option<Record>> {
+            let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            Ok(g.as_ref()
+                .filter(|(s, _)| s == k.as_str())
+                .map(|(_, r)| r.clone()))
+        }
+        async fn update(&self, k: &SessionKey, r: &Record, exp: Option<u64>) -> Result<u64> {
+            let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            match g.as_mut().filter(|(s, _)| s == k.as_str()) {
+                None => Err(Error::NotFound),
+                Some((_, cur)) if exp.is_some_and(|v| v != cur.version) => Err(Error::Conflict {
+                    expected: exp.unwrap_or_default(),
+                    found: cur.version,
+                }),
+                Some((_, cur)) => {
+                    *cur = r.clone();
+                    cur.version += 1;
+                    Ok(cur.version)
+                }
+            }
+        }
+        async fn delete(&self, k: &SessionKey) -> Result<bool> {
+            let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let hit = g.as_ref().is_some_and(|(s, _)| s == k.as_str());
+            if hit {
+                *g = None;
+            }
+            Ok(hit)
+        }
+        async fn touch(&self, _: &SessionKey, _: Timestamp) -> Result<()> {
+            Err(Error::Timeout {
+                engine: "one".into(),
+                after: std::time::Duration::from_millis(5),
+            })
+        }
+        async fn exists(&self, k: &SessionKey) -> Result<bool> {
+            Ok(self.load(k).await?.is_some())
+        }
+        async fn clear_expired(&self) -> Result<u64> {
+            Ok(3)
+        }
+    }
+
+    fn line_value(text: &str, prefix: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn every_outcome_is_counted_under_its_name() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        ::metrics::with_local_recorder(&recorder, || {
+            rt.block_on(async {
+                let store = One::default().with_layer(MetricsLayer);
+                let record = Record::with_ttl(SessionData::new(), 60);
+                let key = store.create(&record).await.expect("create");
+                let other = SessionKey::generate().expect("key");
+                assert!(store.load(&key).await.expect("load").is_some());
+                assert!(store.load(&other).await.expect("load").is_none());
+                assert!(store.load(&other).await.expect("load").is_none());
+                store.update(&key, &record, Some(1)).await.expect("cas");
+                let err = store
+                    .update(&key, &record, Some(1))
+                    .await
+                    .expect_err("lost");
+                assert!(err.is_conflict());
+                let err = store.update(&other, &record, None).await.expect_err("gone");
+                assert!(err.is_not_found());
+                let err = store.touch(&key, Timestamp::now()).await.expect_err("late");
+                assert!(err.is_unavailable());
+                assert!(store.delete(&key).await.expect("delete"));
+                assert!(!store.delete(&key).await.expect("delete"));
+                assert_eq!(store.clear_expired().await.expect("clear"), 3);
+            });
+        });
+        let text = handle.render();
+        let op = |o: &str, out: &str| {
+            line_value(
+                &text,
+                &format!(
+                    "session_store_operations_total{{engine=\"one\",operation=\"{o}\",outcome=\"{out}\"}}"
+                ),
+            )
+        };
+        assert_eq!(op("create", "created"), Some(1.0), "{text}");
+        assert_eq!(op("load", "hit"), Some(1.0), "{text}");
+        assert_eq!(op("load", "miss"), Some(2.0), "{text}");
+        assert_eq!(op("update", "ok"), Some(1.0), "{text}");
+        assert_eq!(op("update", "conflict"), Some(1.0), "{text}");
+        assert_eq!(op("update", "not_found"), Some(1.0), "{text}");
+        assert_eq!(op("touch", "error"), Some(1.0), "{text}");
+        assert_eq!(op("delete", "deleted"), Some(1.0), "{text}");
+        assert_eq!(op("delete", "absent"), Some(1.0), "{text}");
+        assert_eq!(op("clear_expired", "ok"), Some(1.0), "{text}");
+        assert_eq!(
+            line_value(
+                &text,
+                "session_store_errors_total{engine=\"one\",operation=\"touch\",kind=\"timeout\"}"
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            line_value(&text, "session_store_expired_removed_total{engine=\"one\"}"),
+            Some(3.0),
+            "{text}"
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                "session_store_operation_duration_seconds_count{engine=\"one\",operation=\"load\"}"
+            ),
+            Some(3.0),
+            "{text}"
+        );
+        // `create` goes through the layer once: the inner store's own insert_new is
+        // not seen as a second call. Expected series are there from the start.
+        assert_eq!(op("insert_new", "created"), Some(0.0), "{text}");
+        // Outcomes outside an operation's contract are not pre-registered.
+        assert_eq!(op("load", "created"), None, "{text}");
+    }
+
+    #[test]
+    fn error_kinds_are_stable_names() {
+        assert_eq!(error_kind(&Error::NotFound), "not_found");
+        assert_eq!(error_kind(&Error::backend("x", "down")), "backend");
+        assert_eq!(error_kind(&Error::Limit("big".into())), "limit");
+        assert_eq!(error_kind(&Error::unsupported("x", "list")), "unsupported");
+    }
+}
