@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 
 mod cases;
+pub mod http_cases;
 pub mod servers;
 mod spy;
 
