@@ -38,6 +38,7 @@
 
 mod cases;
 pub mod fault_proxy;
+pub mod http_cases;
 pub mod servers;
 mod spy;
 

@@ -1,11 +1,12 @@
 //! Session failures as HTTP responses: one mapping shared by the middleware (a failed
-//! save at the end of the request) and by handlers (`session.get(..).await?`).
+//! save at the end of the request) and by handlers (`session.get(..).await?`). The
+//! mapping is session-http's ([`session_http::error`]), the same for every framework.
 //!
 //! | error | status | why |
 //! |---|---|---|
 //! | [`Error::NotFound`] | 400 | the session was deleted meanwhile (a concurrent logout); Django's `SessionInterrupted` |
 //! | [`Error::ConflictRetriesExhausted`] | 409 | concurrent writers kept winning; the client may retry |
-//! | [`Error::Limit`], [`Error::Codec`] with [`CodecError::TooLarge`] | 413 | the session outgrew `max_encoded_size`, `max_keys` or the cookie engine's 4 KB; nothing was stored and no cookie is sent |
+//! | [`Error::Limit`], [`Error::Codec`] with [`CodecError::TooLarge`](session_core::CodecError::TooLarge) | 413 | the session outgrew `max_encoded_size`, `max_keys` or the cookie engine's 4 KB; nothing was stored and no cookie is sent |
 //! | [`Error::Backend`], [`Error::Timeout`] | 503 | the store is unreachable; logged at `error` |
 //! | anything else | 500 | logged at `error` |
 //!
@@ -19,29 +20,15 @@ use std::fmt;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{HeaderValue, Response, StatusCode, header};
+use axum::http::Response;
 use axum::response::IntoResponse;
-use session_core::{CodecError, Error};
+use session_core::Error;
 
-/// Django's `SessionInterrupted` message, answered with 400 when a save finds that the
-/// session was deleted by a concurrent request.
-pub const SESSION_INTERRUPTED: &str = "The request's session was deleted before the request \
-completed. The user may have logged out in a concurrent request, for example.";
-
-/// Answered with 409 when concurrent writers kept winning the version race.
-pub const SESSION_CONFLICT: &str = "The session was changed by concurrent requests and this \
-request's changes could not be applied. Please retry the request.";
-
-/// Answered with 413 when the session grew past a size or key-count limit.
-pub const SESSION_TOO_LARGE: &str = "The session grew too large to be stored; the change was \
-not saved.";
-
-/// Answered with 503 when the session store is unreachable.
-pub const STORE_UNAVAILABLE: &str = "The session store is unavailable right now. Please retry \
-shortly.";
-
-/// Answered with 500 for any other session failure.
-pub const SESSION_FAILED: &str = "The session could not be processed.";
+pub(crate) use session_http::error::log;
+pub use session_http::error::{
+    SESSION_CONFLICT, SESSION_FAILED, SESSION_INTERRUPTED, SESSION_TOO_LARGE, STORE_UNAVAILABLE,
+    status_and_message,
+};
 
 /// A session failure that answers with the right status (see the module docs), so
 /// handlers can use `?` on session calls:
@@ -107,45 +94,10 @@ impl IntoResponse for SessionError {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DiscardSession;
 
-/// The status and body for `err`.
-pub fn status_and_message(err: &Error) -> (StatusCode, &'static str) {
-    match err {
-        Error::NotFound => (StatusCode::BAD_REQUEST, SESSION_INTERRUPTED),
-        Error::ConflictRetriesExhausted { .. } => (StatusCode::CONFLICT, SESSION_CONFLICT),
-        Error::Limit(_) | Error::Codec(CodecError::TooLarge { .. }) => {
-            (StatusCode::PAYLOAD_TOO_LARGE, SESSION_TOO_LARGE)
-        }
-        e if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, STORE_UNAVAILABLE),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, SESSION_FAILED),
-    }
-}
-
 /// The default response for `err`: the status and message of [`status_and_message`]
 /// as `text/plain`, with `Retry-After: 1` on a 503.
 pub fn error_response(err: &Error) -> Response<Body> {
-    let (status, message) = status_and_message(err);
-    let mut res = Response::new(Body::from(message));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    res
-}
-
-/// Logs `err` (with the session's fingerprint, never its key).
-pub(crate) fn log(err: &Error, during: &'static str, session: Option<&str>) {
-    let (status, _) = status_and_message(err);
-    let session = session.unwrap_or("-");
-    if status.is_server_error() {
-        tracing::error!(%session, during, error = %err, status = status.as_u16(), "session failure");
-    } else {
-        tracing::warn!(%session, during, error = %err, status = status.as_u16(), "session request refused");
-    }
+    session_http::error::error_response(err).map(Body::from)
 }
 
 /// Logs `err` and builds the default response.
@@ -179,22 +131,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn statuses() {
+    fn the_default_response_is_the_shared_one() {
+        let res = error_response(&Error::backend("redis", "connection refused"));
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()[axum::http::header::RETRY_AFTER], "1");
         assert_eq!(status_and_message(&Error::NotFound).0, 400);
-        assert_eq!(
-            status_and_message(&Error::ConflictRetriesExhausted { attempts: 3 }).0,
-            409
-        );
-        assert_eq!(
-            status_and_message(&Error::backend("redis", "connection refused")).0,
-            503
-        );
-        assert_eq!(status_and_message(&Error::Limit("big".into())).0, 413);
-        let too_large = Error::Codec(CodecError::TooLarge { size: 10, limit: 5 });
-        assert_eq!(status_and_message(&too_large).0, 413);
-        assert_eq!(
-            status_and_message(&Error::Codec(CodecError::Foreign)).0,
-            500
-        );
     }
 }

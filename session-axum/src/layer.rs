@@ -1,94 +1,32 @@
 //! [`SessionLayer`]: what the middleware is configured with, built from a store, from
 //! `Sessions.toml`, or with the builder; everything is validated once, at build time.
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::HeaderValue;
-use session_core::{
-    Config, EngineRegistry, Error, Result, SessionSettings, SessionStore, Timestamp,
-};
+use session_core::{Config, EngineRegistry, Error, Result, SessionSettings, SessionStore};
+use session_http::{SessionRules, SessionRulesBuilder};
 use tower_layer::Layer;
 
-use crate::config::{CookieConfig, CookieSpec, MiddlewareConfig, SameSite};
-use crate::cookie_engine::ENGINE as COOKIE_ENGINE;
+use crate::config::{CookieConfig, MiddlewareConfig, SameSite};
 use crate::error::ErrorResponder;
 use crate::service::SessionService;
-use crate::set_cookie::CookieWriter;
-use crate::signing::{Purpose, Signer};
-use session_core::hooks::RequestHook;
 
-/// Where the sessions live.
-#[derive(Debug)]
-pub(crate) enum Backend {
-    /// A server-side store; the cookie carries the key.
-    Store(Arc<dyn SessionStore>),
-    /// The `cookie` engine: the cookie carries the whole session.
-    Cookie,
-}
-
-/// Everything a request needs, shared by all clones of the layer and its services.
+/// Everything a request needs, shared by all clones of the layer and its services: the
+/// framework-free rules (session-http) and how this layer answers a failed save.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) backend: Backend,
-    pub(crate) settings: Arc<SessionSettings>,
-    pub(crate) cookie: CookieSpec,
-    pub(crate) signer: Option<Signer>,
-    pub(crate) save_every_request: bool,
-    /// Touch policy interval; `None`: never touch.
-    pub(crate) touch_interval: Option<Duration>,
-    /// Builds the `Set-Cookie` headers.
-    pub(crate) writer: CookieWriter,
+    pub(crate) rules: SessionRules,
     /// Builds the response for a failed save.
     pub(crate) error_response: ErrorResponder,
-    /// Told what the session did in each request.
-    pub(crate) hooks: Hooks,
 }
 
-/// The request hooks of a layer ([`SessionLayerBuilder::hook`]).
-#[derive(Clone, Default)]
-pub(crate) struct Hooks(pub(crate) Vec<Arc<dyn RequestHook>>);
+impl Deref for Shared {
+    type Target = SessionRules;
 
-impl std::fmt::Debug for Hooks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Hooks({})", self.0.len())
-    }
-}
-
-impl Shared {
-    /// The session key a request's cookie value names, if it is well formed (and, when
-    /// signing is on, authentic). Anything else means "no session", with no store I/O.
-    pub(crate) fn parse_key(&self, value: &str) -> Option<session_core::SessionKey> {
-        let key = match &self.signer {
-            Some(s) => s.open(Purpose::SessionKey, &self.cookie.name, value)?,
-            None => value,
-        };
-        session_core::SessionKey::parse(key).ok()
-    }
-
-    /// The cookie value for `key`.
-    pub(crate) fn key_cookie_value(&self, key: &session_core::SessionKey) -> String {
-        match &self.signer {
-            Some(s) => s.seal(Purpose::SessionKey, &self.cookie.name, key.as_str()),
-            None => key.as_str().to_owned(),
-        }
-    }
-
-    /// The `Set-Cookie` header carrying `value`, living `max_age` seconds (a
-    /// browser-session cookie when `None`).
-    pub(crate) fn session_cookie(
-        &self,
-        value: &str,
-        max_age: Option<i64>,
-        now: Timestamp,
-    ) -> Option<HeaderValue> {
-        self.writer
-            .session(value, max_age, now.as_unix_millis().div_euclid(1000))
-    }
-
-    /// Django's deleting `Set-Cookie`.
-    pub(crate) fn deletion(&self) -> HeaderValue {
-        self.writer.deletion()
+    fn deref(&self) -> &SessionRules {
+        &self.rules
     }
 }
 
@@ -107,25 +45,17 @@ impl SessionLayer {
     /// Sessions in `store`, with default settings: cookie `sessionid`, Secure, HttpOnly,
     /// `SameSite=Lax`, two-week sliding expiry.
     pub fn new(store: Arc<dyn SessionStore>) -> Self {
-        let (cookie, writer) = CookieWriter::defaults();
         SessionLayer {
             shared: Arc::new(Shared {
-                backend: Backend::Store(store),
-                settings: Arc::new(SessionSettings::default()),
-                cookie,
-                signer: None,
-                save_every_request: false,
-                touch_interval: None,
-                writer,
+                rules: SessionRules::new(store),
                 error_response: ErrorResponder::default(),
-                hooks: Hooks::default(),
             }),
         }
     }
 
     /// A builder for sessions in `store`.
     pub fn builder(store: Arc<dyn SessionStore>) -> SessionLayerBuilder {
-        SessionLayerBuilder::new(Backend::Store(store))
+        SessionLayerBuilder::new(SessionRules::builder(store))
     }
 
     /// A builder for the `cookie` engine: the whole session in a signed cookie, no
@@ -133,7 +63,7 @@ impl SessionLayer {
     /// [`crate::cookie_engine`] for its limits (readable by the client, no revocation,
     /// 4 KB).
     pub fn cookie_engine() -> SessionLayerBuilder {
-        SessionLayerBuilder::new(Backend::Cookie)
+        SessionLayerBuilder::new(SessionRules::cookie_engine())
     }
 
     /// The layer `config` describes: the engine (built through `registry`, or the
@@ -148,46 +78,24 @@ impl SessionLayer {
         config: &Config,
         registry: &EngineRegistry,
     ) -> Result<SessionLayerBuilder> {
-        let settings = config.settings()?;
-        let cookie: CookieConfig = config.section("cookie")?;
-        let middleware: MiddlewareConfig = config.section("middleware")?;
-        let backend = if settings.engine == COOKIE_ENGINE {
-            // The whole configuration is checked as the registry checks a store's
-            // (unknown keys are errors), with the cookie engine known to it.
-            if !registry.contains(COOKIE_ENGINE) {
-                crate::register(registry);
-            }
-            registry.validate(config)?;
-            Backend::Cookie
-        } else {
-            Backend::Store(registry.build(config).await?)
-        };
-        Ok(SessionLayerBuilder {
-            backend,
-            settings,
-            cookie,
-            middleware,
-            error_response: ErrorResponder::default(),
-            hooks: Hooks::default(),
-        })
+        Ok(SessionLayerBuilder::new(
+            SessionRules::builder_from_config(config, registry).await?,
+        ))
     }
 
     /// The store behind the sessions (`None` for the cookie engine).
     pub fn store(&self) -> Option<&Arc<dyn SessionStore>> {
-        match &self.shared.backend {
-            Backend::Store(s) => Some(s),
-            Backend::Cookie => None,
-        }
+        self.shared.rules.store()
     }
 
     /// The shared session settings.
     pub fn settings(&self) -> &SessionSettings {
-        &self.shared.settings
+        self.shared.rules.settings()
     }
 
     /// The name the session cookie is sent under (with any `__Host-` prefix).
     pub fn cookie_name(&self) -> &str {
-        &self.shared.cookie.name
+        self.shared.rules.cookie_name()
     }
 }
 
@@ -220,23 +128,116 @@ impl<S> Layer<S> for SessionLayer {
 #[derive(Debug)]
 #[must_use = "call .build() to get the layer"]
 pub struct SessionLayerBuilder {
-    backend: Backend,
-    settings: SessionSettings,
-    cookie: CookieConfig,
-    middleware: MiddlewareConfig,
+    rules: SessionRulesBuilder,
     error_response: ErrorResponder,
-    hooks: Hooks,
 }
 
 impl SessionLayerBuilder {
-    fn new(backend: Backend) -> Self {
+    fn new(rules: SessionRulesBuilder) -> Self {
         SessionLayerBuilder {
-            backend,
-            settings: SessionSettings::default(),
-            cookie: CookieConfig::default(),
-            middleware: MiddlewareConfig::default(),
+            rules,
             error_response: ErrorResponder::default(),
-            hooks: Hooks::default(),
+        }
+    }
+
+    /// Shared session settings (expiry, limits, save attempts).
+    pub fn settings(self, settings: SessionSettings) -> Self {
+        SessionLayerBuilder {
+            rules: self.rules.settings(settings),
+            ..self
+        }
+    }
+
+    /// All cookie settings at once (replaces earlier cookie calls).
+    pub fn cookie_config(self, cookie: CookieConfig) -> Self {
+        SessionLayerBuilder {
+            rules: self.rules.cookie_config(cookie),
+            ..self
+        }
+    }
+
+    /// All middleware settings at once (replaces earlier middleware calls).
+    pub fn middleware_config(self, middleware: MiddlewareConfig) -> Self {
+        SessionLayerBuilder {
+            rules: self.rules.middleware_config(middleware),
+            ..self
+        }
+    }
+
+    /// Cookie name (default `sessionid`).
+    pub fn cookie_name(self, name: impl Into<String>) -> Self {
+        SessionLayerBuilder {
+            rules: self.rules.cookie_name(name),
+            ..self
+        }
+    }
+
+    /// Cookie `Domain`.
+    pub fn domain(self, domain: impl Into<String>) -> Self {
+        SessionLayerBuilder {
+            rules: self.rules.domain(domain),
+            ..self
+        }
+    }
+
+    /// Cookie `Path` (default `/`).
+    pub fn path(self, path: impl Into<String>) -> Self {
+        SessionLayerBuilder {
+            rules: self.rules.path(path),
+            ..self
+        }
+    }
+
+    /// Cookie `Secure` (default on).
+    pub fn secure(self, secure: bool) -> Self {
+        SessionLayerBuilder {
+            rules: self.rules.secure(secure),
+            ..self
+        }
+    }
+
+    /// Cookie `HttpOnly` (default on).
+    pub fn http_only(self, http_only: bool) -> Self {
+        SessionLayerBuilder {
+            rules: self.rules.http_only(http_only),
+            ..self
+        }
+    }
+
+    /// Cookie `SameSite` (default `Lax`).
+    pub fn same_site(self, same_site: SameSite) -> Self {
+        SessionLayerBuilder {
+            rules: self.rules.same_site(same_site),
+            ..self
+        }
+    }
+
+    /// Send the cookie as `__Host-<name>` (requires Secure, `Path=/`, no Domain).
+    pub fn host_prefix(self, on: bool) -> Self {
+        SessionLayerBuilder {
+            rules: self.rules.host_prefix(on),
+            ..self
+        }
+    }
+
+    /// Sign cookie values: the first key signs, every key verifies (rotation).
+    pub fn signing_keys<I, K>(self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<String>,
+    {
+        SessionLayerBuilder {
+            rules: self.rules.signing_keys(keys),
+            ..self
+        }
+    }
+
+    /// Save and re-send the cookie on every response (Django's
+    /// `SESSION_SAVE_EVERY_REQUEST`).
+    pub fn save_every_request(self, on: bool) -> Self {
+        SessionLayerBuilder {
+            rules: self.rules.save_every_request(on),
+            ..self
         }
     }
 
@@ -246,92 +247,19 @@ impl SessionLayerBuilder {
     /// added, on the request's task: they must be quick and never block.
     /// `session_core::metrics::MetricsHook` counts requests;
     /// [`session_core::events::Events`] publishes key cycles and flushes.
-    pub fn hook(mut self, hook: impl RequestHook) -> Self {
-        self.hooks.0.push(Arc::new(hook));
-        self
-    }
-
-    /// Shared session settings (expiry, limits, save attempts).
-    pub fn settings(mut self, settings: SessionSettings) -> Self {
-        self.settings = settings;
-        self
-    }
-
-    /// All cookie settings at once (replaces earlier cookie calls).
-    pub fn cookie_config(mut self, cookie: CookieConfig) -> Self {
-        self.cookie = cookie;
-        self
-    }
-
-    /// All middleware settings at once (replaces earlier middleware calls).
-    pub fn middleware_config(mut self, middleware: MiddlewareConfig) -> Self {
-        self.middleware = middleware;
-        self
-    }
-
-    /// Cookie name (default `sessionid`).
-    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
-        self.cookie.name = name.into();
-        self
-    }
-
-    /// Cookie `Domain`.
-    pub fn domain(mut self, domain: impl Into<String>) -> Self {
-        self.cookie.domain = Some(domain.into());
-        self
-    }
-
-    /// Cookie `Path` (default `/`).
-    pub fn path(mut self, path: impl Into<String>) -> Self {
-        self.cookie.path = path.into();
-        self
-    }
-
-    /// Cookie `Secure` (default on).
-    pub fn secure(mut self, secure: bool) -> Self {
-        self.cookie.secure = secure;
-        self
-    }
-
-    /// Cookie `HttpOnly` (default on).
-    pub fn http_only(mut self, http_only: bool) -> Self {
-        self.cookie.http_only = http_only;
-        self
-    }
-
-    /// Cookie `SameSite` (default `Lax`).
-    pub fn same_site(mut self, same_site: SameSite) -> Self {
-        self.cookie.same_site = same_site;
-        self
-    }
-
-    /// Send the cookie as `__Host-<name>` (requires Secure, `Path=/`, no Domain).
-    pub fn host_prefix(mut self, on: bool) -> Self {
-        self.cookie.host_prefix = on;
-        self
-    }
-
-    /// Sign cookie values: the first key signs, every key verifies (rotation).
-    pub fn signing_keys<I, K>(mut self, keys: I) -> Self
-    where
-        I: IntoIterator<Item = K>,
-        K: Into<String>,
-    {
-        self.cookie.signing_keys = keys.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Save and re-send the cookie on every response (Django's
-    /// `SESSION_SAVE_EVERY_REQUEST`).
-    pub fn save_every_request(mut self, on: bool) -> Self {
-        self.middleware.save_every_request = on;
-        self
+    pub fn hook(self, hook: impl session_core::hooks::RequestHook) -> Self {
+        SessionLayerBuilder {
+            rules: self.rules.hook(hook),
+            ..self
+        }
     }
 
     /// Extend sliding sessions on reads with `store.touch`, at most once per `interval`.
-    pub fn touch_interval(mut self, interval: Duration) -> Self {
-        self.middleware.touch_interval_secs = Some(interval.as_secs());
-        self
+    pub fn touch_interval(self, interval: Duration) -> Self {
+        SessionLayerBuilder {
+            rules: self.rules.touch_interval(interval),
+            ..self
+        }
     }
 
     /// How the middleware answers when it cannot save a session at the end of a request
@@ -373,33 +301,10 @@ impl SessionLayerBuilder {
 
     /// Validates the settings and builds the layer.
     pub fn build(self) -> Result<SessionLayer> {
-        self.settings.validate()?;
-        let cookie = self.cookie.spec()?;
-        let signer = Signer::new(&self.cookie.signing_keys);
-        if matches!(self.backend, Backend::Cookie) && signer.is_none() {
-            return Err(Error::config(
-                "cookie.signing_keys",
-                "the cookie engine keeps the whole session in the cookie and must sign it: \
-                 set at least one signing key",
-            ));
-        }
-        let touch_interval = match (&self.backend, self.middleware.touch_interval_secs) {
-            // A cookie session is rewritten whole or not at all: nothing to touch.
-            (Backend::Cookie, _) | (_, None) => None,
-            (Backend::Store(_), Some(s)) => Some(Duration::from_secs(s)),
-        };
-        let writer = CookieWriter::new(&cookie)?;
         Ok(SessionLayer {
             shared: Arc::new(Shared {
-                backend: self.backend,
-                settings: Arc::new(self.settings),
-                cookie,
-                signer,
-                save_every_request: self.middleware.save_every_request,
-                touch_interval,
-                writer,
+                rules: self.rules.build()?,
                 error_response: self.error_response,
-                hooks: self.hooks,
             }),
         })
     }
@@ -416,24 +321,17 @@ mod tests {
     }
 
     #[test]
-    fn the_default_layer_is_djangos_but_secure() {
-        let layer = SessionLayer::new(Arc::new(crate::cookie_engine::CookieSlot::default()));
-        assert_eq!(
-            layer.shared.deletion(),
-            "sessionid=\"\"; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/; SameSite=Lax"
-        );
-        let h = layer
-            .shared
-            .session_cookie("k", None, Timestamp::now())
-            .expect("header");
-        assert_eq!(h, "sessionid=k; HttpOnly; Path=/; SameSite=Lax; Secure");
-        let built = SessionLayer::builder(Arc::new(crate::cookie_engine::CookieSlot::default()))
+    fn the_default_layer_is_the_default_builders() {
+        let store = Arc::new(backend_cache::MemoryStore::new());
+        let layer = SessionLayer::new(store.clone());
+        let built = SessionLayer::builder(store)
             .build()
             .expect("defaults are valid");
         assert_eq!(built.shared.deletion(), layer.shared.deletion());
         assert_eq!(
-            format!("{:?}", built.shared.cookie),
-            format!("{:?}", layer.shared.cookie)
+            layer.shared.deletion(),
+            "sessionid=\"\"; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/; SameSite=Lax"
         );
+        assert_eq!(built.cookie_name(), layer.cookie_name());
     }
 }

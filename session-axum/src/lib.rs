@@ -21,6 +21,9 @@
 //! - the session cookie is found among cookies holding any bytes; a session cookie
 //!   that is not ASCII is a malformed key (a fresh session, the deleting cookie).
 //!
+//! These rules are session-http's ([`session_http`]), shared with every other framework
+//! adapter; this crate is the tower and axum plumbing around them.
+//!
 //! Sessions live in any [`session_core::SessionStore`] (`Arc<dyn SessionStore>`), chosen
 //! in code or by `Sessions.toml` ([`SessionLayer::from_config`]), or in the cookie itself
 //! with the signed [`cookie_engine`]. Cookie and middleware settings are in [`config`].
@@ -67,16 +70,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod config;
-pub mod cookie_engine;
+pub use session_http::{config, cookie_engine};
 pub mod error;
 mod extract;
 mod layer;
 #[cfg(feature = "serve")]
 pub mod serve;
 mod service;
-mod set_cookie;
-mod signing;
 
 pub use config::{CookieConfig, MiddlewareConfig, SameSite};
 pub use error::SessionError;
@@ -86,27 +86,14 @@ pub use layer::{SessionLayer, SessionLayerBuilder};
 pub use serve::{ServeOptions, serve};
 pub use service::SessionService;
 
-use session_core::{EngineRegistry, Error, SessionStore};
+use session_core::EngineRegistry;
 
 /// Registers the `cookie` engine name, so that a registry-wide listing (and an
 /// `engine = "cookie"` configuration built by something other than
 /// [`SessionLayer::from_config`]) explains itself: the cookie engine is not a store,
-/// only the middleware can run it.
+/// only the middleware can run it. (The same as [`session_http::register`].)
 pub fn register(registry: &EngineRegistry) {
-    registry.register_checked(
-        cookie_engine::ENGINE,
-        |_ctx: session_core::EngineContext| async move {
-            Err::<std::sync::Arc<dyn SessionStore>, _>(Error::config(
-                "engine",
-                "the cookie engine keeps sessions in the client's cookie, not in a store: \
-             build it with session_axum::SessionLayer::from_config",
-            ))
-        },
-        |ctx: &session_core::EngineContext| {
-            ctx.section::<CookieConfig>("cookie")?;
-            ctx.section::<MiddlewareConfig>("middleware").map(drop)
-        },
-    );
+    session_http::register(registry);
 }
 
 /// The README's examples, compiled and run as doctests so they cannot fall out of date.

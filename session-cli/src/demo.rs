@@ -35,9 +35,25 @@ use session_core::registry::METRICS_LAYER;
 use crate::engines;
 use crate::fmt::{CliError, CliResult};
 
+/// The web framework the demo runs on.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Framework {
+    /// axum, through session-axum (and `session_axum::serve`'s limits).
+    #[default]
+    Axum,
+    /// actix-web 4, through session-actix (actix-web's own server limits).
+    Actix,
+}
+
 /// `demo` options.
 #[derive(Args, Debug)]
 pub struct DemoArgs {
+    /// The web framework to serve the demo with: the same pages and session rules on
+    /// either. On actix-web, --header-timeout, --max-connections and
+    /// --shutdown-timeout map to its server's settings; --request-timeout is not
+    /// applied (actix-web has no whole-request timeout).
+    #[arg(long, value_enum, default_value_t = Framework::Axum)]
+    pub framework: Framework,
     /// Port to listen on (0 picks a free one).
     #[arg(long, short, default_value_t = 8000)]
     pub port: u16,
@@ -81,8 +97,30 @@ pub async fn run(registry: &EngineRegistry, path: Option<&Path>, args: DemoArgs)
         settings.layers.push(METRICS_LAYER.to_owned());
         config = config.with("layers", &settings.layers);
     }
+    let where_stored = storage_description(&config, &settings.engine);
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .map_err(|e| {
+            CliError::usage(
+                format!("bad --host/--port: {e}"),
+                Some("use e.g. --host 127.0.0.1 --port 8000".into()),
+            )
+        })?;
     let cleanup = CleanupConfig::from_config(&config)?;
     let prometheus = install_prometheus()?;
+    if args.framework == Framework::Actix {
+        return actix::run(
+            registry,
+            &config,
+            &settings.engine,
+            where_stored,
+            addr,
+            args,
+            prometheus,
+            cleanup,
+        )
+        .await;
+    }
     let mut builder = SessionLayer::builder_from_config(&config, registry)
         .await?
         .hook(MetricsHook);
@@ -94,18 +132,7 @@ pub async fn run(registry: &EngineRegistry, path: Option<&Path>, args: DemoArgs)
         builder = builder.secure(false);
     }
     let layer = builder.build()?;
-    let cleanup = match (cleanup, layer.store()) {
-        (Some(options), Some(store)) => {
-            println!(
-                "background cleanup every {} (+ up to {} jitter)",
-                humantime::format_duration(options.interval),
-                humantime::format_duration(options.jitter)
-            );
-            Some(Cleanup::new(store.clone(), options).spawn())
-        }
-        _ => None,
-    };
-    let where_stored = storage_description(&config, &settings.engine);
+    let cleanup = start_cleanup(cleanup, layer.store());
     let app = Router::new()
         .route("/", get(index))
         .route("/state", get(state))
@@ -117,14 +144,6 @@ pub async fn run(registry: &EngineRegistry, path: Option<&Path>, args: DemoArgs)
         .with_state(std::sync::Arc::new(where_stored.clone()))
         // Outside the session layer: a scrape neither reads nor makes a session.
         .route("/metrics", get(move || metrics_page(prometheus.clone())));
-    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
-        .parse()
-        .map_err(|e| {
-            CliError::usage(
-                format!("bad --host/--port: {e}"),
-                Some("use e.g. --host 127.0.0.1 --port 8000".into()),
-            )
-        })?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         CliError::store(
             format!("cannot listen on {addr}: {e}"),
@@ -157,6 +176,25 @@ pub async fn run(registry: &EngineRegistry, path: Option<&Path>, args: DemoArgs)
     }
     println!("stopped");
     Ok(())
+}
+
+/// Starts the background cleanup the configuration's `[cleanup]` asks for, if the
+/// engine has a store to sweep.
+fn start_cleanup(
+    options: Option<session_core::cleanup::CleanupOptions>,
+    store: Option<&std::sync::Arc<dyn session_core::SessionStore>>,
+) -> Option<session_core::cleanup::CleanupHandle> {
+    match (options, store) {
+        (Some(options), Some(store)) => {
+            println!(
+                "background cleanup every {} (+ up to {} jitter)",
+                humantime::format_duration(options.interval),
+                humantime::format_duration(options.jitter)
+            );
+            Some(Cleanup::new(store.clone(), options).spawn())
+        }
+        _ => None,
+    }
 }
 
 /// Installs the process-wide Prometheus recorder: the handle renders `/metrics`.
@@ -228,7 +266,8 @@ fn escape(s: &str) -> String {
         .collect()
 }
 
-async fn index(session: Session, where_stored: Where) -> Result<Response, SessionError> {
+/// The demo page for `session` (framework-free: both front ends render it).
+async fn page(session: &session_core::Session, where_stored: &str) -> session_core::Result<String> {
     let visits: u64 = session
         .update("visits", |n: Option<u64>| n.unwrap_or(0) + 1)
         .await?;
@@ -316,26 +355,29 @@ code {{ background: #e6eaef; padding: .1rem .35rem; border-radius: 4px; }}
 <footer>Session fingerprint: <code id="fingerprint">{fingerprint}</code>
 (a short hash: the key itself is only in your cookie).</footer>
 </main></body></html>"#,
-        where_stored = escape(&where_stored),
+        where_stored = escape(where_stored),
     );
-    Ok(Html(page).into_response())
+    Ok(page)
 }
 
-async fn state(session: Session) -> Result<Response, SessionError> {
+/// What `/state` answers.
+async fn state_json(session: &session_core::Session) -> session_core::Result<serde_json::Value> {
     let visits: u64 = session.get("visits").await?.unwrap_or(0);
     let cart: Vec<String> = session.get("cart").await?.unwrap_or_default();
     let user: Option<String> = session.get("user").await?;
-    Ok(Json(json!({ "visits": visits, "cart": cart, "user": user })).into_response())
+    Ok(json!({ "visits": visits, "cart": cart, "user": user }))
 }
 
-fn back() -> Response {
-    Redirect::to("/").into_response()
-}
+/// A form refused with 400 and this message.
+type Refused = &'static str;
 
-async fn cart_add(session: Session, Form(f): Form<ItemForm>) -> Result<Response, SessionError> {
+async fn add_item(
+    session: &session_core::Session,
+    f: ItemForm,
+) -> session_core::Result<Result<(), Refused>> {
     let item = f.item.trim().to_owned();
     if item.is_empty() || item.len() > 64 {
-        return Ok((StatusCode::BAD_REQUEST, "an item is 1 to 64 characters").into_response());
+        return Ok(Err("an item is 1 to 64 characters"));
     }
     session
         .update("cart", move |cart: Option<Vec<String>>| {
@@ -344,10 +386,10 @@ async fn cart_add(session: Session, Form(f): Form<ItemForm>) -> Result<Response,
             cart
         })
         .await?;
-    Ok(back())
+    Ok(Ok(()))
 }
 
-async fn cart_remove(session: Session, Form(f): Form<ItemForm>) -> Result<Response, SessionError> {
+async fn remove_item(session: &session_core::Session, f: ItemForm) -> session_core::Result<()> {
     session
         .update("cart", move |cart: Option<Vec<String>>| {
             let mut cart = cart.unwrap_or_default();
@@ -357,21 +399,222 @@ async fn cart_remove(session: Session, Form(f): Form<ItemForm>) -> Result<Respon
             cart
         })
         .await?;
-    Ok(back())
+    Ok(())
 }
 
-async fn login(session: Session, Form(f): Form<LoginForm>) -> Result<Response, SessionError> {
+async fn log_in(
+    session: &session_core::Session,
+    f: LoginForm,
+) -> session_core::Result<Result<(), Refused>> {
     let name = f.username.trim().to_owned();
     if name.is_empty() || name.len() > 64 {
-        return Ok((StatusCode::BAD_REQUEST, "a user name is 1 to 64 characters").into_response());
+        return Ok(Err("a user name is 1 to 64 characters"));
     }
     // A new key at every privilege change: a key planted before login is useless after.
     session.cycle_key().await?;
     session.insert("user", &name).await?;
+    Ok(Ok(()))
+}
+
+// ------------------------------------------------------------------ axum front end --
+
+async fn index(session: Session, where_stored: Where) -> Result<Response, SessionError> {
+    Ok(Html(page(&session, &where_stored).await?).into_response())
+}
+
+async fn state(session: Session) -> Result<Response, SessionError> {
+    Ok(Json(state_json(&session).await?).into_response())
+}
+
+fn back() -> Response {
+    Redirect::to("/").into_response()
+}
+
+fn refused_or_back(r: Result<(), Refused>) -> Response {
+    match r {
+        Ok(()) => back(),
+        Err(msg) => (StatusCode::BAD_REQUEST, msg).into_response(),
+    }
+}
+
+async fn cart_add(session: Session, Form(f): Form<ItemForm>) -> Result<Response, SessionError> {
+    Ok(refused_or_back(add_item(&session, f).await?))
+}
+
+async fn cart_remove(session: Session, Form(f): Form<ItemForm>) -> Result<Response, SessionError> {
+    remove_item(&session, f).await?;
     Ok(back())
+}
+
+async fn login(session: Session, Form(f): Form<LoginForm>) -> Result<Response, SessionError> {
+    Ok(refused_or_back(log_in(&session, f).await?))
 }
 
 async fn logout(session: Session) -> Result<Response, SessionError> {
     session.flush().await?;
     Ok(back())
+}
+
+// ------------------------------------------------------------- actix-web front end --
+
+/// The same demo on actix-web, through session-actix: same pages, same session rules
+/// (session-http's), the same configuration.
+mod actix {
+    use std::net::SocketAddr;
+
+    use actix_web::http::header;
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    use metrics_exporter_prometheus::PrometheusHandle;
+    use session_actix::{Session, SessionError, SessionMiddleware};
+    use session_core::cleanup::CleanupOptions;
+    use session_core::metrics::MetricsHook;
+    use session_core::{Config, EngineRegistry};
+
+    use super::{DemoArgs, ItemForm, LoginForm, Refused};
+    use crate::fmt::{CliError, CliResult};
+
+    type Where = web::Data<String>;
+
+    fn back() -> HttpResponse {
+        HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, "/"))
+            .finish()
+    }
+
+    fn refused_or_back(r: Result<(), Refused>) -> HttpResponse {
+        match r {
+            Ok(()) => back(),
+            Err(msg) => HttpResponse::BadRequest().body(msg),
+        }
+    }
+
+    async fn index(session: Session, where_stored: Where) -> Result<HttpResponse, SessionError> {
+        let page = super::page(&session, &where_stored).await?;
+        Ok(HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .body(page))
+    }
+
+    async fn state(session: Session) -> Result<HttpResponse, SessionError> {
+        Ok(HttpResponse::Ok().json(super::state_json(&session).await?))
+    }
+
+    async fn cart_add(
+        session: Session,
+        f: web::Form<ItemForm>,
+    ) -> Result<HttpResponse, SessionError> {
+        Ok(refused_or_back(
+            super::add_item(&session, f.into_inner()).await?,
+        ))
+    }
+
+    async fn cart_remove(
+        session: Session,
+        f: web::Form<ItemForm>,
+    ) -> Result<HttpResponse, SessionError> {
+        super::remove_item(&session, f.into_inner()).await?;
+        Ok(back())
+    }
+
+    async fn login(
+        session: Session,
+        f: web::Form<LoginForm>,
+    ) -> Result<HttpResponse, SessionError> {
+        Ok(refused_or_back(
+            super::log_in(&session, f.into_inner()).await?,
+        ))
+    }
+
+    async fn logout(session: Session) -> Result<HttpResponse, SessionError> {
+        session.flush().await?;
+        Ok(back())
+    }
+
+    /// Serves the demo on actix-web until Ctrl-C or SIGTERM (actix-web's own signal
+    /// handling and graceful shutdown).
+    pub(super) async fn run(
+        registry: &EngineRegistry,
+        config: &Config,
+        engine: &str,
+        where_stored: String,
+        addr: SocketAddr,
+        args: DemoArgs,
+        prometheus: PrometheusHandle,
+        cleanup: Option<CleanupOptions>,
+    ) -> CliResult {
+        let mut builder = SessionMiddleware::builder_from_config(config, registry)
+            .await?
+            .hook(MetricsHook);
+        // Plain http on loopback: see the axum front end.
+        if !config.contains("cookie.secure") {
+            builder = builder.secure(false);
+        }
+        let sessions = builder.build()?;
+        let cleanup = super::start_cleanup(cleanup, sessions.store());
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+            CliError::store(
+                format!("cannot listen on {addr}: {e}"),
+                Some("pick another port with --port, or stop what is using it".into()),
+            )
+        })?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| CliError::store(e.to_string(), None))?;
+        let data = web::Data::new(where_stored.clone());
+        let engine = engine.to_owned();
+        // actix-web runs on its own single-threaded runtimes (an actix System), not on
+        // the CLI's multi-threaded one: the server is built and run on a thread of its
+        // own.
+        let served = tokio::task::spawn_blocking(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let server = HttpServer::new(move || {
+                    let prometheus = prometheus.clone();
+                    App::new()
+                        .app_data(data.clone())
+                        // A scrape goes through the middleware but neither reads nor
+                        // makes a session.
+                        .route(
+                            "/metrics",
+                            web::get().to(move || {
+                                let handle = prometheus.clone();
+                                async move {
+                                    handle.run_upkeep();
+                                    HttpResponse::Ok()
+                                        .content_type("text/plain; version=0.0.4; charset=utf-8")
+                                        .body(handle.render())
+                                }
+                            }),
+                        )
+                        .wrap(sessions.clone())
+                        .route("/", web::get().to(index))
+                        .route("/state", web::get().to(state))
+                        .route("/cart/add", web::post().to(cart_add))
+                        .route("/cart/remove", web::post().to(cart_remove))
+                        .route("/login", web::post().to(login))
+                        .route("/logout", web::post().to(logout))
+                })
+                .client_request_timeout(args.header_timeout)
+                .keep_alive(args.header_timeout)
+                .max_connections(usize::try_from(args.max_connections).unwrap_or(usize::MAX))
+                .shutdown_timeout(args.shutdown_timeout.as_secs().max(1))
+                .listen(listener)
+                .map_err(|e| CliError::store(format!("cannot serve on {local}: {e}"), None))?;
+                println!("sessions demo listening on http://{local}/");
+                println!("engine: {engine} — sessions stored {where_stored} (actix-web)");
+                println!("press Ctrl-C to stop");
+                server
+                    .run()
+                    .await
+                    .map_err(|e| CliError::store(format!("server error: {e}"), None))
+            })
+        })
+        .await
+        .map_err(|e| CliError::store(format!("server thread failed: {e}"), None))?;
+        if let Some(cleanup) = cleanup {
+            cleanup.stop().await;
+        }
+        served?;
+        println!("stopped");
+        Ok(())
+    }
 }

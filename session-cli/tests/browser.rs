@@ -3,7 +3,9 @@
 //!
 //! It checks what only a real browser can tell: that the cookie the demo sets is kept and
 //! sent back over plain http on 127.0.0.1, that the forms on the page work, and that two
-//! browser profiles get two sessions. It also takes the README screenshot:
+//! browser profiles get two sessions. It runs once per web framework the demo serves
+//! (`--framework axum`, the default, and `--framework actix`). It also takes the README
+//! screenshot (from the axum run):
 //! `SESSIONS_UPDATE_SCREENSHOT=1 cargo test -p session-cli --test browser` rewrites
 //! `docs/demo.png`; every run writes `target/browser/demo.png`.
 //!
@@ -110,11 +112,12 @@ fn http() -> reqwest::Client {
 
 /// Starts `sessions demo` on a free port with the default engine (`file`) and no config
 /// file, its temp dir (hence its session directory) inside `dir`; returns it and its URL.
-async fn start_demo(dir: &Path) -> (Guard, String) {
+async fn start_demo(dir: &Path, framework: &str) -> (Guard, String) {
     // Keep the developer's environment from choosing the engine or the cookie settings.
     let mut cmd = support::sessions();
     let mut child = cmd
         .args(["demo", "--host", "127.0.0.1", "--port", "0"])
+        .args(["--framework", framework])
         .current_dir(dir) // no Sessions.toml here
         .env("TMPDIR", dir) // the file engine's default directory: $TMPDIR/sessions
         .stdin(Stdio::null())
@@ -607,18 +610,27 @@ fn save_screenshot(png: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_works_in_headless_chromium() {
+    in_chromium("axum").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_on_actix_web_works_in_headless_chromium() {
+    in_chromium("actix").await;
+}
+
+async fn in_chromium(framework: &'static str) {
     for bin in [CHROMIUM, CHROMEDRIVER] {
         assert!(
             Path::new(bin).exists(),
             "{bin} is missing: this test needs Debian's Chromium and chromedriver; {INSTALL_HINT}"
         );
     }
-    tokio::time::timeout(WHOLE_TEST, run_in_chromium())
+    tokio::time::timeout(WHOLE_TEST, run_in_chromium(framework))
         .await
         .unwrap_or_else(|_| panic!("the browser test did not finish within {WHOLE_TEST:?}"));
 }
 
-async fn run_in_chromium() {
+async fn run_in_chromium(framework: &str) {
     // Declared first, dropped last: the processes are gone before their dirs are removed.
     let temp = |prefix| {
         tempfile::Builder::new()
@@ -628,7 +640,7 @@ async fn run_in_chromium() {
     };
     let (server_tmp, chrome_tmp) = (temp("sessions-demo-"), temp("sessions-chromium-"));
     let chrome_dir = chrome_tmp.path();
-    let (_demo, base) = start_demo(server_tmp.path()).await;
+    let (_demo, base) = start_demo(server_tmp.path(), framework).await;
     let (_driver, driver) = start_chromedriver(chrome_dir).await;
     let home = format!("{base}/");
 
@@ -715,7 +727,9 @@ async fn run_in_chromium() {
 
     // The README screenshot: counter > 1, items in the cart, signed in.
     a.fit_window_to_page().await;
-    save_screenshot(&a.screenshot().await);
+    if framework == "axum" {
+        save_screenshot(&a.screenshot().await);
+    }
 
     // ---- browser B, its own profile: its own session.
     let b = Browser::open(&driver, "browser B", &chrome_dir.join("profile-b")).await;

@@ -14,6 +14,7 @@
 //! | `axum` (default) | the middleware and extractor (`sessions::axum`), and engine `cookie` |
 //! | `serve` | `sessions::axum::serve`: serving with timeouts (implies `axum`) |
 //! | `tower-sessions` | our stores as a tower-sessions 0.14 store, for tower-sessions and axum-login apps (`sessions::tower_sessions`) |
+//! | `actix` | the actix-web 4 middleware and extractor (`sessions::actix`), and engine `cookie` |
 //! | `full` | all of the above |
 //!
 //! [`registry()`] registers every engine this build compiled in, and only those; a
@@ -75,7 +76,7 @@ const ENGINES: &[(&str, &str)] = &[
         "the `memory` feature (or `redis`, `cluster`, `memcached` for a server)",
     ),
     ("cached_db", "the `cached-db` feature"),
-    ("cookie", "the `axum` feature"),
+    ("cookie", "the `axum` or `actix` feature"),
 ];
 
 /// A registry holding every engine compiled into this build (see [`register_all`]).
@@ -98,6 +99,8 @@ pub fn register_all(registry: &EngineRegistry) {
     backend_cached_db::register(registry);
     #[cfg(feature = "axum")]
     session_axum::register(registry);
+    #[cfg(feature = "actix")]
+    session_actix::register(registry);
     let _ = registry;
 }
 
@@ -180,6 +183,33 @@ pub mod tower_sessions {
         let registry = crate::registry();
         crate::validate_with(config, &registry)?;
         TowerSessionsStore::from_config(config, &registry).await
+    }
+}
+
+/// The actix-web middleware (all of session-actix), and the middleware from a
+/// configuration file in one call.
+#[cfg(feature = "actix")]
+pub mod actix {
+    use std::path::Path;
+
+    pub use session_actix::*;
+
+    /// The [`SessionMiddleware`] that the configuration file at `path` (with
+    /// `SESSION_*` environment variables over it, see [`crate::Config::load`])
+    /// describes, its engine built from [`crate::registry()`] after [`crate::validate`].
+    pub async fn middleware_from_config(
+        path: impl AsRef<Path>,
+    ) -> crate::Result<SessionMiddleware> {
+        let config = crate::Config::load(Some(path.as_ref()))?;
+        middleware(&config).await
+    }
+
+    /// The [`SessionMiddleware`] an already loaded configuration describes (see
+    /// [`middleware_from_config`]).
+    pub async fn middleware(config: &crate::Config) -> crate::Result<SessionMiddleware> {
+        let registry = crate::registry();
+        crate::validate_with(config, &registry)?;
+        SessionMiddleware::from_config(config, &registry).await
     }
 }
 

@@ -32,6 +32,8 @@ pub(crate) enum Purpose {
 
 impl Purpose {
     fn label(self) -> &'static [u8] {
+        // The labels name the crate the rules first lived in; they are part of every
+        // signed cookie, so changing them would log every signed-in user out.
         match self {
             Purpose::SessionKey => b"session-axum/session-key/v1",
             Purpose::SessionData => b"session-axum/session-data/v1",

@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use axum::http::HeaderValue;
+use http::HeaderValue;
 use session_core::{Error, Result};
 
 use crate::config::{CookieSpec, HOST_PREFIX, SECURE_PREFIX, SameSite};
