@@ -121,8 +121,8 @@ impl DjangoCacheStore {
         version: i64,
         engine_prefix: &str,
     ) -> Result<DjangoCacheStore> {
-        let client =
-            redis::Client::open(url).map_err(|e| Error::config("django_cache.url", e.to_string()))?;
+        let client = redis::Client::open(url)
+            .map_err(|e| Error::config("django_cache.url", e.to_string()))?;
         let conn = ConnectionManager::new(client).await.map_err(backend)?;
         Ok(DjangoCacheStore {
             conn,
@@ -156,8 +156,11 @@ pub fn to_pickle(record: &Record) -> Result<Vec<u8>> {
 
 /// A pickled session dict back as data and expiry, refusing non-JSON types.
 pub fn from_pickle(bytes: &[u8]) -> Result<(session_core::SessionData, session_core::Expiry)> {
-    let v = serde_pickle::value_from_slice(bytes, DeOptions::new())
-        .map_err(|e| Error::Codec(CodecError::Corrupt(format!("not a pickle of JSON-able values: {e}"))))?;
+    let v = serde_pickle::value_from_slice(bytes, DeOptions::new()).map_err(|e| {
+        Error::Codec(CodecError::Corrupt(format!(
+            "not a pickle of JSON-able values: {e}"
+        )))
+    })?;
     match pickle_to_json(v)? {
         Value::Object(map) => from_dict(map),
         _ => Err(Error::Codec(CodecError::Corrupt(
@@ -182,9 +185,12 @@ fn pickle_to_json(v: Pickle) -> Result<Value> {
             .map(Value::Number)
             .ok_or_else(|| refuse("a non-finite float"))?,
         Pickle::String(s) => Value::String(s),
-        Pickle::List(items) => {
-            Value::Array(items.into_iter().map(pickle_to_json).collect::<Result<_>>()?)
-        }
+        Pickle::List(items) => Value::Array(
+            items
+                .into_iter()
+                .map(pickle_to_json)
+                .collect::<Result<_>>()?,
+        ),
         Pickle::Dict(map) => Value::Object(dict_to_json(map)?),
         Pickle::Bytes(_) => return Err(refuse("bytes")),
         Pickle::Tuple(_) => return Err(refuse("a tuple")),
@@ -238,7 +244,11 @@ impl SessionStore for DjangoCacheStore {
             .query_async(&mut c)
             .await
             .map_err(backend)?;
-        Ok(if set.is_some() { Inserted::Created } else { Inserted::KeyTaken })
+        Ok(if set.is_some() {
+            Inserted::Created
+        } else {
+            Inserted::KeyTaken
+        })
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
@@ -250,7 +260,11 @@ impl SessionStore for DjangoCacheStore {
         })?;
         let now = Timestamp::now();
         // PTTL -1: no expiry set (a cache VERSION with timeout None).
-        let expires_at = if pttl >= 0 { now.add_duration(std::time::Duration::from_millis(pttl.unsigned_abs())) } else { Timestamp::from_unix_millis(i64::MAX) };
+        let expires_at = if pttl >= 0 {
+            now.add_duration(std::time::Duration::from_millis(pttl.unsigned_abs()))
+        } else {
+            Timestamp::from_unix_millis(i64::MAX)
+        };
         Ok(Some(Record {
             data,
             expiry,
@@ -318,7 +332,11 @@ impl SessionStore for DjangoCacheStore {
         let ttl = ttl_ms(expires_at);
         let mut c = self.conn.clone();
         if ttl <= 0 {
-            return if self.delete(key).await? { Ok(()) } else { Err(Error::NotFound) };
+            return if self.delete(key).await? {
+                Ok(())
+            } else {
+                Err(Error::NotFound)
+            };
         }
         let n: i64 = redis::cmd("PEXPIRE")
             .arg(self.redis_key(key))
@@ -383,8 +401,10 @@ mod tests {
         let bytes = to_pickle(&rec).expect("pickles");
         assert_eq!(from_pickle(&bytes).expect("unpickles").0, data);
         // Python: pickle.dumps({"t": (1, 2)}, 5) and pickle.dumps({"s": b"x"}, 5)
-        let tuple = b"\x80\x05\x95\x0e\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01t\x94K\x01K\x02\x86\x94s.";
-        let bytes_val = b"\x80\x05\x95\x0c\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01s\x94C\x01x\x94s.";
+        let tuple =
+            b"\x80\x05\x95\x0e\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01t\x94K\x01K\x02\x86\x94s.";
+        let bytes_val =
+            b"\x80\x05\x95\x0c\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01s\x94C\x01x\x94s.";
         for bad in [&tuple[..], &bytes_val[..], b"not a pickle", b""] {
             assert!(
                 matches!(from_pickle(bad), Err(Error::Codec(CodecError::Corrupt(_)))),

@@ -82,7 +82,10 @@ impl DjangoDbConfig {
             other => {
                 return Err(Error::config(
                     "django_db.url",
-                    format!("Django's session table is supported on SQLite and PostgreSQL, not {}", other.name()),
+                    format!(
+                        "Django's session table is supported on SQLite and PostgreSQL, not {}",
+                        other.name()
+                    ),
                 ));
             }
         }
@@ -95,7 +98,8 @@ impl DjangoDbConfig {
         let pool = DbPool::connect(&DbConfig::new(self.url.clone()))
             .await
             .map_err(|e| relocate(e, "django_db.url"))?;
-        let store = DjangoDbStore::new(pool, &self.table, DjangoFormat::from_secrets(&self.secrets))?;
+        let store =
+            DjangoDbStore::new(pool, &self.table, DjangoFormat::from_secrets(&self.secrets))?;
         if self.auto_migrate {
             store.migrate().await?;
         }
@@ -138,7 +142,12 @@ macro_rules! on_pool {
             DbPool::Sqlite($p) => $body,
             DbPool::Postgres($p) => $body,
             #[allow(unreachable_patterns)]
-            _ => return Err(Error::unsupported(ENGINE, "databases other than SQLite and PostgreSQL")),
+            _ => {
+                return Err(Error::unsupported(
+                    ENGINE,
+                    "databases other than SQLite and PostgreSQL",
+                ))
+            }
         }
     };
 }
@@ -153,7 +162,10 @@ impl DjangoDbStore {
             other => {
                 return Err(Error::config(
                     "django_db.url",
-                    format!("Django's session table is supported on SQLite and PostgreSQL, not {}", other.name()),
+                    format!(
+                        "Django's session table is supported on SQLite and PostgreSQL, not {}",
+                        other.name()
+                    ),
                 ));
             }
         };
@@ -180,7 +192,11 @@ impl DjangoDbStore {
     /// --fake-initial`; the usual order is to let Django's `migrate` create it.)
     pub async fn migrate(&self) -> Result<()> {
         let t = &self.table;
-        let ts = if self.pg { "timestamp with time zone" } else { "datetime" };
+        let ts = if self.pg {
+            "timestamp with time zone"
+        } else {
+            "datetime"
+        };
         let idx = if t == DJANGO_TABLE {
             "django_session_expire_date_a5c62663".to_owned()
         } else {
@@ -226,9 +242,8 @@ impl DjangoDbStore {
 
     fn record(&self, data: &str, expire: &str, now: Timestamp) -> Result<Record> {
         let (data_map, expiry) = self.format.decode(data)?;
-        let expires_at = crate::format::iso_parse(expire).ok_or_else(|| {
-            Error::backend(ENGINE, format!("unreadable expire_date {expire:?}"))
-        })?;
+        let expires_at = crate::format::iso_parse(expire)
+            .ok_or_else(|| Error::backend(ENGINE, format!("unreadable expire_date {expire:?}")))?;
         Ok(Record {
             data: data_map,
             expiry,
@@ -238,7 +253,11 @@ impl DjangoDbStore {
         })
     }
 
-    async fn live_data(&self, key: &SessionKey, now: Timestamp) -> Result<Option<(String, String)>> {
+    async fn live_data(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+    ) -> Result<Option<(String, String)>> {
         let sql = format!(
             "SELECT \"session_data\", {} FROM \"{}\" WHERE \"session_key\" = $1 AND \"expire_date\" > {}",
             self.expire_text(),
@@ -457,7 +476,10 @@ impl SessionStore for DjangoDbStore {
             .await
             .map_err(backend)?);
         // Keys a custom Django setup wrote outside our alphabet are passed over.
-        Ok(keys.iter().filter_map(|k| SessionKey::parse(k).ok()).collect())
+        Ok(keys
+            .iter()
+            .filter_map(|k| SessionKey::parse(k).ok())
+            .collect())
     }
 
     fn raw(&self) -> Option<&dyn RawAccess> {

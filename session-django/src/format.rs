@@ -122,7 +122,10 @@ impl DjangoFormat {
 pub fn codec_error(e: SigningError) -> Error {
     Error::Codec(match e {
         SigningError::BadSignature => CodecError::BadSignature(e.to_string()),
-        SigningError::TooLarge { limit } => CodecError::TooLarge { size: limit + 1, limit },
+        SigningError::TooLarge { limit } => CodecError::TooLarge {
+            size: limit + 1,
+            limit,
+        },
         other => CodecError::Corrupt(other.to_string()),
     })
 }
@@ -207,9 +210,12 @@ pub(crate) fn naive_utc(t: Timestamp, sep: char) -> String {
 pub fn iso_parse(s: &str) -> Option<Timestamp> {
     let s = s.trim().replacen(' ', "T", 1);
     let time_part = s.split_once('T')?.1;
-    let has_offset =
-        time_part.ends_with('Z') || time_part.contains('+') || time_part.contains('-');
-    let full = if has_offset { s.clone() } else { format!("{s}+00:00") };
+    let has_offset = time_part.ends_with('Z') || time_part.contains('+') || time_part.contains('-');
+    let full = if has_offset {
+        s.clone()
+    } else {
+        format!("{s}+00:00")
+    };
     OffsetDateTime::parse(&full, &Rfc3339).ok().map(from_odt)
 }
 

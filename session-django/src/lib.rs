@@ -12,6 +12,8 @@
 //!   record's expiry policy), and [`AuthUser`] for `django.contrib.auth`'s keys.
 //! - [`db`]: Django's `django_session` table (engine `django_db`).
 //! - [`cache`]: Django's Redis cache layout, pickled values (engine `django_cache`).
+//! - [`cached_db`]: both, as Django's `cached_db` engine keeps them (engine
+//!   `django_cached_db`).
 //!
 //! ## Why a crate of its own
 //!
@@ -46,6 +48,7 @@
 #![deny(missing_docs)]
 
 pub mod cache;
+pub mod cached_db;
 pub mod db;
 pub mod format;
 pub mod signing;
@@ -57,8 +60,9 @@ use std::sync::Arc;
 
 use session_core::{EngineContext, EngineRegistry};
 
-/// Registers the engines `django_db` (section `django_db`, [`db::DjangoDbConfig`]) and
-/// `django_cache` (section `django_cache`, [`cache::DjangoCacheConfig`]).
+/// Registers the engines `django_db` (section `django_db`, [`db::DjangoDbConfig`]),
+/// `django_cache` (section `django_cache`, [`cache::DjangoCacheConfig`]) and
+/// `django_cached_db` (section `django_cached_db`, [`cached_db::DjangoCachedDbConfig`]).
 pub fn register(registry: &EngineRegistry) {
     registry.register_checked(
         db::ENGINE,
@@ -84,4 +88,21 @@ pub fn register(registry: &EngineRegistry) {
             config.validate().map_err(|e| ctx.locate(e))
         },
     );
+    registry.register_checked(
+        cached_db::ENGINE,
+        |ctx: EngineContext| async move {
+            let config: cached_db::DjangoCachedDbConfig = ctx.section(cached_db::ENGINE)?;
+            let store = config.build().await.map_err(|e| ctx.locate(e))?;
+            Ok(Arc::new(store) as Arc<dyn session_core::SessionStore>)
+        },
+        |ctx: &EngineContext| {
+            let config: cached_db::DjangoCachedDbConfig = ctx.section(cached_db::ENGINE)?;
+            config.validate().map_err(|e| ctx.locate(e))
+        },
+    );
 }
+
+/// The README's examples, compiled as doctests so they cannot fall out of date.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -48,7 +48,9 @@ pub enum SigningError {
     Malformed(&'static str),
     /// The signature matches none of the secret keys: the value was altered, or it was
     /// signed under another `SECRET_KEY` (or another salt).
-    #[error("signature does not match any configured secret key (tampered, or signed with another SECRET_KEY)")]
+    #[error(
+        "signature does not match any configured secret key (tampered, or signed with another SECRET_KEY)"
+    )]
     BadSignature,
     /// The signature verified, but the timestamp is not base62.
     #[error("bad timestamp in a signed value")]
@@ -375,9 +377,6 @@ mod tests {
         let big = json!({"x": "a".repeat(10_000)});
         let s = signer().dumps(&big, T).expect("dumps");
         let small = signer().max_payload(1000);
-        assert_eq!(
-            small.loads(&s),
-            Err(SigningError::TooLarge { limit: 1000 })
-        );
+        assert_eq!(small.loads(&s), Err(SigningError::TooLarge { limit: 1000 }));
     }
 }

@@ -35,7 +35,10 @@ fn python() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target/django-venv/bin/python"));
     let ok = Command::new(&py)
-        .args(["-c", "import django, redis, psycopg; assert django.VERSION[:2] == (5, 2)"])
+        .args([
+            "-c",
+            "import django, redis, psycopg; assert django.VERSION[:2] == (5, 2)",
+        ])
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
@@ -142,7 +145,10 @@ async fn both_directions(store: Arc<dyn SessionStore>, dj: &Django, durable: boo
     assert_eq!(seen["data"]["from_rust"], json!("héllo"));
     assert_eq!(seen["data"]["cart"], json!(["book", "Zoë's pen"]));
     assert_eq!(seen["expiry_age"], json!(3600));
-    assert_eq!(dj.sess(&["whoami", k1.as_str()])["username"], json!("alice"));
+    assert_eq!(
+        dj.sess(&["whoami", k1.as_str()])["username"],
+        json!("alice")
+    );
 
     // 3. A session we create (signing alice in on our side) is read by Django.
     let mine = open(None);
@@ -152,8 +158,14 @@ async fn both_directions(store: Arc<dyn SessionStore>, dj: &Django, durable: boo
     mine.insert("made_by", "rust").await.expect("insert");
     mine.save().await.expect("create");
     let k2 = mine.key().expect("a new key");
-    assert_eq!(dj.sess(&["whoami", k2.as_str()])["username"], json!("alice"));
-    assert_eq!(dj.sess(&["get", k2.as_str()])["data"]["made_by"], json!("rust"));
+    assert_eq!(
+        dj.sess(&["whoami", k2.as_str()])["username"],
+        json!("alice")
+    );
+    assert_eq!(
+        dj.sess(&["get", k2.as_str()])["data"]["made_by"],
+        json!("rust")
+    );
     // ... and a change Django makes to it comes back to us.
     dj.sess(&["set", k2.as_str(), r#"{"django_says": "hi"}"#]);
     let again = open(Some(k2.clone())).load().await.expect("reload");
@@ -163,7 +175,13 @@ async fn both_directions(store: Arc<dyn SessionStore>, dj: &Django, durable: boo
     // 4. flush on either side ends the session for both.
     dj.sess(&["flush", k1.as_str()]);
     assert!(store.load(&k1).await.expect("load").is_none());
-    assert!(open(Some(k1.clone())).load().await.expect("load").is_empty());
+    assert!(
+        open(Some(k1.clone()))
+            .load()
+            .await
+            .expect("load")
+            .is_empty()
+    );
     let s2 = open(Some(k2.clone()));
     s2.flush().await.expect("our flush");
     assert_eq!(dj.sess(&["get", k2.as_str()])["found"], json!(false));
@@ -226,7 +244,11 @@ async fn signatures(store: &DjangoDbStore, dj: &Django) {
         DjangoFormat::new("the-new-secret", &["another-apps-secret"]),
     )
     .expect("store");
-    let rec = rotated.load(&f).await.expect("fallback verifies").expect("live");
+    let rec = rotated
+        .load(&f)
+        .await
+        .expect("fallback verifies")
+        .expect("live");
     assert_eq!(rec.data["user"], json!("y"));
 }
 
@@ -307,12 +329,60 @@ async fn redis_both_directions_with_django() {
     // A value that is not a pickled dict of JSON types is a typed error.
     let k = key(&dj.sess(&["create", r#"{"a": 1}"#]));
     let raw = store.raw().expect("raw");
-    raw.put_raw(&k, b"\x80\x05K\x01.", session_core::Timestamp::now().add_secs(60))
-        .await
-        .expect("plant");
+    raw.put_raw(
+        &k,
+        b"\x80\x05K\x01.",
+        session_core::Timestamp::now().add_secs(60),
+    )
+    .await
+    .expect("plant");
     assert!(matches!(
         store.load(&k).await,
         Err(Error::Codec(CodecError::Corrupt(_)))
     ));
     store.delete(&k).await.expect("cleanup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_db_both_directions_with_django() {
+    let redis_url = servers::redis_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("django.sqlite3");
+    let prefix = format!("interop{}", servers::unique_suffix());
+    let dj = Django::new(&format!("sqlite://{}", path.display()), "cached_db")
+        .with("DJANGO_REDIS_URL", &redis_url)
+        .with("DJANGO_CACHE_KEY_PREFIX", &prefix);
+    dj.migrate();
+    let store = session_django::cached_db::DjangoCachedDbConfig {
+        redis_url: redis_url.clone(),
+        key_prefix: prefix.clone(),
+        db: DjangoDbConfig {
+            url: format!("sqlite://{}", path.display()),
+            secrets: DjangoSecrets {
+                secret_key: SECRET.into(),
+                secret_key_fallbacks: vec![],
+            },
+            ..DjangoDbConfig::default()
+        },
+        ..Default::default()
+    }
+    .build()
+    .await
+    .expect("our cached_db store on Django's SQLite database and Redis");
+    both_directions(Arc::new(store.clone()), &dj, true).await;
+
+    // Django's cached copy follows our writes: Django reads its cache first.
+    let k = key(&dj.sess(&["create", r#"{"n": 1}"#]));
+    let s = Session::new(
+        Arc::new(store.clone()),
+        Arc::new(SessionSettings::default()),
+        Some(k.clone()),
+    );
+    s.insert("n", &2).await.expect("insert");
+    s.save().await.expect("save");
+    assert!(store.cache().exists(&k).await.expect("cached copy"));
+    assert_eq!(dj.sess(&["get", k.as_str()])["data"]["n"], json!(2));
+    store.delete(&k).await.expect("delete");
+    assert!(!store.cache().exists(&k).await.expect("cache"));
+    assert_eq!(dj.sess(&["get", k.as_str()])["found"], json!(false));
 }
