@@ -8,7 +8,7 @@
 //!   SHA-256, compact ASCII JSON, zlib as Django applies it), with `SECRET_KEY` and
 //!   `SECRET_KEY_FALLBACKS`. Tampered or foreign-key data is a typed error
 //!   ([`session_core::codec::CodecError::BadSignature`]).
-//! - [`format`]: Django's session dict and our records (`_session_expiry` becomes the
+//! - [`mod@format`]: Django's session dict and our records (`_session_expiry` becomes the
 //!   record's expiry policy), and [`AuthUser`] for `django.contrib.auth`'s keys.
 //! - [`db`]: Django's `django_session` table (engine `django_db`).
 //! - [`cache`]: Django's Redis cache layout, pickled values (engine `django_cache`).
