@@ -386,3 +386,52 @@ async fn cached_db_both_directions_with_django() {
     assert!(!store.cache().exists(&k).await.expect("cache"));
     assert_eq!(dj.sess(&["get", k.as_str()])["found"], json!(false));
 }
+
+/// The engines build from configuration (as `sessions clear-expired` builds them), and
+/// a missing secret key is refused before anything connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engines_build_from_configuration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("django.sqlite3");
+    let dj = Django::new(&format!("sqlite://{}", path.display()), "db");
+    dj.migrate();
+    let toml = dir.path().join("Sessions.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "engine = \"django_db\"\n[django_db]\nurl = \"sqlite://{}\"\nsecret_key = \"{SECRET}\"\n",
+            path.display()
+        ),
+    )
+    .expect("write config");
+    let registry = session_core::EngineRegistry::new();
+    session_django::register(&registry);
+    let config =
+        session_core::Config::load_file_only(&toml, SessionSettings::default()).expect("config");
+    registry.validate(&config).expect("valid");
+    let store = registry.build(&config).await.expect("store");
+    assert_eq!(store.engine(), "django_db");
+    let live = key(&dj.sess(&["create", r#"{"x": 1}"#]));
+    let dead = key(&dj.sess(&["create", r#"{"x": 2}"#, "-60"]));
+    assert_eq!(store.clear_expired().await.expect("clear"), 1);
+    assert_eq!(dj.sess(&["get", live.as_str()])["data"]["x"], json!(1));
+    assert!(
+        store
+            .raw()
+            .expect("raw")
+            .get_raw(&dead)
+            .await
+            .expect("raw")
+            .is_none()
+    );
+
+    std::fs::write(
+        &toml,
+        "engine = \"django_db\"\n[django_db]\nurl = \"sqlite://x.db\"\n",
+    )
+    .expect("write config");
+    let config =
+        session_core::Config::load_file_only(&toml, SessionSettings::default()).expect("config");
+    let err = registry.validate(&config).expect_err("no secret key");
+    assert!(err.to_string().contains("secret_key"), "{err}");
+}
