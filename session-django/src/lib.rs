@@ -12,6 +12,7 @@
 //!   record's expiry policy), and [`AuthUser`] for `django.contrib.auth`'s keys.
 //! - [`db`]: Django's `django_session` table (engine `django_db`).
 //! - [`cache`]: Django's Redis cache layout, pickled values (engine `django_cache`).
+//! - [`file`]: Django's session files (engine `django_file`).
 //! - [`cached_db`]: both, as Django's `cached_db` engine keeps them (engine
 //!   `django_cached_db`).
 //!
@@ -50,6 +51,7 @@
 pub mod cache;
 pub mod cached_db;
 pub mod db;
+pub mod file;
 pub mod format;
 pub mod signing;
 
@@ -61,7 +63,8 @@ use std::sync::Arc;
 use session_core::{EngineContext, EngineRegistry};
 
 /// Registers the engines `django_db` (section `django_db`, [`db::DjangoDbConfig`]),
-/// `django_cache` (section `django_cache`, [`cache::DjangoCacheConfig`]) and
+/// `django_cache` (section `django_cache`, [`cache::DjangoCacheConfig`]), `django_file`
+/// (section `django_file`, [`file::DjangoFileConfig`]) and
 /// `django_cached_db` (section `django_cached_db`, [`cached_db::DjangoCachedDbConfig`]).
 pub fn register(registry: &EngineRegistry) {
     registry.register_checked(
@@ -85,6 +88,18 @@ pub fn register(registry: &EngineRegistry) {
         },
         |ctx: &EngineContext| {
             let config: cache::DjangoCacheConfig = ctx.section(cache::ENGINE)?;
+            config.validate().map_err(|e| ctx.locate(e))
+        },
+    );
+    registry.register_checked(
+        file::ENGINE,
+        |ctx: EngineContext| async move {
+            let config: file::DjangoFileConfig = ctx.section(file::ENGINE)?;
+            let store = config.build().map_err(|e| ctx.locate(e))?;
+            Ok(Arc::new(store) as Arc<dyn session_core::SessionStore>)
+        },
+        |ctx: &EngineContext| {
+            let config: file::DjangoFileConfig = ctx.section(file::ENGINE)?;
             config.validate().map_err(|e| ctx.locate(e))
         },
     );

@@ -435,3 +435,32 @@ async fn engines_build_from_configuration() {
     let err = registry.validate(&config).expect_err("no secret key");
     assert!(err.to_string().contains("secret_key"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_both_directions_with_django() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("django.sqlite3");
+    let files = dir.path().join("sessions");
+    std::fs::create_dir(&files).expect("mkdir");
+    let dj = Django::new(&format!("sqlite://{}", path.display()), "file")
+        .with("DJANGO_SESSION_FILE_PATH", &files.display().to_string());
+    dj.migrate();
+    let store = session_django::file::DjangoFileConfig {
+        path: files.clone(),
+        secrets: DjangoSecrets {
+            secret_key: SECRET.into(),
+            secret_key_fallbacks: vec![],
+        },
+        ..Default::default()
+    }
+    .build()
+    .expect("our store on Django's session directory");
+    both_directions(Arc::new(store.clone()), &dj, true).await;
+    // Django's file names: the cookie name, then the key.
+    let k = key(&dj.sess(&["create", r#"{"f": 1}"#]));
+    assert!(files.join(format!("sessionid{}", k.as_str())).is_file());
+    assert_eq!(
+        store.load(&k).await.expect("load").expect("live").data["f"],
+        json!(1)
+    );
+}

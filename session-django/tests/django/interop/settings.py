@@ -4,7 +4,8 @@ same store (and the same SECRET_KEY) as the Rust side.
 DJANGO_SECRET_KEY            SECRET_KEY (required)
 DJANGO_SECRET_KEY_FALLBACKS  SECRET_KEY_FALLBACKS, comma-separated (optional)
 DJANGO_DB_URL                sqlite:///ABSOLUTE/PATH or postgres://USER@HOST:PORT/DB
-DJANGO_SESSION_ENGINE        db | cache | cached_db (Django's engines)
+DJANGO_SESSION_ENGINE        db | cache | cached_db | file (Django's engines)
+DJANGO_SESSION_FILE_PATH     SESSION_FILE_PATH (file engine)
 DJANGO_REDIS_URL             the Redis cache LOCATION (cache and cached_db engines)
 DJANGO_CACHE_KEY_PREFIX      the cache KEY_PREFIX (optional)
 """
@@ -50,6 +51,8 @@ else:
     raise RuntimeError(f"DJANGO_DB_URL: unsupported scheme {_db.scheme!r}")
 
 SESSION_ENGINE = "django.contrib.sessions.backends." + os.environ.get("DJANGO_SESSION_ENGINE", "db")
+if "DJANGO_SESSION_FILE_PATH" in os.environ:
+    SESSION_FILE_PATH = os.environ["DJANGO_SESSION_FILE_PATH"]
 if "DJANGO_REDIS_URL" in os.environ:
     CACHES = {
         "default": {
