@@ -12,7 +12,7 @@
 //!   record's expiry policy), and [`AuthUser`] for `django.contrib.auth`'s keys.
 //! - [`db`]: Django's `django_session` table (engine `django_db`).
 //! - [`cache`]: Django's Redis cache layout, pickled values (engine `django_cache`).
-//! - [`file`]: Django's session files (engine `django_file`).
+//! - [`mod@file`]: Django's session files (engine `django_file`).
 //! - [`cached_db`]: both, as Django's `cached_db` engine keeps them (engine
 //!   `django_cached_db`).
 //!
