@@ -252,6 +252,27 @@ async fn signatures(store: &DjangoDbStore, dj: &Django) {
     assert_eq!(rec.data["user"], json!("y"));
 }
 
+/// Removes every key under `prefix` (the run's own namespace) from Redis.
+async fn drop_redis_prefix(url: &str, prefix: &str) {
+    let client = redis::Client::open(url).expect("redis url");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| servers::unreachable("Redis", url, e));
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut c)
+        .await
+        .expect("KEYS");
+    if !keys.is_empty() {
+        let _: i64 = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut c)
+            .await
+            .expect("DEL");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_both_directions_with_django() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -341,6 +362,7 @@ async fn redis_both_directions_with_django() {
         Err(Error::Codec(CodecError::Corrupt(_)))
     ));
     store.delete(&k).await.expect("cleanup");
+    drop_redis_prefix(&redis_url, &prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,6 +407,7 @@ async fn cached_db_both_directions_with_django() {
     store.delete(&k).await.expect("delete");
     assert!(!store.cache().exists(&k).await.expect("cache"));
     assert_eq!(dj.sess(&["get", k.as_str()])["found"], json!(false));
+    drop_redis_prefix(&redis_url, &prefix).await;
 }
 
 /// The engines build from configuration (as `sessions clear-expired` builds them), and
