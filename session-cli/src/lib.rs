@@ -93,7 +93,8 @@ enum Command {
 }
 
 /// A registry with every engine of the workspace's backend crates (file, SQL, cache,
-/// cached SQL) and the middleware's cookie engine.
+/// cached SQL), the middleware's cookie engine and the Django-format engines
+/// (`django_db`, `django_cache`, `django_cached_db`).
 pub fn builtin_registry() -> EngineRegistry {
     let registry = EngineRegistry::new();
     backend_cache::register(&registry);
@@ -101,6 +102,7 @@ pub fn builtin_registry() -> EngineRegistry {
     backend_db::register(&registry);
     backend_cached_db::register(&registry);
     session_axum::register(&registry);
+    session_django::register(&registry);
     registry
 }
 

@@ -93,6 +93,10 @@ pub enum CodecError {
     /// An encrypted record could not be opened: altered bytes, or an unknown key.
     #[error("encrypted session record could not be opened: {0}")]
     Decrypt(String),
+    /// A signed record's signature matches none of the configured secrets: the bytes
+    /// were altered, or signed by an application with another secret key.
+    #[error("signed session record refused: {0}")]
+    BadSignature(String),
 }
 
 /// Record <-> bytes. Object-safe; stores hold an `Arc<dyn Codec>`.
