@@ -1,18 +1,18 @@
 //! Django's `db` session engine layout: the `django_session` table as Django's
 //! `sessions` migration creates it, with `session_data` in Django's signed format.
 //!
-//! | column | SQLite | PostgreSQL |
-//! |---|---|---|
-//! | `session_key` | `varchar(40) NOT NULL PRIMARY KEY` | same |
-//! | `session_data` | `text NOT NULL` | same |
-//! | `expire_date` | `datetime NOT NULL`, indexed (naive UTC text, as Django's SQLite backend writes it) | `timestamp with time zone NOT NULL`, indexed |
+//! | column | SQLite | PostgreSQL | MySQL / MariaDB |
+//! |---|---|---|---|
+//! | `session_key` | `varchar(40) NOT NULL PRIMARY KEY` | same | same |
+//! | `session_data` | `text NOT NULL` | same | `longtext NOT NULL` |
+//! | `expire_date` | `datetime NOT NULL`, indexed (naive UTC text, as Django's SQLite backend writes it) | `timestamp with time zone NOT NULL`, indexed | `datetime(6) NOT NULL`, indexed (naive UTC, as Django's MySQL backend stores it with `USE_TZ = True`) |
 //!
 //! The rules are Django's where they matter to a Django process sharing the table:
 //! a record is live while `expire_date > now`, [`SessionStore::clear_expired`] deletes
 //! `expire_date < now` (as `clearsessions`), `expire_date` is recomputed at every save,
 //! and an update never re-inserts a deleted row. On top of Django, an update given an
 //! expected version is compare-and-set on the whole stored value (Django's own saves
-//! stay last-writer-wins). MySQL/MariaDB are not supported yet (a configuration error).
+//! stay last-writer-wins).
 //!
 //! The store runs over `backend-db`'s [`DbPool`] (the same typed sqlx pools, timeouts
 //! and SQLite tuning), so it adds only the statements of Django's layout.
@@ -49,7 +49,8 @@ pub const DJANGO_TABLE: &str = "django_session";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DjangoDbConfig {
-    /// The database Django uses: `sqlite://FILE` or `postgres://...`.
+    /// The database Django uses: `sqlite://FILE`, `postgres://...` or
+    /// `mysql://...` / `mariadb://...`.
     pub url: String,
     /// The session table (Django's `django_session` unless a custom session model
     /// renames it).
@@ -77,18 +78,7 @@ impl DjangoDbConfig {
     /// Checks the URL's database, the table name and the secret key.
     pub fn validate(&self) -> Result<()> {
         TableName::new(&self.table).map_err(|e| relocate(e, "django_db.table"))?;
-        match Backend::from_url(&self.url).map_err(|e| relocate(e, "django_db.url"))? {
-            Backend::Sqlite | Backend::Postgres => {}
-            other => {
-                return Err(Error::config(
-                    "django_db.url",
-                    format!(
-                        "Django's session table is supported on SQLite and PostgreSQL, not {}",
-                        other.name()
-                    ),
-                ));
-            }
-        }
+        Backend::from_url(&self.url).map_err(|e| relocate(e, "django_db.url"))?;
         self.secrets.validate("django_db")
     }
 
@@ -118,12 +108,20 @@ fn backend(e: sqlx::Error) -> Error {
     Error::backend(ENGINE, e)
 }
 
+/// The SQL dialect of the pool: how datetimes are written, read and compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
 /// Sessions in Django's `django_session` table (see the module docs).
 #[derive(Clone)]
 pub struct DjangoDbStore {
     pool: DbPool,
     table: String,
-    pg: bool,
+    dialect: Dialect,
     format: Arc<DjangoFormat>,
 }
 
@@ -131,7 +129,7 @@ impl std::fmt::Debug for DjangoDbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DjangoDbStore")
             .field("table", &self.table)
-            .field("postgres", &self.pg)
+            .field("dialect", &self.dialect)
             .finish_non_exhaustive()
     }
 }
@@ -141,38 +139,25 @@ macro_rules! on_pool {
         match &$self.pool {
             DbPool::Sqlite($p) => $body,
             DbPool::Postgres($p) => $body,
-            #[allow(unreachable_patterns)]
-            _ => {
-                return Err(Error::unsupported(
-                    ENGINE,
-                    "databases other than SQLite and PostgreSQL",
-                ))
-            }
+            DbPool::MySql($p) => $body,
         }
     };
 }
 
 impl DjangoDbStore {
-    /// A store on `table` of `pool` (SQLite or PostgreSQL), signing with `format`.
+    /// A store on `table` of `pool` (SQLite, PostgreSQL or MySQL/MariaDB), signing
+    /// with `format`.
     pub fn new(pool: DbPool, table: &str, format: DjangoFormat) -> Result<DjangoDbStore> {
         let table = TableName::new(table)?.as_str().to_owned();
-        let pg = match pool.backend() {
-            Backend::Sqlite => false,
-            Backend::Postgres => true,
-            other => {
-                return Err(Error::config(
-                    "django_db.url",
-                    format!(
-                        "Django's session table is supported on SQLite and PostgreSQL, not {}",
-                        other.name()
-                    ),
-                ));
-            }
+        let dialect = match pool.backend() {
+            Backend::Sqlite => Dialect::Sqlite,
+            Backend::Postgres => Dialect::Postgres,
+            Backend::MySql => Dialect::MySql,
         };
         Ok(DjangoDbStore {
             pool,
             table,
-            pg,
+            dialect,
             format: Arc::new(format),
         })
     }
@@ -192,51 +177,94 @@ impl DjangoDbStore {
     /// --fake-initial`; the usual order is to let Django's `migrate` create it.)
     pub async fn migrate(&self) -> Result<()> {
         let t = &self.table;
-        let ts = if self.pg {
-            "timestamp with time zone"
-        } else {
-            "datetime"
-        };
         let idx = if t == DJANGO_TABLE {
             "django_session_expire_date_a5c62663".to_owned()
         } else {
             format!("{t}_expire_date")
         };
-        let stmts = [
-            format!(
-                "CREATE TABLE IF NOT EXISTS \"{t}\" (\"session_key\" varchar(40) NOT NULL PRIMARY KEY, \
-                 \"session_data\" text NOT NULL, \"expire_date\" {ts} NOT NULL)"
-            ),
-            format!("CREATE INDEX IF NOT EXISTS \"{idx}\" ON \"{t}\" (\"expire_date\")"),
-        ];
+        let stmts = match self.dialect {
+            // MySQL has no `CREATE INDEX IF NOT EXISTS` (MariaDB has): the index is
+            // part of the table's definition. The types are those of Django's MySQL
+            // backend (`TextField` is `longtext`, `DateTimeField` is `datetime(6)`).
+            Dialect::MySql => vec![format!(
+                "CREATE TABLE IF NOT EXISTS `{t}` (`session_key` varchar(40) NOT NULL PRIMARY KEY, \
+                 `session_data` longtext NOT NULL, `expire_date` datetime(6) NOT NULL, \
+                 INDEX `{idx}` (`expire_date`))"
+            )],
+            Dialect::Sqlite | Dialect::Postgres => {
+                let ts = if self.dialect == Dialect::Postgres {
+                    "timestamp with time zone"
+                } else {
+                    "datetime"
+                };
+                vec![
+                    format!(
+                        "CREATE TABLE IF NOT EXISTS \"{t}\" (\"session_key\" varchar(40) NOT NULL PRIMARY KEY, \
+                         \"session_data\" text NOT NULL, \"expire_date\" {ts} NOT NULL)"
+                    ),
+                    format!("CREATE INDEX IF NOT EXISTS \"{idx}\" ON \"{t}\" (\"expire_date\")"),
+                ]
+            }
+        };
         for s in stmts {
             on_pool!(self, p => sqlx::query(AssertSqlSafe(s)).execute(p).await.map(|_| ()).map_err(backend)?);
         }
         Ok(())
     }
 
-    /// A datetime parameter: naive UTC text as Django's SQLite backend stores it;
-    /// with an explicit UTC offset for PostgreSQL.
+    /// The statement for this pool's database. The statements are written with
+    /// PostgreSQL's numbered parameters (`$1`, bound in order) and double-quoted
+    /// identifiers; MySQL gets `?` and backquotes (its default `sql_mode` has no
+    /// `ANSI_QUOTES`). No statement has either character inside a literal.
+    fn sql(&self, s: String) -> String {
+        if self.dialect != Dialect::MySql {
+            return s;
+        }
+        let mut out = String::with_capacity(s.len());
+        let mut chars = s.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => out.push('`'),
+                '$' if chars.peek().is_some_and(char::is_ascii_digit) => {
+                    while chars.peek().is_some_and(char::is_ascii_digit) {
+                        chars.next();
+                    }
+                    out.push('?');
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// A datetime parameter: naive UTC text as Django's SQLite and MySQL backends
+    /// store it; with an explicit UTC offset for PostgreSQL.
     fn ts(&self, t: Timestamp) -> String {
         let s = naive_utc(t, ' ');
-        if self.pg { s + "+00:00" } else { s }
+        if self.dialect == Dialect::Postgres {
+            s + "+00:00"
+        } else {
+            s
+        }
     }
 
     /// The SQL for parameter `$n` as a datetime.
     fn p(&self, n: u8) -> String {
-        if self.pg {
-            format!("CAST(${n} AS timestamptz)")
-        } else {
-            format!("${n}")
+        match self.dialect {
+            Dialect::Postgres => format!("CAST(${n} AS timestamptz)"),
+            Dialect::MySql => format!("CAST(${n} AS DATETIME(6))"),
+            Dialect::Sqlite => format!("${n}"),
         }
     }
 
     /// The SQL reading `expire_date` as text `fromisoformat` understands.
     fn expire_text(&self) -> &'static str {
-        if self.pg {
-            "to_char(\"expire_date\" AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
-        } else {
-            "\"expire_date\""
+        match self.dialect {
+            Dialect::Postgres => {
+                "to_char(\"expire_date\" AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
+            }
+            Dialect::MySql => "DATE_FORMAT(`expire_date`, '%Y-%m-%dT%H:%i:%s.%f')",
+            Dialect::Sqlite => "\"expire_date\"",
         }
     }
 
@@ -264,7 +292,7 @@ impl DjangoDbStore {
             self.table,
             self.p(2)
         );
-        let row: Option<(String, String)> = on_pool!(self, p => sqlx::query_as(AssertSqlSafe(sql))
+        let row: Option<(String, String)> = on_pool!(self, p => sqlx::query_as(AssertSqlSafe(self.sql(sql)))
             .bind(key.as_str())
             .bind(self.ts(now))
             .fetch_optional(p)
@@ -296,7 +324,7 @@ impl SessionStore for DjangoDbStore {
             "DELETE FROM \"{t}\" WHERE \"session_key\" = $1 AND \"expire_date\" <= {}",
             self.p(2)
         );
-        on_pool!(self, p => sqlx::query(AssertSqlSafe(del))
+        on_pool!(self, p => sqlx::query(AssertSqlSafe(self.sql(del)))
             .bind(key.as_str())
             .bind(self.ts(now))
             .execute(p)
@@ -307,7 +335,7 @@ impl SessionStore for DjangoDbStore {
             "INSERT INTO \"{t}\" (\"session_key\", \"session_data\", \"expire_date\") VALUES ($1, $2, {})",
             self.p(3)
         );
-        let res = on_pool!(self, p => sqlx::query(AssertSqlSafe(ins))
+        let res = on_pool!(self, p => sqlx::query(AssertSqlSafe(self.sql(ins)))
             .bind(key.as_str())
             .bind(&data)
             .bind(self.ts(record.expires_at))
@@ -352,7 +380,7 @@ impl SessionStore for DjangoDbStore {
                     self.p(2),
                     self.p(4)
                 );
-                on_pool!(self, p => sqlx::query(AssertSqlSafe(sql))
+                on_pool!(self, p => sqlx::query(AssertSqlSafe(self.sql(sql)))
                     .bind(&data)
                     .bind(self.ts(record.expires_at))
                     .bind(key.as_str())
@@ -376,7 +404,7 @@ impl SessionStore for DjangoDbStore {
                     self.p(2),
                     self.p(5)
                 );
-                let n = on_pool!(self, p => sqlx::query(AssertSqlSafe(sql))
+                let n = on_pool!(self, p => sqlx::query(AssertSqlSafe(self.sql(sql)))
                     .bind(&data)
                     .bind(self.ts(record.expires_at))
                     .bind(key.as_str())
@@ -407,7 +435,7 @@ impl SessionStore for DjangoDbStore {
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         let sql = format!("DELETE FROM \"{}\" WHERE \"session_key\" = $1", self.table);
-        let n = on_pool!(self, p => sqlx::query(AssertSqlSafe(sql))
+        let n = on_pool!(self, p => sqlx::query(AssertSqlSafe(self.sql(sql)))
             .bind(key.as_str())
             .execute(p)
             .await
@@ -423,7 +451,7 @@ impl SessionStore for DjangoDbStore {
             self.p(1),
             self.p(3)
         );
-        let n = on_pool!(self, p => sqlx::query(AssertSqlSafe(sql))
+        let n = on_pool!(self, p => sqlx::query(AssertSqlSafe(self.sql(sql)))
             .bind(self.ts(expires_at))
             .bind(key.as_str())
             .bind(self.ts(Timestamp::now()))
@@ -444,7 +472,7 @@ impl SessionStore for DjangoDbStore {
             self.table,
             self.p(1)
         );
-        let n = on_pool!(self, p => sqlx::query(AssertSqlSafe(sql))
+        let n = on_pool!(self, p => sqlx::query(AssertSqlSafe(self.sql(sql)))
             .bind(self.ts(Timestamp::now()))
             .execute(p)
             .await
@@ -455,7 +483,7 @@ impl SessionStore for DjangoDbStore {
 
     async fn count(&self) -> Result<u64> {
         let sql = format!("SELECT COUNT(*) FROM \"{}\"", self.table);
-        let n: i64 = on_pool!(self, p => sqlx::query_scalar(AssertSqlSafe(sql))
+        let n: i64 = on_pool!(self, p => sqlx::query_scalar(AssertSqlSafe(self.sql(sql)))
             .fetch_one(p)
             .await
             .map_err(backend)?);
@@ -469,7 +497,7 @@ impl SessionStore for DjangoDbStore {
         );
         let after = after.map(|k| k.as_str().to_owned()).unwrap_or_default();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let keys: Vec<String> = on_pool!(self, p => sqlx::query_scalar(AssertSqlSafe(sql))
+        let keys: Vec<String> = on_pool!(self, p => sqlx::query_scalar(AssertSqlSafe(self.sql(sql)))
             .bind(after)
             .bind(limit)
             .fetch_all(p)
@@ -497,7 +525,7 @@ impl RawAccess for DjangoDbStore {
             self.table,
             self.p(3)
         );
-        on_pool!(self, p => sqlx::query(AssertSqlSafe(sql))
+        on_pool!(self, p => sqlx::query(AssertSqlSafe(self.sql(sql)))
             .bind(key.as_str())
             .bind(text)
             .bind(self.ts(expires_at))
@@ -513,7 +541,7 @@ impl RawAccess for DjangoDbStore {
             "SELECT \"session_data\" FROM \"{}\" WHERE \"session_key\" = $1",
             self.table
         );
-        let v: Option<String> = on_pool!(self, p => sqlx::query_scalar(AssertSqlSafe(sql))
+        let v: Option<String> = on_pool!(self, p => sqlx::query_scalar(AssertSqlSafe(self.sql(sql)))
             .bind(key.as_str())
             .fetch_optional(p)
             .await

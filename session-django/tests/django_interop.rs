@@ -1,5 +1,5 @@
 //! Sessions shared with a real Django 5.2 (the LTS) in both directions, on SQLite,
-//! PostgreSQL and Redis: the tiny project in `tests/django/` runs as `manage.py`
+//! PostgreSQL, MySQL/MariaDB and Redis: the tiny project in `tests/django/` runs as `manage.py`
 //! subprocesses against the same store and SECRET_KEY as the Rust side.
 //!
 //! Needs the virtual environment `scripts/django-env` makes (or `DJANGO_PYTHON`), and
@@ -37,7 +37,7 @@ fn python() -> PathBuf {
     let ok = Command::new(&py)
         .args([
             "-c",
-            "import django, redis, psycopg; assert django.VERSION[:2] == (5, 2)",
+            "import django, redis, psycopg, pymysql; assert django.VERSION[:2] == (5, 2)",
         ])
         .status()
         .map(|s| s.success())
@@ -45,7 +45,7 @@ fn python() -> PathBuf {
     assert!(
         ok,
         "Django 5.2 is not installed at {}: run `scripts/django-env` (it creates \
-         target/django-venv and pip-installs Django 5.2, redis and psycopg), or set \
+         target/django-venv and pip-installs Django 5.2, redis, psycopg and PyMySQL), or set \
          DJANGO_PYTHON to a python that has them",
         py.display()
     );
@@ -330,6 +330,97 @@ async fn postgres_both_directions_with_django() {
     .execute(&mut admin)
     .await
     .expect("drop database");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_both_directions_with_django() {
+    use sqlx::Connection;
+    let admin_url = servers::mysql_url();
+    let mut admin = sqlx::MySqlConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| servers::unreachable("MySQL/MariaDB", &admin_url, e));
+    let db = format!("django_interop_{}", servers::unique_suffix());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE `{db}`")))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let (base, _) = admin_url.rsplit_once('/').expect("a database in the URL");
+    let url = format!("{base}/{db}");
+    let dj = Django::new(&url, "db");
+    dj.migrate();
+    let store = DjangoDbConfig {
+        url: url.clone(),
+        secrets: DjangoSecrets {
+            secret_key: SECRET.into(),
+            secret_key_fallbacks: vec![],
+        },
+        ..DjangoDbConfig::default()
+    }
+    .build()
+    .await
+    .expect("our store on Django's MySQL/MariaDB database");
+    // The table is the one Django's MySQL migration made.
+    let cols: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT CAST(COLUMN_NAME AS CHAR), CAST(COLUMN_TYPE AS CHAR) FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME = 'django_session' ORDER BY ORDINAL_POSITION"
+    )))
+    .fetch_all(&mut admin)
+    .await
+    .expect("columns");
+    assert_eq!(
+        cols,
+        [
+            ("session_key".to_owned(), "varchar(40)".to_owned()),
+            ("session_data".to_owned(), "longtext".to_owned()),
+            ("expire_date".to_owned(), "datetime(6)".to_owned()),
+        ]
+    );
+    both_directions(Arc::new(store.clone()), &dj, true).await;
+    signatures(&store, &dj).await;
+
+    // expire_date is naive UTC, as Django's MySQL backend stores it with USE_TZ: a
+    // session we save for an hour is stored an hour after UTC_TIMESTAMP().
+    let mine = store
+        .create(&Record::with_ttl(obj(json!({"tz": 1})), 3600))
+        .await
+        .expect("create");
+    let skew: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT TIMESTAMPDIFF(SECOND, UTC_TIMESTAMP(), expire_date) FROM `{db}`.django_session \
+         WHERE session_key = ?"
+    )))
+    .bind(mine.as_str())
+    .fetch_one(&mut admin)
+    .await
+    .expect("expire_date");
+    assert!(
+        (3590..=3600).contains(&skew),
+        "expire_date is {skew}s ahead"
+    );
+    assert_eq!(dj.sess(&["get", mine.as_str()])["data"]["tz"], json!(1));
+
+    // Our own migration makes the same table (on a fresh table name).
+    let ours = DjangoDbStore::new(
+        store.pool().clone(),
+        "rust_made_session",
+        DjangoFormat::new::<&str>(SECRET, &[]),
+    )
+    .expect("store");
+    ours.migrate().await.expect("migrate");
+    ours.migrate().await.expect("migrate twice");
+    let k = ours
+        .create(&Record::with_ttl(obj(json!({"m": 1})), 60))
+        .await
+        .expect("create");
+    assert_eq!(
+        ours.load(&k).await.expect("load").expect("live").data["m"],
+        json!(1)
+    );
+
+    store.pool().close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE `{db}`")))
+        .execute(&mut admin)
+        .await
+        .expect("drop database");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

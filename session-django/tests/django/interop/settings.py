@@ -3,7 +3,8 @@ same store (and the same SECRET_KEY) as the Rust side.
 
 DJANGO_SECRET_KEY            SECRET_KEY (required)
 DJANGO_SECRET_KEY_FALLBACKS  SECRET_KEY_FALLBACKS, comma-separated (optional)
-DJANGO_DB_URL                sqlite:///ABSOLUTE/PATH or postgres://USER@HOST:PORT/DB
+DJANGO_DB_URL                sqlite:///ABSOLUTE/PATH, postgres://USER@HOST:PORT/DB or
+                             mysql://USER@HOST:PORT/DB (MySQL/MariaDB through PyMySQL)
 DJANGO_SESSION_ENGINE        db | cache | cached_db | file (Django's engines)
 DJANGO_SESSION_FILE_PATH     SESSION_FILE_PATH (file engine)
 DJANGO_REDIS_URL             the Redis cache LOCATION (cache and cached_db engines)
@@ -40,6 +41,23 @@ elif _db.scheme in ("postgres", "postgresql"):
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
+            "NAME": _db.path.lstrip("/"),
+            "USER": _db.username or "",
+            "PASSWORD": _db.password or "",
+            "HOST": _db.hostname or "",
+            "PORT": str(_db.port or ""),
+        }
+    }
+elif _db.scheme in ("mysql", "mariadb"):
+    # PyMySQL stands in for mysqlclient (no C build); Django checks the mysqlclient
+    # version it reports, so it reports the one Django 5.2 needs.
+    import pymysql
+
+    pymysql.version_info = (2, 2, 1, "final", 0)
+    pymysql.install_as_MySQLdb()
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.mysql",
             "NAME": _db.path.lstrip("/"),
             "USER": _db.username or "",
             "PASSWORD": _db.password or "",
