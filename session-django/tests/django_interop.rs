@@ -578,3 +578,190 @@ async fn file_both_directions_with_django() {
         json!(1)
     );
 }
+
+// ---------------------------------------------------------------------------------
+// Cookie level: our axum middleware over real HTTP and Django's middleware share one
+// `sessionid` cookie.
+// ---------------------------------------------------------------------------------
+
+/// Serves a tiny app behind `SessionLayer::builder_from_config(config)` on
+/// 127.0.0.1:0: `GET /whoami` answers the session as JSON (data and the Django user
+/// id), `POST /set` merges a JSON object into the session. Returns the base URL.
+async fn serve_ours(config: &session_core::Config) -> String {
+    use axum::Router;
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{get, post};
+    use session_axum::{Session, SessionError, SessionLayer};
+
+    async fn whoami(session: Session) -> Result<String, SessionError> {
+        let data = session.load().await?;
+        let user = AuthUser::from_data(&data).map(|u| json!(u.id_i64()));
+        Ok(json!({"data": data, "user_id": user}).to_string())
+    }
+    async fn set(session: Session, body: String) -> Result<&'static str, Response> {
+        let Ok(Value::Object(map)) = serde_json::from_str(&body) else {
+            return Err((StatusCode::BAD_REQUEST, "not a JSON object").into_response());
+        };
+        session
+            .extend(map)
+            .await
+            .map_err(|e| SessionError(e).into_response())?;
+        Ok("ok")
+    }
+
+    let registry = session_core::EngineRegistry::new();
+    session_django::register(&registry);
+    let layer = SessionLayer::builder_from_config(config, &registry)
+        .await
+        .expect("our layer from the config")
+        .secure(false)
+        .build()
+        .expect("layer");
+    assert_eq!(layer.cookie_name(), "sessionid", "Django's cookie name");
+    let app = Router::new()
+        .route("/whoami", get(whoami))
+        .route("/set", post(set))
+        .layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("serve");
+    });
+    format!("http://{addr}")
+}
+
+/// The `sessionid` value of a response's Set-Cookie, if any.
+fn set_cookie_value(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("sessionid="))
+        .map(|v| v.split(';').next().unwrap_or_default().to_owned())
+}
+
+/// Django signs alice in and sets `sessionid`; our middleware, given that cookie over
+/// HTTP, reads her session, changes it, and Django (through its own middleware and
+/// the same cookie) reads the change; a session our middleware creates is read by
+/// Django from our Set-Cookie value as the same session, and back again.
+async fn cookie_level(config: &session_core::Config, dj: &Django) {
+    let base = serve_ours(config).await;
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(20))
+        .build()
+        .expect("client");
+    let send = |req: reqwest::RequestBuilder, cookie: Option<&str>| {
+        let req = match cookie {
+            Some(c) => req.header(reqwest::header::COOKIE, format!("sessionid={c}")),
+            None => req,
+        };
+        async move {
+            let res = req.send().await.expect("request to our app");
+            assert_eq!(res.status(), 200);
+            res
+        }
+    };
+
+    // 1. Django's login: the cookie Django's response set.
+    let login = dj.sess(&["login", "alice"]);
+    let cookie = login["key"]
+        .as_str()
+        .expect("Django's sessionid")
+        .to_owned();
+    let res = send(http.get(format!("{base}/whoami")), Some(&cookie)).await;
+    let seen: Value = serde_json::from_str(&res.text().await.expect("body")).expect("json");
+    assert_eq!(seen["user_id"], login["user_id"], "{seen}");
+    assert_eq!(seen["data"]["cart"], json!(["book", "Zoë's pen"]));
+    let auth = json!({
+        "_auth_user_id": seen["data"]["_auth_user_id"],
+        "_auth_user_backend": seen["data"]["_auth_user_backend"],
+        "_auth_user_hash": seen["data"]["_auth_user_hash"],
+    });
+
+    // 2. We change it through the middleware; the key (the cookie) stays.
+    let res = send(
+        http.post(format!("{base}/set"))
+            .body(r#"{"from_rust": "héllo"}"#),
+        Some(&cookie),
+    )
+    .await;
+    if let Some(v) = set_cookie_value(&res) {
+        assert_eq!(v, cookie, "a change keeps the key");
+    }
+    assert_eq!(res.text().await.expect("body"), "ok");
+    // Django, through its middleware and the same cookie, reads the change.
+    let django = dj.sess(&["cookie", &cookie]);
+    assert_eq!(django["username"], json!("alice"), "{django}");
+    assert_eq!(django["data"]["from_rust"], json!("héllo"));
+    assert_eq!(django["data"]["cart"], json!(["book", "Zoë's pen"]));
+
+    // 3. A session our middleware creates (alice's auth keys, copied): Django reads our
+    // Set-Cookie value as the same session, signed in.
+    let mut body = auth.as_object().expect("object").clone();
+    body.insert("made_by".into(), json!("rust"));
+    let res = send(
+        http.post(format!("{base}/set"))
+            .body(Value::Object(body).to_string()),
+        None,
+    )
+    .await;
+    let ours = set_cookie_value(&res).expect("our middleware set sessionid");
+    assert_ne!(ours, cookie);
+    let django = dj.sess(&["cookie", &ours]);
+    assert_eq!(django["username"], json!("alice"), "{django}");
+    assert_eq!(django["data"]["made_by"], json!("rust"));
+    assert_eq!(
+        django["set_cookie"],
+        Value::Null,
+        "Django kept our session (no new cookie)"
+    );
+
+    // ... and Django's change to it, made through its middleware, comes back to us.
+    let django = dj.sess(&["cookie-set", &ours, r#"{"django_says": "hi"}"#]);
+    assert_eq!(django["ok"], json!(true), "{django}");
+    let res = send(http.get(format!("{base}/whoami")), Some(&ours)).await;
+    let seen: Value = serde_json::from_str(&res.text().await.expect("body")).expect("json");
+    assert_eq!(seen["data"]["django_says"], json!("hi"), "{seen}");
+    assert_eq!(seen["data"]["made_by"], json!("rust"));
+    assert_eq!(seen["user_id"], login["user_id"]);
+
+    // A cookie neither side issued is an empty, anonymous session on both.
+    let stranger = "a".repeat(32);
+    let res = send(http.get(format!("{base}/whoami")), Some(&stranger)).await;
+    let seen: Value = serde_json::from_str(&res.text().await.expect("body")).expect("json");
+    assert_eq!(seen["data"], json!({}), "{seen}");
+    assert_eq!(dj.sess(&["cookie", &stranger])["username"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_level_django_db_through_our_middleware() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("django.sqlite3");
+    let url = format!("sqlite://{}", path.display());
+    let dj = Django::new(&url, "db");
+    dj.migrate();
+    let config = session_core::Config::from_toml(&format!(
+        "engine = \"django_db\"\n[django_db]\nurl = \"{url}\"\nsecret_key = \"{SECRET}\"\n"
+    ));
+    cookie_level(&config, &dj).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_level_django_cache_through_our_middleware() {
+    let redis_url = servers::redis_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("users.sqlite3");
+    let prefix = format!("cookie{}", servers::unique_suffix());
+    let dj = Django::new(&format!("sqlite://{}", path.display()), "cache")
+        .with("DJANGO_REDIS_URL", &redis_url)
+        .with("DJANGO_CACHE_KEY_PREFIX", &prefix);
+    dj.migrate();
+    let config = session_core::Config::from_toml(&format!(
+        "engine = \"django_cache\"\n[django_cache]\nurl = \"{redis_url}\"\nkey_prefix = \"{prefix}\"\n"
+    ));
+    cookie_level(&config, &dj).await;
+    drop_redis_prefix(&redis_url, &prefix).await;
+}

@@ -8,6 +8,10 @@ whoami KEY                the user contrib.auth's get_user() sees -> {"username"
 set KEY JSON              load, update with the JSON object, save -> {"ok"}
 create JSON [EXPIRY]      a new session with the JSON data (set_expiry(EXPIRY) if given) -> {"key"}
 flush KEY                 flush the session -> {"ok"}
+cookie VALUE              GET /whoami/ with the session cookie VALUE, through Django's
+                          middleware -> {"username", "data", "set_cookie"}
+cookie-set VALUE JSON     POST the JSON object to /set/ with the session cookie VALUE
+                          -> {"ok", "set_cookie"}
 """
 import json
 
@@ -31,7 +35,7 @@ class Command(BaseCommand):
         parser.add_argument("params", nargs="*")
 
     def handle(self, *_, **opts):
-        out = getattr(self, "do_" + opts["action"])(*opts["params"])
+        out = getattr(self, "do_" + opts["action"].replace("-", "_"))(*opts["params"])
         self.stdout.write(json.dumps(out))
 
     def do_login(self, username):
@@ -80,3 +84,22 @@ class Command(BaseCommand):
         s = store(key)
         s.flush()
         return {"ok": True}
+
+    def _client(self, value):
+        client = Client()
+        client.cookies[settings.SESSION_COOKIE_NAME] = value
+        return client
+
+    def _set_cookie(self, response):
+        c = response.cookies.get(settings.SESSION_COOKIE_NAME)
+        return c.value if c is not None else None
+
+    def do_cookie(self, value):
+        res = self._client(value).get("/whoami/")
+        assert res.status_code == 200, res.status_code
+        return {**res.json(), "set_cookie": self._set_cookie(res)}
+
+    def do_cookie_set(self, value, data):
+        res = self._client(value).post("/set/", data, content_type="application/json")
+        assert res.status_code == 200, res.status_code
+        return {**res.json(), "set_cookie": self._set_cookie(res)}
