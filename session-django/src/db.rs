@@ -398,9 +398,16 @@ impl SessionStore for DjangoDbStore {
                 if found != expected {
                     return Err(Error::Conflict { expected, found });
                 }
+                // MySQL compares text under the column's collation (Django's default
+                // is case-insensitive): the compare-and-set compares bytes.
+                let same_data = if self.dialect == Dialect::MySql {
+                    "BINARY \"session_data\" = BINARY $4"
+                } else {
+                    "\"session_data\" = $4"
+                };
                 let sql = format!(
                     "UPDATE \"{t}\" SET \"session_data\" = $1, \"expire_date\" = {} \
-                     WHERE \"session_key\" = $3 AND \"session_data\" = $4 AND \"expire_date\" > {}",
+                     WHERE \"session_key\" = $3 AND {same_data} AND \"expire_date\" > {}",
                     self.p(2),
                     self.p(5)
                 );

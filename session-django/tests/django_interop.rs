@@ -411,9 +411,31 @@ async fn mysql_both_directions_with_django() {
         .create(&Record::with_ttl(obj(json!({"m": 1})), 60))
         .await
         .expect("create");
+    let rec = ours.load(&k).await.expect("load").expect("live");
+    assert_eq!(rec.data["m"], json!(1));
+    // Compare-and-set on MySQL: the current version wins, a stale one is a conflict.
+    let v2 = ours
+        .update(
+            &k,
+            &Record::with_ttl(obj(json!({"m": 2})), 60),
+            Some(rec.version),
+        )
+        .await
+        .expect("update with the current version");
+    match ours
+        .update(
+            &k,
+            &Record::with_ttl(obj(json!({"m": 3})), 60),
+            Some(rec.version),
+        )
+        .await
+    {
+        Err(Error::Conflict { found, .. }) => assert_eq!(found, v2),
+        other => panic!("a stale version must conflict, got {other:?}"),
+    }
     assert_eq!(
         ours.load(&k).await.expect("load").expect("live").data["m"],
-        json!(1)
+        json!(2)
     );
 
     store.pool().close().await;
