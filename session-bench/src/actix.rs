@@ -1,5 +1,5 @@
 //! Requests per second of an actix-web 4 handler that reads and writes one session
-//! value, in process (the app built by `actix_web::test::init_service` and called
+//! value, in process (the app built as `actix_web::test::init_service` does and called
 //! through `Service::call`, no network), behind:
 //! - our `session_actix::SessionMiddleware` over our Redis store (`engine = "cache"`);
 //! - actix-session 0.11's `SessionMiddleware` over its `RedisSessionStore`;
@@ -22,7 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
-use actix_web::dev::{Service, ServiceResponse};
+use actix_service::IntoServiceFactory;
+use actix_web::dev::{AppConfig, Service, ServiceFactory, ServiceResponse};
 use actix_web::http::{StatusCode, header};
 use actix_web::{App, HttpResponse, web};
 use integration_tests::servers;
@@ -53,21 +54,24 @@ async fn bare() -> HttpResponse {
     HttpResponse::Ok().body(BARE.fetch_add(1, Ordering::Relaxed).to_string())
 }
 
-/// `actix_web::test::try_init_service`, its error made a [`crate::harness::BenchError`].
+/// Builds the app's service as `actix_web::test::init_service` does, its start-up error
+/// made a [`crate::harness::BenchError`] instead of a panic.
 async fn init<A, S, B>(
     app: A,
 ) -> R<impl Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>>
 where
-    A: actix_web::dev::IntoServiceFactory<S, actix_http::Request>,
-    S: actix_web::dev::ServiceFactory<
+    A: IntoServiceFactory<S, actix_http::Request>,
+    S: ServiceFactory<
             actix_http::Request,
-            Config = actix_web::dev::AppConfig,
+            Config = AppConfig,
             Response = ServiceResponse<B>,
             Error = actix_web::Error,
         >,
     S::InitError: std::fmt::Debug,
 {
-    match actix_web::test::try_init_service(app).await {
+    match app
+        .into_factory()
+        .new_service(AppConfig::default()).await {
         Ok(s) => Ok(s),
         Err(e) => wrong!("the actix-web app did not start: {e:?}"),
     }

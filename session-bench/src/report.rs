@@ -377,8 +377,8 @@ impl Report {
         }
         if !self.actix.is_empty() {
             s.push_str(
-                "\n### actix-web middleware\n\nIn-process requests (`Service::call` on the app \
-                 `actix_web::test::try_init_service` builds) to the same handler, 64 sessions \
+                "\n### actix-web middleware\n\nIn-process requests (`Service::call` on the app, built \
+                 as `actix_web::test::init_service` does) to the same handler, 64 sessions \
                  round robin, both session middlewares over the same Redis server with signed \
                  cookies:\n\n",
             );
