@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use actix_web::body::MessageBody;
 use actix_service::IntoServiceFactory;
+use actix_web::body::MessageBody;
 use actix_web::dev::{AppConfig, Service, ServiceFactory, ServiceResponse};
 use actix_web::http::{StatusCode, header};
 use actix_web::{App, HttpResponse, web};
@@ -69,9 +69,7 @@ where
         >,
     S::InitError: std::fmt::Debug,
 {
-    match app
-        .into_factory()
-        .new_service(AppConfig::default()).await {
+    match app.into_factory().new_service(AppConfig::default()).await {
         Ok(s) => Ok(s),
         Err(e) => wrong!("the actix-web app did not start: {e:?}"),
     }
@@ -267,7 +265,9 @@ async fn measure(
         "engine = \"cache\"\n[cache]\nurl = {url:?}\nkey_prefix = {prefix:?}\n"
     ))
     .await
-    .map_err(|e| format!("our Redis store at {url} (start Redis or set SESSIONS_TEST_REDIS_URL): {e}"))?;
+    .map_err(|e| {
+        format!("our Redis store at {url} (start Redis or set SESSIONS_TEST_REDIS_URL): {e}")
+    })?;
     let our_mw = session_actix::SessionMiddleware::builder(Arc::clone(&store))
         .secure(false)
         .signing_keys([String::from_utf8_lossy(KEY).into_owned()])
@@ -291,20 +291,9 @@ async fn measure(
     )
     .build();
 
-    let ours_app = init(
-        App::new()
-            .wrap(our_mw)
-            .route("/", web::get().to(ours)),
-    )
-    .await?;
-    let theirs_app = init(
-        App::new()
-            .wrap(their_mw)
-            .route("/", web::get().to(theirs)),
-    )
-    .await?;
-    let bare_app =
-        init(App::new().route("/", web::get().to(bare))).await?;
+    let ours_app = init(App::new().wrap(our_mw).route("/", web::get().to(ours))).await?;
+    let theirs_app = init(App::new().wrap(their_mw).route("/", web::get().to(theirs))).await?;
+    let bare_app = init(App::new().route("/", web::get().to(bare))).await?;
 
     let mut setups = [
         setup("session-actix (Redis)", caller(ours_app), sessions, true).await?,

@@ -19,11 +19,11 @@
 //! over the side measured next to it) and their median is reported, with the range of
 //! the per-run medians.
 
+mod actix;
 mod bound;
 mod chart;
 mod groups;
 mod harness;
-mod actix;
 mod layer;
 mod metrics_cost;
 mod ours;

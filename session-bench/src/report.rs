@@ -422,15 +422,15 @@ fn rows_table(ours_name: &str, rows: &[LayerRow]) -> String {
     );
     let ours = rows.first().map(|r| r.median).unwrap_or(0.0);
     for r in rows {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {:.0}% | {:.2} | {:.2}x |",
-                r.name,
-                fmt_rate(r.median),
-                r.spread_pct,
-                1e6 / r.median,
-                if r.median > 0.0 { ours / r.median } else { 0.0 }
-            );
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.0}% | {:.2} | {:.2}x |",
+            r.name,
+            fmt_rate(r.median),
+            r.spread_pct,
+            1e6 / r.median,
+            if r.median > 0.0 { ours / r.median } else { 0.0 }
+        );
     }
     s
 }
