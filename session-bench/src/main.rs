@@ -1,7 +1,8 @@
 //! `session-bench`: every session engine against its raw-client floor and against the
 //! store a user would pick instead (tower-sessions and its sqlx and Redis stores), at
-//! concurrency 1 and 32, in one run; and the axum middleware against tower-sessions'
-//! layer and against no layer.
+//! concurrency 1 and 32, in one run; the axum middleware against tower-sessions'
+//! layer and against no layer; and the actix-web middleware against actix-session's
+//! (both over Redis) and against no middleware.
 //!
 //! ```text
 //! scripts/bench                      # servers + both runs + BENCHMARKS.md + charts
@@ -18,6 +19,7 @@
 //! over the side measured next to it) and their median is reported, with the range of
 //! the per-run medians.
 
+mod actix;
 mod bound;
 mod chart;
 mod groups;
@@ -65,8 +67,8 @@ usage: session-bench [--runs N] [--rounds N] [--scale F] [--secs S] [--only g1,g
   --out DIR       where results.md, results.json and the SVG charts go
                   (default docs/bench)
   --doc FILE      also replace the results section of FILE (BENCHMARKS.md)
-  --no-layer      skip the middleware comparison
-  --layer-requests N  requests per round per setup in the middleware comparison (default 20000)
+  --no-layer      skip the middleware comparisons (axum and actix-web; group `layer`)
+  --layer-requests N  requests per round per setup in the middleware comparisons (default 20000)
 ";
 
 fn parse_args() -> Result<Args, String> {
@@ -263,6 +265,9 @@ async fn run(args: Args) -> R<()> {
         let rows = layer::run(args.layer_requests, args.rounds * args.runs, 64).await?;
         report.layer = rows;
         report.print_layer();
+        let rows = actix::run(args.layer_requests, args.rounds * args.runs, 64, &run_id).await?;
+        report.actix = rows;
+        report.print_actix();
     }
     report.elapsed_secs = started.elapsed().as_secs_f64();
     std::fs::create_dir_all(&args.out)?;

@@ -101,6 +101,8 @@ pub struct Report {
     pub cells: Vec<Cell>,
     /// The middleware comparison.
     pub layer: Vec<LayerRow>,
+    /// The actix-web middleware comparison.
+    pub actix: Vec<LayerRow>,
     /// The memory engine at its bound (`memory-bound`).
     pub memory_bound: Option<BoundReport>,
     /// Wall time of the command.
@@ -165,6 +167,7 @@ impl Report {
             machine: machine(),
             cells: Vec::new(),
             layer: Vec::new(),
+            actix: Vec::new(),
             memory_bound: None,
             elapsed_secs: 0.0,
         }
@@ -247,23 +250,17 @@ impl Report {
         println!("\n{}", self.layer_table());
     }
 
+    /// Prints the actix-web middleware rows.
+    pub fn print_actix(&self) {
+        println!("\n{}", self.actix_table());
+    }
+
     fn layer_table(&self) -> String {
-        let mut s = String::from(
-            "| Setup | requests/s | ±spread | µs/request | session-axum ÷ setup |\n|---|--:|--:|--:|--:|\n",
-        );
-        let ours = self.layer.first().map(|r| r.median).unwrap_or(0.0);
-        for r in &self.layer {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {:.0}% | {:.2} | {:.2}x |",
-                r.name,
-                fmt_rate(r.median),
-                r.spread_pct,
-                1e6 / r.median,
-                if r.median > 0.0 { ours / r.median } else { 0.0 }
-            );
-        }
-        s
+        rows_table("session-axum", &self.layer)
+    }
+
+    fn actix_table(&self) -> String {
+        rows_table("session-actix", &self.actix)
     }
 
     /// The targets the benchmark issue sets, each checked against the measured ratio.
@@ -378,6 +375,15 @@ impl Report {
             );
             s.push_str(&self.layer_table());
         }
+        if !self.actix.is_empty() {
+            s.push_str(
+                "\n### actix-web middleware\n\nIn-process requests (`Service::call` on the app, built \
+                 as `actix_web::test::init_service` does) to the same handler, 64 sessions \
+                 round robin, both session middlewares over the same Redis server with signed \
+                 cookies:\n\n",
+            );
+            s.push_str(&self.actix_table());
+        }
         s.push_str(
             "\nCharts (log scale): [concurrency 1](docs/bench/ops-c1.svg), \
              [concurrency 32](docs/bench/ops-c32.svg).\n\n\
@@ -406,4 +412,25 @@ pub fn splice(doc: &Path, md: &str) -> R<()> {
     let new = format!("{}{BEGIN}\n\n{md}\n{}", &text[..b], &text[e..]);
     std::fs::write(doc, new)?;
     Ok(())
+}
+
+/// A middleware table: each setup's median, spread, cost per request, and the first
+/// row (`ours`) over it.
+fn rows_table(ours_name: &str, rows: &[LayerRow]) -> String {
+    let mut s = format!(
+        "| Setup | requests/s | ±spread | µs/request | {ours_name} ÷ setup |\n|---|--:|--:|--:|--:|\n"
+    );
+    let ours = rows.first().map(|r| r.median).unwrap_or(0.0);
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.0}% | {:.2} | {:.2}x |",
+            r.name,
+            fmt_rate(r.median),
+            r.spread_pct,
+            1e6 / r.median,
+            if r.median > 0.0 { ours / r.median } else { 0.0 }
+        );
+    }
+    s
 }
