@@ -116,8 +116,10 @@ pub async fn run(registry: &EngineRegistry, path: Option<&Path>, args: DemoArgs)
             where_stored,
             addr,
             args,
-            prometheus,
-            cleanup,
+            Operations {
+                prometheus,
+                cleanup,
+            },
         )
         .await;
     }
@@ -176,6 +178,12 @@ pub async fn run(registry: &EngineRegistry, path: Option<&Path>, args: DemoArgs)
     }
     println!("stopped");
     Ok(())
+}
+
+/// What the demo serves and runs beside the pages: `/metrics` and the cleanup.
+struct Operations {
+    prometheus: PrometheusHandle,
+    cleanup: Option<session_core::cleanup::CleanupOptions>,
 }
 
 /// Starts the background cleanup the configuration's `[cleanup]` asks for, if the
@@ -464,13 +472,11 @@ mod actix {
 
     use actix_web::http::header;
     use actix_web::{App, HttpResponse, HttpServer, web};
-    use metrics_exporter_prometheus::PrometheusHandle;
     use session_actix::{Session, SessionError, SessionMiddleware};
-    use session_core::cleanup::CleanupOptions;
     use session_core::metrics::MetricsHook;
     use session_core::{Config, EngineRegistry};
 
-    use super::{DemoArgs, ItemForm, LoginForm, Refused};
+    use super::{DemoArgs, ItemForm, LoginForm, Operations, Refused};
     use crate::fmt::{CliError, CliResult};
 
     type Where = web::Data<String>;
@@ -539,9 +545,12 @@ mod actix {
         where_stored: String,
         addr: SocketAddr,
         args: DemoArgs,
-        prometheus: PrometheusHandle,
-        cleanup: Option<CleanupOptions>,
+        ops: Operations,
     ) -> CliResult {
+        let Operations {
+            prometheus,
+            cleanup,
+        } = ops;
         let mut builder = SessionMiddleware::builder_from_config(config, registry)
             .await?
             .hook(MetricsHook);
