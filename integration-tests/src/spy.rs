@@ -181,4 +181,8 @@ impl SessionStore for SpyStore {
     fn maintenance(&self) -> Option<&dyn session_core::Maintenance> {
         self.inner.maintenance()
     }
+
+    fn user_index(&self) -> Option<&dyn session_core::UserIndex> {
+        self.inner.user_index()
+    }
 }

@@ -66,6 +66,22 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A principal given to [`crate::Session::login`] or a [`crate::users::UserIndex`]
+    /// is empty, longer than [`crate::users::MAX_PRINCIPAL_LEN`] bytes, or holds control
+    /// characters.
+    #[error(
+        "invalid principal ({len} bytes): a principal is 1 to 256 bytes without control characters"
+    )]
+    InvalidPrincipal {
+        /// Its length in bytes.
+        len: usize,
+    },
+
+    /// A user-index operation on a session that is not signed in
+    /// ([`crate::Session::login`]).
+    #[error("the session is not signed in")]
+    NotSignedIn,
+
     /// A limit on session size was exceeded.
     #[error("session limit exceeded: {0}")]
     Limit(String),

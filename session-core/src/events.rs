@@ -311,6 +311,10 @@ impl SessionStore for EventsStore {
     fn maintenance(&self) -> Option<&dyn Maintenance> {
         self.inner.maintenance()
     }
+
+    fn user_index(&self) -> Option<&dyn crate::UserIndex> {
+        self.inner.user_index()
+    }
 }
 
 #[cfg(test)]

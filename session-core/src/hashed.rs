@@ -58,6 +58,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
+use crate::users::{UserIndex, UserSession};
+
 use crate::error::Result;
 use crate::key::{KEY_ALPHABET, KEY_LEN, SessionKey};
 use crate::record::Record;
@@ -197,6 +199,50 @@ impl SessionStore for HashedKeys {
     /// on keys (statistics read the derived keys the inner store holds).
     fn maintenance(&self) -> Option<&dyn crate::Maintenance> {
         self.inner.maintenance()
+    }
+
+    /// The inner store's index, with the asking session's key derived like every other
+    /// key: listings name the derived keys, and [`UserSession::id`] is the id of the
+    /// derived key.
+    fn user_index(&self) -> Option<&dyn UserIndex> {
+        self.inner.user_index().map(|_| self as &dyn UserIndex)
+    }
+}
+
+#[async_trait]
+impl UserIndex for HashedKeys {
+    async fn sessions_of(
+        &self,
+        principal: &str,
+        current: Option<&SessionKey>,
+    ) -> Result<Vec<UserSession>> {
+        let index = self.inner_index()?;
+        index
+            .sessions_of(principal, current.map(derive_key).as_ref())
+            .await
+    }
+
+    async fn end_session(&self, principal: &str, id: &str) -> Result<bool> {
+        self.inner_index()?.end_session(principal, id).await
+    }
+
+    async fn end_sessions(&self, principal: &str, keep: Option<&SessionKey>) -> Result<u64> {
+        let index = self.inner_index()?;
+        index
+            .end_sessions(principal, keep.map(derive_key).as_ref())
+            .await
+    }
+
+    async fn count_of(&self, principal: &str) -> Result<u64> {
+        self.inner_index()?.count_of(principal).await
+    }
+}
+
+impl HashedKeys {
+    fn inner_index(&self) -> Result<&dyn UserIndex> {
+        self.inner
+            .user_index()
+            .ok_or_else(|| crate::Error::unsupported(self.engine(), "a user index"))
     }
 }
 

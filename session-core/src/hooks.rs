@@ -90,7 +90,7 @@ impl RequestOutcome {
 
 /// The error kind label of `e`: `timeout`, `backend`, `codec`, `limit`, `invalid_key`,
 /// `value`, `key_collision`, `conflict`, `conflict_exhausted`, `not_found`,
-/// `unsupported`, `config`.
+/// `unsupported`, `config`, `invalid_principal`, `not_signed_in`.
 pub fn error_kind(e: &Error) -> &'static str {
     match e {
         Error::NotFound => "not_found",
@@ -101,6 +101,8 @@ pub fn error_kind(e: &Error) -> &'static str {
         Error::Codec(_) => "codec",
         Error::Value { .. } => "value",
         Error::Limit(_) => "limit",
+        Error::InvalidPrincipal { .. } => "invalid_principal",
+        Error::NotSignedIn => "not_signed_in",
         Error::Config { .. } | Error::UnknownEngine { .. } => "config",
         Error::Unsupported { .. } => "unsupported",
         Error::Timeout { .. } => "timeout",

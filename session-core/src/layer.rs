@@ -402,6 +402,10 @@ impl SessionStore for TimeoutStore {
     fn maintenance(&self) -> Option<&dyn crate::Maintenance> {
         self.inner.maintenance()
     }
+
+    fn user_index(&self) -> Option<&dyn crate::UserIndex> {
+        self.inner.user_index()
+    }
 }
 
 /// Raw access under the per-call bound, as every other session operation.

@@ -16,6 +16,9 @@
 //! - [`Maintenance`]: the optional capability of stores that have a schema to migrate,
 //!   expired records to sweep in batches or statistics to report, discovered from any
 //!   `dyn SessionStore` with [`SessionStore::maintenance`];
+//! - [`UserIndex`]: the optional per-principal index behind "your devices" pages,
+//!   "sign out other devices" and password-change logouts ([`users`]), used through
+//!   [`Session::login`] and friends;
 //! - [`Config`] and [`EngineRegistry`]: the backend chosen by name at deploy time from
 //!   `Sessions.toml` and `SESSION_*` environment variables;
 //! - [`StoreLayer`]: wrappers any store can wear (hashed keys, per-call timeouts, your
@@ -80,6 +83,7 @@ pub mod registry;
 pub mod session;
 pub mod store;
 pub mod time;
+pub mod users;
 
 pub use codec::{BincodeCodec, Codec, CodecError, CodecKind, JsonCodec};
 pub use config::{Config, EncryptionSettings, SessionSettings};
@@ -89,11 +93,12 @@ pub use hashed::HashedKeys;
 pub use key::{KeyError, KeyGenerator, SessionKey};
 pub use layer::{StoreLayer, StoreLayerExt, StoreLayers, TimeoutLayer};
 pub use maintenance::{ClearReport, Maintenance, SchemaMigration, StoreStats};
-pub use record::{Record, SessionData};
+pub use record::{Record, SessionData, SessionMeta};
 pub use registry::{EngineContext, EngineFactory, EngineRegistry, LayerContext, LayerFactory};
 pub use session::Session;
 pub use store::{Capabilities, Inserted, RawAccess, SessionStore, create_with};
 pub use time::Timestamp;
+pub use users::{UserIndex, UserSession};
 
 /// Re-exported so backends implement [`SessionStore`] with the same macro version.
 pub use async_trait::async_trait;

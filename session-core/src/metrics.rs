@@ -468,6 +468,10 @@ impl SessionStore for MetricsStore {
     fn maintenance(&self) -> Option<&dyn Maintenance> {
         self.inner.maintenance()
     }
+
+    fn user_index(&self) -> Option<&dyn crate::UserIndex> {
+        self.inner.user_index()
+    }
 }
 
 /// The middleware's metrics: [`REQUESTS`] and [`REQUEST_ACTIONS`] for every request

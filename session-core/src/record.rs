@@ -21,6 +21,41 @@ pub struct Record {
     pub expires_at: Timestamp,
     /// Bumped by every successful write; the basis of compare-and-set.
     pub version: u64,
+    /// What the framework keeps about the session beside the application's data: the
+    /// signed-in principal, its auth hash, last seen, and (opt-in) the client. Empty for
+    /// anonymous sessions; an empty `meta` is encoded in the original record formats.
+    pub meta: SessionMeta,
+}
+
+/// The framework's own facts about a session, kept outside [`Record::data`] so the
+/// application's keys never collide with them ([`crate::users`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionMeta {
+    /// The principal (an application-defined user id) the session is signed in as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// The application's auth hash for the principal when the session signed in (Django's
+    /// `_auth_user_hash`): a session whose hash no longer matches is flushed on load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_hash: Option<String>,
+    /// When a request of this session was last seen (written at most once per touch
+    /// interval for a session that is only read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Timestamp>,
+    /// The client's `User-Agent` at sign-in (opt-in: `track_clients`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The client's address at sign-in (opt-in: `track_clients`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_addr: Option<String>,
+}
+
+impl SessionMeta {
+    /// Whether nothing is recorded (an anonymous session).
+    pub fn is_empty(&self) -> bool {
+        self == &SessionMeta::default()
+    }
 }
 
 impl Record {
@@ -37,6 +72,7 @@ impl Record {
             created_at: now,
             expires_at: settings.expires_at(expiry, now, now),
             version: 1,
+            meta: SessionMeta::default(),
         }
     }
 
@@ -49,7 +85,13 @@ impl Record {
             created_at: now,
             expires_at: now.add_secs(ttl_secs),
             version: 1,
+            meta: SessionMeta::default(),
         }
+    }
+
+    /// The principal the session is signed in as, if any.
+    pub fn principal(&self) -> Option<&str> {
+        self.meta.principal.as_deref()
     }
 
     /// Whether the record is past its deadline at `now` (a deadline equal to now counts as past).

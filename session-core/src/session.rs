@@ -25,9 +25,10 @@ use crate::config::SessionSettings;
 use crate::error::{Error, Result};
 use crate::expiry::Expiry;
 use crate::key::SessionKey;
-use crate::record::{Record, SessionData};
+use crate::record::{Record, SessionData, SessionMeta};
 use crate::store::SessionStore;
 use crate::time::Timestamp;
+use crate::users::{AuthCheck, UserIndex, UserSession, validate_principal};
 
 /// Django's test-cookie key and value.
 pub const TEST_COOKIE_NAME: &str = "testcookie";
@@ -68,6 +69,12 @@ struct State {
     cycled: bool,
     /// `flush` ran ([`Session::flushed`]).
     flushed: bool,
+    /// The framework's facts as loaded (or as this request set them).
+    meta: SessionMeta,
+    /// Set by `login` and `clear`: the meta this request decided, kept over a rebase.
+    meta_override: Option<SessionMeta>,
+    /// The client this request came from ([`Session::set_client`]).
+    client: Option<(Option<String>, Option<String>)>,
 }
 
 fn apply(data: &mut SessionData, changes: &[Change]) -> Result<()> {
@@ -104,6 +111,7 @@ impl State {
                 if !self.expiry_set {
                     self.expiry = r.expiry;
                 }
+                self.meta = r.meta;
                 r.data
             }
             None => {
@@ -112,9 +120,13 @@ impl State {
                 self.version = None;
                 self.created_at = None;
                 self.expires_at = None;
+                self.meta = SessionMeta::default();
                 SessionData::new()
             }
         };
+        if let Some(m) = &self.meta_override {
+            self.meta = m.clone();
+        }
         apply(&mut data, &self.changes)?;
         self.data = Some(data);
         self.base_loaded = true;
@@ -124,12 +136,28 @@ impl State {
     fn data_mut(&mut self) -> &mut SessionData {
         self.data.get_or_insert_with(SessionData::new)
     }
+
+    /// The meta to write at `now`: empty for an anonymous session; otherwise the loaded
+    /// meta, seen now, with the request's client when one was recorded.
+    fn meta_at(&self, now: Timestamp) -> SessionMeta {
+        if self.meta.principal.is_none() {
+            return SessionMeta::default();
+        }
+        let mut m = self.meta.clone();
+        m.last_seen = Some(now);
+        if let Some((ua, addr)) = &self.client {
+            m.user_agent.clone_from(ua);
+            m.client_addr.clone_from(addr);
+        }
+        m
+    }
 }
 
 struct Inner {
     store: Arc<dyn SessionStore>,
     settings: Arc<SessionSettings>,
     state: Mutex<State>,
+    auth_check: Option<Arc<dyn AuthCheck>>,
 }
 
 /// One visitor's session during one request.
@@ -157,6 +185,18 @@ impl Session {
         settings: Arc<SessionSettings>,
         key: Option<SessionKey>,
     ) -> Self {
+        Session::with_auth_check(store, settings, key, None)
+    }
+
+    /// [`Session::new`] with the application's [`AuthCheck`]: a signed-in session whose
+    /// stored auth hash no longer matches the principal's current one (a password
+    /// change) is flushed when it is loaded, as Django does.
+    pub fn with_auth_check(
+        store: Arc<dyn SessionStore>,
+        settings: Arc<SessionSettings>,
+        key: Option<SessionKey>,
+        auth_check: Option<Arc<dyn AuthCheck>>,
+    ) -> Self {
         Session {
             inner: Arc::new(Inner {
                 store,
@@ -166,6 +206,7 @@ impl Session {
                     key,
                     ..State::default()
                 }),
+                auth_check,
             }),
         }
     }
@@ -247,7 +288,8 @@ impl Session {
 
     async fn load_base(&self, key: &SessionKey) -> Result<Option<Record>> {
         match self.inner.store.load(key).await {
-            Ok(r) => Ok(r),
+            Ok(Some(r)) => self.check_auth(key, r).await,
+            Ok(None) => Ok(None),
             Err(Error::Codec(e)) => {
                 tracing::warn!(
                     session = %key.fingerprint(),
@@ -259,6 +301,25 @@ impl Session {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Drops (and deletes) a signed-in record whose auth hash the application no longer
+    /// vouches for.
+    async fn check_auth(&self, key: &SessionKey, record: Record) -> Result<Option<Record>> {
+        let (Some(check), Some(principal)) = (&self.inner.auth_check, record.principal()) else {
+            return Ok(Some(record));
+        };
+        let current = check.auth_hash(principal).await?;
+        if current.is_some() && current == record.meta.auth_hash {
+            return Ok(Some(record));
+        }
+        tracing::info!(
+            session = %key.fingerprint(),
+            "session's auth hash no longer matches its principal's; flushing it"
+        );
+        self.inner.store.delete(key).await?;
+        self.lock().flushed = true;
+        Ok(None)
     }
 
     async fn ensure_data(&self) -> Result<()> {
@@ -458,9 +519,12 @@ impl Session {
         })
     }
 
-    /// Empties the data without loading it; the key is kept (Django's `clear`).
+    /// Empties the data without loading it; the key is kept (Django's `clear`). A
+    /// signed-in session is signed out (its principal is unbound).
     pub fn clear(&self) {
         let mut st = self.lock();
+        st.meta = SessionMeta::default();
+        st.meta_override = Some(SessionMeta::default());
         st.data = Some(SessionData::new());
         st.changes.push(Change::Clear);
         st.accessed = true;
@@ -482,6 +546,8 @@ impl Session {
             st.expiry_set = false;
             st.base_loaded = true;
             st.flushed = true;
+            st.meta = SessionMeta::default();
+            st.meta_override = None;
             st.key.take()
         };
         if let Some(k) = key {
@@ -505,6 +571,7 @@ impl Session {
                 created_at: created,
                 expires_at: self.inner.settings.expiry.expires_at(expiry, now, created),
                 version: 1,
+                meta: st.meta_at(now),
             };
             (st.key.clone(), record)
         };
@@ -612,8 +679,12 @@ impl Session {
     /// Does nothing for a modified session (its save renews the deadline), a session
     /// that was never loaded, or a fixed-deadline policy. A session deleted meanwhile is
     /// left deleted ([`Error::NotFound`] is reported as `Ok(false)`).
+    ///
+    /// A signed-in session is saved instead (at most once per `interval`), so its
+    /// [`SessionMeta::last_seen`] moves with its activity.
     pub async fn touch_if_due(&self, interval: Duration) -> Result<bool> {
         let now = Timestamp::now();
+        let interval_ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
         let (key, new_deadline) = {
             let st = self.lock();
             let (Some(key), Some(stored), false, true) =
@@ -621,20 +692,43 @@ impl Session {
             else {
                 return Ok(false);
             };
-            if matches!(st.expiry, Expiry::At(_)) {
-                return Ok(false);
+            if st.meta.principal.is_some() {
+                let due = st
+                    .meta
+                    .last_seen
+                    .is_none_or(|seen| seen.millis_until(now) >= interval_ms);
+                (key, due.then_some(Due::Save))
+            } else {
+                if matches!(st.expiry, Expiry::At(_)) {
+                    return Ok(false);
+                }
+                let created = st.created_at.unwrap_or(now);
+                let next = self
+                    .inner
+                    .settings
+                    .expiry
+                    .expires_at(st.expiry, now, created);
+                let moved = stored.millis_until(next);
+                if moved < interval_ms {
+                    return Ok(false);
+                }
+                (key, Some(Due::Touch(next)))
             }
-            let created = st.created_at.unwrap_or(now);
-            let next = self
-                .inner
-                .settings
-                .expiry
-                .expires_at(st.expiry, now, created);
-            let moved = stored.millis_until(next);
-            if moved < i64::try_from(interval.as_millis()).unwrap_or(i64::MAX) {
-                return Ok(false);
+        };
+        enum Due {
+            Save,
+            Touch(Timestamp),
+        }
+        let new_deadline = match new_deadline {
+            None => return Ok(false),
+            Some(Due::Save) => {
+                return match self.save().await {
+                    Ok(()) => Ok(true),
+                    Err(Error::NotFound) => Ok(false),
+                    Err(e) => Err(e),
+                };
             }
-            (key, next)
+            Some(Due::Touch(d)) => d,
         };
         match self.inner.store.touch(&key, new_deadline).await {
             Ok(()) => {
@@ -644,6 +738,86 @@ impl Session {
             Err(Error::NotFound) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Records the client this request came from (`User-Agent`, address), written into
+    /// [`SessionMeta`] of a signed-in session at its next save. Framework adapters call
+    /// it when client tracking is on; it never loads.
+    pub fn set_client(&self, user_agent: Option<String>, client_addr: Option<String>) {
+        self.lock().client = Some((user_agent, client_addr));
+    }
+
+    /// Signs the session in as `principal` (Django's `login`): a session signed in as
+    /// another principal is emptied first, the key is cycled (against fixation), and the
+    /// principal, `auth_hash` (the app's hash of the credentials, checked on every later
+    /// load by the [`AuthCheck`]) and the time are recorded, outside the data.
+    pub async fn login(&self, principal: &str, auth_hash: Option<&str>) -> Result<()> {
+        validate_principal(principal)?;
+        self.ensure_data().await?;
+        {
+            let mut st = self.lock();
+            if st.meta.principal.as_deref().is_some_and(|p| p != principal) {
+                st.data = Some(SessionData::new());
+                st.changes.clear();
+                st.changes.push(Change::Clear);
+            }
+            let meta = SessionMeta {
+                principal: Some(principal.to_owned()),
+                auth_hash: auth_hash.map(str::to_owned),
+                ..SessionMeta::default()
+            };
+            st.meta = meta.clone();
+            st.meta_override = Some(meta);
+            st.modified = true;
+        }
+        self.cycle_key().await
+    }
+
+    /// Signs out: [`Session::flush`] (data, record and key gone).
+    pub async fn logout(&self) -> Result<()> {
+        self.flush().await
+    }
+
+    /// The principal the session is signed in as.
+    pub async fn principal(&self) -> Result<Option<String>> {
+        self.with_data(|st| Ok(st.meta.principal.clone())).await
+    }
+
+    /// The framework's facts about this session as loaded (principal, last seen, client).
+    pub async fn meta(&self) -> Result<SessionMeta> {
+        self.with_data(|st| Ok(st.meta.clone())).await
+    }
+
+    async fn signed_in(&self) -> Result<(String, Option<SessionKey>, &dyn UserIndex)> {
+        let Some(principal) = self.principal().await? else {
+            return Err(Error::NotSignedIn);
+        };
+        let index = self.inner.store.user_index().ok_or_else(|| {
+            Error::unsupported(self.inner.store.engine(), "listing a user's sessions")
+        })?;
+        Ok((principal, self.key(), index))
+    }
+
+    /// Every live session of this session's principal ("your devices"), this one marked
+    /// [`UserSession::current`]. [`Error::NotSignedIn`] for an anonymous session,
+    /// [`Error::Unsupported`] on a store without a user index (Memcached).
+    pub async fn user_sessions(&self) -> Result<Vec<UserSession>> {
+        let (principal, key, index) = self.signed_in().await?;
+        index.sessions_of(&principal, key.as_ref()).await
+    }
+
+    /// Ends every other session of this session's principal ("sign out other devices"),
+    /// returning how many ended. This session stays signed in.
+    pub async fn end_other_sessions(&self) -> Result<u64> {
+        let (principal, key, index) = self.signed_in().await?;
+        index.end_sessions(&principal, key.as_ref()).await
+    }
+
+    /// Ends the session of this principal whose [`UserSession::id`] is `id`; `Ok(false)`
+    /// when the principal has no such live session.
+    pub async fn end_user_session(&self, id: &str) -> Result<bool> {
+        let (principal, _, index) = self.signed_in().await?;
+        index.end_session(&principal, id).await
     }
 
     /// Writes the session: creates it under a fresh key when it has none, otherwise
@@ -678,6 +852,7 @@ impl Session {
                     created_at: created,
                     expires_at: self.inner.settings.expiry.expires_at(expiry, now, created),
                     version: st.version.map_or(1, |v| v.saturating_add(1)),
+                    meta: st.meta_at(now),
                 };
                 (st.key.clone(), record, st.version)
             };
@@ -688,6 +863,7 @@ impl Session {
                 st.version = Some(record.version);
                 st.created_at = Some(record.created_at);
                 st.expires_at = Some(record.expires_at);
+                st.meta = record.meta;
                 st.changes.clear();
                 st.base_loaded = true;
                 return Ok(());
@@ -698,6 +874,7 @@ impl Session {
                     st.version = Some(version);
                     st.created_at = Some(record.created_at);
                     st.expires_at = Some(record.expires_at);
+                    st.meta = record.meta;
                     st.changes.clear();
                     return Ok(());
                 }

@@ -24,6 +24,7 @@ use crate::key::{KeyGenerator, SessionKey};
 use crate::maintenance::Maintenance;
 use crate::record::Record;
 use crate::time::Timestamp;
+use crate::users::UserIndex;
 
 /// How many keys [`SessionStore::create`] tries before giving up.
 pub const MAX_CREATE_ATTEMPTS: u32 = 16;
@@ -173,6 +174,13 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// `Arc<dyn SessionStore>`. `None` by default; a store wrapping another forwards the
     /// inner store's. See [`crate::maintenance`].
     fn maintenance(&self) -> Option<&dyn Maintenance> {
+        None
+    }
+
+    /// The store's index of sessions by principal ([`crate::users`]), for stores that
+    /// keep one. `None` by default (Memcached cannot list, so it has none); a store
+    /// wrapping another forwards the inner store's.
+    fn user_index(&self) -> Option<&dyn UserIndex> {
         None
     }
 }

@@ -271,6 +271,7 @@ impl SessionStore for DjangoCacheStore {
             created_at: now,
             expires_at,
             version: version_of(&bytes),
+            meta: Default::default(),
         }))
     }
 

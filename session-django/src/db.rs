@@ -278,6 +278,7 @@ impl DjangoDbStore {
             created_at: now,
             expires_at,
             version: version_of(data.as_bytes()),
+            meta: Default::default(),
         })
     }
 

@@ -177,6 +177,7 @@ impl DjangoFileStore {
                 created_at: now,
                 expires_at,
                 version: version_of(text.as_bytes()),
+                meta: Default::default(),
             },
             text,
         )))

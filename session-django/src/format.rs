@@ -330,6 +330,7 @@ mod tests {
                 created_at: t,
                 expires_at: t,
                 version: 1,
+                meta: Default::default(),
             };
             let back = to_dict(&rec);
             assert_eq!(from_dict(back).expect("again").1, want);

@@ -142,6 +142,10 @@ pub struct MiddlewareConfig {
     /// stored one. Off (`None`) by default, as in Django, where a session only slides
     /// when it is saved.
     pub touch_interval_secs: Option<u64>,
+    /// Record the client (`User-Agent` and, where the framework knows it, the peer
+    /// address) of a signed-in session, for a "your devices" page
+    /// ([`session_core::SessionMeta`]). Off by default: it is personal data.
+    pub track_clients: bool,
 }
 
 /// A checked cookie configuration: the name as sent, and attributes browsers accept.

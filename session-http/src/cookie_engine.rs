@@ -7,7 +7,8 @@
 //! slot holds back into the cookie.
 //!
 //! Cookie value: `base64url(JSON payload) "." base64url(HMAC-SHA256)`; the payload holds
-//! the data, the expiry policy, the creation time and the absolute deadline, and the
+//! the data, the expiry policy, the creation time, the absolute deadline and, for a
+//! signed-in session, its [`SessionMeta`] (principal, auth hash), and the
 //! deadline is enforced on every load (unlike Django, whose signed cookies ignore a
 //! custom expiry, ticket #19201).
 //!
@@ -23,8 +24,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use session_core::{
-    Capabilities, Error, Expiry, Inserted, Record, Result, SessionData, SessionKey, SessionStore,
-    Timestamp, async_trait,
+    Capabilities, Error, Expiry, Inserted, Record, Result, SessionData, SessionKey, SessionMeta,
+    SessionStore, Timestamp, async_trait,
 };
 
 use crate::signing::{Purpose, Signer};
@@ -49,6 +50,8 @@ struct Payload {
     expiry: Expiry,
     created_at: Timestamp,
     expires_at: Timestamp,
+    #[serde(default)]
+    meta: SessionMeta,
 }
 
 /// The session record a cookie value carries, if it is authentic and well formed.
@@ -66,6 +69,7 @@ pub(crate) fn decode(signer: &Signer, cookie_name: &str, value: &str) -> Option<
         created_at: p.created_at,
         expires_at: p.expires_at,
         version: 1,
+        meta: p.meta,
     })
 }
 
@@ -78,6 +82,8 @@ pub(crate) fn encode(signer: &Signer, cookie_name: &str, record: &Record) -> Res
         expiry: Expiry,
         created_at: Timestamp,
         expires_at: Timestamp,
+        #[serde(skip_serializing_if = "SessionMeta::is_empty")]
+        meta: &'a SessionMeta,
     }
     let json = serde_json::to_vec(&PayloadRef {
         v: FORMAT,
@@ -85,6 +91,7 @@ pub(crate) fn encode(signer: &Signer, cookie_name: &str, record: &Record) -> Res
         expiry: record.expiry,
         created_at: record.created_at,
         expires_at: record.expires_at,
+        meta: &record.meta,
     })
     .map_err(|source| Error::Value {
         key: "<session>".into(),

@@ -6,6 +6,7 @@
 //! | [`Error::NotFound`] | 400 | the session was deleted meanwhile (a concurrent logout); Django's `SessionInterrupted` |
 //! | [`Error::ConflictRetriesExhausted`] | 409 | concurrent writers kept winning; the client may retry |
 //! | [`Error::Limit`], [`Error::Codec`] with [`CodecError::TooLarge`] | 413 | the session outgrew `max_encoded_size`, `max_keys` or the cookie engine's 4 KB; nothing was stored and no cookie is sent |
+//! | [`Error::NotSignedIn`] | 401 | a user-index operation ("your devices", "sign out other devices") on an anonymous session |
 //! | [`Error::Backend`], [`Error::Timeout`] | 503 | the store is unreachable; logged at `error` |
 //! | anything else | 500 | logged at `error` |
 //!
@@ -33,6 +34,9 @@ not saved.";
 pub const STORE_UNAVAILABLE: &str = "The session store is unavailable right now. Please retry \
 shortly.";
 
+/// Answered with 401 for a user-index operation on a session that is not signed in.
+pub const NOT_SIGNED_IN: &str = "Sign in first: this needs a signed-in session.";
+
 /// Answered with 500 for any other session failure.
 pub const SESSION_FAILED: &str = "The session could not be processed.";
 
@@ -44,6 +48,7 @@ pub fn status_and_message(err: &Error) -> (StatusCode, &'static str) {
         Error::Limit(_) | Error::Codec(CodecError::TooLarge { .. }) => {
             (StatusCode::PAYLOAD_TOO_LARGE, SESSION_TOO_LARGE)
         }
+        Error::NotSignedIn => (StatusCode::UNAUTHORIZED, NOT_SIGNED_IN),
         e if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, STORE_UNAVAILABLE),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, SESSION_FAILED),
     }

@@ -157,6 +157,18 @@ where
     std::str::from_utf8(value).map_or(Sent::Unusable, Sent::Value)
 }
 
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Whether a response whose `Vary` header values are `vary_values` still needs
 /// `Vary: Cookie` (it does unless one of them names `Cookie` or `*`).
 pub fn needs_vary_cookie<'a, I>(vary_values: I) -> bool
@@ -194,7 +206,12 @@ impl SessionRules {
             Backend::Store(store) => {
                 let key = cookie.and_then(|v| self.parse_key(v));
                 (
-                    Session::new(store.clone(), self.settings.clone(), key),
+                    Session::with_auth_check(
+                        store.clone(),
+                        self.settings.clone(),
+                        key,
+                        self.auth_check.0.clone(),
+                    ),
                     Wiring::Store,
                 )
             }
@@ -206,7 +223,12 @@ impl SessionRules {
                 let (slot, key) = CookieSlot::with_record(record);
                 let slot = Arc::new(slot);
                 (
-                    Session::new(slot.clone(), self.settings.clone(), key),
+                    Session::with_auth_check(
+                        slot.clone(),
+                        self.settings.clone(),
+                        key,
+                        self.auth_check.0.clone(),
+                    ),
                     Wiring::Cookie(slot),
                 )
             }
@@ -218,9 +240,30 @@ impl SessionRules {
         }
     }
 
-    /// [`SessionRules::start`] over an `http` request's headers.
+    /// [`SessionRules::start`] over an `http` request's headers. With client tracking
+    /// on, the `User-Agent` is recorded (see [`SessionRules::start_from_request`]).
     pub fn start_from_headers(&self, headers: &HeaderMap) -> RequestSession {
-        self.start(headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()))
+        self.start_from_request(headers, None)
+    }
+
+    /// [`SessionRules::start`] over an `http` request's headers and its peer address
+    /// (when the framework knows it). With `[middleware] track_clients`, the
+    /// `User-Agent` (at most 256 bytes) and the address are recorded for a signed-in
+    /// session ([`Session::set_client`]).
+    pub fn start_from_request(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<std::net::IpAddr>,
+    ) -> RequestSession {
+        let rs = self.start(headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()));
+        if self.track_clients {
+            let ua = headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| truncate(s, 256).to_owned());
+            rs.session.set_client(ua, peer.map(|p| p.to_string()));
+        }
+        rs
     }
 
     /// `Max-Age` for the session's cookie as of `now`: `None` for a browser-session

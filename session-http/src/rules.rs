@@ -16,6 +16,7 @@ use crate::cookie_engine::ENGINE as COOKIE_ENGINE;
 use crate::set_cookie::CookieWriter;
 use crate::signing::{Purpose, Signer};
 use session_core::hooks::RequestHook;
+use session_core::users::AuthCheck;
 
 /// Where the sessions live.
 #[derive(Debug)]
@@ -41,6 +42,24 @@ pub struct SessionRules {
     pub(crate) writer: CookieWriter,
     /// Told what the session did in each request.
     pub(crate) hooks: Hooks,
+    /// Vouches for signed-in sessions' auth hashes ([`SessionRulesBuilder::auth_check`]).
+    pub(crate) auth_check: Check,
+    /// Record the client of signed-in sessions.
+    pub(crate) track_clients: bool,
+}
+
+/// The application's auth check of a set of rules ([`SessionRulesBuilder::auth_check`]).
+#[derive(Clone, Default)]
+pub(crate) struct Check(pub(crate) Option<Arc<dyn AuthCheck>>);
+
+impl std::fmt::Debug for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "AuthCheck({})",
+            if self.0.is_some() { "set" } else { "none" }
+        )
+    }
 }
 
 /// The request hooks of a set of rules ([`SessionRulesBuilder::hook`]).
@@ -67,6 +86,8 @@ impl SessionRules {
             touch_interval: None,
             writer,
             hooks: Hooks::default(),
+            auth_check: Check(None),
+            track_clients: false,
         }
     }
 
@@ -108,6 +129,7 @@ impl SessionRules {
             cookie,
             middleware,
             hooks: Hooks::default(),
+            auth_check: Check(None),
         })
     }
 
@@ -191,6 +213,7 @@ pub struct SessionRulesBuilder {
     cookie: CookieConfig,
     middleware: MiddlewareConfig,
     hooks: Hooks,
+    auth_check: Check,
 }
 
 impl SessionRulesBuilder {
@@ -201,6 +224,7 @@ impl SessionRulesBuilder {
             cookie: CookieConfig::default(),
             middleware: MiddlewareConfig::default(),
             hooks: Hooks::default(),
+            auth_check: Check(None),
         }
     }
 
@@ -213,6 +237,21 @@ impl SessionRulesBuilder {
     /// adapter calls them, since they run in [`SessionRules::finish`].
     pub fn hook(mut self, hook: impl RequestHook) -> Self {
         self.hooks.0.push(Arc::new(hook));
+        self
+    }
+
+    /// The application's [`AuthCheck`]: every signed-in session loaded is checked
+    /// against the principal's current auth hash, and flushed (signed out, cookie
+    /// deleted) when it no longer matches, as Django does after a password change.
+    pub fn auth_check(mut self, check: Arc<dyn AuthCheck>) -> Self {
+        self.auth_check = Check(Some(check));
+        self
+    }
+
+    /// Record the `User-Agent` and peer address of signed-in sessions
+    /// (`[middleware] track_clients`).
+    pub fn track_clients(mut self, on: bool) -> Self {
+        self.middleware.track_clients = on;
         self
     }
 
@@ -326,6 +365,8 @@ impl SessionRulesBuilder {
             touch_interval,
             writer,
             hooks: self.hooks,
+            auth_check: self.auth_check,
+            track_clients: self.middleware.track_clients,
         })
     }
 }

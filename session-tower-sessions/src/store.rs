@@ -139,6 +139,7 @@ fn to_record(record: &TowerRecord) -> Record {
         created_at: now,
         expires_at,
         version: 1,
+        meta: Default::default(),
     }
 }
 

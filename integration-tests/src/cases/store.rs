@@ -783,6 +783,7 @@ async fn expiry_policy_and_created_at_round_trip(ctx: &Ctx) -> CaseResult {
         created_at: created,
         expires_at: now.add_secs(5_400),
         version: 1,
+        meta: Default::default(),
     };
     let k = ctx.store.create(&r).await.ctx("create")?;
     let got = must_load(ctx, &k, "load").await?;

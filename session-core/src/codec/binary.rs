@@ -3,6 +3,10 @@
 //! bincode is not self-describing (it has no `deserialize_any`), so JSON-model values
 //! cannot go through serde here; each value is written as a one-byte tag followed by
 //! its payload. Layout: `B1 'S' 'R' <format version> <bincode payload>`.
+//!
+//! Format 1 is the record without [`crate::record::SessionMeta`]; format 2 appends the
+//! meta fields (five optional values) after the data. A record with empty meta (every
+//! anonymous session) is still written as format 1, so older builds keep reading it.
 
 use bincode::de::Decoder;
 use bincode::enc::Encoder;
@@ -14,7 +18,7 @@ use super::{
     BINARY_FORMAT_VERSION, BINARY_MAGIC, Codec, CodecError, MAX_DEPTH, check_size, decode_any,
 };
 use crate::expiry::Expiry;
-use crate::record::{Record, SessionData};
+use crate::record::{Record, SessionData, SessionMeta};
 use crate::time::Timestamp;
 
 /// Claimed-memory ceiling for one decode: a hostile length prefix cannot make the
@@ -52,9 +56,22 @@ impl Codec for BincodeCodec {
     fn encode(&self, r: &Record) -> Result<Vec<u8>, CodecError> {
         let mut out = Vec::with_capacity(64 + r.data.len() * 32);
         out.extend_from_slice(&BINARY_MAGIC);
-        out.push(BINARY_FORMAT_VERSION);
+        let with_meta = !r.meta.is_empty();
+        out.push(if with_meta { BINARY_FORMAT_VERSION } else { 1 });
         bincode::encode_into_std_write(WireRef(r), &mut out, config())
             .map_err(|e| CodecError::Encode(e.to_string()))?;
+        if with_meta {
+            let m = &r.meta;
+            let wire = (
+                m.principal.as_deref(),
+                m.auth_hash.as_deref(),
+                m.last_seen.map(Timestamp::as_unix_millis),
+                m.user_agent.as_deref(),
+                m.client_addr.as_deref(),
+            );
+            bincode::encode_into_std_write(wire, &mut out, config())
+                .map_err(|e| CodecError::Encode(e.to_string()))?;
+        }
         check_size(out, self.max_encoded_size)
     }
 
@@ -76,20 +93,48 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Record, CodecError> {
         return Err(CodecError::Foreign);
     }
     let version = bytes[BINARY_MAGIC.len()];
-    if version != BINARY_FORMAT_VERSION {
+    if version != 1 && version != BINARY_FORMAT_VERSION {
         return Err(CodecError::UnsupportedVersion(u32::from(version)));
     }
     let body = &bytes[header..];
-    match bincode::decode_from_slice::<WireOwned, _>(body, config()) {
-        Ok((WireOwned(r), read)) if read == body.len() => Ok(r),
-        Ok((_, read)) => Err(CodecError::Corrupt(format!(
+    let (WireOwned(mut r), mut read) =
+        bincode::decode_from_slice::<WireOwned, _>(body, config()).map_err(decode_error)?;
+    if version == BINARY_FORMAT_VERSION {
+        type MetaWire = (
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+        );
+        let ((principal, auth_hash, last_seen, user_agent, client_addr), n) =
+            bincode::decode_from_slice::<MetaWire, _>(&body[read..], config())
+                .map_err(decode_error)?;
+        read += n;
+        r.meta = SessionMeta {
+            principal,
+            auth_hash,
+            last_seen: last_seen.map(Timestamp::from_unix_millis),
+            user_agent,
+            client_addr,
+        };
+    }
+    if read == body.len() {
+        Ok(r)
+    } else {
+        Err(CodecError::Corrupt(format!(
             "{} trailing bytes after the record",
             body.len() - read
-        ))),
-        Err(DecodeError::UnexpectedEnd { .. }) => {
-            Err(CodecError::Truncated("input ends inside the record".into()))
+        )))
+    }
+}
+
+fn decode_error(e: DecodeError) -> CodecError {
+    match e {
+        DecodeError::UnexpectedEnd { .. } => {
+            CodecError::Truncated("input ends inside the record".into())
         }
-        Err(e) => Err(CodecError::Corrupt(e.to_string())),
+        e => CodecError::Corrupt(e.to_string()),
     }
 }
 
@@ -193,6 +238,7 @@ impl<C> Decode<C> for WireOwned {
             created_at,
             expires_at,
             version,
+            meta: SessionMeta::default(),
         }))
     }
 }

@@ -47,11 +47,13 @@ pub(crate) const BINARY_MAGIC: [u8; 3] = [0xB1, b'S', b'R'];
 /// The first bytes of an encrypted record: a non-text byte, "SR", then the format version.
 pub(crate) const ENCRYPTED_MAGIC: [u8; 3] = [0xE5, b'S', b'R'];
 
-/// The binary format version this build writes.
-pub const BINARY_FORMAT_VERSION: u8 = 1;
+/// The newest binary format version this build writes (2: with
+/// [`crate::record::SessionMeta`]; records with empty meta are written as format 1).
+pub const BINARY_FORMAT_VERSION: u8 = 2;
 
-/// The JSON format version this build writes.
-pub const JSON_FORMAT_VERSION: u32 = 1;
+/// The newest JSON format version this build writes (2: with a `"meta"` object; records
+/// with empty meta are written as format 1).
+pub const JSON_FORMAT_VERSION: u32 = 2;
 
 /// Why bytes could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -34,6 +34,7 @@ fn sample() -> Record {
         created_at: Timestamp::from_unix_millis(1_700_000_000_000),
         expires_at: Timestamp::from_unix_millis(1_700_000_300_000),
         version: 7,
+        meta: Default::default(),
     }
 }
 
@@ -318,6 +319,7 @@ proptest! {
             created_at: Timestamp::from_unix_millis(created),
             expires_at: Timestamp::from_unix_millis(expires),
             version,
+            meta: Default::default(),
         };
         for c in codecs() {
             let bytes = c.encode(&r).expect("encode");
