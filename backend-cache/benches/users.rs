@@ -57,7 +57,10 @@ fn memory_anonymous(c: &mut Criterion) {
         b.iter(|| rt.block_on(store.load(black_box(&key))).expect("load"))
     });
     g.bench_function("update", |b| {
-        b.iter(|| rt.block_on(store.update(black_box(&key), &r, None)).expect("update"))
+        b.iter(|| {
+            rt.block_on(store.update(black_box(&key), &r, None))
+                .expect("update")
+        })
     });
     g.finish();
 }
@@ -76,9 +79,7 @@ fn filler_key(i: usize) -> String {
 fn list_memory(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let mut g = c.benchmark_group("list_10_of_n");
     for n in SIZES {
-        let store = MemoryStore::with_config(MemoryConfig {
-            max_entries: n * 2,
-        });
+        let store = MemoryStore::with_config(MemoryConfig { max_entries: n * 2 });
         let r = anonymous();
         for _ in 0..n - USER_SESSIONS {
             rt.block_on(store.create(&r)).expect("create");
@@ -92,7 +93,10 @@ fn list_memory(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
             USER_SESSIONS as u64
         );
         g.bench_with_input(BenchmarkId::new("memory", n), &n, |b, _| {
-            b.iter(|| rt.block_on(store.sessions_of(black_box(USER), None)).expect("list"))
+            b.iter(|| {
+                rt.block_on(store.sessions_of(black_box(USER), None))
+                    .expect("list")
+            })
         });
     }
     g.finish();

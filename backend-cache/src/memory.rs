@@ -94,11 +94,11 @@ use moka::Expiry;
 use moka::sync::Cache;
 use serde::Deserialize;
 use session_core::codec::{ENCRYPTION_OVERHEAD, MAX_DEPTH};
+use session_core::users::session_id;
 use session_core::{
     Capabilities, Codec, EngineRegistry, Error, Inserted, Record, Result, SessionKey, SessionStore,
     Timestamp, UserIndex, UserSession, async_trait,
 };
-use session_core::users::session_id;
 
 /// Options of the `memory` engine (config section `memory`).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -817,7 +817,11 @@ impl UserIndex for MemoryStore {
                 Some(UserSession::from_record(key, &record, current))
             })
             .collect();
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        out.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         Ok(out)
     }
 

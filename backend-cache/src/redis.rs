@@ -515,7 +515,10 @@ impl RedisStore {
             let Value::BulkString(b) = m else {
                 return Err(self.unexpected("ZRANGE member", &m));
             };
-            match std::str::from_utf8(&b).ok().and_then(|s| SessionKey::parse(s).ok()) {
+            match std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| SessionKey::parse(s).ok())
+            {
                 Some(k) => keys.push(k),
                 None => stale.push(b),
             }
@@ -1086,7 +1089,11 @@ impl UserIndex for RedisStore {
             .into_iter()
             .map(|(key, record)| UserSession::from_record(key, &record, current))
             .collect();
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        out.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         Ok(out)
     }
 

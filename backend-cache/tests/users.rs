@@ -20,10 +20,7 @@ fn settings() -> Arc<SessionSettings> {
 
 /// A store of the `cache` engine (no timeout layer, so the test sees the store itself).
 async fn cache_store(config: CacheConfig, what: &str) -> Arc<CacheStore> {
-    let url = config
-        .url
-        .clone()
-        .unwrap_or_else(|| config.urls.join(","));
+    let url = config.url.clone().unwrap_or_else(|| config.urls.join(","));
     let store = CacheStore::connect(&config, session_core::CodecKind::Bincode.build(1 << 22))
         .await
         .unwrap_or_else(|e| servers::unreachable(what, &url, e));
@@ -98,10 +95,17 @@ async fn list_count_and_end(store: Arc<CacheStore>) {
     let anon = Session::new(store.clone(), settings(), None);
     anon.insert("cart", &1).await.expect("insert");
     anon.save().await.expect("save");
-    let (k1, k2, k3) = (a1.key().unwrap(), a2.key().unwrap(), a3.key().unwrap());
+    let (k1, k2, k3) = (
+        a1.key().expect("key"),
+        a2.key().expect("key"),
+        a3.key().expect("key"),
+    );
 
     let list = ix.sessions_of("alice", Some(&k2)).await.expect("list");
-    assert_eq!(keys_of(&list), sorted(vec![k1.clone(), k2.clone(), k3.clone()]));
+    assert_eq!(
+        keys_of(&list),
+        sorted(vec![k1.clone(), k2.clone(), k3.clone()])
+    );
     for s in &list {
         assert_eq!(s.current, s.stored_key == k2, "{s:?}");
         assert_eq!(s.id, session_id(&s.stored_key));
@@ -115,22 +119,43 @@ async fn list_count_and_end(store: Arc<CacheStore>) {
     assert_eq!(ix.count_of("alice").await.expect("count"), 3);
     assert_eq!(ix.count_of("bob").await.expect("count"), 1);
     assert_eq!(ix.count_of("nobody").await.expect("count"), 0);
-    assert!(ix.sessions_of("nobody", None).await.expect("list").is_empty());
+    assert!(
+        ix.sessions_of("nobody", None)
+            .await
+            .expect("list")
+            .is_empty()
+    );
 
     // Through a later request's handle: the asking session is the current one.
-    let mine = again(&store, &a1).user_sessions().await.expect("user_sessions");
+    let mine = again(&store, &a1)
+        .user_sessions()
+        .await
+        .expect("user_sessions");
     assert_eq!(mine.len(), 3);
     assert_eq!(
-        mine.iter().filter(|s| s.current).map(|s| &s.stored_key).collect::<Vec<_>>(),
+        mine.iter()
+            .filter(|s| s.current)
+            .map(|s| &s.stored_key)
+            .collect::<Vec<_>>(),
         vec![&k1]
     );
 
     // Ending one session by its public id; another principal's id ends nothing.
     let id3 = session_id(&k3);
-    let bob_id = session_id(&b1.key().unwrap());
-    assert!(!again(&store, &a1).end_user_session(&bob_id).await.expect("end"));
-    assert!(store.exists(&b1.key().unwrap()).await.expect("exists"));
-    assert!(again(&store, &a1).end_user_session(&id3).await.expect("end"));
+    let bob_id = session_id(&b1.key().expect("key"));
+    assert!(
+        !again(&store, &a1)
+            .end_user_session(&bob_id)
+            .await
+            .expect("end")
+    );
+    assert!(store.exists(&b1.key().expect("key")).await.expect("exists"));
+    assert!(
+        again(&store, &a1)
+            .end_user_session(&id3)
+            .await
+            .expect("end")
+    );
     assert!(!store.exists(&k3).await.expect("exists"), "ended = deleted");
     assert!(!ix.end_session("alice", &id3).await.expect("end again"));
     assert_eq!(
@@ -154,7 +179,12 @@ async fn list_count_and_end(store: Arc<CacheStore>) {
     assert_eq!(ix.end_sessions("alice", None).await.expect("end all"), 1);
     assert_eq!(ix.count_of("alice").await.expect("count"), 0);
     assert_eq!(ix.count_of("bob").await.expect("count"), 1, "bob untouched");
-    assert!(store.exists(&anon.key().unwrap()).await.expect("exists"));
+    assert!(
+        store
+            .exists(&anon.key().expect("key"))
+            .await
+            .expect("exists")
+    );
 }
 
 /// A session signed in again as someone else, rebound by a direct write, or signed out
@@ -162,22 +192,36 @@ async fn list_count_and_end(store: Arc<CacheStore>) {
 async fn rebinding_leaves_the_old_listing(store: Arc<CacheStore>) {
     let ix = index(store.as_ref());
     let s = sign_in(&store, "carol").await;
-    let carol_key = s.key().unwrap();
+    let carol_key = s.key().expect("key");
     s.login("dave", None).await.expect("login as dave");
-    assert!(ix.sessions_of("carol", None).await.expect("list").is_empty());
+    assert!(
+        ix.sessions_of("carol", None)
+            .await
+            .expect("list")
+            .is_empty()
+    );
     let dave = ix.sessions_of("dave", None).await.expect("list");
-    assert_eq!(keys_of(&dave), vec![s.key().unwrap()]);
-    assert_ne!(s.key().unwrap(), carol_key, "login cycled the key");
+    assert_eq!(keys_of(&dave), vec![s.key().expect("key")]);
+    assert_ne!(s.key().expect("key"), carol_key, "login cycled the key");
 
     // Signed out in place: the record stays, anonymous, and leaves dave's listing.
     let later = again(&store, &s);
     later.clear();
     later.save().await.expect("save");
-    assert!(store.load(&s.key().unwrap()).await.expect("load").is_some());
+    assert!(
+        store
+            .load(&s.key().expect("key"))
+            .await
+            .expect("load")
+            .is_some()
+    );
     assert!(ix.sessions_of("dave", None).await.expect("list").is_empty());
 
     // A record rewritten under the same key with another principal moves listings.
-    let key = store.create(&signed_in(Some("erin"), 60)).await.expect("create");
+    let key = store
+        .create(&signed_in(Some("erin"), 60))
+        .await
+        .expect("create");
     assert_eq!(ix.count_of("erin").await.expect("count"), 1);
     store
         .update(&key, &signed_in(Some("frank"), 60), Some(1))
@@ -203,8 +247,14 @@ async fn rebinding_leaves_the_old_listing(store: Arc<CacheStore>) {
 /// Expired sessions are never listed (and the index forgets them).
 async fn expired_are_not_listed(store: Arc<CacheStore>) {
     let ix = index(store.as_ref());
-    let live = store.create(&signed_in(Some("gina"), 60)).await.expect("create");
-    let short = store.create(&signed_in(Some("gina"), 1)).await.expect("create");
+    let live = store
+        .create(&signed_in(Some("gina"), 60))
+        .await
+        .expect("create");
+    let short = store
+        .create(&signed_in(Some("gina"), 1))
+        .await
+        .expect("create");
     assert_eq!(ix.count_of("gina").await.expect("count"), 2);
     let start = Instant::now();
     while store.exists(&short).await.expect("exists") {
@@ -232,14 +282,23 @@ async fn ended_sessions_stay_ended(store: Arc<CacheStore>) {
     request_a.insert("clicks", &1).await.expect("insert");
     // Request B, from the other device: sign out every other session.
     assert_eq!(
-        again(&store, &other).end_other_sessions().await.expect("end"),
+        again(&store, &other)
+            .end_other_sessions()
+            .await
+            .expect("end"),
         1
     );
     assert!(matches!(request_a.save().await, Err(Error::NotFound)));
-    assert!(store.load(&victim.key().unwrap()).await.expect("load").is_none());
+    assert!(
+        store
+            .load(&victim.key().expect("key"))
+            .await
+            .expect("load")
+            .is_none()
+    );
     assert_eq!(
         keys_of(&ix.sessions_of("hank", None).await.expect("list")),
-        vec![other.key().unwrap()]
+        vec![other.key().expect("key")]
     );
 }
 
@@ -296,7 +355,11 @@ async fn hashed_keys_over_memory_mark_the_current_session() {
 #[tokio::test]
 async fn memcached_has_no_user_index() {
     let url = servers::memcached_url();
-    let store = cache_store(CacheConfig::new(&url).with_key_prefix(prefix()), "Memcached").await;
+    let store = cache_store(
+        CacheConfig::new(&url).with_key_prefix(prefix()),
+        "Memcached",
+    )
+    .await;
     assert!(store.user_index().is_none());
     let s = sign_in(&store, "jane").await;
     assert!(matches!(
@@ -319,7 +382,10 @@ async fn redis_index_keys_are_digests_with_a_ttl() {
     let store = redis(&p).await;
     let ix = index(store.as_ref());
     let principal = "kim {weird} * principal";
-    let k1 = store.create(&signed_in(Some(principal), 300)).await.expect("create");
+    let k1 = store
+        .create(&signed_in(Some(principal), 300))
+        .await
+        .expect("create");
     let url = servers::redis_url();
     let mut raw = redis::Client::open(url.as_str())
         .expect("url")
@@ -341,11 +407,17 @@ async fn redis_index_keys_are_digests_with_a_ttl() {
     assert!((290_000..=400_000).contains(&pttl), "index PTTL {pttl}");
     // The index entry survives a delete done behind its back (a stale entry), and the
     // listing ignores it; once past the grace the listing removes it.
-    let k2 = store.create(&signed_in(Some(principal), 300)).await.expect("create");
+    let k2 = store
+        .create(&signed_in(Some(principal), 300))
+        .await
+        .expect("create");
     let mut del = redis::cmd("DEL");
     del.arg(format!("{p}{}", k2.as_str()));
     let _: i64 = del.query_async(&mut raw).await.expect("DEL");
-    assert_eq!(keys_of(&ix.sessions_of(principal, None).await.expect("list")), vec![k1.clone()]);
+    assert_eq!(
+        keys_of(&ix.sessions_of(principal, None).await.expect("list")),
+        vec![k1.clone()]
+    );
     let members = |raw: &mut redis::aio::MultiplexedConnection| {
         let mut c = redis::cmd("ZCARD");
         c.arg(&sets[0]);
