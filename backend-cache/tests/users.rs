@@ -111,6 +111,16 @@ async fn list_count_and_end(store: Arc<CacheStore>) {
         assert_eq!(s.id, session_id(&s.stored_key));
         assert_eq!(s.meta.principal.as_deref(), Some("alice"));
         assert!(s.expires_at > Timestamp::now());
+        // Each entry describes its own record (a cluster fetches them across slots).
+        let stored = store
+            .load(&s.stored_key)
+            .await
+            .expect("load")
+            .expect("live");
+        assert_eq!(
+            (stored.created_at, stored.expires_at),
+            (s.created_at, s.expires_at)
+        );
     }
     assert!(
         list.windows(2).all(|w| w[0].created_at <= w[1].created_at),
@@ -434,5 +444,96 @@ async fn redis_index_keys_are_digests_with_a_ttl() {
         assert!(start.elapsed() < Duration::from_secs(10), "never pruned");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    purge(&store).await;
+}
+
+/// Writers re-binding sessions between principals while listers prune: once the
+/// writers are done, every session is listed under the principal it ended with (the
+/// index never misses a live session, even when a listing pruned a key a writer was
+/// re-binding at that moment).
+async fn rebinding_races_never_lose_a_session(store: Arc<CacheStore>) {
+    const KEYS: usize = 64;
+    const ROUNDS: usize = 30;
+    let owners = [Some("olga"), None, Some("pete")];
+    let mut keys = Vec::new();
+    for _ in 0..KEYS {
+        keys.push(
+            store
+                .create(&signed_in(Some("olga"), 120))
+                .await
+                .expect("create"),
+        );
+    }
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut listers = Vec::new();
+    for who in ["olga", "pete"] {
+        let (store, done) = (store.clone(), done.clone());
+        listers.push(tokio::spawn(async move {
+            let mut rounds = 0u32;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                index(store.as_ref())
+                    .sessions_of(who, None)
+                    .await
+                    .expect("list");
+                rounds += 1;
+                tokio::task::yield_now().await;
+            }
+            rounds
+        }));
+    }
+    let mut writers = Vec::new();
+    for (i, key) in keys.iter().cloned().enumerate() {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let mut last = Some("olga");
+            for round in 0..ROUNDS {
+                let owner = owners[(i + round) % owners.len()];
+                store
+                    .update(&key, &signed_in(owner, 120), None)
+                    .await
+                    .expect("update");
+                last = owner;
+                tokio::task::yield_now().await;
+            }
+            (key, last)
+        }));
+    }
+    let mut finals = Vec::new();
+    for w in writers {
+        finals.push(w.await.expect("writer"));
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in listers {
+        assert!(l.await.expect("lister") > 0);
+    }
+    for who in ["olga", "pete"] {
+        let listed = keys_of(
+            &index(store.as_ref())
+                .sessions_of(who, None)
+                .await
+                .expect("list"),
+        );
+        let expected = sorted(
+            finals
+                .iter()
+                .filter(|(_, last)| *last == Some(who))
+                .map(|(k, _)| k.clone())
+                .collect(),
+        );
+        assert_eq!(listed, expected, "{who}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_rebinding_races_never_lose_a_session() {
+    let store = Arc::new(CacheStore::Memory(MemoryStore::new()));
+    rebinding_races_never_lose_a_session(store.clone()).await;
+    purge(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_rebinding_races_never_lose_a_session() {
+    let store = redis(&prefix()).await;
+    rebinding_races_never_lose_a_session(store.clone()).await;
     purge(&store).await;
 }
