@@ -716,6 +716,42 @@ async fn a_user_index_without_principal_validation_is_caught() {
     .await;
 }
 
+/// The reference store behind a wrapper that forwards `user_index`.
+struct Wrapped(fn(Arc<dyn SessionStore>) -> Arc<dyn SessionStore>);
+
+#[async_trait]
+impl StoreFactory for Wrapped {
+    async fn fresh(&self) -> std::result::Result<Arc<dyn SessionStore>, BoxError> {
+        Ok((self.0)(Arc::new(FlawedStore::new(Flaw::None))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_users_cases_run_through_the_spy_and_hashed_keys() {
+    let users = || -> Vec<_> {
+        all_cases()
+            .into_iter()
+            .filter(|c| c.category == Category::Users)
+            .collect()
+    };
+    let n = users().len();
+    let spy = run_cases(
+        "spy",
+        &Wrapped(|s| Arc::new(integration_tests::SpyStore::new(s))),
+        users(),
+    )
+    .await;
+    spy.assert_pinned(n, 0);
+    // Listings name derived keys behind the wrapper; the cases accept either form.
+    let hashed = run_cases(
+        "hashed keys",
+        &Wrapped(|s| Arc::new(session_core::HashedKeys::new(s))),
+        users(),
+    )
+    .await;
+    hashed.assert_pinned(n, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_custom_store_example_passes() {
     let report = run_conformance("map-store", &custom_store::MapStoreFactory).await;
