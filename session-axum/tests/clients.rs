@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::{get, post};
 use axum::Router;
+use axum::routing::{get, post};
 use backend_cache::MemoryStore;
 use session_axum::{Session, SessionError, SessionLayer};
 use session_core::SessionMeta;

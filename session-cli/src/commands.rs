@@ -630,11 +630,7 @@ pub async fn user(registry: &EngineRegistry, path: Option<&Path>, args: UserArgs
 }
 
 /// `sessions revoke --user NAME`: ends every live session of the user.
-pub async fn revoke(
-    registry: &EngineRegistry,
-    path: Option<&Path>,
-    args: RevokeArgs,
-) -> CliResult {
+pub async fn revoke(registry: &EngineRegistry, path: Option<&Path>, args: RevokeArgs) -> CliResult {
     check_user(&args.user)?;
     let store = user_store(registry, path, "revoke").await?;
     let ended = index_of(store.as_ref())?

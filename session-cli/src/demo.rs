@@ -602,7 +602,9 @@ async fn log_in(
     }
     // `login` cycles the key (a key planted before login is useless after) and records
     // the user as the session's principal, with the password's auth hash.
-    session.login(&name, Some(&passwords.auth_hash(&name))).await?;
+    session
+        .login(&name, Some(&passwords.auth_hash(&name)))
+        .await?;
     Ok(Ok(()))
 }
 
@@ -823,7 +825,10 @@ mod actix {
         ))
     }
 
-    async fn end_one(session: Session, f: web::Form<EndForm>) -> Result<HttpResponse, SessionError> {
+    async fn end_one(
+        session: Session,
+        f: web::Form<EndForm>,
+    ) -> Result<HttpResponse, SessionError> {
         Ok(reply(super::end_session(&session, f.into_inner()).await?))
     }
 

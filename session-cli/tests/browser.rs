@@ -719,7 +719,11 @@ async fn run_sign_out_other_devices(framework: &str) {
         Some("grace"),
         "browser A stays signed in: {p:?}"
     );
-    assert_eq!(a.session_count().await, 1, "browser A: only its own session is left");
+    assert_eq!(
+        a.session_count().await,
+        1,
+        "browser A: only its own session is left"
+    );
     assert_eq!(a.cookie_value("after signing out the others").await, a_key);
     let q = b.reload().await;
     assert_eq!(

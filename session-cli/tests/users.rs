@@ -57,7 +57,15 @@ fn file_config(dir: &Path) -> String {
 /// Starts `sessions --config CONFIG demo --framework FRAMEWORK` on a free loopback port.
 fn start_demo(config: &str, cwd: &Path, framework: &str) -> Demo {
     let mut child = support::sessions()
-        .args(["--config", config, "demo", "--host", "127.0.0.1", "--port", "0"])
+        .args([
+            "--config",
+            config,
+            "demo",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ])
         .args(["--framework", framework])
         .current_dir(cwd)
         .env("SESSIONS_LOG", "error")
@@ -171,7 +179,9 @@ fn ids(list: &[Value]) -> Vec<String> {
 }
 
 fn current(list: &[Value]) -> Vec<&Value> {
-    list.iter().filter(|s| s["current"] == json!(true)).collect()
+    list.iter()
+        .filter(|s| s["current"] == json!(true))
+        .collect()
 }
 
 async fn two_clients_one_user(framework: &str) {
@@ -212,7 +222,10 @@ async fn two_clients_one_user(framework: &str) {
     for s in &list {
         assert_eq!(s["client_addr"], json!("127.0.0.1"), "{s}");
         assert!(s["last_seen"].is_string(), "{s}");
-        assert!(s["created_at"].is_string() && s["expires_at"].is_string(), "{s}");
+        assert!(
+            s["created_at"].is_string() && s["expires_at"].is_string(),
+            "{s}"
+        );
     }
     assert_eq!(ids(&two.listed().await), ids(&list));
 
@@ -249,7 +262,9 @@ async fn two_clients_one_user(framework: &str) {
         .and_then(|s| s["id"].as_str())
         .expect("the other session")
         .to_owned();
-    let (status, _) = one.post("/sessions/end", &[("id", "0".repeat(32).as_str())]).await;
+    let (status, _) = one
+        .post("/sessions/end", &[("id", "0".repeat(32).as_str())])
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(two.user().await.as_deref(), Some("ada"));
     let (status, _) = one.post("/sessions/end", &[("id", &other_id)]).await;
@@ -259,10 +274,7 @@ async fn two_clients_one_user(framework: &str) {
     // Another user's sessions cannot be ended by id: bob's session is not ada's.
     let bob = Client::new(&demo, "client-bob/3.0");
     bob.login("bob").await;
-    let bob_id = bob.listed().await[0]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let bob_id = bob.listed().await[0]["id"].as_str().expect("id").to_owned();
     let (status, _) = one.post("/sessions/end", &[("id", &bob_id)]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(bob.user().await.as_deref(), Some("bob"));
@@ -276,7 +288,11 @@ async fn two_clients_one_user(framework: &str) {
     let cycled = cycled.expect("the re-login sets a new cookie");
     assert_ne!(cycled, key_one);
     assert_eq!(two.user().await, None, "the old password's session is gone");
-    assert_eq!(one.user().await.as_deref(), Some("ada"), "the changing one stays");
+    assert_eq!(
+        one.user().await.as_deref(),
+        Some("ada"),
+        "the changing one stays"
+    );
     assert_eq!(one.listed().await.len(), 1);
     // Signing in after the change works, with the new hash.
     two.login("ada").await;
@@ -330,7 +346,10 @@ async fn without_an_index(framework: &str) {
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("id=\"user\">ada<"), "{page}");
     assert!(page.contains("id=\"sessions-unsupported\""), "{page}");
-    assert!(page.contains("memcached engine keeps no per-user index"), "{page}");
+    assert!(
+        page.contains("memcached engine keeps no per-user index"),
+        "{page}"
+    );
     let (status, v) = one.sessions().await;
     assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{v}");
     assert!(
@@ -392,9 +411,17 @@ async fn user_and_revoke(config_toml: &str) {
     let other = format!("bob-{}", servers::unique_suffix());
     let mut ada = Vec::new();
     for _ in 0..3 {
-        ada.push(store.create(&signed_in(Some(&user), 3600)).await.expect("create"));
+        ada.push(
+            store
+                .create(&signed_in(Some(&user), 3600))
+                .await
+                .expect("create"),
+        );
     }
-    let bob = store.create(&signed_in(Some(&other), 3600)).await.expect("create");
+    let bob = store
+        .create(&signed_in(Some(&other), 3600))
+        .await
+        .expect("create");
     let anonymous = store.create(&signed_in(None, 3600)).await.expect("create");
 
     let out = run(&["--config", &config, "user", &user, "--json"]);
@@ -408,11 +435,17 @@ async fn user_and_revoke(config_toml: &str) {
     for s in listed {
         assert_eq!(s["client_addr"], json!("127.0.0.1"), "{s}");
         assert_eq!(s["user_agent"], json!("probe/1.0"), "{s}");
-        assert!(s["expires_at"].is_string() && s["last_seen"].is_string(), "{s}");
+        assert!(
+            s["expires_at"].is_string() && s["last_seen"].is_string(),
+            "{s}"
+        );
     }
     let shown = text(&out.stdout);
     for k in &ada {
-        assert!(!shown.contains(k.as_str()), "keys are never printed: {shown}");
+        assert!(
+            !shown.contains(k.as_str()),
+            "keys are never printed: {shown}"
+        );
     }
 
     let out = run(&["--config", &config, "user", &user]);
@@ -423,16 +456,27 @@ async fn user_and_revoke(config_toml: &str) {
 
     let out = run(&["--config", &config, "revoke", "--user", &user]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("ended 3 session(s)"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("ended 3 session(s)"),
+        "{}",
+        text(&out.stdout)
+    );
     for k in &ada {
         assert!(store.load(k).await.expect("load").is_none(), "revoked");
     }
-    assert!(store.load(&bob).await.expect("load").is_some(), "bob's stays");
+    assert!(
+        store.load(&bob).await.expect("load").is_some(),
+        "bob's stays"
+    );
     assert!(store.load(&anonymous).await.expect("load").is_some());
 
     let out = run(&["--config", &config, "user", &user]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("no live session"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("no live session"),
+        "{}",
+        text(&out.stdout)
+    );
     let out = run(&["--config", &config, "revoke", "--user", &user, "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
@@ -485,7 +529,10 @@ fn user_and_revoke_explain_an_engine_without_an_index() {
             err.contains("engine memcached keeps no per-user index"),
             "{err}"
         );
-        assert!(err.contains("file, db"), "names the engines that can: {err}");
+        assert!(
+            err.contains("file, db"),
+            "names the engines that can: {err}"
+        );
         assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
     }
 }
