@@ -375,9 +375,7 @@ pub(crate) fn add_principal_v2(backend: Backend, table: &TableName) -> Vec<Ddl> 
         // `IF NOT EXISTS` for either.
         Backend::MySql => vec![
             Ddl::unless(
-                format!(
-                    "ALTER TABLE {t} ADD COLUMN principal VARBINARY({MAX_PRINCIPAL_LEN}) NULL"
-                ),
+                format!("ALTER TABLE {t} ADD COLUMN principal VARBINARY({MAX_PRINCIPAL_LEN}) NULL"),
                 "SELECT COUNT(*) FROM information_schema.columns WHERE \
                  table_schema = DATABASE() AND table_name = ? AND column_name = 'principal'",
             ),

@@ -732,9 +732,7 @@ impl UserIndex for DbStore {
             record.version = u64::try_from(version).unwrap_or(0);
             out.push(UserSession::from_record(key, &record, current));
         }
-        out.sort_by(|a, b| {
-            (a.created_at, &a.stored_key).cmp(&(b.created_at, &b.stored_key))
-        });
+        out.sort_by(|a, b| (a.created_at, &a.stored_key).cmp(&(b.created_at, &b.stored_key)));
         Ok(out)
     }
 

@@ -1,6 +1,7 @@
 //! Every session of a user, on the built `sessions` binary: the demo's "Your sessions"
 //! (`GET /api/sessions`, sign out one session, sign out other devices, change password)
-//! for two clients signed in as the same user, on axum and actix-web, with the client
+//! for two clients signed in as the same user, on axum and actix-web (file engine; axum
+//! also over Redis), with the client
 //! (`User-Agent`, peer address) recorded; the panel on an engine without a per-user index
 //! (Memcached); and `sessions user NAME` / `sessions revoke --user NAME` against the
 //! file engine and Redis, with their errors for Memcached and for bad names.
@@ -184,9 +185,20 @@ fn current(list: &[Value]) -> Vec<&Value> {
         .collect()
 }
 
-async fn two_clients_one_user(framework: &str) {
+fn redis_config(dir: &Path) -> String {
+    write_config(
+        dir,
+        &format!(
+            "engine = \"cache\"\n[cache]\nurl = \"{}\"\nkey_prefix = \"users-front-{}:\"\n",
+            servers::redis_url(),
+            servers::unique_suffix()
+        ),
+    )
+}
+
+async fn two_clients_one_user(framework: &str, config: fn(&Path) -> String) {
     let tmp = tempfile::tempdir().expect("tmp");
-    let config = file_config(tmp.path());
+    let config = config(tmp.path());
     let demo = start_demo(&config, tmp.path(), framework);
     let one = Client::new(&demo, "client-one/1.0");
     let two = Client::new(&demo, "client-two/2.0");
@@ -320,12 +332,17 @@ async fn two_clients_one_user(framework: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_of_one_user_on_axum() {
-    two_clients_one_user("axum").await;
+    two_clients_one_user("axum", file_config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_of_one_user_on_axum_over_redis() {
+    two_clients_one_user("axum", redis_config).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_of_one_user_on_actix_web() {
-    two_clients_one_user("actix").await;
+    two_clients_one_user("actix", file_config).await;
 }
 
 /// On Memcached (no per-user index) the page still renders, and says so.
