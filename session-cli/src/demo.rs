@@ -362,8 +362,8 @@ async fn sessions_panel(session: &session_core::Session) -> session_core::Result
             return Ok(format!(
                 "<section id=\"sessions\"><h2>Your sessions</h2>\
                  <p class=\"note\" id=\"sessions-unsupported\">The {} engine keeps no \
-                 per-user index, so it cannot list your sessions or sign out other devices \
-                 (the file, SQL, cached SQL, memory and Redis engines can).</p></section>",
+                 per-user index, so it cannot list your sessions or sign out other \
+                 devices.</p></section>",
                 escape(&engine)
             ));
         }
@@ -496,7 +496,7 @@ button {{ font: inherit; cursor: pointer; padding: .4rem .9rem; border-radius: 7
   background: #0b7a55; color: #fff; font-weight: 600; }}
 button.secondary {{ background: #fff; color: #0b7a55; }}
 button.quiet {{ background: none; border: none; color: #b42318; font-weight: 500; font-size: .88rem; padding: .1rem .3rem; }}
-li.device small {{ color: #66727f; }} .this {{ color: #0b7a55; font-weight: 600; font-size: .88rem; }}
+#sessions {{ grid-column: 1 / -1; }} li.device small {{ color: #66727f; }} button {{ white-space: nowrap; }} .this {{ color: #0b7a55; font-weight: 600; font-size: .88rem; }}
 footer {{ margin-top: 1.4rem; color: #66727f; font-size: .88rem; }}
 code {{ background: #e6eaef; padding: .1rem .35rem; border-radius: 4px; }}
 </style></head>
