@@ -400,7 +400,7 @@ async fn sessions_panel(session: &session_core::Session) -> session_core::Result
             format!(
                 "<li class=\"device\" data-session-id=\"{id}\" data-current=\"{}\">\
                  <span><span class=\"client\">{client}</span><br>\
-                 <small>signed in {} · last seen <span class=\"seen\">{seen}</span></small></span>{action}</li>",
+                 <small>started {} · last seen <span class=\"seen\">{seen}</span></small></span>{action}</li>",
                 s.current,
                 iso(s.created_at),
             )
@@ -447,7 +447,7 @@ async fn page(session: &session_core::Session, where_stored: &str) -> session_co
     let auth = match &user {
         Some(u) => format!(
             "<p class=\"who\">Signed in as <b id=\"user\">{}</b></p>\
-             <div class=\"row\"><form method=\"post\" action=\"/logout\"><button type=\"submit\" class=\"secondary\" id=\"logout\">Log out</button></form>\
+             <div class=\"row buttons\"><form method=\"post\" action=\"/logout\"><button type=\"submit\" class=\"secondary\" id=\"logout\">Log out</button></form>\
              <form method=\"post\" action=\"/password\"><button type=\"submit\" class=\"secondary\" id=\"change-password\">Change password</button></form></div>\
              <p class=\"note\">Logging out flushes the session: the record is deleted and the cookie removed. \
              Changing the password signs out every other session of this user; this one stays signed in.</p>",
@@ -496,7 +496,8 @@ button {{ font: inherit; cursor: pointer; padding: .4rem .9rem; border-radius: 7
   background: #0b7a55; color: #fff; font-weight: 600; }}
 button.secondary {{ background: #fff; color: #0b7a55; }}
 button.quiet {{ background: none; border: none; color: #b42318; font-weight: 500; font-size: .88rem; padding: .1rem .3rem; }}
-#sessions {{ grid-column: 1 / -1; }} li.device small {{ color: #66727f; }} button {{ white-space: nowrap; }} .this {{ color: #0b7a55; font-weight: 600; font-size: .88rem; }}
+#sessions {{ grid-column: 1 / -1; }} li.device small {{ color: #66727f; }} button {{ white-space: nowrap; }} .this {{ color: #0b7a55; font-weight: 600; font-size: .88rem; white-space: nowrap; margin-left: 1rem; }}
+.buttons {{ flex-wrap: wrap; }}
 footer {{ margin-top: 1.4rem; color: #66727f; font-size: .88rem; }}
 code {{ background: #e6eaef; padding: .1rem .35rem; border-radius: 4px; }}
 </style></head>
