@@ -680,10 +680,13 @@ async fn sessions_json(
                 "sessions": list.iter().map(session_json).collect::<Vec<_>>(),
             }),
         )),
-        Err(e) => match index_error(e)? {
-            Reply::Text(status, error) => Ok((status, json!({ "user": user, "error": error }))),
-            Reply::Back => Ok((500, json!({ "user": user }))),
-        },
+        Err(session_core::Error::NotSignedIn) => {
+            Ok((401, json!({ "user": user, "error": "not signed in" })))
+        }
+        Err(e @ session_core::Error::Unsupported { .. }) => {
+            Ok((501, json!({ "user": user, "error": e.to_string() })))
+        }
+        Err(e) => Err(e),
     }
 }
 
