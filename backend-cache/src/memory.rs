@@ -94,7 +94,7 @@ use moka::Expiry;
 use moka::sync::Cache;
 use serde::Deserialize;
 use session_core::codec::{ENCRYPTION_OVERHEAD, MAX_DEPTH};
-use session_core::users::session_id;
+use session_core::users::{session_id, validate_principal};
 use session_core::{
     Capabilities, Codec, EngineRegistry, Error, Inserted, Record, Result, SessionKey, SessionStore,
     Timestamp, UserIndex, UserSession, async_trait,
@@ -808,6 +808,7 @@ impl UserIndex for MemoryStore {
         principal: &str,
         current: Option<&SessionKey>,
     ) -> Result<Vec<UserSession>> {
+        validate_principal(principal)?;
         let now = Timestamp::now();
         let mut out: Vec<UserSession> = self
             .index_keys(principal)
@@ -826,6 +827,7 @@ impl UserIndex for MemoryStore {
     }
 
     async fn end_session(&self, principal: &str, id: &str) -> Result<bool> {
+        validate_principal(principal)?;
         Ok(self
             .index_keys(principal)
             .into_iter()
@@ -834,6 +836,7 @@ impl UserIndex for MemoryStore {
     }
 
     async fn end_sessions(&self, principal: &str, keep: Option<&SessionKey>) -> Result<u64> {
+        validate_principal(principal)?;
         let mut ended = 0;
         for key in self.index_keys(principal) {
             if Some(&key) != keep && self.end(principal, &key) {
@@ -844,6 +847,7 @@ impl UserIndex for MemoryStore {
     }
 
     async fn count_of(&self, principal: &str) -> Result<u64> {
+        validate_principal(principal)?;
         let now = Timestamp::now();
         Ok(self
             .index_keys(principal)

@@ -83,7 +83,7 @@ use ::redis::cluster_async::ClusterConnection;
 #[cfg(feature = "cluster")]
 use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use ::redis::{Cmd, ErrorKind, RedisError, RedisFuture, Script, ServerErrorKind, Value};
-use session_core::users::session_id;
+use session_core::users::{session_id, validate_principal};
 use session_core::{
     Capabilities, Codec, Error, Inserted, RawAccess, Record, Result, SessionKey, SessionStore,
     Timestamp, UserIndex, UserSession, async_trait,
@@ -565,6 +565,7 @@ impl RedisStore {
 
     /// The live sessions of `principal` with their keys; prunes stale members.
     async fn index_list(&self, principal: &str) -> Result<Vec<(SessionKey, Record)>> {
+        validate_principal(principal)?;
         let ikey = self.index_key(principal);
         let mut cmd = ::redis::cmd("ZRANGE");
         cmd.arg(&ikey).arg(0).arg(-1);

@@ -42,6 +42,15 @@
 //! the cache is skipped for `retry_interval_ms`, then tried again, so a returning cache is
 //! used again without a restart.
 //!
+//! ## Every session of a user
+//!
+//! When the durable store keeps a per-user index ([`session_core::UserIndex`]), so does
+//! this store: listings and counts are the durable store's, and each session it ends is
+//! deleted through this store's own delete, which invalidates the cache entry (and the
+//! first-level one) under the rules above. An ended session is therefore never read back
+//! from the cache, by this process or another, and a request of it still in flight gets
+//! `NotFound` from the durable store when it saves.
+//!
 //! ## Optional first level
 //!
 //! `l1_ttl_ms > 0` adds an in-process memory level in front of the cache. Writes through

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
+use session_core::users::{UserIndex, UserSession};
 use session_core::{
     Capabilities, Error, Inserted, RawAccess, Record, Result, SessionKey, SessionStore, Timestamp,
 };
@@ -429,6 +430,60 @@ impl SessionStore for CachedDbStore {
     /// database does not).
     fn maintenance(&self) -> Option<&dyn session_core::Maintenance> {
         self.db.maintenance()
+    }
+
+    /// Present when the durable store keeps an index: listings are the durable store's
+    /// (the cache holds nothing the durable store does not), and every session ended
+    /// through it is deleted through this store, so its cache entry is invalidated too.
+    fn user_index(&self) -> Option<&dyn UserIndex> {
+        self.db.user_index().map(|_| self as &dyn UserIndex)
+    }
+}
+
+impl CachedDbStore {
+    fn durable_index(&self) -> Result<&dyn UserIndex> {
+        self.db
+            .user_index()
+            .ok_or_else(|| Error::unsupported(self.db.engine(), "a user index"))
+    }
+}
+
+/// The durable store's index for listing; ending goes through [`CachedDbStore`]'s own
+/// delete (durable delete, then invalidation of the cache entry, with the suspect-set
+/// repair when the cache cannot be reached), so no process keeps reading an ended
+/// session from the cache, and a request of it still in flight gets `NotFound` from the
+/// durable store when it saves.
+#[async_trait]
+impl UserIndex for CachedDbStore {
+    async fn sessions_of(
+        &self,
+        principal: &str,
+        current: Option<&SessionKey>,
+    ) -> Result<Vec<UserSession>> {
+        self.durable_index()?.sessions_of(principal, current).await
+    }
+
+    async fn end_session(&self, principal: &str, id: &str) -> Result<bool> {
+        let sessions = self.durable_index()?.sessions_of(principal, None).await?;
+        match sessions.into_iter().find(|s| s.id == id) {
+            Some(s) => self.delete(&s.stored_key).await,
+            None => Ok(false),
+        }
+    }
+
+    async fn end_sessions(&self, principal: &str, keep: Option<&SessionKey>) -> Result<u64> {
+        let sessions = self.durable_index()?.sessions_of(principal, None).await?;
+        let mut ended = 0;
+        for s in sessions {
+            if Some(&s.stored_key) != keep && self.delete(&s.stored_key).await? {
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    async fn count_of(&self, principal: &str) -> Result<u64> {
+        self.durable_index()?.count_of(principal).await
     }
 }
 

@@ -5,9 +5,17 @@
 //! need. Each session table's schema version lives in the shared `session_store_schema`
 //! table (one row per session table); a built-in list holds every schema step in order,
 //! and a run applies only the steps above the recorded version, so running it again
-//! changes nothing (the DDL also says `IF NOT EXISTS`, for tables made by hand). The
-//! recorded version is trusted only while the table exists: a table dropped behind the
-//! record's back counts as version 0 and is created again.
+//! changes nothing (the DDL also says `IF NOT EXISTS`, for tables made by hand, and
+//! where a dialect cannot say it the catalogue is asked first). The recorded version is
+//! trusted only while the table exists: a table dropped behind the record's back counts
+//! as version 0 and is created again.
+//!
+//! Upgrading is the same call: a store opened with `auto_migrate` (the default) brings
+//! an older table up to date when it connects, and `sessions migrate` does it for
+//! deployments that migrate ahead of the rollout. A store opened without `auto_migrate`
+//! never checks the version, as before: on a table still at version 1 its writes fail
+//! with a backend error naming the missing `principal` column until the table is
+//! migrated. A build that meets a table newer than it knows refuses to migrate it.
 //!
 //! Concurrent runs (several application instances starting at once) are serialised by a
 //! database lock: a PostgreSQL transaction-scoped advisory lock (the DDL is
@@ -25,19 +33,32 @@ use crate::pool::{DbPool, ENGINE, Timeouts, map_sqlx};
 use crate::sql;
 
 /// The schema version this build creates and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+///
+/// 1. The session table and its expiry index.
+/// 2. The nullable `principal` column and its index, behind the store's
+///    [`UserIndex`](session_core::UserIndex). Rows written before the upgrade keep a
+///    `NULL` principal: they were anonymous, or were signed in by a release that
+///    predates the index, and are not listed as anyone's sessions.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// One schema step.
 struct Migration {
     version: i64,
-    ddl: fn(Backend, &TableName) -> Vec<String>,
+    ddl: fn(Backend, &TableName) -> Vec<sql::Ddl>,
 }
 
-/// Every schema step, in order. A future change appends a step (e.g. `ALTER TABLE`).
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    ddl: sql::create_table_v1,
-}];
+/// Every schema step, in order; a new table runs them all. A future change appends a
+/// step.
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        ddl: sql::create_table_v1,
+    },
+    Migration {
+        version: 2,
+        ddl: sql::add_principal_v2,
+    },
+];
 
 #[cfg(feature = "postgres")]
 /// Advisory lock key for PostgreSQL (any constant; "sessmigr" in ASCII).
@@ -152,7 +173,16 @@ macro_rules! apply {
         }
         for m in MIGRATIONS.iter().filter(|m| m.version > from) {
             for ddl in (m.ddl)($backend, $table) {
-                sqlx::raw_sql(AssertSqlSafe(ddl))
+                if let Some(applied) = ddl.applied {
+                    let found: i64 = sqlx::query_scalar(AssertSqlSafe(applied))
+                        .bind($table.as_str())
+                        .fetch_one(&mut *$conn)
+                        .await?;
+                    if found > 0 {
+                        continue;
+                    }
+                }
+                sqlx::raw_sql(AssertSqlSafe(ddl.sql))
                     .execute(&mut *$conn)
                     .await?;
             }

@@ -13,6 +13,7 @@
 //! (`RETURNING` versus MySQL's `LAST_INSERT_ID(expr)`, which the server sends back in the
 //! OK packet of the same round trip) and the bounded batch delete.
 
+use session_core::users::MAX_PRINCIPAL_LEN;
 use sqlx::{AssertSqlSafe, SqlStr};
 
 use crate::config::{Backend, SCHEMA_TABLE, TableName};
@@ -37,7 +38,17 @@ pub(crate) fn quote(backend: Backend, name: &str) -> String {
 /// The name of the expiry index: `<table>_expires_at`, or, when that would exceed the
 /// identifier limit, a prefix of the table name and a stable hash of the whole of it.
 pub(crate) fn expiry_index_name(table: &TableName) -> String {
-    let plain = format!("{}_expires_at", table.as_str());
+    index_name(table, "expires_at", "exp")
+}
+
+/// The name of the principal index (schema version 2): `<table>_principal`, shortened
+/// like [`expiry_index_name`].
+pub(crate) fn principal_index_name(table: &TableName) -> String {
+    index_name(table, "principal", "pri")
+}
+
+fn index_name(table: &TableName, column: &str, short: &str) -> String {
+    let plain = format!("{}_{column}", table.as_str());
     if plain.len() <= MAX_IDENT {
         return plain;
     }
@@ -47,28 +58,33 @@ pub(crate) fn expiry_index_name(table: &TableName) -> String {
         hash ^= u32::from(b);
         hash = hash.wrapping_mul(0x0100_0193);
     }
-    format!("{}_{hash:08x}_exp", &table.as_str()[..40])
+    format!("{}_{hash:08x}_{short}", &table.as_str()[..40])
 }
+
+/// MySQL's name of the principal index (index names are per table there).
+pub(crate) const MYSQL_PRINCIPAL_INDEX: &str = "principal_idx";
 
 /// Every statement the store runs, for one table on one database: the exact text a
 /// [`DbStore`](crate::DbStore) executes, exposed by
 /// [`DbStore::statements`](crate::DbStore::statements) so that tools running the same
 /// I/O (the benchmark's raw SQL floor) cannot drift from it. Each field names the
-/// parameters it binds, in order.
+/// parameters it binds, in order; `principal` is the record's principal, `NULL` for an
+/// anonymous session.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Statements {
     /// PG/SQLite: upsert replacing only an expired row; binds key, data, expires_at,
-    /// version, now. MySQL: plain insert; binds key, data, expires_at, version.
+    /// version, principal, now. MySQL: plain insert; binds key, data, expires_at,
+    /// version, principal.
     pub insert_new: SqlStr,
     /// MySQL only: removes an expired row holding the key; binds key, now.
     pub delete_expired_key: SqlStr,
     /// binds key, now -> (data, expires_at, version).
     pub load: SqlStr,
-    /// binds data, expires_at, key, now -> version (PG/SQLite RETURNING; MySQL via
-    /// `last_insert_id`).
+    /// binds data, expires_at, principal, key, now -> version (PG/SQLite RETURNING;
+    /// MySQL via `last_insert_id`).
     pub update: SqlStr,
-    /// binds data, expires_at, key, now, expected -> version.
+    /// binds data, expires_at, principal, key, now, expected -> version.
     pub update_cas: SqlStr,
     /// binds key, now -> version of the live row.
     pub live_version: SqlStr,
@@ -86,41 +102,58 @@ pub struct Statements {
     pub list_first: SqlStr,
     /// binds after, limit -> keys.
     pub list_after: SqlStr,
-    /// binds key, data, expires_at: insert or replace, bumping the version.
+    /// binds key, data, expires_at: insert or replace, bumping the version; the
+    /// principal becomes `NULL` (the bytes are not decoded).
     pub put_raw: SqlStr,
     /// binds key -> data.
     pub get_raw: SqlStr,
+    /// binds principal, now -> (key, data, expires_at, version) of its live rows.
+    pub sessions_of: SqlStr,
+    /// binds principal, now -> keys of its live rows.
+    pub keys_of: SqlStr,
+    /// binds principal, now -> count of its live rows.
+    pub count_of: SqlStr,
+    /// binds key, principal: deletes the row only while it is the principal's.
+    pub delete_of: SqlStr,
+    /// binds principal, now -> rows deleted (every live row of the principal).
+    pub delete_all_of: SqlStr,
+    /// binds principal, now, kept key -> rows deleted (every other live row).
+    pub delete_others_of: SqlStr,
 }
 
 impl Statements {
     pub(crate) fn new(backend: Backend, table: &TableName) -> Statements {
         let t = quote(backend, table.as_str());
         // Placeholder `n` (1-based) in this dialect. MySQL's are positional only, so its
-        // statements below never reuse a parameter.
+        // statements below never reuse a parameter, and every statement binds in the
+        // order its text names the parameters.
         let p = |n: u32| match backend {
             Backend::Postgres => format!("${n}"),
             Backend::Sqlite => format!("?{n}"),
             Backend::MySql => "?".to_owned(),
         };
-        let cols = "session_key, session_data, expires_at, version";
+        let cols = "session_key, session_data, expires_at, version, principal";
+        let raw_cols = "session_key, session_data, expires_at, version";
         let (insert_new, put_raw, update_version, returning) = match backend {
             Backend::Postgres | Backend::Sqlite => (
                 format!(
-                    "INSERT INTO {t} ({cols}) VALUES ({}, {}, {}, {}) \
+                    "INSERT INTO {t} ({cols}) VALUES ({}, {}, {}, {}, {}) \
                      ON CONFLICT (session_key) DO UPDATE SET \
                      session_data = excluded.session_data, expires_at = excluded.expires_at, \
-                     version = excluded.version WHERE {t}.expires_at <= {}",
+                     version = excluded.version, principal = excluded.principal \
+                     WHERE {t}.expires_at <= {}",
                     p(1),
                     p(2),
                     p(3),
                     p(4),
-                    p(5)
+                    p(5),
+                    p(6)
                 ),
                 format!(
-                    "INSERT INTO {t} ({cols}) VALUES ({}, {}, {}, 1) \
+                    "INSERT INTO {t} ({raw_cols}) VALUES ({}, {}, {}, 1) \
                      ON CONFLICT (session_key) DO UPDATE SET \
                      session_data = excluded.session_data, expires_at = excluded.expires_at, \
-                     version = {t}.version + 1",
+                     version = {t}.version + 1, principal = NULL",
                     p(1),
                     p(2),
                     p(3)
@@ -129,11 +162,11 @@ impl Statements {
                 " RETURNING version",
             ),
             Backend::MySql => (
-                format!("INSERT INTO {t} ({cols}) VALUES (?, ?, ?, ?)"),
+                format!("INSERT INTO {t} ({cols}) VALUES (?, ?, ?, ?, ?)"),
                 format!(
-                    "INSERT INTO {t} ({cols}) VALUES (?, ?, ?, 1) \
+                    "INSERT INTO {t} ({raw_cols}) VALUES (?, ?, ?, 1) \
                      ON DUPLICATE KEY UPDATE session_data = VALUES(session_data), \
-                     expires_at = VALUES(expires_at), version = version + 1"
+                     expires_at = VALUES(expires_at), version = version + 1, principal = NULL"
                 ),
                 // The server returns `expr` as the statement's last-insert id.
                 "LAST_INSERT_ID(version + 1)",
@@ -147,13 +180,20 @@ impl Statements {
             Backend::MySql => format!("{t} FORCE INDEX (PRIMARY)"),
             Backend::Sqlite | Backend::Postgres => t.clone(),
         };
+        // Reads by principal name their index on MySQL, so a young table's statistics
+        // never turn them into a scan of the expiry index.
+        let by_principal = match backend {
+            Backend::MySql => format!("{t} FORCE INDEX ({MYSQL_PRINCIPAL_INDEX})"),
+            Backend::Sqlite | Backend::Postgres => t.clone(),
+        };
         let update = format!(
-            "UPDATE {update_target} SET session_data = {}, expires_at = {}, version = {update_version} \
-             WHERE session_key = {} AND expires_at > {}",
+            "UPDATE {update_target} SET session_data = {}, expires_at = {}, principal = {}, \
+             version = {update_version} WHERE session_key = {} AND expires_at > {}",
             p(1),
             p(2),
             p(3),
-            p(4)
+            p(4),
+            p(5)
         );
         let clear_batch = match backend {
             // Re-checking the expiry outside the sub-select keeps a row that a concurrent
@@ -170,6 +210,11 @@ impl Statements {
             ),
             Backend::MySql => format!("DELETE FROM {t} WHERE expires_at <= ? LIMIT ?"),
         };
+        let delete_all_of = format!(
+            "DELETE FROM {t} WHERE principal = {} AND expires_at > {}",
+            p(1),
+            p(2)
+        );
         Statements {
             insert_new: sql(insert_new),
             delete_expired_key: sql(format!(
@@ -183,7 +228,7 @@ impl Statements {
                 p(1),
                 p(2)
             )),
-            update_cas: sql(format!("{update} AND version = {}{returning}", p(5))),
+            update_cas: sql(format!("{update} AND version = {}{returning}", p(6))),
             update: sql(format!("{update}{returning}")),
             live_version: sql(format!(
                 "SELECT version FROM {t} WHERE session_key = {} AND expires_at > {}",
@@ -219,15 +264,38 @@ impl Statements {
                 "SELECT session_data FROM {t} WHERE session_key = {}",
                 p(1)
             )),
+            sessions_of: sql(format!(
+                "SELECT session_key, session_data, expires_at, version FROM {by_principal} \
+                 WHERE principal = {} AND expires_at > {}",
+                p(1),
+                p(2)
+            )),
+            keys_of: sql(format!(
+                "SELECT session_key FROM {by_principal} WHERE principal = {} AND expires_at > {}",
+                p(1),
+                p(2)
+            )),
+            count_of: sql(format!(
+                "SELECT COUNT(*) FROM {by_principal} WHERE principal = {} AND expires_at > {}",
+                p(1),
+                p(2)
+            )),
+            delete_of: sql(format!(
+                "DELETE FROM {t} WHERE session_key = {} AND principal = {}",
+                p(1),
+                p(2)
+            )),
+            delete_others_of: sql(format!("{delete_all_of} AND session_key <> {}", p(3))),
+            delete_all_of: sql(delete_all_of),
         }
     }
 }
 
 /// The DDL of schema version 1: the session table and its expiry index.
-pub(crate) fn create_table_v1(backend: Backend, table: &TableName) -> Vec<String> {
+pub(crate) fn create_table_v1(backend: Backend, table: &TableName) -> Vec<Ddl> {
     let t = quote(backend, table.as_str());
     let index = quote(backend, &expiry_index_name(table));
-    match backend {
+    let ddl = match backend {
         // "C" collation: keys compare bytewise, like `SessionKey`'s `Ord`, so listing
         // pages in the same order everywhere (and the index compares faster).
         Backend::Postgres => vec![
@@ -261,6 +329,89 @@ pub(crate) fn create_table_v1(backend: Backend, table: &TableName) -> Vec<String
              KEY expires_at_idx (expires_at)\
              ) ENGINE=InnoDB"
         )],
+    };
+    ddl.into_iter().map(Ddl::always).collect()
+}
+
+/// The DDL of schema version 2: the nullable `principal` column (the signed-in user
+/// of the row's session, `NULL` for anonymous sessions and for rows written before the
+/// upgrade) and its index on `(principal, expires_at)`.
+///
+/// The column holds principals of up to [`MAX_PRINCIPAL_LEN`] bytes compared bytewise
+/// (PostgreSQL `"C"` collation; MySQL `VARBINARY`, so neither case folding nor the
+/// PAD SPACE rule of MySQL's text collations makes two principals equal). PostgreSQL
+/// and SQLite index only signed-in rows (a partial index: anonymous sessions cost the
+/// index nothing); MySQL has no partial indexes and indexes the `NULL`s too. Adding a
+/// nullable column without a default is a catalogue change on all three (no table
+/// rewrite); building the index reads the table once.
+pub(crate) fn add_principal_v2(backend: Backend, table: &TableName) -> Vec<Ddl> {
+    let t = quote(backend, table.as_str());
+    let index = quote(backend, &principal_index_name(table));
+    match backend {
+        Backend::Postgres => vec![
+            Ddl::always(format!(
+                "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS \
+                 principal VARCHAR({MAX_PRINCIPAL_LEN}) COLLATE \"C\""
+            )),
+            Ddl::always(format!(
+                "CREATE INDEX IF NOT EXISTS {index} ON {t} (principal, expires_at) \
+                 WHERE principal IS NOT NULL"
+            )),
+        ],
+        // No `ADD COLUMN IF NOT EXISTS`: the catalogue says whether a table made by
+        // hand already has it.
+        Backend::Sqlite => vec![
+            Ddl::unless(
+                format!("ALTER TABLE {t} ADD COLUMN principal TEXT"),
+                "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = 'principal'",
+            ),
+            Ddl::always(format!(
+                "CREATE INDEX IF NOT EXISTS {index} ON {t} (principal, expires_at) \
+                 WHERE principal IS NOT NULL"
+            )),
+        ],
+        // MySQL's DDL is not transactional, so a run interrupted between the two
+        // statements resumes from the catalogue; MySQL (unlike MariaDB) has no
+        // `IF NOT EXISTS` for either.
+        Backend::MySql => vec![
+            Ddl::unless(
+                format!("ALTER TABLE {t} ADD COLUMN principal VARBINARY({MAX_PRINCIPAL_LEN}) NULL"),
+                "SELECT COUNT(*) FROM information_schema.columns WHERE \
+                 table_schema = DATABASE() AND table_name = ? AND column_name = 'principal'",
+            ),
+            Ddl::unless(
+                format!(
+                    "ALTER TABLE {t} ADD INDEX {MYSQL_PRINCIPAL_INDEX} (principal, expires_at)"
+                ),
+                format!(
+                    "SELECT COUNT(*) FROM information_schema.statistics WHERE \
+                     table_schema = DATABASE() AND table_name = ? \
+                     AND index_name = '{MYSQL_PRINCIPAL_INDEX}'"
+                ),
+            ),
+        ],
+    }
+}
+
+/// One DDL statement of a schema step.
+pub(crate) struct Ddl {
+    /// The statement.
+    pub sql: String,
+    /// For a statement that cannot say `IF NOT EXISTS`: a query binding the table name
+    /// and counting what the statement creates (non-zero: skip it).
+    pub applied: Option<String>,
+}
+
+impl Ddl {
+    fn always(sql: String) -> Ddl {
+        Ddl { sql, applied: None }
+    }
+
+    fn unless(sql: String, applied: impl Into<String>) -> Ddl {
+        Ddl {
+            sql,
+            applied: Some(applied.into()),
+        }
     }
 }
 
@@ -303,6 +454,6 @@ mod tests {
         assert!(pg.load.as_str().contains("FROM \"order\" WHERE"));
         let my = Statements::new(Backend::MySql, &t);
         assert!(my.load.as_str().contains("FROM `order` WHERE"));
-        assert_eq!(my.update_cas.as_str().matches('?').count(), 5);
+        assert_eq!(my.update_cas.as_str().matches('?').count(), 6);
     }
 }

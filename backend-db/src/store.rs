@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use session_core::maintenance::{Progress, scan_stats};
+use session_core::users::{UserIndex, UserSession, session_id, validate_principal};
 use session_core::{
     BincodeCodec, Capabilities, ClearReport, Codec, Error, Inserted, Maintenance, RawAccess,
     Record, Result, SchemaMigration, SessionKey, SessionStore, StoreStats, Timestamp, async_trait,
@@ -257,7 +258,11 @@ impl DbStore {
         outcome.map_err(|e| map_sqlx(e, &self.timeouts))
     }
 
+    /// The record's bytes, after checking its principal fits the column.
     fn encode(&self, record: &Record) -> Result<Vec<u8>> {
+        if let Some(principal) = record.principal() {
+            validate_principal(principal)?;
+        }
         Ok(self.codec.encode(record)?)
     }
 
@@ -272,6 +277,23 @@ impl DbStore {
             );
             Error::Codec(e)
         })
+    }
+
+    /// A stored key as a [`SessionKey`]; `None` (with a warning) for a row written by
+    /// something else whose key is not one.
+    fn parse_key(&self, raw: &str) -> Option<SessionKey> {
+        match SessionKey::parse(raw) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::warn!(
+                    engine = ENGINE,
+                    table = self.table.as_str(),
+                    error = %e,
+                    "skipping a row whose key is not a session key"
+                );
+                None
+            }
+        }
     }
 
     /// The version of the live row under `key`, if any.
@@ -312,6 +334,7 @@ impl DbStore {
                         .bind(data)
                         .bind(record.expires_at.as_unix_millis())
                         .bind(version)
+                        .bind(record.principal())
                         .execute(p)
                         .await
                     {
@@ -345,7 +368,7 @@ impl DbStore {
     async fn update_once(
         &self,
         key: &SessionKey,
-        data: &[u8],
+        (data, principal): (&[u8], Option<&str>),
         expires_at: i64,
         now: i64,
         expected: Option<i64>,
@@ -360,6 +383,7 @@ impl DbStore {
                 let mut q = sqlx::query(sql)
                     .bind(data)
                     .bind(expires_at)
+                    .bind(principal)
                     .bind(key.as_str())
                     .bind(now);
                 if let Some(v) = expected {
@@ -376,6 +400,7 @@ impl DbStore {
                 let mut q = sqlx::query_scalar(sql)
                     .bind(data)
                     .bind(expires_at)
+                    .bind(principal)
                     .bind(key.as_str())
                     .bind(now);
                 if let Some(v) = expected {
@@ -388,6 +413,7 @@ impl DbStore {
                 let mut q = sqlx::query_scalar(sql)
                     .bind(data)
                     .bind(expires_at)
+                    .bind(principal)
                     .bind(key.as_str())
                     .bind(now);
                 if let Some(v) = expected {
@@ -448,6 +474,7 @@ impl SessionStore for DbStore {
                         .bind(data.as_slice())
                         .bind(expires_at)
                         .bind(version)
+                        .bind(record.principal())
                         .bind(now)
                         .execute(p)
                         .await
@@ -495,7 +522,7 @@ impl SessionStore for DbStore {
         for _ in 0..UPDATE_ATTEMPTS {
             let now = now_millis();
             if let Some(v) = self
-                .update_once(key, &data, expires_at, now, expected)
+                .update_once(key, (&data, record.principal()), expires_at, now, expected)
                 .await?
             {
                 return stored_version(v);
@@ -642,6 +669,144 @@ impl SessionStore for DbStore {
 
     fn maintenance(&self) -> Option<&dyn Maintenance> {
         Some(self)
+    }
+
+    fn user_index(&self) -> Option<&dyn UserIndex> {
+        Some(self)
+    }
+}
+
+/// Every session of a user, from the `principal` column (schema version 2).
+///
+/// The index is the row itself: `insert_new` and `update` write the record's principal
+/// into the column in the same statement as the record, so the column can never lag
+/// behind a live session, and a re-login as someone else or a `clear()` moves or empties
+/// it with the row. Each operation is one query on the `(principal, expires_at)` index
+/// that filters the deadline like every read, so an expired row is never listed,
+/// counted or ended, and a deleted row is simply gone (nothing to prune). Ending a
+/// session deletes its row, so a request of that session still in flight gets
+/// [`Error::NotFound`] from its update, which never upserts.
+///
+/// [`RawAccess::put_raw`] does not decode the bytes it writes and stores a `NULL`
+/// principal: a session planted that way is nobody's until its next save.
+#[async_trait]
+impl UserIndex for DbStore {
+    async fn sessions_of(
+        &self,
+        principal: &str,
+        current: Option<&SessionKey>,
+    ) -> Result<Vec<UserSession>> {
+        validate_principal(principal)?;
+        let sql = &self.sql.sessions_of;
+        let now = now_millis();
+        let rows: Vec<(String, Vec<u8>, i64, i64)> = self
+            .run(async {
+                on_pool!(&self.pool, p => sqlx::query_as(sql.clone())
+                    .bind(principal)
+                    .bind(now)
+                    .fetch_all(p).await)
+            })
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (raw, bytes, expires_at, version) in rows {
+            let Some(key) = self.parse_key(&raw) else {
+                continue;
+            };
+            // One unreadable row is skipped (`decode` logs its fingerprint), never the
+            // whole list: the page still shows the user's other sessions.
+            let Ok(mut record) = self.decode(&key, &bytes) else {
+                continue;
+            };
+            if record.principal() != Some(principal) {
+                // Bytes and column disagree (a row written by another tool): the record
+                // is the truth, and it is not this principal's session.
+                tracing::warn!(
+                    engine = ENGINE,
+                    table = self.table.as_str(),
+                    session = %key.fingerprint(),
+                    "skipping a row whose principal column disagrees with its record"
+                );
+                continue;
+            }
+            record.expires_at = Timestamp::from_unix_millis(expires_at);
+            record.version = u64::try_from(version).unwrap_or(0);
+            out.push(UserSession::from_record(key, &record, current));
+        }
+        out.sort_by(|a, b| (a.created_at, &a.stored_key).cmp(&(b.created_at, &b.stored_key)));
+        Ok(out)
+    }
+
+    async fn end_session(&self, principal: &str, id: &str) -> Result<bool> {
+        validate_principal(principal)?;
+        let sql = &self.sql.keys_of;
+        let now = now_millis();
+        let keys: Vec<String> = self
+            .run(async {
+                on_pool!(&self.pool, p => sqlx::query_scalar(sql.clone())
+                    .bind(principal)
+                    .bind(now)
+                    .fetch_all(p).await)
+            })
+            .await?;
+        let Some(key) = keys
+            .iter()
+            .filter_map(|raw| self.parse_key(raw))
+            .find(|k| session_id(k) == id)
+        else {
+            return Ok(false);
+        };
+        // Keyed by the principal too: a row re-bound to someone else since the read is
+        // no longer this principal's to end.
+        let sql = &self.sql.delete_of;
+        let rows = self
+            .run(async {
+                on_pool!(&self.pool, p => sqlx::query(sql.clone())
+                    .bind(key.as_str())
+                    .bind(principal)
+                    .execute(p)
+                    .await
+                    .map(|r| r.rows_affected()))
+            })
+            .await?;
+        Ok(rows > 0)
+    }
+
+    async fn end_sessions(&self, principal: &str, keep: Option<&SessionKey>) -> Result<u64> {
+        validate_principal(principal)?;
+        let now = now_millis();
+        self.run(async {
+            on_pool!(&self.pool, p => match keep {
+                Some(k) => sqlx::query(self.sql.delete_others_of.clone())
+                    .bind(principal)
+                    .bind(now)
+                    .bind(k.as_str())
+                    .execute(p)
+                    .await
+                    .map(|r| r.rows_affected()),
+                None => sqlx::query(self.sql.delete_all_of.clone())
+                    .bind(principal)
+                    .bind(now)
+                    .execute(p)
+                    .await
+                    .map(|r| r.rows_affected()),
+            })
+        })
+        .await
+    }
+
+    async fn count_of(&self, principal: &str) -> Result<u64> {
+        validate_principal(principal)?;
+        let sql = &self.sql.count_of;
+        let now = now_millis();
+        let n: i64 = self
+            .run(async {
+                on_pool!(&self.pool, p => sqlx::query_scalar(sql.clone())
+                    .bind(principal)
+                    .bind(now)
+                    .fetch_one(p).await)
+            })
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 }
 

@@ -259,14 +259,14 @@ pub(crate) fn lock_existing(path: &Path) -> io::Result<Opened> {
 }
 
 #[cfg(unix)]
-fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+pub(crate) fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
     // The locked file is open, so its inode number cannot be reused meanwhile.
     a.dev() == b.dev() && a.ino() == b.ino()
 }
 
 #[cfg(not(unix))]
-fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+pub(crate) fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
     // Without inode numbers, length and modification time are the best available proxy.
     a.len() == b.len() && a.modified().ok() == b.modified().ok()
 }

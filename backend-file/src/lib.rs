@@ -79,6 +79,13 @@
 //!   Every read, raw reads included, stops at `max_file_size` (+1 byte).
 //! - **Leftovers.** Temp files of writers that died are skipped by listing and removed by
 //!   `clear_expired` once an hour old (judged by their ctime).
+//! - **Every session of a user.** [`FileStore`] is a [`session_core::UserIndex`]: each
+//!   signed-in session has an empty marker file `users/<SHA-256 of the principal, in
+//!   hex>/<key>`, created (and `flock`ed) before its record is written and removed with
+//!   it, so listing a user reads one small directory and that user's session files, in
+//!   any process sharing the directory. Stale markers (expired or re-bound sessions,
+//!   crashes) are pruned under their lock by listing and by `clear_expired`; `users` is
+//!   never taken for a session. See the `index` module's docs for the locking rules.
 //! - **No blocking on the executor.** Each operation's file-system work is one
 //!   `tokio::task::spawn_blocking` call.
 //!
@@ -101,6 +108,7 @@
 pub mod config;
 mod error;
 mod fs;
+mod index;
 mod ops;
 pub mod store;
 

@@ -49,7 +49,7 @@ pub(crate) struct Inner {
 /// A session file's content, decoded.
 enum Current {
     Live(Record),
-    Expired,
+    Expired(Record),
     Corrupt(CodecError),
     /// The name holds something other than a regular file.
     NotRegular(EntryKind),
@@ -57,7 +57,8 @@ enum Current {
 
 /// What [`Inner::remove_expired`] did with a file.
 enum Removal {
-    Removed,
+    /// Removed; the principal the record was signed in as, if it could be read.
+    Removed(Option<String>),
     Kept,
     NotRegular(EntryKind),
 }
@@ -74,6 +75,23 @@ impl Inner {
         path.push(&self.prefix); // an empty prefix leaves just the separator
         path.as_mut_os_string().push(key);
         path
+    }
+
+    /// Creates and locks the index entry of a record signed in as `principal` (nothing
+    /// for an anonymous one); the caller writes the record while holding it.
+    fn mark(
+        &self,
+        principal: Option<&str>,
+        key: &SessionKey,
+    ) -> io::Result<Option<crate::index::MarkerLock>> {
+        principal.map(|p| self.hold_marker(p, key)).transpose()
+    }
+
+    /// Removes the index entry of `principal` for `key` if it is stale now.
+    fn unmark_opt(&self, principal: Option<&str>, key: &SessionKey) {
+        if let Some(p) = principal {
+            self.unmark_logged(p, key);
+        }
     }
 
     /// The key a directory entry belongs to, if it is a session file.
@@ -115,7 +133,7 @@ impl Inner {
             return Current::NotRegular(kind);
         }
         match self.decode(read) {
-            Ok(r) if r.is_expired_at(now) => Current::Expired,
+            Ok(r) if r.is_expired_at(now) => Current::Expired(r),
             Ok(r) => Current::Live(r),
             Err(e) => Current::Corrupt(e),
         }
@@ -173,6 +191,7 @@ impl Inner {
         key: &SessionKey,
         bytes: &[u8],
         deadline: Timestamp,
+        principal: Option<&str>,
     ) -> Result<Inserted> {
         let io = |e| io_error("create", Some(key), &self.dir, e);
         let path = self.path_of(key);
@@ -181,8 +200,12 @@ impl Inner {
         let temp =
             sfs::write_temp(&self.dir, bytes, deadline.to_system_time(), self.fsync).map_err(io)?;
         for _ in 0..16 {
+            // The index entry first (a listing may show a session that does not exist
+            // yet, never miss one that does), locked until the record has its name.
+            let marker = self.mark(principal, key).map_err(io)?;
             match fs::hard_link(temp.path(), &path) {
                 Ok(()) => {
+                    drop(marker);
                     drop(temp);
                     self.sync_dir().map_err(io)?;
                     return Ok(Inserted::Created);
@@ -198,22 +221,35 @@ impl Inner {
                     )));
                 }
             }
+            // A session file's lock is never awaited while holding a marker's.
+            drop(marker);
             // The name is taken: only an expired record may be replaced, under its lock.
             let locked = match sfs::lock_existing(&path).map_err(io)? {
                 Opened::File(f, m) => (f, m),
                 Opened::Missing => continue, // deleted meanwhile: try to claim the name again
                 // Never replaced: create re-rolls the key.
-                Opened::NotRegular(_) => return Ok(Inserted::KeyTaken),
+                Opened::NotRegular(_) => {
+                    self.unmark_opt(principal, key);
+                    return Ok(Inserted::KeyTaken);
+                }
             };
             return match self.read_locked(&locked).map_err(io)? {
-                Current::Expired => {
+                Current::Expired(old) => {
+                    let marker = self.mark(principal, key).map_err(io)?;
                     fs::rename(temp.path(), &path).map_err(io)?;
                     temp.persisted();
+                    drop(marker);
+                    drop(locked);
                     self.sync_dir().map_err(io)?;
+                    if old.principal() != principal {
+                        self.unmark_opt(old.principal(), key);
+                    }
                     Ok(Inserted::Created)
                 }
                 // A record that cannot be read is never overwritten; create re-rolls.
                 Current::Live(_) | Current::Corrupt(_) | Current::NotRegular(_) => {
+                    drop(locked);
+                    self.unmark_opt(principal, key);
                     Ok(Inserted::KeyTaken)
                 }
             };
@@ -236,9 +272,13 @@ impl Inner {
         };
         match current {
             Current::Live(r) => Ok(Some(r)),
-            Current::Expired => {
-                self.remove_expired(key, &path)
+            Current::Expired(_) => {
+                let removal = self
+                    .remove_expired(key, &path)
                     .map_err(self.io("remove expired", Some(key)))?;
+                if let Removal::Removed(principal) = removal {
+                    self.unmark_opt(principal.as_deref(), key);
+                }
                 Ok(None)
             }
             Current::Corrupt(e) => Err(self.corrupt(key, e)),
@@ -255,8 +295,12 @@ impl Inner {
             Opened::Missing => return Ok(Removal::Kept),
             Opened::NotRegular(kind) => return Ok(Removal::NotRegular(kind)),
         };
+        let mut principal = None;
         let remove = match self.read_locked(&locked)? {
-            Current::Expired => true,
+            Current::Expired(r) => {
+                principal = r.meta.principal;
+                true
+            }
             Current::NotRegular(kind) => return Ok(Removal::NotRegular(kind)),
             Current::Live(r) => {
                 // The deadline hint was stale (the file was copied or touched by hand):
@@ -280,7 +324,7 @@ impl Inner {
         };
         if remove {
             sfs::remove_if_present(path)?;
-            Ok(Removal::Removed)
+            Ok(Removal::Removed(principal))
         } else {
             Ok(Removal::Kept)
         }
@@ -301,8 +345,10 @@ impl Inner {
         };
         let current = match self.read_locked(&locked).map_err(io)? {
             Current::Live(r) => r,
-            Current::Expired => {
+            Current::Expired(old) => {
                 sfs::remove_if_present(&path).map_err(io)?;
+                drop(locked);
+                self.unmark_opt(old.principal(), key);
                 return Err(Error::NotFound);
             }
             Current::Corrupt(e) => return Err(self.corrupt(key, e)),
@@ -316,8 +362,17 @@ impl Inner {
         }
         record.version = current.version.saturating_add(1);
         let bytes = self.codec.encode(&record)?;
+        // The index entry is held across the write (see `index`): a listing that meets
+        // it meanwhile waits and then sees the new record.
+        let marker = self.mark(record.principal(), key).map_err(io)?;
         self.replace(&path, &bytes, record.expires_at).map_err(io)?;
+        drop(marker);
         drop(locked); // the lock is held until the new file is in place
+        if current.principal() != record.principal() {
+            // Re-bound (a login as someone else, a logout by `clear()`): the old
+            // principal's listing loses it now rather than at its next listing.
+            self.unmark_opt(current.principal(), key);
+        }
         Ok(record.version)
     }
 
@@ -331,8 +386,10 @@ impl Inner {
         };
         let mut current = match self.read_locked(&locked).map_err(io)? {
             Current::Live(r) => r,
-            Current::Expired => {
+            Current::Expired(old) => {
                 sfs::remove_if_present(&path).map_err(io)?;
+                drop(locked);
+                self.unmark_opt(old.principal(), key);
                 return Err(Error::NotFound);
             }
             Current::Corrupt(e) => return Err(self.corrupt(key, e)),
@@ -342,7 +399,11 @@ impl Inner {
         // same data and version: only `expires_at` differs.
         current.expires_at = expires_at;
         let bytes = self.codec.encode(&current)?;
+        // Held across the write like `update`'s: a listing must not prune the marker of
+        // a session whose deadline this renews.
+        let marker = self.mark(current.principal(), key).map_err(io)?;
         self.replace(&path, &bytes, expires_at).map_err(io)?;
+        drop(marker);
         drop(locked);
         Ok(())
     }
@@ -361,11 +422,18 @@ impl Inner {
                 return Ok(false);
             }
         };
+        // The record's principal, whose index entry goes with it (none for a record that
+        // cannot be decoded: listing or `clear_expired` prunes that entry).
+        let principal = match self.read_locked(&locked).map_err(io)? {
+            Current::Live(r) | Current::Expired(r) => r.meta.principal,
+            Current::Corrupt(_) | Current::NotRegular(_) => None,
+        };
         let removed = sfs::remove_if_present(&path).map_err(io)?;
         drop(locked);
         if removed {
             self.sync_dir().map_err(io)?;
         }
+        self.unmark_opt(principal.as_deref(), key);
         Ok(removed)
     }
 
@@ -382,7 +450,11 @@ impl Inner {
             Opened::NotRegular(kind) => return Err(self.not_regular(key, kind)),
             other => other,
         };
+        // Bytes that decode to a signed-in record are indexed like any write of one.
+        let principal = self.codec.decode(bytes).ok().and_then(|r| r.meta.principal);
+        let marker = self.mark(principal.as_deref(), key).map_err(io)?;
         self.replace(&path, bytes, expires_at).map_err(io)?;
+        drop(marker);
         drop(lock);
         Ok(())
     }
@@ -461,7 +533,10 @@ impl Inner {
             return;
         }
         match self.remove_expired(key, &entry.path()) {
-            Ok(Removal::Removed) => report.removed += 1,
+            Ok(Removal::Removed(principal)) => {
+                report.removed += 1;
+                self.unmark_opt(principal.as_deref(), key);
+            }
             Ok(Removal::Kept) => {}
             // Replaced by something else since the `stat`.
             Ok(Removal::NotRegular(kind)) => {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use session_core::codec::DEFAULT_MAX_ENCODED_SIZE;
 use session_core::maintenance::{Progress, scan_stats};
+use session_core::users::{UserIndex, UserSession, validate_principal};
 use session_core::{
     BincodeCodec, Capabilities, ClearReport, Codec, Error, Inserted, Maintenance, RawAccess,
     Record, Result, SessionKey, SessionStore, StoreStats, Timestamp, async_trait,
@@ -18,7 +19,8 @@ use session_core::{
 use crate::config::{self, FileConfig};
 use crate::error::ENGINE;
 use crate::fs as sfs;
-use crate::ops::Inner;
+use crate::index::IndexWalk;
+use crate::ops::{Inner, SWEEP_BATCH};
 
 /// How old a temp file must be before `clear_expired` takes it for a leftover of a
 /// crashed writer and removes it.
@@ -37,6 +39,9 @@ pub struct SweepReport {
     /// Session files that could not be checked (an I/O error such as a permission
     /// denied): skipped, logged by fingerprint, left in place.
     pub failed: u64,
+    /// Entries of the per-user index (`users/`) whose session file was gone, removed
+    /// (the entries of the records this sweep removed are not counted here).
+    pub index_entries_removed: u64,
 }
 
 impl SweepReport {
@@ -129,9 +134,26 @@ impl FileStore {
             report.not_regular += batch.not_regular;
             report.failed += batch.failed;
             if done {
-                return Ok(report);
+                break;
             }
             iter = it;
+        }
+        // Then the index: markers whose session file is gone (see `index`), in bounded
+        // batches too.
+        let mut walk = IndexWalk::default();
+        loop {
+            let (w, removed, done) = self
+                .blocking(move |s| {
+                    let mut batch = SweepReport::default();
+                    let done = s.sweep_index_batch(&mut walk, SWEEP_BATCH, &mut batch)?;
+                    Ok((walk, batch.index_entries_removed, done))
+                })
+                .await?;
+            report.index_entries_removed += removed;
+            if done {
+                return Ok(report);
+            }
+            walk = w;
         }
     }
 
@@ -313,8 +335,9 @@ impl SessionStore for FileStore {
         // Encoding here costs what cloning the record into the closure would.
         let bytes = self.inner.codec.encode(record)?;
         let deadline = record.expires_at;
+        let principal = record.meta.principal.clone();
         let key = key.clone();
-        self.blocking(move |s| s.insert_new(&key, &bytes, deadline))
+        self.blocking(move |s| s.insert_new(&key, &bytes, deadline, principal.as_deref()))
             .await
     }
 
@@ -370,6 +393,42 @@ impl SessionStore for FileStore {
 
     fn maintenance(&self) -> Option<&dyn Maintenance> {
         Some(self)
+    }
+
+    fn user_index(&self) -> Option<&dyn UserIndex> {
+        Some(self)
+    }
+}
+
+/// The per-user index kept in `users/` under the session directory (see the crate
+/// docs): listing a principal costs one small directory read and one session read per
+/// session of that principal, and prunes stale entries. Each call is one blocking hop.
+#[async_trait]
+impl UserIndex for FileStore {
+    async fn sessions_of(
+        &self,
+        principal: &str,
+        current: Option<&SessionKey>,
+    ) -> Result<Vec<UserSession>> {
+        validate_principal(principal)?;
+        let principal = principal.to_owned();
+        let current = current.cloned();
+        self.blocking(move |s| s.sessions_of(&principal, current.as_ref()))
+            .await
+    }
+
+    async fn end_session(&self, principal: &str, id: &str) -> Result<bool> {
+        validate_principal(principal)?;
+        let (principal, id) = (principal.to_owned(), id.to_owned());
+        self.blocking(move |s| s.end_session(&principal, &id)).await
+    }
+
+    async fn end_sessions(&self, principal: &str, keep: Option<&SessionKey>) -> Result<u64> {
+        validate_principal(principal)?;
+        let principal = principal.to_owned();
+        let keep = keep.cloned();
+        self.blocking(move |s| s.end_sessions(&principal, keep.as_ref()))
+            .await
     }
 }
 

@@ -1,5 +1,6 @@
 //! The db and cached_db paths of the operator commands, on the built `sessions` binary,
-//! against SQLite, PostgreSQL and MariaDB: migrate, clear-expired, stats and copy.
+//! against SQLite, PostgreSQL and MariaDB: migrate (and the in-place upgrade of a table
+//! an older release made), clear-expired, stats and copy.
 //!
 //! Tables get random names and are dropped at the end. A missing server fails the test
 //! with a message naming it and how to start it.
@@ -10,11 +11,13 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use backend_db::{DbConfig, DbPool, DbStore};
+use backend_db::{DbConfig, DbPool, DbStore, SCHEMA_VERSION};
 use backend_file::FileStore;
 use integration_tests::servers;
 use serde_json::json;
-use session_core::{Config, EngineRegistry, Record, SessionData, SessionKey, SessionStore};
+use session_core::{
+    BincodeCodec, Codec, Config, EngineRegistry, Record, SessionData, SessionKey, SessionStore,
+};
 use sqlx::AssertSqlSafe;
 
 fn bin() -> Command {
@@ -109,20 +112,20 @@ async fn operator_commands_on(server: &str, url: &str, cache_toml: &str) {
     let out = ok(&["--config", &config, "migrate"]);
     assert_eq!(
         out.trim(),
-        format!("created table {table} (schema version 1)")
+        format!("created table {table} (schema version {SCHEMA_VERSION})")
     );
     assert_eq!(rows(pool, &table).await.expect("table created"), 0);
     let out = ok(&["--config", &config, "migrate"]);
     assert_eq!(
         out.trim(),
-        format!("table {table} is up to date (schema version 1)")
+        format!("table {table} is up to date (schema version {SCHEMA_VERSION})")
     );
     drop_by_hand(pool, &table).await;
     assert!(rows(pool, &table).await.is_err(), "table dropped");
     let out = ok(&["--config", &config, "migrate"]);
     assert_eq!(
         out.trim(),
-        format!("created table {table} (schema version 1)"),
+        format!("created table {table} (schema version {SCHEMA_VERSION})"),
         "migrate must see the dropped table"
     );
     assert_eq!(rows(pool, &table).await.expect("table recreated"), 0);
@@ -202,7 +205,7 @@ async fn operator_commands_on(server: &str, url: &str, cache_toml: &str) {
     let out = ok(&["--config", &cached_config, "migrate"]);
     assert_eq!(
         out.trim(),
-        format!("created table {cached_table} (schema version 1)")
+        format!("created table {cached_table} (schema version {SCHEMA_VERSION})")
     );
     let out = ok(&["copy", "--from", &config, "--to", &cached_config]);
     assert!(
@@ -338,4 +341,156 @@ async fn copy_of_a_source_it_cannot_read_fails_and_says_why() {
         2,
         "the source is left as it was"
     );
+}
+
+/// Runs `sql` on `pool`.
+async fn exec(pool: &DbPool, sql: String) {
+    let done = match pool {
+        DbPool::Sqlite(p) => sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+            .execute(p)
+            .await
+            .map(drop),
+        DbPool::Postgres(p) => sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+            .execute(p)
+            .await
+            .map(drop),
+        DbPool::MySql(p) => sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+            .execute(p)
+            .await
+            .map(drop),
+    };
+    done.unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// A session table as a schema-version-1 release left it (the DDL of that release),
+/// holding one live session, and its recorded version.
+async fn version_1_table(pool: &DbPool, table: &str, key: &SessionKey, record: &Record) {
+    let (ddl, name_type) = match pool {
+        DbPool::Postgres(_) => (
+            vec![
+                format!(
+                    "CREATE TABLE {table} (session_key VARCHAR(64) COLLATE \"C\" NOT NULL \
+                     PRIMARY KEY, session_data BYTEA NOT NULL, expires_at BIGINT NOT NULL, \
+                     version BIGINT NOT NULL)"
+                ),
+                format!("CREATE INDEX {table}_expires_at ON {table} (expires_at)"),
+            ],
+            "VARCHAR(64) COLLATE \"C\"",
+        ),
+        DbPool::Sqlite(_) => (
+            vec![
+                format!(
+                    "CREATE TABLE {table} (session_key TEXT NOT NULL PRIMARY KEY, \
+                     session_data BLOB NOT NULL, expires_at INTEGER NOT NULL, \
+                     version INTEGER NOT NULL)"
+                ),
+                format!("CREATE INDEX {table}_expires_at ON {table} (expires_at)"),
+            ],
+            "TEXT",
+        ),
+        DbPool::MySql(_) => (
+            vec![format!(
+                "CREATE TABLE {table} (session_key VARCHAR(64) CHARACTER SET ascii \
+                 COLLATE ascii_bin NOT NULL, session_data LONGBLOB NOT NULL, \
+                 expires_at BIGINT NOT NULL, version BIGINT NOT NULL, \
+                 PRIMARY KEY (session_key), KEY expires_at_idx (expires_at)) ENGINE=InnoDB"
+            )],
+            "VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin",
+        ),
+    };
+    for d in ddl {
+        exec(pool, d).await;
+    }
+    exec(
+        pool,
+        format!(
+            "CREATE TABLE IF NOT EXISTS session_store_schema (table_name {name_type} NOT NULL \
+             PRIMARY KEY, version BIGINT NOT NULL, applied_at BIGINT NOT NULL)"
+        ),
+    )
+    .await;
+    let hex: String = BincodeCodec::default()
+        .encode(record)
+        .expect("encode")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let blob = match pool {
+        DbPool::Postgres(_) => format!("decode('{hex}', 'hex')"),
+        DbPool::Sqlite(_) | DbPool::MySql(_) => format!("x'{hex}'"),
+    };
+    exec(
+        pool,
+        format!(
+            "INSERT INTO {table} (session_key, session_data, expires_at, version) \
+             VALUES ('{}', {blob}, {}, 1)",
+            key.as_str(),
+            record.expires_at.as_unix_millis()
+        ),
+    )
+    .await;
+    exec(
+        pool,
+        format!(
+            "INSERT INTO session_store_schema (table_name, version, applied_at) \
+             VALUES ('{table}', 1, 0)"
+        ),
+    )
+    .await;
+}
+
+/// `sessions migrate` on a table at schema version 1: upgraded in place (the
+/// `principal` column of per-user listing), its session still there and still loading.
+async fn migrate_upgrades_on(server: &str, url: &str) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let table = format!("cli_v1_{}", servers::unique_suffix());
+    let probe = DbStore::connect(&DbConfig {
+        auto_migrate: false,
+        ..DbConfig::new(url).with_table(&table)
+    })
+    .await
+    .unwrap_or_else(|e| servers::unreachable(server, url, e));
+    let pool = probe.pool();
+    let (key, old) = (SessionKey::generate().expect("rng"), record(7, 3600));
+    version_1_table(pool, &table, &key, &old).await;
+    let config = write_config(tmp.path(), "db.toml", &db_toml(url, &table));
+
+    let out = ok(&["--config", &config, "migrate"]);
+    assert_eq!(
+        out.trim(),
+        format!("migrated table {table} from schema version 1 to {SCHEMA_VERSION}"),
+        "{server}"
+    );
+    let out = ok(&["--config", &config, "migrate"]);
+    assert_eq!(
+        out.trim(),
+        format!("table {table} is up to date (schema version {SCHEMA_VERSION})"),
+        "{server}"
+    );
+    // The column exists, and the row written before it is nobody's session.
+    let nobody = format!("SELECT COUNT(*) FROM {table} WHERE principal IS NULL");
+    let n: i64 = match pool {
+        DbPool::Sqlite(p) => sqlx::query_scalar(AssertSqlSafe(nobody)).fetch_one(p).await,
+        DbPool::Postgres(p) => sqlx::query_scalar(AssertSqlSafe(nobody)).fetch_one(p).await,
+        DbPool::MySql(p) => sqlx::query_scalar(AssertSqlSafe(nobody)).fetch_one(p).await,
+    }
+    .expect("principal column");
+    assert_eq!(n, 1, "{server}");
+    let store = build(&db_toml(url, &table)).await.expect("db store");
+    let got = store.load(&key).await.expect("load").expect("kept");
+    assert_eq!(got.data, old.data, "{server}");
+    assert!(
+        store.user_index().is_some(),
+        "{server}: the db store lists users"
+    );
+    probe.drop_table().await.expect("drop");
+}
+
+#[tokio::test]
+async fn migrate_upgrades_a_version_1_table_in_place() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let sqlite = format!("sqlite://{}", dir.path().join("sessions.db").display());
+    migrate_upgrades_on("SQLite", &sqlite).await;
+    migrate_upgrades_on("PostgreSQL", &servers::postgres_url()).await;
+    migrate_upgrades_on("MariaDB", &servers::mysql_url()).await;
 }
