@@ -71,7 +71,12 @@ async fn fill(store: &DbStore, n: usize) {
             match backend {
                 Backend::Postgres => {
                     let b = 3 * r;
-                    sql.push_str(&format!("(${}, ${}, {expires_at}, 1, ${})", b + 1, b + 2, b + 3));
+                    sql.push_str(&format!(
+                        "(${}, ${}, {expires_at}, 1, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3
+                    ));
                 }
                 Backend::Sqlite | Backend::MySql => {
                     sql.push_str(&format!("(?, ?, {expires_at}, 1, ?)"));
@@ -170,10 +175,7 @@ async fn bench_db(backend: Backend) {
         stores.push((n, store));
     }
     // A user in the middle of each table's user range.
-    let who: Vec<String> = SIZES
-        .iter()
-        .map(|n| principal(n / PER_USER / 2))
-        .collect();
+    let who: Vec<String> = SIZES.iter().map(|n| principal(n / PER_USER / 2)).collect();
     let measure = async {
         let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(CALLS); SIZES.len()];
         for call in 0..WARMUP + CALLS {
@@ -183,7 +185,12 @@ async fn bench_db(backend: Backend) {
                 let started = Instant::now();
                 let list = stores[i].1.sessions_of(&who[i], None).await.expect("list");
                 let took = started.elapsed();
-                assert_eq!(list.len(), PER_USER, "{} lists its user's sessions", SIZES[i]);
+                assert_eq!(
+                    list.len(),
+                    PER_USER,
+                    "{} lists its user's sessions",
+                    SIZES[i]
+                );
                 if call >= WARMUP {
                     times[i].push(took);
                 }

@@ -12,6 +12,10 @@
 //! row if it is expired, then the `INSERT` again), how an `UPDATE` reports the new version
 //! (`RETURNING` versus MySQL's `LAST_INSERT_ID(expr)`, which the server sends back in the
 //! OK packet of the same round trip) and the bounded batch delete.
+//!
+//! Every write of a record (`insert_new`, `update`) also writes its principal into the
+//! `principal` column in the same statement, so the per-user index can never lag behind
+//! a live session; the per-user reads filter the deadline like every other read.
 
 use session_core::users::MAX_PRINCIPAL_LEN;
 use sqlx::{AssertSqlSafe, SqlStr};
@@ -375,9 +379,7 @@ pub(crate) fn add_principal_v2(backend: Backend, table: &TableName) -> Vec<Ddl> 
         // `IF NOT EXISTS` for either.
         Backend::MySql => vec![
             Ddl::unless(
-                format!(
-                    "ALTER TABLE {t} ADD COLUMN principal VARBINARY({MAX_PRINCIPAL_LEN}) NULL"
-                ),
+                format!("ALTER TABLE {t} ADD COLUMN principal VARBINARY({MAX_PRINCIPAL_LEN}) NULL"),
                 "SELECT COUNT(*) FROM information_schema.columns WHERE \
                  table_schema = DATABASE() AND table_name = ? AND column_name = 'principal'",
             ),

@@ -732,9 +732,9 @@ impl UserIndex for DbStore {
             record.version = u64::try_from(version).unwrap_or(0);
             out.push(UserSession::from_record(key, &record, current));
         }
-        out.sort_by(|a, b| {
-            (a.created_at, &a.stored_key).cmp(&(b.created_at, &b.stored_key))
-        });
+        // Oldest first: `created_at` lives in the record, not in a column, so the
+        // principal's few rows are ordered once decoded.
+        out.sort_by(|a, b| (a.created_at, &a.stored_key).cmp(&(b.created_at, &b.stored_key)));
         Ok(out)
     }
 

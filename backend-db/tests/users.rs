@@ -75,10 +75,7 @@ async fn count(pool: &DbPool, sql: &str, texts: &[&str]) -> Result<i64, String> 
             for t in texts {
                 query = query.bind(*t);
             }
-            query
-                .fetch_one($p)
-                .await
-                .map_err(|e| format!("{sql}: {e}"))
+            query.fetch_one($p).await.map_err(|e| format!("{sql}: {e}"))
         }};
     }
     match pool {
@@ -103,7 +100,8 @@ async fn signed_in(store: &Arc<DbStore>, who: &str) -> Result<Session, String> {
 }
 
 fn key_of(s: &Session) -> Result<SessionKey, String> {
-    s.key().ok_or_else(|| "a signed-in session has a key".to_owned())
+    s.key()
+        .ok_or_else(|| "a signed-in session has a key".to_owned())
 }
 
 /// A record of `who` (or anonymous) expiring `ttl_secs` from now.
@@ -151,11 +149,21 @@ async fn lists_counts_and_ends_the_live_sessions_of_a_user() {
                     "entry {s:?}"
                 );
             }
-            check!(store.count_of("alice").await.map_err(e)? == 3, "count alice");
-            check!(store.count_of("bob").await.map_err(e)? == 1, "count bob");
-            check!(store.count_of("carol").await.map_err(e)? == 0, "count carol");
             check!(
-                store.sessions_of("carol", None).await.map_err(e)?.is_empty(),
+                store.count_of("alice").await.map_err(e)? == 3,
+                "count alice"
+            );
+            check!(store.count_of("bob").await.map_err(e)? == 1, "count bob");
+            check!(
+                store.count_of("carol").await.map_err(e)? == 0,
+                "count carol"
+            );
+            check!(
+                store
+                    .sessions_of("carol", None)
+                    .await
+                    .map_err(e)?
+                    .is_empty(),
                 "carol has no sessions"
             );
             // Through the handle, as a "your devices" page asks.
@@ -176,14 +184,20 @@ async fn lists_counts_and_ends_the_live_sessions_of_a_user() {
                 !store.end_session("alice", &id1).await.map_err(e)?,
                 "ended a1 twice"
             );
-            check!(store.load(&k1).await.map_err(e)?.is_none(), "a1 still loads");
+            check!(
+                store.load(&k1).await.map_err(e)?.is_none(),
+                "a1 still loads"
+            );
 
             // Sign out the other devices: a3 goes, a2 (current), bob and anon stay.
             check!(
                 a2.end_other_sessions().await.map_err(e)? == 1,
                 "end others of a2"
             );
-            check!(store.load(&k3).await.map_err(e)?.is_none(), "a3 still loads");
+            check!(
+                store.load(&k3).await.map_err(e)?.is_none(),
+                "a3 still loads"
+            );
             check!(store.load(&k2).await.map_err(e)?.is_some(), "a2 was ended");
             check!(
                 store.load(&key_of(&b1)?).await.map_err(e)?.is_some(),
@@ -234,11 +248,11 @@ async fn lists_counts_and_ends_the_live_sessions_of_a_user() {
                 "end all counts live sessions only"
             );
             check!(store.load(&k2).await.map_err(e)?.is_none(), "a2 survived");
-            check!(store.clear_expired().await.map_err(e)? == 2, "clear expired");
             check!(
-                store.count().await.map_err(e)? == 2,
-                "bob and anon remain"
+                store.clear_expired().await.map_err(e)? == 2,
+                "clear expired"
             );
+            check!(store.count().await.map_err(e)? == 2, "bob and anon remain");
             Ok(())
         })
         .await;
@@ -255,13 +269,22 @@ async fn a_row_follows_its_principal_through_rebinding() {
             let k = key_of(&s)?;
             s.clear();
             s.save().await.map_err(e)?;
-            check!(store.count_of("alice").await.map_err(e)? == 0, "after clear");
-            check!(store.load(&k).await.map_err(e)?.is_some(), "clear kept the row");
+            check!(
+                store.count_of("alice").await.map_err(e)? == 0,
+                "after clear"
+            );
+            check!(
+                store.load(&k).await.map_err(e)?.is_some(),
+                "clear kept the row"
+            );
 
             // Re-login as someone else moves the session to bob.
             let s = signed_in(&store, "alice").await?;
             s.login("bob", None).await.map_err(e)?;
-            check!(store.count_of("alice").await.map_err(e)? == 0, "after re-login");
+            check!(
+                store.count_of("alice").await.map_err(e)? == 0,
+                "after re-login"
+            );
             let bobs = store.sessions_of("bob", None).await.map_err(e)?;
             check!(
                 bobs.len() == 1 && Some(&bobs[0].stored_key) == s.key().as_ref(),
@@ -307,7 +330,10 @@ async fn an_ended_session_is_not_written_back_by_its_request() {
             // Request A (on "there") loads its session...
             let a = Session::new(store.clone(), settings(), Some(kt.clone()));
             check!(
-                a.get::<serde_json::Value>("cart").await.map_err(e)?.is_some(),
+                a.get::<serde_json::Value>("cart")
+                    .await
+                    .map_err(e)?
+                    .is_some(),
                 "request A loads"
             );
             let a_idle = Session::new(store.clone(), settings(), Some(ki.clone()));
@@ -337,7 +363,10 @@ async fn an_ended_session_is_not_written_back_by_its_request() {
                 "idle touch after the end"
             );
             check!(store.load(&kt).await.map_err(e)?.is_none(), "A resurrected");
-            check!(store.load(&ki).await.map_err(e)?.is_none(), "idle resurrected");
+            check!(
+                store.load(&ki).await.map_err(e)?.is_none(),
+                "idle resurrected"
+            );
             let left = store.sessions_of("alice", None).await.map_err(e)?;
             check!(
                 left.len() == 1 && Some(&left[0].stored_key) == here.key().as_ref(),
@@ -505,10 +534,7 @@ async fn an_unreadable_or_foreign_row_is_skipped_not_fatal() {
                 .await
                 .map_err(e)?;
             // A readable record of bob's whose column says alice (written by hand).
-            let bobs = store
-                .create(&record_of(Some("bob"), 60))
-                .await
-                .map_err(e)?;
+            let bobs = store.create(&record_of(Some("bob"), 60)).await.map_err(e)?;
             let set = format!("UPDATE {t} SET principal = ? WHERE session_key = ?");
             for k in [&bad, &bobs] {
                 check!(
@@ -624,7 +650,9 @@ async fn v1_table(db: &Db, t: &str) -> Result<(SessionKey, Record), String> {
 /// Whether `t` has an index named `name` (MySQL: per-table names).
 async fn has_index(pool: &DbPool, t: &str, name: &str) -> Result<bool, String> {
     let sql = match pool.backend() {
-        Backend::Postgres => "SELECT COUNT(*) FROM pg_indexes WHERE tablename = ? AND indexname = ?",
+        Backend::Postgres => {
+            "SELECT COUNT(*) FROM pg_indexes WHERE tablename = ? AND indexname = ?"
+        }
         Backend::Sqlite => {
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND name = ?"
         }
@@ -684,7 +712,11 @@ async fn upgrade(db: &Db, t: &str, half_done: bool) -> Result<(), String> {
     check!(!again.changed(), "second run changed {again:?}");
 
     // The old row still loads, and is nobody's session.
-    let got = store.load(&old_key).await.map_err(e)?.ok_or("old row lost")?;
+    let got = store
+        .load(&old_key)
+        .await
+        .map_err(e)?
+        .ok_or("old row lost")?;
     check!(
         got.data == old.data && got.principal().is_none(),
         "old row {got:?}"
@@ -693,7 +725,10 @@ async fn upgrade(db: &Db, t: &str, half_done: bool) -> Result<(), String> {
     let fresh = signed_in(&store, "erin").await?;
     let old_session = Session::new(store.clone(), settings(), Some(old_key.clone()));
     old_session.login("erin", None).await.map_err(e)?;
-    let list = store.sessions_of("erin", Some(&key_of(&fresh)?)).await.map_err(e)?;
+    let list = store
+        .sessions_of("erin", Some(&key_of(&fresh)?))
+        .await
+        .map_err(e)?;
     check!(
         list.len() == 2 && list.iter().filter(|s| s.current).count() == 1,
         "erin's sessions after the upgrade {list:?}"

@@ -346,9 +346,18 @@ async fn copy_of_a_source_it_cannot_read_fails_and_says_why() {
 /// Runs `sql` on `pool`.
 async fn exec(pool: &DbPool, sql: String) {
     let done = match pool {
-        DbPool::Sqlite(p) => sqlx::raw_sql(AssertSqlSafe(sql.clone())).execute(p).await.map(drop),
-        DbPool::Postgres(p) => sqlx::raw_sql(AssertSqlSafe(sql.clone())).execute(p).await.map(drop),
-        DbPool::MySql(p) => sqlx::raw_sql(AssertSqlSafe(sql.clone())).execute(p).await.map(drop),
+        DbPool::Sqlite(p) => sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+            .execute(p)
+            .await
+            .map(drop),
+        DbPool::Postgres(p) => sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+            .execute(p)
+            .await
+            .map(drop),
+        DbPool::MySql(p) => sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+            .execute(p)
+            .await
+            .map(drop),
     };
     done.unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
@@ -470,7 +479,10 @@ async fn migrate_upgrades_on(server: &str, url: &str) {
     let store = build(&db_toml(url, &table)).await.expect("db store");
     let got = store.load(&key).await.expect("load").expect("kept");
     assert_eq!(got.data, old.data, "{server}");
-    assert!(store.user_index().is_some(), "{server}: the db store lists users");
+    assert!(
+        store.user_index().is_some(),
+        "{server}: the db store lists users"
+    );
     probe.drop_table().await.expect("drop");
 }
 
