@@ -423,6 +423,11 @@ impl SessionStore for CacheStore {
     fn maintenance(&self) -> Option<&dyn session_core::Maintenance> {
         self.inner().maintenance()
     }
+    /// The driver's index of sessions by principal: memory and Redis (standalone and
+    /// Cluster) keep one; Memcached cannot list its keys and has none.
+    fn user_index(&self) -> Option<&dyn session_core::UserIndex> {
+        self.inner().user_index()
+    }
 }
 
 impl CacheConfig {

@@ -61,6 +61,18 @@
 //! (see "Constructors" in `docs/BACKENDS.md`); [`CacheStore::connect`] stays as the
 //! lower-level one (no timeout layer, no size limit on the in-process driver).
 //!
+//! ## Every session of a user
+//!
+//! [`MemoryStore`] and [`RedisStore`] (standalone and Cluster) implement
+//! [`session_core::UserIndex`]: `store.user_index()` lists, counts and ends the live
+//! sessions of a principal, at a cost proportional to that principal's sessions
+//! (`Session::user_sessions`, `Session::end_other_sessions`). Each keeps a per-principal
+//! set written before the record and pruned when listed; [`memory`] and [`redis`]
+//! describe how. [`MemcachedStore`] keeps no index, since Memcached cannot enumerate
+//! keys: its `user_index()` is `None`, and the handle's calls give
+//! [`session_core::Error::Unsupported`]. An application that shows "your devices" picks
+//! Redis, the memory engine or a database engine instead.
+//!
 //! ## Stored format
 //!
 //! Redis and Memcached hold each session as one value: a fixed 42-byte ASCII header

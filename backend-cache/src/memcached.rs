@@ -11,6 +11,12 @@
 //! | `touch` | `mg`, then a CAS write of the same bytes with the deadline digits rewritten |
 //! | `delete` | `delete` |
 //!
+//! **No user index.** Memcached cannot enumerate its keys, and an index kept in
+//! Memcached items could be evicted independently of the sessions, silently hiding live
+//! ones: [`SessionStore::user_index`] is `None`, so `Session::user_sessions` and
+//! `end_other_sessions` give [`Error::Unsupported`]. Use Redis (standalone or Cluster),
+//! the memory engine or a database engine when the application lists a user's sessions.
+//!
 //! The meta commands (`mg`/`ms`, Memcached 1.6+) return the item's CAS token with every
 //! read and write, so the usual load-then-update of a request is one round trip per
 //! step, as with Redis, while staying a compare-and-set.

@@ -65,20 +65,39 @@
 //! write whose encoding would exceed it with `CodecError::TooLarge`. To keep writes cheap
 //! the record is only encoded when a quick upper bound of its encoded size (a walk over
 //! the values, without encoding) exceeds the limit, which real sessions almost never do.
+//!
+//! **Every session of a user** ([`UserIndex`]). Beside the cache, a concurrent map
+//! (`dashmap`, sharded) from each principal to the keys of its signed-in sessions. The
+//! entry is added before the record is written (`insert_new` under the key's create
+//! stripe, `update` under the slot's lock, and only when the principal changes), so a
+//! live record bound to a principal is always in that principal's set. Entries whose
+//! record is gone (deleted, expired, evicted by moka) or now bound to another principal
+//! (or to none) are removed when the principal's sessions are listed, on the principal's
+//! next sign-in, by `delete`, and by [`SessionStore::clear_expired`] (a sweep of the
+//! whole index, for principals who never come back). A removal re-checks the record
+//! under the key's create stripe and the slot's lock, the locks every write of that key
+//! holds while it adds its entry, so no write can slip in between the check and the
+//! removal. Anonymous records never touch the index: their writes take no extra lock.
+//! Listing costs one cache read per entry of the principal, never a walk over the store.
+//! Ending a session empties its slot under the same locks, as `delete` does, so an
+//! update still in flight gets `Error::NotFound` and cannot write it back.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use dashmap::DashMap;
 use moka::Expiry;
 use moka::sync::Cache;
 use serde::Deserialize;
 use session_core::codec::{ENCRYPTION_OVERHEAD, MAX_DEPTH};
+use session_core::users::session_id;
 use session_core::{
     Capabilities, Codec, EngineRegistry, Error, Inserted, Record, Result, SessionKey, SessionStore,
-    Timestamp, async_trait,
+    Timestamp, UserIndex, UserSession, async_trait,
 };
 
 /// Options of the `memory` engine (config section `memory`).
@@ -107,6 +126,8 @@ pub struct MemoryStore {
     max_entries: usize,
     evictions: Arc<AtomicU64>,
     size_limit: Option<SizeLimit>,
+    /// Principal -> keys of its signed-in sessions (a superset of the live ones).
+    users: DashMap<Box<str>, HashSet<SessionKey>>,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -117,6 +138,7 @@ impl fmt::Debug for MemoryStore {
             .field("max_entries", &self.max_entries)
             .field("evictions", &self.evictions())
             .field("size_limit", &self.size_limit)
+            .field("principals", &self.users.len())
             .finish()
     }
 }
@@ -425,6 +447,7 @@ impl MemoryStore {
             max_entries,
             evictions: Arc::new(AtomicU64::new(0)),
             size_limit: None,
+            users: DashMap::new(),
         }
     }
 
@@ -510,6 +533,130 @@ impl MemoryStore {
         drop(guard);
         Ok(answer)
     }
+
+    /// The create lock of `key`'s stripe: held by `insert_new`, the only writer of new
+    /// slots, and by the index while it removes an entry of `key`.
+    fn create_lock(&self, key: &SessionKey) -> MutexGuard<'_, ()> {
+        let stripe = key.as_str().bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        self.create_locks[stripe % CREATE_STRIPES]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds `key` to `principal`'s set. Callers hold `key`'s create stripe or slot lock.
+    fn index_add(&self, principal: &str, key: &SessionKey) {
+        if self
+            .users
+            .get(principal)
+            .is_some_and(|keys| keys.contains(key))
+        {
+            return;
+        }
+        self.users
+            .entry(principal.into())
+            .or_default()
+            .insert(key.clone());
+    }
+
+    /// Removes `key` from `principal`'s set (and the set once empty).
+    fn index_remove(&self, principal: &str, key: &SessionKey) {
+        if let Some(mut keys) = self.users.get_mut(principal) {
+            keys.remove(key);
+        }
+        self.users.remove_if(principal, |_, keys| keys.is_empty());
+    }
+
+    /// The keys in `principal`'s set (copied: no index lock is held afterwards).
+    fn index_keys(&self, principal: &str) -> Vec<SessionKey> {
+        self.users
+            .get(principal)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// `key`'s live record if it is bound to `principal` (no lock beyond the slot's).
+    fn bound(&self, principal: &str, key: &SessionKey, now: Timestamp) -> Option<Arc<Record>> {
+        self.live(key, now)
+            .filter(|r| r.principal() == Some(principal))
+    }
+
+    /// Re-checks `key` under its create stripe and slot lock: returns its live record if
+    /// it is bound to `principal`, and otherwise removes the stale entry, under those
+    /// locks, so that no write re-binding the key can slip in between.
+    fn prune(&self, principal: &str, key: &SessionKey) -> Option<Arc<Record>> {
+        let _create = self.create_lock(key);
+        let now = Timestamp::now();
+        let Some(slot) = self.cache.get(key) else {
+            self.index_remove(principal, key);
+            return None;
+        };
+        let guard = slot.lock();
+        match guard.as_ref() {
+            Some(r) if !r.is_expired_at(now) && r.principal() == Some(principal) => {
+                Some(Arc::clone(r))
+            }
+            _ => {
+                self.index_remove(principal, key);
+                None
+            }
+        }
+    }
+
+    /// `key`'s live record bound to `principal`, pruning the entry when there is none.
+    fn bound_or_prune(
+        &self,
+        principal: &str,
+        key: &SessionKey,
+        now: Timestamp,
+    ) -> Option<Arc<Record>> {
+        self.bound(principal, key, now)
+            .or_else(|| self.prune(principal, key))
+    }
+
+    /// Forgets the stale entries of `principal` (those of live sessions stay).
+    fn prune_principal(&self, principal: &str) {
+        let now = Timestamp::now();
+        for key in self.index_keys(principal) {
+            self.bound_or_prune(principal, &key, now);
+        }
+    }
+
+    /// Ends `key` if it is a live session of `principal`: empties its slot (an update in
+    /// flight then finds nothing to write over) and removes it from the cache and the
+    /// index, as `delete` does. Whether it was live.
+    fn end(&self, principal: &str, key: &SessionKey) -> bool {
+        let _create = self.create_lock(key);
+        let now = Timestamp::now();
+        let Some(slot) = self.cache.get(key) else {
+            self.index_remove(principal, key);
+            return false;
+        };
+        let mut guard = slot.lock();
+        let ended = guard
+            .as_ref()
+            .is_some_and(|r| !r.is_expired_at(now) && r.principal() == Some(principal));
+        if ended {
+            *guard = None;
+        }
+        self.index_remove(principal, key);
+        drop(guard);
+        if ended {
+            // Still under the create stripe: the slot under `key` is the one emptied.
+            self.cache.remove(key);
+        }
+        ended
+    }
+
+    /// Removes the index entries of sessions that are gone or re-bound, for every
+    /// principal: what `clear_expired` does beside moka's housekeeping.
+    fn sweep_index(&self) {
+        let principals: Vec<Box<str>> = self.users.iter().map(|e| e.key().clone()).collect();
+        for p in principals {
+            self.prune_principal(&p);
+        }
+    }
 }
 
 #[async_trait]
@@ -541,21 +688,26 @@ impl SessionStore for MemoryStore {
         // inserted here, so no other create can slip in between the check and the
         // insert. (moka's own `or_insert_with` does the same through a waiter map and
         // flushes its epoch collector on every insert: twice the cost.)
-        let stripe = key.as_str().bytes().fold(0usize, |h, b| {
-            h.wrapping_mul(31).wrapping_add(usize::from(b))
-        });
-        let _create = self.create_locks[stripe % CREATE_STRIPES]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let create = self.create_lock(key);
         // `contains_key` first: unlike `get` it records no read, and a new key (the
         // rule: keys are minted fresh) is absent.
         if self.cache.contains_key(key) && self.live(key, now).is_some() {
             return Ok(Inserted::KeyTaken);
         }
+        // A signed-in session enters its principal's index before it is stored.
+        let principal = record.principal();
+        if let Some(p) = principal {
+            self.index_add(p, key);
+        }
         self.cache.insert(
             key.clone(),
             Arc::new(Slot::new(record.clone(), &self.evictions)),
         );
+        drop(create);
+        if let Some(p) = principal {
+            // A sign-in: forget the principal's sessions that ended meanwhile.
+            self.prune_principal(p);
+        }
         Ok(Inserted::Created)
     }
 
@@ -577,6 +729,14 @@ impl SessionStore for MemoryStore {
                     found: cur.version,
                 });
             }
+            // Under the slot's lock, before the record is replaced: a record that now
+            // names another principal enters that principal's index (one that keeps
+            // its principal is in it already; anonymous records never are).
+            if let Some(p) = record.principal()
+                && cur.principal() != Some(p)
+            {
+                self.index_add(p, key);
+            }
             let version = cur.version.saturating_add(1);
             let mut next = record.clone();
             next.version = version;
@@ -589,6 +749,9 @@ impl SessionStore for MemoryStore {
             return Ok(false);
         };
         let was = slot.lock().take();
+        if let Some(p) = was.as_ref().and_then(|r| r.principal()) {
+            self.prune(p, key);
+        }
         Ok(was.is_some_and(|r| !r.is_expired_at(Timestamp::now())))
     }
 
@@ -605,9 +768,11 @@ impl SessionStore for MemoryStore {
     }
 
     /// Expired sessions leave the store by themselves (`native_ttl`): this runs the
-    /// pending housekeeping, which drops those due, and reports 0.
+    /// pending housekeeping, which drops those due, forgets the user index's entries of
+    /// sessions that are gone, and reports 0.
     async fn clear_expired(&self) -> Result<u64> {
         self.cache.run_pending_tasks();
+        self.sweep_index();
         Ok(0)
     }
 
@@ -629,6 +794,62 @@ impl SessionStore for MemoryStore {
         keys.sort_unstable();
         keys.truncate(limit);
         Ok(keys)
+    }
+
+    fn user_index(&self) -> Option<&dyn UserIndex> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl UserIndex for MemoryStore {
+    async fn sessions_of(
+        &self,
+        principal: &str,
+        current: Option<&SessionKey>,
+    ) -> Result<Vec<UserSession>> {
+        let now = Timestamp::now();
+        let mut out: Vec<UserSession> = self
+            .index_keys(principal)
+            .into_iter()
+            .filter_map(|key| {
+                let record = self.bound_or_prune(principal, &key, now)?;
+                Some(UserSession::from_record(key, &record, current))
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        Ok(out)
+    }
+
+    async fn end_session(&self, principal: &str, id: &str) -> Result<bool> {
+        Ok(self
+            .index_keys(principal)
+            .into_iter()
+            .find(|key| session_id(key) == id)
+            .is_some_and(|key| self.end(principal, &key)))
+    }
+
+    async fn end_sessions(&self, principal: &str, keep: Option<&SessionKey>) -> Result<u64> {
+        let mut ended = 0;
+        for key in self.index_keys(principal) {
+            if Some(&key) != keep && self.end(principal, &key) {
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    async fn count_of(&self, principal: &str) -> Result<u64> {
+        let now = Timestamp::now();
+        Ok(self
+            .index_keys(principal)
+            .iter()
+            .filter(|key| self.bound_or_prune(principal, key, now).is_some())
+            .count() as u64)
     }
 }
 

@@ -21,6 +21,45 @@
 //! cluster the key is `<prefix>{<session key>}`: the hash tag keeps everything a session
 //! ever stores on one slot, so scripts never cross slots.
 //!
+//! ## Every session of a user
+//!
+//! The store is a [`UserIndex`]: each principal has a sorted set
+//! `<prefix>u:<hex SHA-256 of the principal>` (the principal itself never appears in a
+//! key name) whose members are the keys of its signed-in sessions, scored by the time
+//! (the set's own server's clock, in ms) they were last added.
+//!
+//! - Writing a signed-in record (`insert_new`, `update`) first runs a small script on
+//!   the set: `ZADD` the key with the server's time and extend the set's TTL to at least
+//!   the record's remaining age (plus a second). Only then is the record written, so a
+//!   live signed-in record is always in its principal's set. Anonymous records skip the
+//!   step: their writes cost what they did.
+//! - Listing reads the members (`ZRANGE`), fetches their records with one `MGET`, and
+//!   returns those that are live and still bound to the principal. Members that are
+//!   not (record deleted, expired or evicted, or rewritten for another principal or for
+//!   none) are removed, but only when their score says they were added more than a
+//!   grace period ago (twice `command_timeout_ms`, at least 2 s), by a script that
+//!   re-reads the score atomically: a member added again meanwhile, or one whose record
+//!   write is still in flight (added, not yet written), is kept for a later listing.
+//!   The cost is proportional to the principal's sessions: `ZRANGE` plus `MGET` of its
+//!   members, never a `SCAN`.
+//! - Ending sessions is `DEL` of their keys (the normal delete: an update still in
+//!   flight gets [`Error::NotFound`] and cannot write them back), then `ZREM`.
+//!
+//! The same scheme serves a cluster. The set and a principal's sessions live in
+//! different slots (each session key is its own hash tag), so no step spans slots in
+//! one command or script: the order of the steps (set first, record second; prune only
+//! what is stale and old) is what keeps the listing complete, not a transaction.
+//! Putting a principal's sessions under one hash tag would have allowed one script per
+//! write, but the session key must stay the only thing needed to find a record (the
+//! principal is not known when a request loads its session), and it would pile every
+//! session of a busy principal onto one node. `MGET` and `DEL` over many slots are
+//! split per node by the cluster client.
+//!
+//! `touch` moves a record's deadline without reading it and so leaves the set's TTL
+//! alone. The session handle never touches a signed-in session (it saves it, which
+//! re-adds it to the set); a caller that extends a signed-in record with `touch` beyond
+//! its principal's set lifetime should save it instead.
+//!
 //! Every command is bounded by `cache.command_timeout_ms` in the client (its response
 //! timeout, [`Error::Timeout`]), and the `cache` engine wears a
 //! [`TimeoutLayer`](session_core::layer::TimeoutLayer) of the same bound around every
@@ -41,9 +80,10 @@ use ::redis::cluster_async::ClusterConnection;
 #[cfg(feature = "cluster")]
 use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use ::redis::{Cmd, ErrorKind, RedisError, RedisFuture, Script, ServerErrorKind, Value};
+use session_core::users::session_id;
 use session_core::{
     Capabilities, Codec, Error, Inserted, RawAccess, Record, Result, SessionKey, SessionStore,
-    Timestamp, async_trait,
+    Timestamp, UserIndex, UserSession, async_trait,
 };
 
 use crate::cache::{CacheConfig, CacheTarget, redact};
@@ -144,6 +184,34 @@ redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
 return 1
 ";
 
+/// Adds session key `ARGV[1]` to a principal's sorted set `KEYS[1]`, scored with the
+/// server's time (ms), and keeps the set alive for at least `ARGV[2]` ms.
+const INDEX_ADD_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+local want = tonumber(ARGV[2])
+if redis.call('PTTL', KEYS[1]) < want then
+  redis.call('PEXPIRE', KEYS[1], want)
+end
+return 1
+";
+
+/// Removes the members `ARGV[2..]` of the sorted set `KEYS[1]` that were last added
+/// more than `ARGV[1]` ms ago (by the server's clock). Replies how many it removed.
+const INDEX_PRUNE_LUA: &str = r"
+local t = redis.call('TIME')
+local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[1])
+local n = 0
+for i = 2, #ARGV do
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if s and tonumber(s) <= cutoff then
+    n = n + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return n
+";
+
 /// A Lua script and its SHA-1, sent as `EVALSHA` (and as `EVAL` after `NOSCRIPT`).
 struct Lua {
     code: &'static str,
@@ -163,6 +231,16 @@ static UPDATE: LazyLock<Lua> = LazyLock::new(|| Lua::new(UPDATE_LUA));
 static UPDATE_CAS: LazyLock<Lua> = LazyLock::new(|| Lua::new(UPDATE_CAS_LUA));
 static TOUCH: LazyLock<Lua> = LazyLock::new(|| Lua::new(TOUCH_LUA));
 static REPLACE_EXPIRED: LazyLock<Lua> = LazyLock::new(|| Lua::new(REPLACE_EXPIRED_LUA));
+static INDEX_ADD: LazyLock<Lua> = LazyLock::new(|| Lua::new(INDEX_ADD_LUA));
+static INDEX_PRUNE: LazyLock<Lua> = LazyLock::new(|| Lua::new(INDEX_PRUNE_LUA));
+
+/// How long a principal's set outlives the longest session added to it, beyond the
+/// session's remaining age: slack for the clocks of client and server.
+const INDEX_TTL_SLACK_MS: u64 = 1000;
+
+/// The least time a stale member stays in a principal's set after it was last added
+/// (the grace is twice the command timeout when that is longer).
+const INDEX_MIN_GRACE: Duration = Duration::from_secs(2);
 
 /// How many keys one `SCAN` step asks for.
 const SCAN_COUNT: u64 = 1000;
@@ -385,6 +463,138 @@ impl RedisStore {
             k.extend_from_slice(key.as_str().as_bytes());
         }
         k
+    }
+
+    /// The sorted set of `principal`'s sessions: `<prefix>u:<hex SHA-256>`. Not a
+    /// session key (it is longer and has a colon), so `SCAN`-based counts skip it.
+    fn index_key(&self, principal: &str) -> Vec<u8> {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(principal.as_bytes());
+        let mut k = Vec::with_capacity(self.prefix.len() + 2 + 64);
+        k.extend_from_slice(self.prefix.as_bytes());
+        k.extend_from_slice(b"u:");
+        for b in digest {
+            k.extend_from_slice(format!("{b:02x}").as_bytes());
+        }
+        k
+    }
+
+    /// Enters `key` in `principal`'s set before a record bound to it, `ttl` ms to
+    /// live, is written.
+    async fn index_add(&self, principal: &str, key: &SessionKey, ttl: u64) -> Result<()> {
+        let ikey = self.index_key(principal);
+        let reply = self
+            .eval(&INDEX_ADD, &ikey, |c| {
+                c.arg(key.as_str())
+                    .arg(ttl.saturating_add(INDEX_TTL_SLACK_MS));
+            })
+            .await?;
+        match int_of(&reply) {
+            Some(1) => Ok(()),
+            _ => Err(self.unexpected("index script", &reply)),
+        }
+    }
+
+    /// How long after its last addition a stale member may be removed.
+    fn index_grace(&self) -> Duration {
+        self.command_timeout.saturating_mul(2).max(INDEX_MIN_GRACE)
+    }
+
+    /// The live sessions of `principal` with their keys; prunes stale members.
+    async fn index_list(&self, principal: &str) -> Result<Vec<(SessionKey, Record)>> {
+        let ikey = self.index_key(principal);
+        let mut cmd = ::redis::cmd("ZRANGE");
+        cmd.arg(&ikey).arg(0).arg(-1);
+        let members = match self.query(&cmd).await? {
+            Value::Array(items) => items,
+            other => return Err(self.unexpected("ZRANGE", &other)),
+        };
+        let mut keys = Vec::with_capacity(members.len());
+        let mut stale: Vec<Vec<u8>> = Vec::new();
+        for m in members {
+            let Value::BulkString(b) = m else {
+                return Err(self.unexpected("ZRANGE member", &m));
+            };
+            match std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| SessionKey::parse(s).ok())
+            {
+                Some(k) => keys.push(k),
+                None => stale.push(b),
+            }
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        if !keys.is_empty() {
+            let mut mget = ::redis::cmd("MGET");
+            for k in &keys {
+                mget.arg(self.redis_key(k));
+            }
+            let values = match self.query(&mget).await? {
+                Value::Array(v) if v.len() == keys.len() => v,
+                other => return Err(self.unexpected("MGET", &other)),
+            };
+            let now = Timestamp::now();
+            for (key, value) in keys.into_iter().zip(values) {
+                let bytes = match value {
+                    Value::BulkString(b) => b,
+                    Value::Nil => {
+                        stale.push(key.as_str().as_bytes().to_vec());
+                        continue;
+                    }
+                    other => return Err(self.unexpected("MGET value", &other)),
+                };
+                let record = Envelope::parse(&bytes)
+                    .and_then(|env| {
+                        if env.is_live_at(now) {
+                            env.decode(self.codec.as_ref()).map(Some)
+                        } else {
+                            Ok(None)
+                        }
+                    })
+                    .map_err(|e| self.corrupt(&key, e));
+                match record {
+                    Ok(Some(r)) if r.principal() == Some(principal) => out.push((key, r)),
+                    // Expired, or bound to another principal (or to none).
+                    Ok(_) => stale.push(key.as_str().as_bytes().to_vec()),
+                    // Unreadable: logged; neither listed nor forgotten.
+                    Err(_) => {}
+                }
+            }
+        }
+        if !stale.is_empty() {
+            let grace = u64::try_from(self.index_grace().as_millis()).unwrap_or(u64::MAX);
+            self.eval(&INDEX_PRUNE, &ikey, |c| {
+                c.arg(grace);
+                for m in &stale {
+                    c.arg(m);
+                }
+            })
+            .await?;
+        }
+        Ok(out)
+    }
+
+    /// Deletes `keys` (sessions of `principal`) and removes them from its set: how many
+    /// records were deleted.
+    async fn index_end(&self, principal: &str, keys: &[SessionKey]) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut del = ::redis::cmd("DEL");
+        for k in keys {
+            del.arg(self.redis_key(k));
+        }
+        let ended = match self.query(&del).await? {
+            Value::Int(n) => u64::try_from(n).unwrap_or(0),
+            other => return Err(self.unexpected("DEL", &other)),
+        };
+        let mut zrem = ::redis::cmd("ZREM");
+        zrem.arg(self.index_key(principal));
+        for k in keys {
+            zrem.arg(k.as_str());
+        }
+        self.query(&zrem).await?;
+        Ok(ended)
     }
 
     /// The session key inside a Redis key found by `SCAN`, if it is one of ours.
@@ -690,6 +900,9 @@ impl SessionStore for RedisStore {
             });
         };
         let payload = self.codec.encode(record)?;
+        if let Some(p) = record.principal() {
+            self.index_add(p, key, ttl).await?;
+        }
         let value = envelope::wrap(record.version, record.expires_at, &payload);
         let rkey = self.redis_key(key);
         let mut cmd = ::redis::cmd("SET");
@@ -733,6 +946,9 @@ impl SessionStore for RedisStore {
         let payload = self.codec.encode(record)?;
         let now = Timestamp::now();
         let ttl = envelope::ttl_millis(record.expires_at, now).unwrap_or(0);
+        if let Some(p) = record.principal().filter(|_| ttl > 0) {
+            self.index_add(p, key, ttl).await?;
+        }
         let rkey = self.redis_key(key);
         let Some(expected) = expected_version else {
             let deadline = envelope::deadline_field(record.expires_at);
@@ -853,6 +1069,60 @@ impl SessionStore for RedisStore {
 
     fn raw(&self) -> Option<&dyn RawAccess> {
         Some(self)
+    }
+
+    fn user_index(&self) -> Option<&dyn UserIndex> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl UserIndex for RedisStore {
+    async fn sessions_of(
+        &self,
+        principal: &str,
+        current: Option<&SessionKey>,
+    ) -> Result<Vec<UserSession>> {
+        let mut out: Vec<UserSession> = self
+            .index_list(principal)
+            .await?
+            .into_iter()
+            .map(|(key, record)| UserSession::from_record(key, &record, current))
+            .collect();
+        out.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        Ok(out)
+    }
+
+    async fn end_session(&self, principal: &str, id: &str) -> Result<bool> {
+        let Some(key) = self
+            .index_list(principal)
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .find(|key| session_id(key) == id)
+        else {
+            return Ok(false);
+        };
+        Ok(self.index_end(principal, &[key]).await? > 0)
+    }
+
+    async fn end_sessions(&self, principal: &str, keep: Option<&SessionKey>) -> Result<u64> {
+        let keys: Vec<SessionKey> = self
+            .index_list(principal)
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| Some(key) != keep)
+            .collect();
+        self.index_end(principal, &keys).await
+    }
+
+    async fn count_of(&self, principal: &str) -> Result<u64> {
+        Ok(self.index_list(principal).await?.len() as u64)
     }
 }
 

@@ -292,7 +292,7 @@ async fn main() {
 
     // Every case builds its store through the registry from the configuration (an
     // in-process map is empty when built; a networked store would put a fresh table or
-    // key prefix in each configuration). Prints `conformance[kv]: 184 passed, ...`.
+    // key prefix in each configuration). Prints `conformance[kv]: 191 passed, ...`.
     let factory = ConfigFactory::new(registry, config);
     run_conformance(ENGINE, &factory).await.assert_passed();
 }

@@ -5,11 +5,12 @@
 //! [`Capabilities`], and each case gets a store in a fresh namespace from the
 //! [`StoreFactory`] the backend provides.
 //!
-//! The cases fall in seven [`Category`]s: the store contract, expiry, Django's handle
-//! semantics, values, concurrency, bad input (malformed cookies, corrupt bytes) and
-//! listing. Handle-level cases drive a [`session_core::Session`] over the store under
-//! test; the bad-input cases wrap it in a [`SpyStore`] to prove that a malformed cookie
-//! causes no I/O. The crate's README lists every category with its count, the timing
+//! The cases fall in eight [`Category`]s: the store contract, expiry, Django's handle
+//! semantics, values, concurrency, bad input (malformed cookies, corrupt bytes),
+//! listing, and every session of a user (the per-principal index a store offers through
+//! [`SessionStore::user_index`], sign-in metadata and the auth check). Handle-level
+//! cases drive a [`session_core::Session`] over the store under test; the bad-input
+//! cases wrap it in a [`SpyStore`] to prove that a malformed cookie causes no I/O. The crate's README lists every category with its count, the timing
 //! margins the cases keep, and the outcomes the concurrency cases pin down;
 //! `examples/custom_store.rs` is a complete third-party store that passes the suite.
 //!
@@ -123,6 +124,9 @@ pub enum Category {
     BadInput,
     /// Counting and listing.
     Listing,
+    /// Every session of a user: the per-principal index
+    /// ([`SessionStore::user_index`]), sign-in metadata and the auth check.
+    Users,
 }
 
 impl fmt::Display for Category {

@@ -77,7 +77,7 @@ async fn redis_passes_the_conformance_suite() {
     check_reachable(&url).await;
     run_conformance("redis", &Redis::new(url))
         .await
-        .assert_pinned(181, 3);
+        .assert_pinned(188, 23);
 }
 
 fn sample() -> Record {

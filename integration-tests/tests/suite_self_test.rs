@@ -9,15 +9,16 @@
 //! It also runs the worked example in `examples/custom_store.rs` and checks that the
 //! case counts documented in the README are current.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use integration_tests::{
     Category, Outcome, StoreFactory, all_cases, case_counts, run_cases, run_conformance,
 };
+use session_core::users::{session_id, validate_principal};
 use session_core::{
     BincodeCodec, BoxError, Capabilities, Codec, Error, Inserted, RawAccess, Record, Result,
-    SessionKey, SessionStore, Timestamp, async_trait,
+    SessionKey, SessionStore, Timestamp, UserIndex, UserSession, async_trait,
 };
 
 #[allow(dead_code)]
@@ -53,6 +54,23 @@ enum Flaw {
     ListIgnoresCursor,
     /// Timestamps are kept in whole seconds.
     WholeSeconds,
+    /// The user index lists a record bound to another principal, or signed out, since.
+    IndexKeepsRebound,
+    /// The user index lists expired records.
+    IndexListsExpired,
+    /// `update` does not index the record's principal (only `insert_new` does).
+    IndexIgnoresUpdates,
+    /// The user index folds case and trims spaces (a case-insensitive, PAD SPACE
+    /// collation).
+    PrincipalFolded,
+    /// The user index lists newest first.
+    NewestFirst,
+    /// `end_sessions` ends the kept session too.
+    EndSessionsIgnoresKeep,
+    /// `end_session` ends a session with the id whatever its principal.
+    EndSessionAnyPrincipal,
+    /// The user index accepts any principal.
+    NoPrincipalValidation,
 }
 
 #[derive(Clone, Debug)]
@@ -63,12 +81,16 @@ struct Entry {
 }
 
 /// A byte-keeping store (like a database row: blob + deadline + version columns) with
-/// one deliberate flaw.
+/// one deliberate flaw. Its user index maps principals to keys; an entry is added
+/// before a record bound to the principal is written, and entries whose record is
+/// gone, expired or bound elsewhere are pruned when listing (under the map's lock, so a
+/// prune never races a write).
 #[derive(Debug)]
 struct FlawedStore {
     flaw: Flaw,
     codec: BincodeCodec,
     map: Mutex<HashMap<SessionKey, Entry>>,
+    index: Mutex<HashMap<String, BTreeSet<SessionKey>>>,
 }
 
 impl FlawedStore {
@@ -77,6 +99,53 @@ impl FlawedStore {
             flaw,
             codec: BincodeCodec::default(),
             map: Mutex::new(HashMap::new()),
+            index: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn index(&self) -> MutexGuard<'_, HashMap<String, BTreeSet<SessionKey>>> {
+        self.index.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn index_key(&self, principal: &str) -> String {
+        if self.flaw == Flaw::PrincipalFolded {
+            principal.trim().to_lowercase()
+        } else {
+            principal.to_owned()
+        }
+    }
+
+    /// Adds the index entry of `record`'s principal (call before writing the record).
+    fn index_record(&self, key: &SessionKey, record: &Record) {
+        if let Some(p) = record.principal() {
+            self.index()
+                .entry(self.index_key(p))
+                .or_default()
+                .insert(key.clone());
+        }
+    }
+
+    fn decode(&self, e: &Entry) -> Result<Record> {
+        let mut r = self.codec.decode(&e.bytes)?;
+        r.version = e.version;
+        r.expires_at = e.expires_at;
+        Ok(r)
+    }
+
+    fn check_principal(&self, principal: &str) -> Result<()> {
+        if self.flaw == Flaw::NoPrincipalValidation {
+            return Ok(());
+        }
+        validate_principal(principal)
+    }
+
+    fn bound_to(&self, r: &Record, principal: &str) -> bool {
+        match self.flaw {
+            Flaw::IndexKeepsRebound => true,
+            Flaw::PrincipalFolded => r
+                .principal()
+                .is_some_and(|p| self.index_key(p) == self.index_key(principal)),
+            _ => r.principal() == Some(principal),
         }
     }
 
@@ -114,6 +183,7 @@ impl SessionStore for FlawedStore {
         if taken && self.flaw != Flaw::InsertOverwrites {
             return Ok(Inserted::KeyTaken);
         }
+        self.index_record(key, record);
         map.insert(
             key.clone(),
             Entry {
@@ -132,17 +202,13 @@ impl SessionStore for FlawedStore {
         if !self.is_live(&e) && self.flaw != Flaw::ReturnsExpired {
             return Ok(None);
         }
-        match self.codec.decode(&e.bytes) {
-            Ok(mut r) => {
-                r.version = e.version;
-                r.expires_at = e.expires_at;
-                Ok(Some(r))
-            }
+        match self.decode(&e) {
+            Ok(r) => Ok(Some(r)),
             Err(_) if self.flaw == Flaw::CorruptReadsAsMissing => Ok(None),
             Err(err) if self.flaw == Flaw::CorruptIsBackendError => {
                 Err(Error::backend("flawed", err.to_string()))
             }
-            Err(err) => Err(err.into()),
+            Err(err) => Err(err),
         }
     }
 
@@ -171,6 +237,9 @@ impl SessionStore for FlawedStore {
                 }
             }
         };
+        if self.flaw != Flaw::IndexIgnoresUpdates {
+            self.index_record(key, record);
+        }
         map.insert(
             key.clone(),
             Entry {
@@ -239,6 +308,80 @@ impl SessionStore for FlawedStore {
 
     fn raw(&self) -> Option<&dyn RawAccess> {
         Some(self)
+    }
+
+    fn user_index(&self) -> Option<&dyn UserIndex> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl UserIndex for FlawedStore {
+    async fn sessions_of(
+        &self,
+        principal: &str,
+        current: Option<&SessionKey>,
+    ) -> Result<Vec<UserSession>> {
+        self.check_principal(principal)?;
+        let map = self.map();
+        let mut index = self.index();
+        let Some(keys) = index.get_mut(&self.index_key(principal)) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut stale = Vec::new();
+        for k in keys.iter() {
+            let live = map
+                .get(k)
+                .filter(|e| self.is_live(e) || self.flaw == Flaw::IndexListsExpired)
+                .map(|e| self.decode(e))
+                .transpose()?;
+            match live {
+                Some(r) if self.bound_to(&r, principal) => {
+                    out.push(UserSession::from_record(k.clone(), &r, current));
+                }
+                _ => stale.push(k.clone()),
+            }
+        }
+        for k in &stale {
+            keys.remove(k);
+        }
+        out.sort_by_key(|s| s.created_at);
+        if self.flaw == Flaw::NewestFirst {
+            out.reverse();
+        }
+        Ok(out)
+    }
+
+    async fn end_session(&self, principal: &str, id: &str) -> Result<bool> {
+        self.check_principal(principal)?;
+        let target = if self.flaw == Flaw::EndSessionAnyPrincipal {
+            let all: Vec<SessionKey> = self.index().values().flatten().cloned().collect();
+            all.into_iter().find(|k| session_id(k) == id)
+        } else {
+            self.sessions_of(principal, None)
+                .await?
+                .into_iter()
+                .find(|s| s.id == id)
+                .map(|s| s.stored_key)
+        };
+        match target {
+            Some(k) => self.delete(&k).await,
+            None => Ok(false),
+        }
+    }
+
+    async fn end_sessions(&self, principal: &str, keep: Option<&SessionKey>) -> Result<u64> {
+        let mut ended = 0;
+        for s in self.sessions_of(principal, None).await? {
+            if keep == Some(&s.stored_key) && self.flaw != Flaw::EndSessionsIgnoresKeep {
+                continue;
+            }
+            if self.delete(&s.stored_key).await? {
+                ended += 1;
+            }
+        }
+        Ok(ended)
     }
 }
 
@@ -385,6 +528,8 @@ async fn a_store_that_upserts_on_update_is_caught() {
             "update_of_an_expired_record_is_not_found",
             "save_does_not_resurrect_a_session_logged_out_elsewhere",
             "concurrent_logout_never_resurrects",
+            "ending_all_sessions_stops_a_request_in_flight",
+            "ending_a_session_by_id_stops_a_request_in_flight",
         ],
     )
     .await;
@@ -505,6 +650,109 @@ async fn a_store_keeping_whole_seconds_is_caught() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_index_listing_rebound_records_is_caught() {
+    assert_caught(
+        Flaw::IndexKeepsRebound,
+        &[
+            "clear_and_save_leaves_the_listing",
+            "a_record_rebound_in_place_moves_between_listings",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_index_listing_expired_records_is_caught() {
+    assert_caught(
+        Flaw::IndexListsExpired,
+        &["expired_sessions_are_not_listed"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_index_blind_to_updates_is_caught() {
+    assert_caught(
+        Flaw::IndexIgnoresUpdates,
+        &["a_record_rebound_in_place_moves_between_listings"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_index_folding_principals_is_caught() {
+    assert_caught(Flaw::PrincipalFolded, &["odd_principals_stay_separate"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_index_listing_newest_first_is_caught() {
+    assert_caught(Flaw::NewestFirst, &["sessions_are_listed_oldest_first"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_sessions_ignoring_keep_is_caught() {
+    assert_caught(
+        Flaw::EndSessionsIgnoresKeep,
+        &["end_other_sessions_keeps_the_current_one"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_session_across_principals_is_caught() {
+    assert_caught(
+        Flaw::EndSessionAnyPrincipal,
+        &["end_session_ends_exactly_that_one"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_index_without_principal_validation_is_caught() {
+    assert_caught(
+        Flaw::NoPrincipalValidation,
+        &["invalid_principals_are_refused_without_io"],
+    )
+    .await;
+}
+
+/// The reference store behind a wrapper that forwards `user_index`.
+struct Wrapped(fn(Arc<dyn SessionStore>) -> Arc<dyn SessionStore>);
+
+#[async_trait]
+impl StoreFactory for Wrapped {
+    async fn fresh(&self) -> std::result::Result<Arc<dyn SessionStore>, BoxError> {
+        Ok((self.0)(Arc::new(FlawedStore::new(Flaw::None))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_users_cases_run_through_the_spy_and_hashed_keys() {
+    let users = || -> Vec<_> {
+        all_cases()
+            .into_iter()
+            .filter(|c| c.category == Category::Users)
+            .collect()
+    };
+    let n = users().len();
+    let spy = run_cases(
+        "spy",
+        &Wrapped(|s| Arc::new(integration_tests::SpyStore::new(s))),
+        users(),
+    )
+    .await;
+    spy.assert_pinned(n, 0);
+    // Listings name derived keys behind the wrapper; the cases accept either form.
+    let hashed = run_cases(
+        "hashed keys",
+        &Wrapped(|s| Arc::new(session_core::HashedKeys::new(s))),
+        users(),
+    )
+    .await;
+    hashed.assert_pinned(n, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_custom_store_example_passes() {
     let report = run_conformance("map-store", &custom_store::MapStoreFactory).await;
     report.assert_passed();
@@ -562,6 +810,7 @@ fn case_names_are_unique_and_plentiful() {
         Category::Concurrency,
         Category::BadInput,
         Category::Listing,
+        Category::Users,
     ] {
         assert!(
             case_counts().get(&cat).is_some_and(|n| *n > 0),

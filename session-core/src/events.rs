@@ -13,6 +13,7 @@
 //! | [`SessionEvent::Expired`] | `clear_expired` (or the background cleanup) removed expired records: how many, since no engine reports which | layer, cleanup |
 //! | [`SessionEvent::KeyCycled`] | a request's handler called `cycle_key` | hook |
 //! | [`SessionEvent::Flushed`] | a request's handler called `flush` | hook |
+//! | [`SessionEvent::Revoked`] | sessions of a principal were ended through the user index ([`crate::users`]): whose, and how many | layer |
 //!
 //! A logout therefore publishes `Ended` (the store's side) and `Flushed` (the
 //! request's side); a login's cycle publishes `Created`, `Ended` and `KeyCycled`.
@@ -89,6 +90,7 @@ use crate::record::Record;
 use crate::registry::{EngineRegistry, LayerContext};
 use crate::store::{Capabilities, Inserted, RawAccess, SessionStore};
 use crate::time::Timestamp;
+use crate::users::{UserIndex, UserSession};
 
 /// The layer name [`Events::register`] registers.
 pub const EVENTS_LAYER: &str = "events";
@@ -129,6 +131,16 @@ pub enum SessionEvent {
     Flushed {
         /// The flushed key's fingerprint, when the request came with one.
         session: Option<String>,
+    },
+    /// Sessions of a principal were ended through the store's user index ("sign out
+    /// other devices", an administrator's revocation, `sessions revoke --user`).
+    Revoked {
+        /// The store's engine.
+        engine: String,
+        /// The principal (the application's user id) whose sessions ended.
+        principal: String,
+        /// How many sessions ended.
+        count: u64,
     },
 }
 
@@ -312,8 +324,55 @@ impl SessionStore for EventsStore {
         self.inner.maintenance()
     }
 
-    fn user_index(&self) -> Option<&dyn crate::UserIndex> {
-        self.inner.user_index()
+    /// The inner store's index, publishing [`SessionEvent::Revoked`] for the sessions
+    /// it ends.
+    fn user_index(&self) -> Option<&dyn UserIndex> {
+        self.inner.user_index().map(|_| self as &dyn UserIndex)
+    }
+}
+
+impl EventsStore {
+    fn index(&self) -> Result<&dyn UserIndex> {
+        self.inner
+            .user_index()
+            .ok_or_else(|| crate::Error::unsupported(self.inner.engine(), "a user index"))
+    }
+
+    fn revoked(&self, principal: &str, count: u64) {
+        if count > 0 {
+            self.events.publish(SessionEvent::Revoked {
+                engine: self.inner.engine().to_owned(),
+                principal: principal.to_owned(),
+                count,
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl UserIndex for EventsStore {
+    async fn sessions_of(
+        &self,
+        principal: &str,
+        current: Option<&SessionKey>,
+    ) -> Result<Vec<UserSession>> {
+        self.index()?.sessions_of(principal, current).await
+    }
+
+    async fn end_session(&self, principal: &str, id: &str) -> Result<bool> {
+        let ended = self.index()?.end_session(principal, id).await?;
+        self.revoked(principal, u64::from(ended));
+        Ok(ended)
+    }
+
+    async fn end_sessions(&self, principal: &str, keep: Option<&SessionKey>) -> Result<u64> {
+        let count = self.index()?.end_sessions(principal, keep).await?;
+        self.revoked(principal, count);
+        Ok(count)
+    }
+
+    async fn count_of(&self, principal: &str) -> Result<u64> {
+        self.index()?.count_of(principal).await
     }
 }
 

@@ -266,12 +266,12 @@ impl SessionStore for DjangoCacheStore {
             Timestamp::from_unix_millis(i64::MAX)
         };
         Ok(Some(Record {
+            meta: crate::format::meta_of(&data),
             data,
             expiry,
             created_at: now,
             expires_at,
             version: version_of(&bytes),
-            meta: Default::default(),
         }))
     }
 

@@ -273,12 +273,12 @@ impl DjangoDbStore {
         let expires_at = crate::format::iso_parse(expire)
             .ok_or_else(|| Error::backend(ENGINE, format!("unreadable expire_date {expire:?}")))?;
         Ok(Record {
+            meta: crate::format::meta_of(&data_map),
             data: data_map,
             expiry,
             created_at: now,
             expires_at,
             version: version_of(data.as_bytes()),
-            meta: Default::default(),
         })
     }
 

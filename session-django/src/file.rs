@@ -172,12 +172,12 @@ impl DjangoFileStore {
         }
         Ok(Some((
             Record {
+                meta: crate::format::meta_of(&data),
                 data,
                 expiry,
                 created_at: now,
                 expires_at,
                 version: version_of(text.as_bytes()),
-                meta: Default::default(),
             },
             text,
         )))

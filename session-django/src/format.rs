@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use session_core::codec::CodecError;
-use session_core::{Error, Expiry, Record, SessionData, Timestamp};
+use session_core::{Error, Expiry, Record, SessionData, SessionMeta, Timestamp};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -130,10 +130,34 @@ pub fn codec_error(e: SigningError) -> Error {
     })
 }
 
+/// The authentication backend written for a principal signed in from Rust
+/// ([`session_core::Session::login`]) into a session that names none.
+pub const DEFAULT_AUTH_BACKEND: &str = "django.contrib.auth.backends.ModelBackend";
+
 /// The record's data as Django's dict, with `_session_expiry` set from its policy.
+///
+/// A signed-in record ([`session_core::SessionMeta::principal`]) is written with
+/// Django's auth keys, so Django sees the same user: `_auth_user_id` is the principal,
+/// `_auth_user_hash` the auth hash (removed when there is none), and
+/// `_auth_user_backend` is kept, or [`DEFAULT_AUTH_BACKEND`] when the data names none.
+/// The rest of the meta (last seen, client) has no place in Django's format and is not
+/// stored. A record without a principal is written as its data says.
 pub fn to_dict(record: &Record) -> serde_json::Map<String, Value> {
     let mut dict = record.data.clone();
     dict.remove(EXPIRY_KEY);
+    if let Some(principal) = &record.meta.principal {
+        let backend = dict
+            .get(AuthUser::BACKEND_KEY)
+            .and_then(Value::as_str)
+            .unwrap_or(DEFAULT_AUTH_BACKEND)
+            .to_owned();
+        AuthUser {
+            id: principal.clone(),
+            backend,
+            hash: record.meta.auth_hash.clone(),
+        }
+        .write_to(&mut dict);
+    }
     match record.expiry {
         Expiry::Default => {}
         Expiry::BrowserClose => {
@@ -163,6 +187,20 @@ pub fn from_dict(
         Some(other) => return Err(bad_expiry(&other.to_string())),
     };
     Ok((dict, expiry))
+}
+
+/// The meta of a Django session: its principal and auth hash from Django's auth keys
+/// (`_auth_user_id`, `_auth_user_hash`), which stay in the data as well, so Django and
+/// [`AuthUser`] keep reading them. Empty for an anonymous session.
+pub fn meta_of(data: &SessionData) -> SessionMeta {
+    match AuthUser::from_data(data) {
+        Some(user) => SessionMeta {
+            principal: Some(user.id),
+            auth_hash: user.hash,
+            ..SessionMeta::default()
+        },
+        None => SessionMeta::default(),
+    }
 }
 
 fn bad_expiry(v: &str) -> Error {
@@ -337,6 +375,32 @@ mod tests {
         }
         assert!(from_dict(map(json!({"_session_expiry": "soon"}))).is_err());
         assert!(from_dict(map(json!({"_session_expiry": [1]}))).is_err());
+    }
+
+    #[test]
+    fn a_principal_is_written_as_djangos_auth_keys_and_read_back() {
+        let mut rec = Record::with_ttl(map(json!({"cart": [1]})), 60);
+        rec.meta = SessionMeta {
+            principal: Some("42".into()),
+            auth_hash: Some("h".into()),
+            last_seen: Some(Timestamp::now()),
+            ..SessionMeta::default()
+        };
+        let dict = to_dict(&rec);
+        assert_eq!(dict["_auth_user_id"], "42");
+        assert_eq!(dict["_auth_user_hash"], "h");
+        assert_eq!(dict["_auth_user_backend"], DEFAULT_AUTH_BACKEND);
+        let (data, _) = from_dict(dict).expect("decodes");
+        let meta = meta_of(&data);
+        assert_eq!(meta.principal.as_deref(), Some("42"));
+        assert_eq!(meta.auth_hash.as_deref(), Some("h"));
+        // A backend Django wrote is kept.
+        rec.data = map(json!({"_auth_user_backend": "app.Backend"}));
+        assert_eq!(to_dict(&rec)["_auth_user_backend"], "app.Backend");
+        // Anonymous: nothing added.
+        assert!(meta_of(&map(json!({"cart": [1]}))).is_empty());
+        let anon = Record::with_ttl(map(json!({"cart": [1]})), 60);
+        assert!(!to_dict(&anon).contains_key("_auth_user_id"));
     }
 
     #[test]

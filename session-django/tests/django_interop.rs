@@ -135,6 +135,11 @@ async fn both_directions(store: Arc<dyn SessionStore>, dj: &Django, durable: boo
     assert_eq!(user.backend, "django.contrib.auth.backends.ModelBackend");
     assert!(user.hash.is_some());
     assert_eq!(data["cart"], json!(["book", "Zoë's pen"]));
+    assert_eq!(
+        s.principal().await.expect("principal"),
+        Some(user.id.clone()),
+        "Django's signed-in user is the session's principal"
+    );
 
     // 2. We change it (and its expiry); Django reads the change, still signed in.
     s.insert("from_rust", "héllo").await.expect("insert");
@@ -165,6 +170,22 @@ async fn both_directions(store: Arc<dyn SessionStore>, dj: &Django, durable: boo
     assert_eq!(
         dj.sess(&["get", k2.as_str()])["data"]["made_by"],
         json!("rust")
+    );
+    // ... as is one signed in with the handle's `login` (Django's auth keys written
+    // from the principal and auth hash).
+    let via_login = open(None);
+    via_login
+        .login(&user.id, user.hash.as_deref())
+        .await
+        .expect("login");
+    let k3 = via_login.key().expect("a new key");
+    assert_eq!(
+        dj.sess(&["whoami", k3.as_str()])["username"],
+        json!("alice")
+    );
+    assert_eq!(
+        open(Some(k3.clone())).principal().await.expect("principal"),
+        Some(user.id.clone())
     );
     // ... and a change Django makes to it comes back to us.
     dj.sess(&["set", k2.as_str(), r#"{"django_says": "hi"}"#]);

@@ -12,6 +12,7 @@ mod django;
 mod expiry;
 mod listing;
 mod store;
+mod users;
 mod values;
 
 use std::sync::Arc;
@@ -70,6 +71,7 @@ pub(crate) fn all() -> Vec<Case> {
     v.extend(concurrency::cases());
     v.extend(bad_input::cases());
     v.extend(listing::cases());
+    v.extend(users::cases());
     v
 }
 

@@ -156,10 +156,10 @@ fn future_formats_are_reported() {
     );
     let j = String::from_utf8(JsonCodec::default().encode(&sample()).expect("enc"))
         .expect("utf8")
-        .replace("\"format\":1", "\"format\":2");
+        .replace("\"format\":1", "\"format\":3");
     assert_eq!(
         JsonCodec::default().decode(j.as_bytes()),
-        Err(CodecError::UnsupportedVersion(2))
+        Err(CodecError::UnsupportedVersion(3))
     );
 }
 
@@ -337,4 +337,63 @@ proptest! {
             let _ = c.decode(&with_magic);
         }
     }
+}
+
+fn with_meta() -> Record {
+    Record {
+        meta: crate::record::SessionMeta {
+            principal: Some("alice@example.com".into()),
+            auth_hash: Some("pbkdf2$abc".into()),
+            last_seen: Some(Timestamp::from_unix_millis(1_700_000_100_000)),
+            user_agent: Some("Mozilla/5.0 ☃".into()),
+            client_addr: Some("::1".into()),
+        },
+        ..sample()
+    }
+}
+
+#[test]
+fn meta_round_trips_in_format_2_and_empty_meta_stays_format_1() {
+    for c in codecs() {
+        let r = with_meta();
+        let bytes = c.encode(&r).expect("encode");
+        for d in codecs() {
+            assert_eq!(
+                d.decode(&bytes).expect("decode"),
+                r,
+                "{} -> {}",
+                c.name(),
+                d.name()
+            );
+        }
+        let plain = c.encode(&sample()).expect("encode");
+        if plain[0] == BINARY_MAGIC[0] {
+            assert_eq!(plain[3], 1, "anonymous records keep binary format 1");
+            assert_eq!(bytes[3], 2);
+        } else {
+            let v: serde_json::Value = serde_json::from_slice(&plain).expect("json");
+            assert_eq!(v["format"], 1, "anonymous records keep JSON format 1");
+            assert!(v.get("meta").is_none());
+            let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+            assert_eq!(v["format"], 2);
+            assert_eq!(v["meta"]["principal"], "alice@example.com");
+        }
+        // Cut anywhere inside the meta: a typed error, never a panic.
+        for cut in (plain.len().saturating_sub(2)..bytes.len()).step_by(3) {
+            let _ = c.decode(&bytes[..cut]);
+        }
+    }
+}
+
+#[test]
+fn a_format_1_json_record_carrying_meta_is_corrupt() {
+    let r = with_meta();
+    let bytes = JsonCodec::default().encode(&r).expect("encode");
+    let text = String::from_utf8(bytes)
+        .expect("utf8")
+        .replace("\"format\":2", "\"format\":1");
+    let err = JsonCodec::default()
+        .decode(text.as_bytes())
+        .expect_err("refused");
+    assert!(matches!(err, CodecError::Corrupt(_)), "{err}");
 }

@@ -505,3 +505,207 @@ async fn touch_if_due_moves_the_deadline_once_per_interval() {
     writer.insert("y", &2).await.expect("insert");
     assert!(!writer.touch_if_due(Duration::ZERO).await.expect("touch"));
 }
+
+fn stored(store: &MapStore, key: &SessionKey) -> Option<Record> {
+    store.live(key)
+}
+
+#[tokio::test]
+async fn login_cycles_the_key_and_binds_the_principal_outside_the_data() {
+    let (store, settings) = setup();
+    let s = session(&store, &settings, None);
+    s.insert("cart", &json!(["apple"])).await.expect("insert");
+    s.save().await.expect("save");
+    let before = s.key().expect("key");
+    s.login("alice", Some("h1")).await.expect("login");
+    let after = s.key().expect("key");
+    assert_ne!(before, after, "login cycles the key");
+    assert!(stored(&store, &before).is_none(), "old record deleted");
+    let r = stored(&store, &after).expect("new record");
+    assert_eq!(r.principal(), Some("alice"));
+    assert_eq!(r.meta.auth_hash.as_deref(), Some("h1"));
+    assert!(r.meta.last_seen.is_some());
+    assert_eq!(r.data.get("cart"), Some(&json!(["apple"])), "data kept");
+    assert!(
+        !r.data.keys().any(|k| k.starts_with('_')),
+        "no framework keys in the data"
+    );
+
+    // A later request sees the principal, and a save keeps it.
+    let again = session(&store, &settings, Some(after.clone()));
+    assert_eq!(
+        again.principal().await.expect("p").as_deref(),
+        Some("alice")
+    );
+    again.insert("n", &1).await.expect("insert");
+    again.save().await.expect("save");
+    assert_eq!(
+        stored(&store, &after).expect("rec").principal(),
+        Some("alice")
+    );
+}
+
+#[tokio::test]
+async fn login_as_someone_else_empties_the_data_and_clear_signs_out() {
+    let (store, settings) = setup();
+    let s = session(&store, &settings, None);
+    s.login("alice", None).await.expect("login");
+    s.insert("secret", &"alice's").await.expect("insert");
+    s.save().await.expect("save");
+    s.login("bob", None).await.expect("login as bob");
+    assert_eq!(s.get::<String>("secret").await.expect("get"), None);
+    let r = stored(&store, &s.key().expect("key")).expect("rec");
+    assert_eq!(r.principal(), Some("bob"));
+    assert!(r.data.is_empty());
+
+    let k = s.key().expect("key");
+    let later = session(&store, &settings, Some(k.clone()));
+    later.clear();
+    later.insert("x", &1).await.expect("insert");
+    later.save().await.expect("save");
+    let r = stored(&store, &k).expect("rec");
+    assert_eq!(r.principal(), None, "clear() signs out");
+    assert!(r.meta.is_empty());
+}
+
+#[tokio::test]
+async fn invalid_principals_are_refused_before_any_io() {
+    let (store, settings) = setup();
+    let s = session(&store, &settings, None);
+    for p in ["", "a\nb", &"x".repeat(257)] {
+        let err = s.login(p, None).await.expect_err("refused");
+        assert!(matches!(err, Error::InvalidPrincipal { .. }), "{err}");
+    }
+    assert!(store.map.lock().expect("lock").is_empty());
+    assert_eq!(store.loads.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn user_index_calls_need_a_signed_in_session_and_an_index() {
+    let (store, settings) = setup();
+    let s = session(&store, &settings, None);
+    assert!(matches!(
+        s.user_sessions().await.expect_err("anonymous"),
+        Error::NotSignedIn
+    ));
+    s.login("alice", None).await.expect("login");
+    let err = s.end_other_sessions().await.expect_err("no index");
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_changed_auth_hash_flushes_the_session_on_load() {
+    use crate::users::auth_check_fn;
+    let (store, settings) = setup();
+    let s = session(&store, &settings, None);
+    s.login("alice", Some("v1")).await.expect("login");
+    s.insert("cart", &2).await.expect("insert");
+    s.save().await.expect("save");
+    let key = s.key().expect("key");
+
+    let current = Arc::new(Mutex::new(Some("v1".to_owned())));
+    let c = current.clone();
+    let check = auth_check_fn(move |_p: String| {
+        let v = c.lock().expect("lock").clone();
+        async move { Ok(v) }
+    });
+    let same = Session::with_auth_check(
+        store.clone(),
+        settings.clone(),
+        Some(key.clone()),
+        Some(check.clone()),
+    );
+    assert_eq!(same.get::<i64>("cart").await.expect("get"), Some(2));
+    assert!(!same.flushed());
+
+    *current.lock().expect("lock") = Some("v2".to_owned());
+    let changed = Session::with_auth_check(
+        store.clone(),
+        settings.clone(),
+        Some(key.clone()),
+        Some(check.clone()),
+    );
+    assert_eq!(changed.get::<i64>("cart").await.expect("get"), None);
+    assert!(changed.flushed());
+    assert_eq!(changed.key(), None);
+    assert!(
+        stored(&store, &key).is_none(),
+        "the stale session is deleted"
+    );
+
+    // A user who no longer exists: the same.
+    let s = session(&store, &settings, None);
+    s.login("alice", Some("v2")).await.expect("login");
+    let key = s.key().expect("key");
+    *current.lock().expect("lock") = None;
+    let gone = Session::with_auth_check(
+        store.clone(),
+        settings.clone(),
+        Some(key.clone()),
+        Some(check),
+    );
+    assert_eq!(gone.principal().await.expect("p"), None);
+    assert!(stored(&store, &key).is_none());
+}
+
+#[tokio::test]
+async fn a_signed_in_session_read_without_changes_records_last_seen_once_per_interval() {
+    let (store, settings) = setup();
+    let s = session(&store, &settings, None);
+    s.login("alice", None).await.expect("login");
+    let key = s.key().expect("key");
+    let first = stored(&store, &key)
+        .expect("rec")
+        .meta
+        .last_seen
+        .expect("seen");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let read = session(&store, &settings, Some(key.clone()));
+    let _ = read.get_value("x").await.expect("get");
+    assert!(
+        !read
+            .touch_if_due(Duration::from_secs(60))
+            .await
+            .expect("touch"),
+        "not due"
+    );
+    assert_eq!(
+        stored(&store, &key).expect("rec").meta.last_seen,
+        Some(first)
+    );
+
+    let read = session(&store, &settings, Some(key.clone()));
+    let _ = read.get_value("x").await.expect("get");
+    assert!(
+        read.touch_if_due(Duration::from_millis(10))
+            .await
+            .expect("touch"),
+        "due"
+    );
+    let r = stored(&store, &key).expect("rec");
+    assert!(r.meta.last_seen.expect("seen") > first);
+    assert_eq!(r.principal(), Some("alice"));
+}
+
+#[tokio::test]
+async fn client_details_are_recorded_for_signed_in_sessions_only() {
+    let (store, settings) = setup();
+    let anon = session(&store, &settings, None);
+    anon.set_client(Some("UA/1".into()), Some("127.0.0.1".into()));
+    anon.insert("x", &1).await.expect("insert");
+    anon.save().await.expect("save");
+    assert!(
+        stored(&store, &anon.key().expect("k"))
+            .expect("rec")
+            .meta
+            .is_empty()
+    );
+
+    let s = session(&store, &settings, None);
+    s.set_client(Some("UA/1".into()), Some("127.0.0.1".into()));
+    s.login("alice", None).await.expect("login");
+    let m = stored(&store, &s.key().expect("k")).expect("rec").meta;
+    assert_eq!(m.user_agent.as_deref(), Some("UA/1"));
+    assert_eq!(m.client_addr.as_deref(), Some("127.0.0.1"));
+}
