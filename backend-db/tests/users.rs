@@ -380,8 +380,8 @@ async fn an_ended_session_is_not_written_back_by_its_request() {
 
 /// Sessions of one user saved in a loop while another request ends them all: every
 /// request's saves succeed until its session is ended and then get `NotFound`, and
-/// nothing comes back. On MariaDB many rounds: ending sessions through the principal
-/// index deadlocked with such saves (InnoDB error 1213) about once in a hundred rounds.
+/// nothing comes back. On MariaDB many rounds: deletes that InnoDB ran through the
+/// principal index deadlocked with such saves (error 1213) a few times in 150 rounds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ending_sessions_while_they_are_being_saved() {
     const SESSIONS: usize = 16;
