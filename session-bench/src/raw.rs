@@ -100,7 +100,7 @@ impl Target for RawFs {
 // ------------------------------------------------------------------ SQL
 
 /// The statements `DbStore` runs (atomic insert, live-row select, compare-and-set
-/// update, delete), taken from a `DbStore` on a table of the same shape
+/// update, delete; the principal column bound empty, as for an anonymous session), taken from a `DbStore` on a table of the same shape
 /// ([`DbStore::statements`], so they cannot drift from the engine's), through the same
 /// pool, with bytes encoded once up front.
 pub struct RawSql {
@@ -149,7 +149,8 @@ impl Target for RawSql {
                 .bind(key.as_str())
                 .bind(&self.bytes)
                 .bind(exp)
-                .bind(1i64);
+                .bind(1i64)
+                .bind(None::<&str>);
             let q = if mysql { q } else { q.bind(now) };
             q.execute(p).await?.rows_affected()
         });
@@ -188,6 +189,7 @@ impl Target for RawSql {
                 let r = sqlx::query(self.sql.update_cas.clone())
                     .bind(&self.bytes)
                     .bind(exp)
+                    .bind(None::<&str>)
                     .bind(&k)
                     .bind(now)
                     .bind(v)
@@ -199,6 +201,7 @@ impl Target for RawSql {
                 sqlx::query_scalar(self.sql.update_cas.clone())
                     .bind(&self.bytes)
                     .bind(exp)
+                    .bind(None::<&str>)
                     .bind(&k)
                     .bind(now)
                     .bind(v)
@@ -209,6 +212,7 @@ impl Target for RawSql {
                 sqlx::query_scalar(self.sql.update_cas.clone())
                     .bind(&self.bytes)
                     .bind(exp)
+                    .bind(None::<&str>)
                     .bind(&k)
                     .bind(now)
                     .bind(v)
