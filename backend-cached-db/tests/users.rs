@@ -5,7 +5,7 @@
 //! invalidation at once (the suspect set). A request of the ended session still in
 //! flight gets `NotFound` when it saves.
 //!
-//! Each scenario runs on every durable store that keeps an index here.
+//! Each scenario runs on each durable store: the file store and SQLite.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use backend_cache::{CacheConfig, CacheStore, MemoryStore};
 use backend_cached_db::{CachedDbConfig, CachedDbStore};
+use backend_db::{DbConfig, DbStore};
 use backend_file::FileStore;
 use integration_tests::servers;
 use serde_json::json;
@@ -69,9 +70,25 @@ fn file_store() -> DurableFuture {
     })
 }
 
+fn sqlite_store() -> DurableFuture {
+    Box::pin(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = DbStore::connect(&DbConfig::new(url))
+            .await
+            .expect("sqlite")
+            .with_codec(CodecKind::Bincode.build(1 << 20));
+        Durable {
+            name: "sqlite",
+            store: Arc::new(store),
+            _dir: dir,
+        }
+    })
+}
+
 /// The durable stores every scenario runs on.
 fn durables() -> Vec<fn() -> DurableFuture> {
-    vec![file_store]
+    vec![file_store, sqlite_store]
 }
 
 /// Two app instances (two `cached_db` stores) sharing one Redis namespace and one
