@@ -49,7 +49,10 @@
 //! deleted through this store's own delete, which invalidates the cache entry (and the
 //! first-level one) under the rules above. An ended session is therefore never read back
 //! from the cache, by this process or another, and a request of it still in flight gets
-//! `NotFound` from the durable store when it saves.
+//! `NotFound` from the durable store when it saves. Since a signed-in session can be
+//! ended before its own create returns, creating one re-reads the durable store after
+//! filling the cache (as a fill after a miss does) and drops the entry if the session is
+//! already gone.
 //!
 //! ## Optional first level
 //!

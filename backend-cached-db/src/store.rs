@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use session_core::users::{UserIndex, UserSession};
+use session_core::users::{UserIndex, UserSession, validate_principal};
 use session_core::{
     Capabilities, Error, Inserted, RawAccess, Record, Result, SessionKey, SessionStore, Timestamp,
 };
@@ -320,7 +320,19 @@ impl SessionStore for CachedDbStore {
         if out == Inserted::Created {
             if self.cache_usable() && !self.is_suspect(key) {
                 match self.cache.insert_new(key, record).await {
-                    Ok(Inserted::Created) => self.cache_ok(),
+                    Ok(Inserted::Created) => {
+                        self.cache_ok();
+                        // A signed-in session can be ended through the user index as soon
+                        // as the durable store holds it, before this create returns: if
+                        // that delete's invalidation ran before the fill above, the entry
+                        // would outlive the session. Re-read, as a fill after a miss does.
+                        if record.principal().is_some() {
+                            let current = self.db.load(key).await;
+                            if !matches!(&current, Ok(Some(r)) if r.version == record.version) {
+                                self.invalidate(key).await;
+                            }
+                        }
+                    }
                     // A leftover entry under a brand-new key: drop it.
                     Ok(Inserted::KeyTaken) => self.invalidate(key).await,
                     Err(e) => {
@@ -460,10 +472,12 @@ impl UserIndex for CachedDbStore {
         principal: &str,
         current: Option<&SessionKey>,
     ) -> Result<Vec<UserSession>> {
+        validate_principal(principal)?;
         self.durable_index()?.sessions_of(principal, current).await
     }
 
     async fn end_session(&self, principal: &str, id: &str) -> Result<bool> {
+        validate_principal(principal)?;
         let sessions = self.durable_index()?.sessions_of(principal, None).await?;
         match sessions.into_iter().find(|s| s.id == id) {
             Some(s) => self.delete(&s.stored_key).await,
@@ -472,6 +486,7 @@ impl UserIndex for CachedDbStore {
     }
 
     async fn end_sessions(&self, principal: &str, keep: Option<&SessionKey>) -> Result<u64> {
+        validate_principal(principal)?;
         let sessions = self.durable_index()?.sessions_of(principal, None).await?;
         let mut ended = 0;
         for s in sessions {
@@ -483,6 +498,7 @@ impl UserIndex for CachedDbStore {
     }
 
     async fn count_of(&self, principal: &str) -> Result<u64> {
+        validate_principal(principal)?;
         self.durable_index()?.count_of(principal).await
     }
 }

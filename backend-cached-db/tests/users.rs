@@ -5,15 +5,17 @@
 //! invalidation at once (the suspect set). A request of the ended session still in
 //! flight gets `NotFound` when it saves.
 //!
-//! Each scenario runs on every durable store that keeps an index here.
+//! Each scenario runs on each durable store: the file store and SQLite.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use backend_cache::{CacheConfig, CacheStore, MemoryStore};
 use backend_cached_db::{CachedDbConfig, CachedDbStore};
+use backend_db::{DbConfig, DbStore};
 use backend_file::FileStore;
 use integration_tests::servers;
 use serde_json::json;
@@ -22,6 +24,7 @@ use session_core::{
     Capabilities, CodecKind, Error, Inserted, Record, Result, Session, SessionData, SessionKey,
     SessionMeta, SessionSettings, SessionStore, Timestamp, UserIndex, async_trait,
 };
+use tokio::sync::oneshot;
 
 fn signed_in(principal: &str, n: i64) -> Record {
     let mut data = SessionData::new();
@@ -69,9 +72,25 @@ fn file_store() -> DurableFuture {
     })
 }
 
+fn sqlite_store() -> DurableFuture {
+    Box::pin(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = DbStore::connect(&DbConfig::new(url))
+            .await
+            .expect("sqlite")
+            .with_codec(CodecKind::Bincode.build(1 << 20));
+        Durable {
+            name: "sqlite",
+            store: Arc::new(store),
+            _dir: dir,
+        }
+    })
+}
+
 /// The durable stores every scenario runs on.
 fn durables() -> Vec<fn() -> DurableFuture> {
-    vec![file_store]
+    vec![file_store, sqlite_store]
 }
 
 /// Two app instances (two `cached_db` stores) sharing one Redis namespace and one
@@ -240,6 +259,112 @@ async fn a_request_in_flight_cannot_resurrect_a_session_ended_elsewhere() {
         let left = index(&s.a).sessions_of("alice", None).await.expect("list");
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].stored_key, keeper);
+    }
+}
+
+/// A cache (Redis underneath) that can hold one `insert_new` at its start: the test
+/// then runs something in the window between the durable write and the cache fill.
+#[derive(Debug)]
+struct GatedCache {
+    inner: Arc<dyn SessionStore>,
+    gate: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+}
+
+impl GatedCache {
+    /// Holds the next `insert_new`: `entered` fires when it arrives, and it goes on when
+    /// the returned sender is used (or dropped).
+    fn hold_next_insert(&self) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (entered_tx, entered_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel();
+        *self.gate.lock().expect("gate") = Some((entered_tx, release_rx));
+        (entered_rx, release_tx)
+    }
+}
+
+#[async_trait]
+impl SessionStore for GatedCache {
+    fn engine(&self) -> &str {
+        "gated"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn insert_new(&self, key: &SessionKey, record: &Record) -> Result<Inserted> {
+        let gate = self.gate.lock().expect("gate").take();
+        if let Some((entered, release)) = gate {
+            let _ = entered.send(());
+            let _ = release.await;
+        }
+        self.inner.insert_new(key, record).await
+    }
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        self.inner.load(key).await
+    }
+    async fn update(&self, key: &SessionKey, record: &Record, v: Option<u64>) -> Result<u64> {
+        self.inner.update(key, record, v).await
+    }
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        self.inner.delete(key).await
+    }
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
+        self.inner.touch(key, expires_at).await
+    }
+    async fn exists(&self, key: &SessionKey) -> Result<bool> {
+        self.inner.exists(key).await
+    }
+    async fn clear_expired(&self) -> Result<u64> {
+        self.inner.clear_expired().await
+    }
+}
+
+/// A login (the create of a signed-in session) is held between its durable write and
+/// its cache fill while another instance ends every session of the principal: the end
+/// finds the session in the durable index and deletes it, and its invalidation runs
+/// before the fill. Afterwards neither instance may read the ended session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_between_a_logins_durable_write_and_its_cache_fill_leaves_no_ghost() {
+    for make in durables() {
+        let durable = make().await;
+        let name = durable.name;
+        let prefix = format!("users-gate:{name}:{}:", servers::unique_suffix());
+        let gated = Arc::new(GatedCache {
+            inner: redis(&prefix).await,
+            gate: Mutex::new(None),
+        });
+        let a = Arc::new(CachedDbStore::new(gated.clone(), durable.store.clone()));
+        let b = Arc::new(CachedDbStore::new(
+            redis(&prefix).await,
+            durable.store.clone(),
+        ));
+
+        let (entered, release) = gated.hold_next_insert();
+        let create = {
+            let a = a.clone();
+            tokio::spawn(async move { a.create(&signed_in("erin", 1)).await })
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), entered)
+            .await
+            .expect("the create reached the cache fill")
+            .expect("gate");
+        // The session is in the durable store (and its index), not yet in the cache.
+        assert_eq!(
+            index(&b).end_sessions("erin", None).await.expect("end"),
+            1,
+            "{name}: the end finds the session being created"
+        );
+        release.send(()).expect("release");
+        let key = create.await.expect("task").expect("create");
+
+        assert!(
+            durable.store.load(&key).await.expect("durable").is_none(),
+            "{name}: ended"
+        );
+        assert!(
+            b.load(&key).await.expect("load").is_none(),
+            "{name}: another instance reads the ended session from the cache"
+        );
+        assert!(a.load(&key).await.expect("load").is_none(), "{name}");
+        assert_eq!(index(&a).count_of("erin").await.expect("count"), 0);
     }
 }
 

@@ -402,7 +402,8 @@ impl SessionStore for FileStore {
 
 /// The per-user index kept in `users/` under the session directory (see the crate
 /// docs): listing a principal costs one small directory read and one session read per
-/// session of that principal, and prunes stale entries. Each call is one blocking hop.
+/// session of that principal, and prunes stale entries. Each call is one blocking hop;
+/// an invalid principal is refused before any I/O.
 #[async_trait]
 impl UserIndex for FileStore {
     async fn sessions_of(
