@@ -28,11 +28,14 @@
 //! key name) whose members are the keys of its signed-in sessions, scored by the time
 //! (the set's own server's clock, in ms) they were last added.
 //!
-//! - Writing a signed-in record (`insert_new`, `update`) first runs a small script on
-//!   the set: `ZADD` the key with the server's time and extend the set's TTL to at least
-//!   the record's remaining age (plus a second). Only then is the record written, so a
-//!   live signed-in record is always in its principal's set. Anonymous records skip the
-//!   step: their writes cost what they did.
+//! - Writing a signed-in record (`insert_new`, `update`) first enters the key in the
+//!   set: `ZADD` with the server's time, and the set's TTL extended to at least the
+//!   record's remaining age (plus a second). Only then is the record written, so a live
+//!   signed-in record is always in its principal's set. On one server both steps run in
+//!   one script (the write scripts with the index step in front, the set as a second
+//!   key): one round trip, as for an anonymous write. On a cluster the index step is a
+//!   call of its own before the write. Anonymous records skip the step: their writes
+//!   are the commands and scripts they always were.
 //! - Listing reads the members (`ZRANGE`), fetches their records with one `MGET`, and
 //!   returns those that are live and still bound to the principal. Members that are
 //!   not (record deleted, expired or evicted, or rewritten for another principal or for
@@ -214,24 +217,55 @@ return n
 
 /// A Lua script and its SHA-1, sent as `EVALSHA` (and as `EVAL` after `NOSCRIPT`).
 struct Lua {
-    code: &'static str,
+    code: String,
     sha: String,
 }
 
 impl Lua {
-    fn new(code: &'static str) -> Self {
+    fn new(code: &str) -> Self {
         Lua {
-            code,
+            code: code.to_owned(),
             sha: Script::new(code).get_hash().to_owned(),
         }
     }
+
+    /// `code` preceded by the index step of a standalone server: adds session key
+    /// `ARGV[#ARGV - 1]` to the principal's sorted set `KEYS[2]` (scored with the
+    /// server's time) and keeps the set alive for at least `ARGV[#ARGV]` ms, then runs
+    /// `code` on `KEYS[1]` with its own arguments in front.
+    fn indexed(code: &str) -> Self {
+        Self::new(&format!("{INDEX_STEP_LUA}{code}"))
+    }
 }
+
+/// The index step of [`Lua::indexed`] scripts, scoped so its names stay its own.
+const INDEX_STEP_LUA: &str = r"
+do
+  local n = #ARGV
+  local t = redis.call('TIME')
+  redis.call('ZADD', KEYS[2], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[n - 1])
+  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[n]) then
+    redis.call('PEXPIRE', KEYS[2], ARGV[n])
+  end
+end
+";
+
+/// `insert_new` of a signed-in record: `SET NX PX` as a script, so that a standalone
+/// server runs the index step in the same call. Replies 1 written, 0 key taken.
+const SET_NX_LUA: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+";
 
 static UPDATE: LazyLock<Lua> = LazyLock::new(|| Lua::new(UPDATE_LUA));
 static UPDATE_CAS: LazyLock<Lua> = LazyLock::new(|| Lua::new(UPDATE_CAS_LUA));
 static TOUCH: LazyLock<Lua> = LazyLock::new(|| Lua::new(TOUCH_LUA));
 static REPLACE_EXPIRED: LazyLock<Lua> = LazyLock::new(|| Lua::new(REPLACE_EXPIRED_LUA));
 static INDEX_ADD: LazyLock<Lua> = LazyLock::new(|| Lua::new(INDEX_ADD_LUA));
+static SET_NX: LazyLock<Lua> = LazyLock::new(|| Lua::new(SET_NX_LUA));
+static SET_NX_INDEXED: LazyLock<Lua> = LazyLock::new(|| Lua::indexed(SET_NX_LUA));
+static UPDATE_INDEXED: LazyLock<Lua> = LazyLock::new(|| Lua::indexed(UPDATE_LUA));
+static UPDATE_CAS_INDEXED: LazyLock<Lua> = LazyLock::new(|| Lua::indexed(UPDATE_CAS_LUA));
 static INDEX_PRUNE: LazyLock<Lua> = LazyLock::new(|| Lua::new(INDEX_PRUNE_LUA));
 
 /// How long a principal's set outlives the longest session added to it, beyond the
@@ -495,6 +529,35 @@ impl RedisStore {
         }
     }
 
+    /// Runs a write script on the session key `rkey`. For a signed-in record
+    /// (`index`: principal, session key, remaining age in ms) the key enters the
+    /// principal's set first: in the same script on a standalone server (`indexed`, the
+    /// set as a second key), by a call of its own before the write on a cluster (the set
+    /// is in another slot).
+    async fn eval_write(
+        &self,
+        plain: &Lua,
+        indexed: &Lua,
+        rkey: &[u8],
+        index: Option<(&str, &SessionKey, u64)>,
+        args: impl Fn(&mut Cmd),
+    ) -> Result<Value> {
+        let Some((principal, key, ttl)) = index else {
+            return self.eval(plain, rkey, args).await;
+        };
+        if self.cluster {
+            self.index_add(principal, key, ttl).await?;
+            return self.eval(plain, rkey, args).await;
+        }
+        let ikey = self.index_key(principal);
+        self.eval_keys(indexed, &[rkey, &ikey], |c| {
+            args(c);
+            c.arg(key.as_str())
+                .arg(ttl.saturating_add(INDEX_TTL_SLACK_MS));
+        })
+        .await
+    }
+
     /// How long after its last addition a stale member may be removed.
     fn index_grace(&self) -> Duration {
         self.command_timeout.saturating_mul(2).max(INDEX_MIN_GRACE)
@@ -639,15 +702,26 @@ impl RedisStore {
     /// a restart or on a cluster node seen for the first time. Building the command
     /// directly, rather than through `ScriptInvocation`, saves a copy of the payload.
     async fn eval(&self, script: &Lua, key: &[u8], args: impl Fn(&mut Cmd)) -> Result<Value> {
+        self.eval_keys(script, &[key], args).await
+    }
+
+    /// [`RedisStore::eval`] with several keys (one server: a cluster refuses keys of
+    /// different slots in one script).
+    async fn eval_keys(
+        &self,
+        script: &Lua,
+        keys: &[&[u8]],
+        args: impl Fn(&mut Cmd),
+    ) -> Result<Value> {
         let mut conn = self.conn.clone();
         let fut = async {
             let mut cmd = ::redis::cmd("EVALSHA");
-            cmd.arg(&script.sha).arg(1).arg(key);
+            cmd.arg(&script.sha).arg(keys.len()).arg(keys);
             args(&mut cmd);
             match cmd.query_async::<Value>(&mut conn).await {
                 Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                     let mut cmd = ::redis::cmd("EVAL");
-                    cmd.arg(script.code).arg(1).arg(key);
+                    cmd.arg(&script.code).arg(keys.len()).arg(keys);
                     args(&mut cmd);
                     cmd.query_async::<Value>(&mut conn).await
                 }
@@ -901,17 +975,28 @@ impl SessionStore for RedisStore {
             });
         };
         let payload = self.codec.encode(record)?;
-        if let Some(p) = record.principal() {
-            self.index_add(p, key, ttl).await?;
-        }
         let value = envelope::wrap(record.version, record.expires_at, &payload);
         let rkey = self.redis_key(key);
-        let mut cmd = ::redis::cmd("SET");
-        cmd.arg(&rkey).arg(&value).arg("NX").arg("PX").arg(ttl);
-        match self.query(&cmd).await? {
-            Value::Okay => return Ok(Inserted::Created),
-            Value::Nil => {}
-            other => return Err(self.unexpected("SET NX", &other)),
+        if let Some(p) = record.principal() {
+            // Signed in: the key enters the principal's set before the record is set.
+            let reply = self
+                .eval_write(&SET_NX, &SET_NX_INDEXED, &rkey, Some((p, key, ttl)), |c| {
+                    c.arg(&value).arg(ttl);
+                })
+                .await?;
+            match int_of(&reply) {
+                Some(1) => return Ok(Inserted::Created),
+                Some(0) => {}
+                _ => return Err(self.unexpected("insert script", &reply)),
+            }
+        } else {
+            let mut cmd = ::redis::cmd("SET");
+            cmd.arg(&rkey).arg(&value).arg("NX").arg("PX").arg(ttl);
+            match self.query(&cmd).await? {
+                Value::Okay => return Ok(Inserted::Created),
+                Value::Nil => {}
+                other => return Err(self.unexpected("SET NX", &other)),
+            }
         }
         let reply = self
             .eval(&REPLACE_EXPIRED, &rkey, |c| {
@@ -947,14 +1032,17 @@ impl SessionStore for RedisStore {
         let payload = self.codec.encode(record)?;
         let now = Timestamp::now();
         let ttl = envelope::ttl_millis(record.expires_at, now).unwrap_or(0);
-        if let Some(p) = record.principal().filter(|_| ttl > 0) {
-            self.index_add(p, key, ttl).await?;
-        }
+        // A signed-in record enters its principal's set before it is written (not one
+        // written already expired, which the script deletes).
+        let index = record
+            .principal()
+            .filter(|_| ttl > 0)
+            .map(|p| (p, key, ttl));
         let rkey = self.redis_key(key);
         let Some(expected) = expected_version else {
             let deadline = envelope::deadline_field(record.expires_at);
             let reply = self
-                .eval(&UPDATE, &rkey, |c| {
+                .eval_write(&UPDATE, &UPDATE_INDEXED, &rkey, index, |c| {
                     c.arg(now.as_unix_millis())
                         .arg(ttl)
                         .arg(&deadline)
@@ -981,7 +1069,7 @@ impl SessionStore for RedisStore {
         stored_prefix.push(b'v');
         envelope::push_digits(&mut stored_prefix, expected);
         let reply = self
-            .eval(&UPDATE_CAS, &rkey, |c| {
+            .eval_write(&UPDATE_CAS, &UPDATE_CAS_INDEXED, &rkey, index, |c| {
                 c.arg(&stored_prefix)
                     .arg(now.as_unix_millis())
                     .arg(ttl)

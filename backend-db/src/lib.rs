@@ -50,6 +50,21 @@
 //! table and index (and `sessions migrate` runs it); it records a schema version per
 //! table so later releases can upgrade in place, and running it again changes nothing.
 //!
+//! Schema version 2 adds `principal`, the user a session is signed in as (`NULL` for
+//! anonymous sessions), indexed with `expires_at`: the store's
+//! [`UserIndex`](session_core::UserIndex), behind "your devices" pages and "sign out
+//! everywhere" ([`session_core::Session::user_sessions`],
+//! [`session_core::Session::end_other_sessions`]). Listing a user's sessions is one
+//! indexed query whose cost follows that user's sessions, not the table's size. A
+//! version-1 table is upgraded in place by the next migration (on connect with
+//! `auto_migrate`, or `sessions migrate`): the column is added (a catalogue change, no
+//! table rewrite) and indexed. Rows written before the upgrade have a `NULL`
+//! principal: they were anonymous, or predate the feature (a release without the column
+//! records no principal in the session either), and are nobody's sessions; a session
+//! signed in with [`session_core::Session::login`] after the upgrade is listed. Bytes
+//! written with `RawAccess::put_raw` are not decoded, so such a row also has a `NULL`
+//! principal until its next save.
+//!
 //! ## Design
 //!
 //! - **Typed pools, not sqlx's `Any` driver.** [`DbPool`] is an enum over the three typed

@@ -12,6 +12,10 @@
 //! row if it is expired, then the `INSERT` again), how an `UPDATE` reports the new version
 //! (`RETURNING` versus MySQL's `LAST_INSERT_ID(expr)`, which the server sends back in the
 //! OK packet of the same round trip) and the bounded batch delete.
+//!
+//! Every write of a record (`insert_new`, `update`) also writes its principal into the
+//! `principal` column in the same statement, so the per-user index can never lag behind
+//! a live session; the per-user reads filter the deadline like every other read.
 
 use session_core::users::MAX_PRINCIPAL_LEN;
 use sqlx::{AssertSqlSafe, SqlStr};
@@ -113,11 +117,13 @@ pub struct Statements {
     pub keys_of: SqlStr,
     /// binds principal, now -> count of its live rows.
     pub count_of: SqlStr,
-    /// binds key, principal: deletes the row only while it is the principal's.
+    /// binds key, principal, now: deletes the row only while it is live and the
+    /// principal's.
     pub delete_of: SqlStr,
-    /// binds principal, now -> rows deleted (every live row of the principal).
+    /// PG/SQLite: binds principal, now -> rows deleted (every live row of the
+    /// principal). MySQL ends sessions one [`Statements::delete_of`] at a time instead.
     pub delete_all_of: SqlStr,
-    /// binds principal, now, kept key -> rows deleted (every other live row).
+    /// PG/SQLite: binds principal, now, kept key -> rows deleted (every other live row).
     pub delete_others_of: SqlStr,
 }
 
@@ -185,6 +191,13 @@ impl Statements {
         let by_principal = match backend {
             Backend::MySql => format!("{t} FORCE INDEX ({MYSQL_PRINCIPAL_INDEX})"),
             Backend::Sqlite | Backend::Postgres => t.clone(),
+        };
+        // The same for a delete by key, which only the multi-table form lets name its
+        // index: the principal or expiry index would take gap locks that deadlock with
+        // concurrent saves moving their entries.
+        let delete_target = match backend {
+            Backend::MySql => format!("{t} FROM {t} FORCE INDEX (PRIMARY)"),
+            Backend::Sqlite | Backend::Postgres => format!("FROM {t}"),
         };
         let update = format!(
             "UPDATE {update_target} SET session_data = {}, expires_at = {}, principal = {}, \
@@ -281,9 +294,11 @@ impl Statements {
                 p(2)
             )),
             delete_of: sql(format!(
-                "DELETE FROM {t} WHERE session_key = {} AND principal = {}",
+                "DELETE {delete_target} WHERE session_key = {} AND principal = {} \
+                 AND expires_at > {}",
                 p(1),
-                p(2)
+                p(2),
+                p(3)
             )),
             delete_others_of: sql(format!("{delete_all_of} AND session_key <> {}", p(3))),
             delete_all_of: sql(delete_all_of),

@@ -279,6 +279,40 @@ impl DbStore {
         })
     }
 
+    /// The keys of `principal`'s live rows (a non-locking read of its index).
+    async fn keys_of(&self, principal: &str) -> Result<Vec<SessionKey>> {
+        let sql = &self.sql.keys_of;
+        let now = now_millis();
+        let keys: Vec<String> = self
+            .run(async {
+                on_pool!(&self.pool, p => sqlx::query_scalar(sql.clone())
+                    .bind(principal)
+                    .bind(now)
+                    .fetch_all(p).await)
+            })
+            .await?;
+        Ok(keys.iter().filter_map(|raw| self.parse_key(raw)).collect())
+    }
+
+    /// Deletes the live row under `key` if it is still `principal`'s (a row re-bound to
+    /// someone else since it was read is no longer this principal's to end).
+    async fn delete_of(&self, key: &SessionKey, principal: &str) -> Result<bool> {
+        let sql = &self.sql.delete_of;
+        let now = now_millis();
+        let rows = self
+            .run(async {
+                on_pool!(&self.pool, p => sqlx::query(sql.clone())
+                    .bind(key.as_str())
+                    .bind(principal)
+                    .bind(now)
+                    .execute(p)
+                    .await
+                    .map(|r| r.rows_affected()))
+            })
+            .await?;
+        Ok(rows > 0)
+    }
+
     /// A stored key as a [`SessionKey`]; `None` (with a warning) for a row written by
     /// something else whose key is not one.
     fn parse_key(&self, raw: &str) -> Option<SessionKey> {
@@ -683,7 +717,10 @@ impl SessionStore for DbStore {
 /// behind a live session, and a re-login as someone else or a `clear()` moves or empties
 /// it with the row. Each operation is one query on the `(principal, expires_at)` index
 /// that filters the deadline like every read, so an expired row is never listed,
-/// counted or ended, and a deleted row is simply gone (nothing to prune). Ending a
+/// counted or ended, and a deleted row is simply gone (nothing to prune). On MySQL,
+/// ending all of a user's sessions reads their keys and deletes them one by one by
+/// primary key (one statement on PostgreSQL and SQLite): InnoDB would otherwise lock
+/// the principal index before the rows and deadlock with a concurrent save. Ending a
 /// session deletes its row, so a request of that session still in flight gets
 /// [`Error::NotFound`] from its update, which never upserts.
 ///
@@ -732,47 +769,37 @@ impl UserIndex for DbStore {
             record.version = u64::try_from(version).unwrap_or(0);
             out.push(UserSession::from_record(key, &record, current));
         }
+        // Oldest first: `created_at` lives in the record, not in a column, so the
+        // principal's few rows are ordered once decoded.
         out.sort_by(|a, b| (a.created_at, &a.stored_key).cmp(&(b.created_at, &b.stored_key)));
         Ok(out)
     }
 
     async fn end_session(&self, principal: &str, id: &str) -> Result<bool> {
         validate_principal(principal)?;
-        let sql = &self.sql.keys_of;
-        let now = now_millis();
-        let keys: Vec<String> = self
-            .run(async {
-                on_pool!(&self.pool, p => sqlx::query_scalar(sql.clone())
-                    .bind(principal)
-                    .bind(now)
-                    .fetch_all(p).await)
-            })
-            .await?;
-        let Some(key) = keys
-            .iter()
-            .filter_map(|raw| self.parse_key(raw))
-            .find(|k| session_id(k) == id)
-        else {
-            return Ok(false);
-        };
-        // Keyed by the principal too: a row re-bound to someone else since the read is
-        // no longer this principal's to end.
-        let sql = &self.sql.delete_of;
-        let rows = self
-            .run(async {
-                on_pool!(&self.pool, p => sqlx::query(sql.clone())
-                    .bind(key.as_str())
-                    .bind(principal)
-                    .execute(p)
-                    .await
-                    .map(|r| r.rows_affected()))
-            })
-            .await?;
-        Ok(rows > 0)
+        let keys = self.keys_of(principal).await?;
+        match keys.into_iter().find(|k| session_id(k) == id) {
+            Some(key) => self.delete_of(&key, principal).await,
+            None => Ok(false),
+        }
     }
 
     async fn end_sessions(&self, principal: &str, keep: Option<&SessionKey>) -> Result<u64> {
         validate_principal(principal)?;
+        #[cfg(feature = "mysql")]
+        if matches!(self.pool, DbPool::MySql(_)) {
+            // InnoDB would lock the principal index before the rows, the reverse of an
+            // `update` (row, then its index entries), and deadlock with a concurrent
+            // save of one of the sessions: end them one by one through the primary key,
+            // the order every other write takes.
+            let mut ended = 0;
+            for key in self.keys_of(principal).await? {
+                if Some(&key) != keep && self.delete_of(&key, principal).await? {
+                    ended += 1;
+                }
+            }
+            return Ok(ended);
+        }
         let now = now_millis();
         self.run(async {
             on_pool!(&self.pool, p => match keep {

@@ -379,20 +379,27 @@ async fn an_ended_session_is_not_written_back_by_its_request() {
 }
 
 /// Sessions of one user saved in a loop while another request ends them all: every
-/// request's saves succeed until its session is ended and then get `NotFound` (no
-/// deadlock or other error, on MariaDB neither), and nothing comes back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// request's saves succeed until its session is ended and then get `NotFound`, and
+/// nothing comes back. On MariaDB many rounds: deletes that InnoDB ran through the
+/// principal index deadlocked with such saves (error 1213) a few times in 150 rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ending_sessions_while_they_are_being_saved() {
-    const SESSIONS: usize = 8;
+    const SESSIONS: usize = 16;
     /// Saves a request makes at most (it stops at `NotFound`, long before).
     const SAVES: usize = 5_000;
     for backend in ALL {
-        let db = open(backend, |_| {}).await;
+        let rounds = if backend == Backend::MySql { 150 } else { 5 };
+        let db = open(backend, |c| c.max_connections = 24).await;
         with_store(&db, "busy", async |store| {
-            for round in 0..3 {
+            for round in 0..rounds {
                 let mut keys = Vec::new();
                 for _ in 0..SESSIONS {
-                    keys.push(key_of(&signed_in(&store, "alice").await?)?);
+                    keys.push(
+                        store
+                            .create(&record_of(Some("alice"), 600))
+                            .await
+                            .map_err(e)?,
+                    );
                 }
                 let started = Arc::new(tokio::sync::Barrier::new(SESSIONS + 1));
                 let mut tasks = Vec::new();
@@ -420,10 +427,19 @@ async fn ending_sessions_while_they_are_being_saved() {
                     }));
                 }
                 started.wait().await;
-                let ended = store.end_sessions("alice", None).await.map_err(e)?;
+                // Not a synchronisation: a varying head start, so the end meets the
+                // saves at different points of their statements.
+                let stagger = u64::try_from(round % 5).unwrap_or(0) * 1_500;
+                tokio::time::sleep(std::time::Duration::from_micros(stagger)).await;
+                let ended = store.end_sessions("alice", None).await;
+                let mut failed = Vec::new();
                 for t in tasks {
-                    t.await.map_err(|x| x.to_string())??;
+                    if let Err(why) = t.await.map_err(|x| x.to_string())? {
+                        failed.push(why);
+                    }
                 }
+                let ended = ended.map_err(|x| format!("round {round}: end: {x}"))?;
+                check!(failed.is_empty(), "round {round}: {failed:?}");
                 check!(
                     ended == SESSIONS as u64,
                     "round {round}: ended {ended} of {SESSIONS}"

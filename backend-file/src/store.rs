@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use session_core::codec::DEFAULT_MAX_ENCODED_SIZE;
 use session_core::maintenance::{Progress, scan_stats};
-use session_core::users::{UserIndex, UserSession};
+use session_core::users::{UserIndex, UserSession, validate_principal};
 use session_core::{
     BincodeCodec, Capabilities, ClearReport, Codec, Error, Inserted, Maintenance, RawAccess,
     Record, Result, SessionKey, SessionStore, StoreStats, Timestamp, async_trait,
@@ -410,6 +410,7 @@ impl UserIndex for FileStore {
         principal: &str,
         current: Option<&SessionKey>,
     ) -> Result<Vec<UserSession>> {
+        validate_principal(principal)?;
         let principal = principal.to_owned();
         let current = current.cloned();
         self.blocking(move |s| s.sessions_of(&principal, current.as_ref()))
@@ -417,11 +418,13 @@ impl UserIndex for FileStore {
     }
 
     async fn end_session(&self, principal: &str, id: &str) -> Result<bool> {
+        validate_principal(principal)?;
         let (principal, id) = (principal.to_owned(), id.to_owned());
         self.blocking(move |s| s.end_session(&principal, &id)).await
     }
 
     async fn end_sessions(&self, principal: &str, keep: Option<&SessionKey>) -> Result<u64> {
+        validate_principal(principal)?;
         let principal = principal.to_owned();
         let keep = keep.cloned();
         self.blocking(move |s| s.end_sessions(&principal, keep.as_ref()))

@@ -1,9 +1,10 @@
 //! [`SessionMiddleware`]: the actix-web middleware. It moves the request's `Cookie`
 //! headers into session-http's rules, the lazy session into the request's extensions,
-//! and the resulting `Set-Cookie` and `Vary` into the response; every decision (which
-//! cookie to read, when to save, set or delete the cookie, `Vary: Cookie`, no save on a
-//! 5xx, 400 on the logout race, the touch policy) is [`session_http::flow`]'s, the same
-//! as session-axum's.
+//! and the resulting `Set-Cookie` and `Vary` into the response (with
+//! `[middleware] track_clients`, the `User-Agent` and `peer_addr()` go to the rules
+//! too); every decision (which cookie to read, when to save, set or delete the cookie,
+//! `Vary: Cookie`, no save on a 5xx, 400 on the logout race, the touch policy) is
+//! [`session_http::flow`]'s, the same as session-axum's.
 
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
@@ -245,6 +246,26 @@ impl SessionMiddlewareBuilder {
         }
     }
 
+    /// The application's [`session_core::users::AuthCheck`]: a signed-in session whose
+    /// auth hash no longer matches its principal's current one (a password change) is
+    /// flushed when it is loaded, as Django does (see
+    /// `session_http::SessionRulesBuilder::auth_check`).
+    pub fn auth_check(self, check: Arc<dyn session_core::users::AuthCheck>) -> Self {
+        SessionMiddlewareBuilder {
+            rules: self.rules.auth_check(check),
+            ..self
+        }
+    }
+
+    /// Record the `User-Agent` and peer address of signed-in sessions
+    /// (`[middleware] track_clients`; off by default: it is personal data).
+    pub fn track_clients(self, on: bool) -> Self {
+        SessionMiddlewareBuilder {
+            rules: self.rules.track_clients(on),
+            ..self
+        }
+    }
+
     /// Extend sliding sessions on reads with `store.touch`, at most once per `interval`.
     pub fn touch_interval(self, interval: Duration) -> Self {
         SessionMiddlewareBuilder {
@@ -339,11 +360,21 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let service = Rc::clone(&self.service);
         let shared = self.shared.clone();
-        let request = shared.rules.start(
-            req.headers()
-                .get_all(header::COOKIE)
-                .map(HeaderValue::as_bytes),
-        );
+        // actix-web 4 is on `http` 0.2: the headers the rules read (the cookies, and
+        // the `User-Agent` for `[middleware] track_clients`) cross as bytes.
+        let mut headers = http::HeaderMap::new();
+        for v in req.headers().get_all(header::COOKIE) {
+            if let Ok(v) = http::HeaderValue::from_bytes(v.as_bytes()) {
+                headers.append(http::header::COOKIE, v);
+            }
+        }
+        if let Some(ua) = req.headers().get(header::USER_AGENT)
+            && let Ok(ua) = http::HeaderValue::from_bytes(ua.as_bytes())
+        {
+            headers.insert(http::header::USER_AGENT, ua);
+        }
+        let peer = req.peer_addr().map(|a| a.ip());
+        let request = shared.rules.start_from_request(&headers, peer);
         req.extensions_mut().insert(request.session().clone());
         Box::pin(async move {
             let mut res = service.call(req).await?;

@@ -254,6 +254,26 @@ impl SessionLayerBuilder {
         }
     }
 
+    /// The application's [`session_core::users::AuthCheck`]: a signed-in session whose
+    /// auth hash no longer matches its principal's current one (a password change) is
+    /// flushed when it is loaded, as Django does (see
+    /// `session_http::SessionRulesBuilder::auth_check`).
+    pub fn auth_check(self, check: Arc<dyn session_core::users::AuthCheck>) -> Self {
+        SessionLayerBuilder {
+            rules: self.rules.auth_check(check),
+            ..self
+        }
+    }
+
+    /// Record the `User-Agent` and peer address of signed-in sessions
+    /// (`[middleware] track_clients`; off by default: it is personal data).
+    pub fn track_clients(self, on: bool) -> Self {
+        SessionLayerBuilder {
+            rules: self.rules.track_clients(on),
+            ..self
+        }
+    }
+
     /// Extend sliding sessions on reads with `store.touch`, at most once per `interval`.
     pub fn touch_interval(self, interval: Duration) -> Self {
         SessionLayerBuilder {

@@ -15,6 +15,9 @@
 //! - **a connection limit**: a [`tokio::sync::Semaphore`]; a connection is accepted
 //!   only when a permit is free, so excess clients wait in the kernel's backlog instead
 //!   of costing a descriptor;
+//! - **the peer address**: every request carries axum's `ConnectInfo<SocketAddr>`
+//!   extension (as with `into_make_service_with_connect_info`), which handlers can
+//!   extract and the session layer records with `[middleware] track_clients`;
 //! - **graceful shutdown with a deadline**: [`hyper_util::server::graceful`] lets
 //!   in-flight requests finish; connections still open at the deadline are dropped.
 //!
@@ -41,8 +44,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
+use axum::{Extension, Router};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -51,6 +55,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tower_layer::Layer;
 
 /// The limits [`serve`] applies. `ServeOptions::default()` gives the defaults below.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,11 +155,11 @@ where
                 Err(_) => break, // the semaphore is never closed
             },
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             biased;
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
                     tracing::error!(error = %e, "accepting a connection failed; retrying in 100 ms");
@@ -166,8 +171,10 @@ where
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        // Every request of the connection carries its peer address, as axum's
+        // `into_make_service_with_connect_info` does: `ConnectInfo<SocketAddr>`.
+        let app = Extension(ConnectInfo(peer)).layer(app.clone());
+        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
         let conn = graceful.watch(conn);
         connections.spawn(async move {
             if let Err(e) = conn.await {

@@ -5,18 +5,21 @@
 //! `Vary: Cookie`, the touch policy) are session-http's, the same for every framework:
 //! see [`session_http::flow`]. This service only moves the request's `Cookie` headers
 //! in, the session into the request's extensions, and the resulting `Set-Cookie` and
-//! `Vary` out; a failed save answers with the layer's error response (see
+//! `Vary` out (and the peer address, from axum's [`ConnectInfo<SocketAddr>`] extension
+//! when the server provides it, for `[middleware] track_clients`); a failed save answers with the layer's error response (see
 //! [`crate::error`] and [`crate::SessionLayerBuilder::error_response`]), and a
 //! response carrying [`crate::error::DiscardSession`] (every [`crate::SessionError`]
 //! response does) stores nothing.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::BoxError;
 use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::ConnectInfo;
 use axum::http::{Request, Response};
 use tower_service::Service;
 use tracing::Instrument;
@@ -55,7 +58,13 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let shared = self.shared.clone();
-        let request = shared.start_from_headers(req.headers());
+        // The peer address, where the server recorded it (`axum::serve` with
+        // `into_make_service_with_connect_info`, or `session_axum::serve`).
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let request = shared.start_from_request(req.headers(), peer);
         let span = tracing::debug_span!(
             "session_request",
             method = %req.method(),

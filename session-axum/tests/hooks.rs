@@ -186,7 +186,22 @@ async fn store_calls_and_requests_run_in_spans_that_name_the_session_by_fingerpr
     let key = SessionKey::parse(&cookie_value(&the_set_cookie(res.headers()))).expect("key");
     c.get(format!("{base}/get/a")).send().await.expect("get");
 
-    let text = String::from_utf8(logs.lock().expect("logs").clone()).expect("utf8");
+    // The request's span closes after its response is sent: wait (bounded) for it.
+    let request_span = |text: &str| {
+        text.lines().any(|l| {
+            l.contains("session_request{")
+                && l.contains("method=GET")
+                && l.contains(&format!("session=\"{}\"", key.fingerprint()))
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let text = loop {
+        let text = String::from_utf8(logs.lock().expect("logs").clone()).expect("utf8");
+        if request_span(&text) || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
     let load = text
         .lines()
         .find(|l| l.contains("session_store{") && l.contains("operation=\"load\""))
@@ -196,12 +211,7 @@ async fn store_calls_and_requests_run_in_spans_that_name_the_session_by_fingerpr
         load.contains(&format!("session=\"{}\"", key.fingerprint())),
         "{load}"
     );
-    assert!(
-        text.lines().any(|l| l.contains("session_request{")
-            && l.contains("method=GET")
-            && l.contains(&format!("session=\"{}\"", key.fingerprint()))),
-        "no span of the request: {text}"
-    );
+    assert!(request_span(&text), "no span of the request: {text}");
     assert!(
         !text.contains(key.as_str()),
         "a session key leaked into the traces: {text}"

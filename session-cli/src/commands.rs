@@ -1,4 +1,4 @@
-//! The operator commands: migrate, clear-expired, stats, show, copy, check.
+//! The operator commands: migrate, clear-expired, stats, show, copy, check, user, revoke.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -497,5 +497,154 @@ pub async fn check(registry: &EngineRegistry, path: Option<&Path>) -> CliResult 
         caps.durable,
         caps.cross_process
     );
+    Ok(())
+}
+
+/// `user` options.
+#[derive(Args, Debug)]
+pub struct UserArgs {
+    /// The user (the principal the application signs sessions in as).
+    pub name: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `revoke` options.
+#[derive(Args, Debug)]
+pub struct RevokeArgs {
+    /// End every session of this user (the principal the application signs sessions
+    /// in as).
+    #[arg(long, value_name = "NAME")]
+    pub user: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The engines that keep a per-user index, for the error on one that does not.
+const INDEXED_ENGINES: &str = "file, db (SQLite, PostgreSQL, MySQL/MariaDB), cached_db, and \
+    cache on Redis or Redis Cluster (not Memcached)";
+
+/// Refuses a name no store would hold as a principal, before any I/O.
+fn check_user(name: &str) -> CliResult {
+    session_core::users::validate_principal(name).map_err(|e| {
+        CliError::usage(
+            format!("invalid user name {name:?}: {e}"),
+            Some(format!(
+                "a user name is 1 to {} bytes, with no control characters",
+                session_core::users::MAX_PRINCIPAL_LEN
+            )),
+        )
+    })
+}
+
+/// The store of an operator command about a user's sessions, and its user index; a
+/// usage error on an engine without one.
+async fn user_store(
+    registry: &EngineRegistry,
+    path: Option<&Path>,
+    command: &str,
+) -> CliResult<Arc<dyn SessionStore>> {
+    let config = engines::load_for(registry, path, command)?;
+    let store = engines::build_for(registry, &config, command).await?;
+    if store.user_index().is_none() {
+        return Err(CliError::usage(
+            format!(
+                "engine {} keeps no per-user index: it cannot list or end a user's sessions",
+                store.engine()
+            ),
+            Some(format!("the engines that keep one: {INDEXED_ENGINES}")),
+        ));
+    }
+    Ok(store)
+}
+
+fn index_of(store: &dyn SessionStore) -> CliResult<&dyn session_core::UserIndex> {
+    store
+        .user_index()
+        .ok_or_else(|| Error::unsupported(store.engine(), "listing a user's sessions").into())
+}
+
+/// `sessions user NAME`: the user's live sessions, oldest first.
+pub async fn user(registry: &EngineRegistry, path: Option<&Path>, args: UserArgs) -> CliResult {
+    check_user(&args.name)?;
+    let store = user_store(registry, path, "user").await?;
+    let list = index_of(store.as_ref())?
+        .sessions_of(&args.name, None)
+        .await?;
+    if args.json {
+        let sessions: Vec<_> = list
+            .iter()
+            .map(|s| {
+                json!({
+                    "id": s.id,
+                    "created_at": iso(s.created_at),
+                    "last_seen": s.meta.last_seen.map(iso),
+                    "expires_at": iso(s.expires_at),
+                    "user_agent": s.meta.user_agent,
+                    "client_addr": s.meta.client_addr,
+                })
+            })
+            .collect();
+        let out = json!({ "user": args.name, "engine": store.engine(), "sessions": sessions });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!(
+            "no live session of {:?} (engine {})",
+            args.name,
+            store.engine()
+        );
+        return Ok(());
+    }
+    println!(
+        "{} live session(s) of {:?} (engine {}):",
+        list.len(),
+        args.name,
+        store.engine()
+    );
+    println!(
+        "{:<32}  {:<20}  {:<20}  {:<20}  client",
+        "id", "created", "last seen", "expires"
+    );
+    for s in &list {
+        let client = match (&s.meta.user_agent, &s.meta.client_addr) {
+            (None, None) => "-".to_owned(),
+            (ua, addr) => format!(
+                "{} {}",
+                addr.as_deref().unwrap_or("-"),
+                ua.as_deref().unwrap_or("-")
+            ),
+        };
+        println!(
+            "{:<32}  {:<20}  {:<20}  {:<20}  {client}",
+            s.id,
+            iso(s.created_at),
+            s.meta.last_seen.map(iso).unwrap_or_else(|| "-".into()),
+            iso(s.expires_at),
+        );
+    }
+    Ok(())
+}
+
+/// `sessions revoke --user NAME`: ends every live session of the user.
+pub async fn revoke(registry: &EngineRegistry, path: Option<&Path>, args: RevokeArgs) -> CliResult {
+    check_user(&args.user)?;
+    let store = user_store(registry, path, "revoke").await?;
+    let ended = index_of(store.as_ref())?
+        .end_sessions(&args.user, None)
+        .await?;
+    if args.json {
+        let out = json!({ "user": args.user, "engine": store.engine(), "ended": ended });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        println!(
+            "ended {ended} session(s) of {:?} (engine {})",
+            args.user,
+            store.engine()
+        );
+    }
     Ok(())
 }

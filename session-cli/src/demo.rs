@@ -4,6 +4,21 @@
 //! whatever engine the configuration selects (the file engine by default, so no server
 //! is needed). Plain HTML forms, no JavaScript.
 //!
+//! Every session of a user: signing in records the user name as the session's
+//! principal ([`session_core::Session::login`]) with an auth hash, and a signed-in page
+//! shows "Your sessions" (the handle's `user_sessions`: created, last seen and, since
+//! the demo turns `[middleware] track_clients` on unless the configuration says
+//! otherwise, the browser and address), with a sign-out button per session (posting
+//! its public id, never its key) and "Sign out other devices"; `GET /api/sessions`
+//! answers the same as JSON. On an engine without a per-user index (Memcached, the
+//! cookie engine) the panel says so instead of failing the page. "Change password"
+//! bumps the user's password version, kept in the demo process's memory (every user
+//! starts at version 0, so instances sharing a store agree until a change): the
+//! [`session_core::users::AuthCheck`] the middleware is built with then flushes every
+//! other session signed in with the old hash on its next request, and the changing
+//! session is signed in again with the new hash, as Django's
+//! `update_session_auth_hash` keeps it.
+//!
 //! Operations: `GET /metrics` answers in the Prometheus text format, rendered from
 //! `metrics-exporter-prometheus`'s recorder (its own HTTP listener is not used). The
 //! store wears the `metrics` layer (added when the configuration's `layers` does not
@@ -11,8 +26,10 @@
 //! `session_core::metrics`. A `[cleanup]` section starts the background cleanup, which
 //! stops when the server does.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::Form;
@@ -32,8 +49,10 @@ use session_core::cleanup::{Cleanup, CleanupConfig};
 use session_core::metrics::MetricsHook;
 use session_core::registry::METRICS_LAYER;
 
+use session_core::users::{AuthCheck, UserSession, auth_check_fn, validate_principal};
+
 use crate::engines;
-use crate::fmt::{CliError, CliResult};
+use crate::fmt::{CliError, CliResult, iso};
 
 /// The web framework the demo runs on.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -133,6 +152,11 @@ pub async fn run(registry: &EngineRegistry, path: Option<&Path>, args: DemoArgs)
     if !config.contains("cookie.secure") {
         builder = builder.secure(false);
     }
+    let passwords = Passwords::default();
+    builder = builder.auth_check(passwords.auth_check());
+    if !config.contains("middleware.track_clients") {
+        builder = builder.track_clients(true);
+    }
     let layer = builder.build()?;
     let cleanup = start_cleanup(cleanup, layer.store());
     let app = Router::new()
@@ -142,8 +166,15 @@ pub async fn run(registry: &EngineRegistry, path: Option<&Path>, args: DemoArgs)
         .route("/cart/remove", post(cart_remove))
         .route("/login", post(login))
         .route("/logout", post(logout))
+        .route("/password", post(password))
+        .route("/sessions/end", post(end_one))
+        .route("/sessions/end-others", post(end_other))
+        .route("/api/sessions", get(api_sessions))
         .layer(layer)
-        .with_state(std::sync::Arc::new(where_stored.clone()))
+        .with_state(Arc::new(DemoState {
+            where_stored: where_stored.clone(),
+            passwords,
+        }))
         // Outside the session layer: a scrape neither reads nor makes a session.
         .route("/metrics", get(move || metrics_page(prometheus.clone())));
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
@@ -249,7 +280,51 @@ fn storage_description(config: &session_core::Config, engine: &str) -> String {
     }
 }
 
-type Where = axum::extract::State<std::sync::Arc<String>>;
+/// What every request handler shares: where sessions are stored (for the page) and the
+/// users' password versions.
+pub(crate) struct DemoState {
+    where_stored: String,
+    passwords: Passwords,
+}
+
+type Shared = axum::extract::State<Arc<DemoState>>;
+
+/// The demo's stand-in for a user table: each user's password version, in this
+/// process's memory. A user never seen is at version 0, so every instance of the demo
+/// sharing a store agrees on the hash until a password changes.
+#[derive(Clone, Default)]
+pub(crate) struct Passwords(Arc<Mutex<HashMap<String, u64>>>);
+
+impl Passwords {
+    /// The auth hash of `user`'s current password. A real application derives it from
+    /// the stored password hash (Django: an HMAC of it); the demo has no passwords, so
+    /// it names the version.
+    fn auth_hash(&self, user: &str) -> String {
+        let versions = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        hash_of(versions.get(user).copied().unwrap_or(0))
+    }
+
+    /// Changes `user`'s password (bumps its version) and returns the new auth hash.
+    fn change(&self, user: &str) -> String {
+        let mut versions = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let v = versions.entry(user.to_owned()).or_insert(0);
+        *v += 1;
+        hash_of(*v)
+    }
+
+    /// The check the middleware runs on every signed-in session it loads.
+    fn auth_check(&self) -> Arc<dyn AuthCheck> {
+        let passwords = self.clone();
+        auth_check_fn(move |user: String| {
+            let hash = passwords.auth_hash(&user);
+            async move { Ok(Some(hash)) }
+        })
+    }
+}
+
+fn hash_of(version: u64) -> String {
+    format!("password-version-{version}")
+}
 
 #[derive(Deserialize)]
 struct ItemForm {
@@ -259,6 +334,11 @@ struct ItemForm {
 #[derive(Deserialize)]
 struct LoginForm {
     username: String,
+}
+
+#[derive(Deserialize)]
+struct EndForm {
+    id: String,
 }
 
 fn escape(s: &str) -> String {
@@ -274,13 +354,77 @@ fn escape(s: &str) -> String {
         .collect()
 }
 
+/// The "Your sessions" panel of a signed-in page.
+async fn sessions_panel(session: &session_core::Session) -> session_core::Result<String> {
+    let list = match session.user_sessions().await {
+        Ok(list) => list,
+        Err(session_core::Error::Unsupported { engine, .. }) => {
+            return Ok(format!(
+                "<section id=\"sessions\"><h2>Your sessions</h2>\
+                 <p class=\"note\" id=\"sessions-unsupported\">The {} engine keeps no \
+                 per-user index, so it cannot list your sessions or sign out other \
+                 devices.</p></section>",
+                escape(&engine)
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    let rows: String = list
+        .iter()
+        .map(|s| {
+            let id = escape(&s.id);
+            let client = match (&s.meta.user_agent, &s.meta.client_addr) {
+                (None, None) => "unknown client".to_owned(),
+                (ua, addr) => format!(
+                    "{} {}",
+                    escape(ua.as_deref().unwrap_or("unknown browser")),
+                    addr.as_deref()
+                        .map(|a| format!("from {}", escape(a)))
+                        .unwrap_or_default()
+                ),
+            };
+            let seen = s
+                .meta
+                .last_seen
+                .map(iso)
+                .unwrap_or_else(|| "never".into());
+            let action = if s.current {
+                "<span class=\"this\" id=\"this-device\">this device</span>".to_owned()
+            } else {
+                format!(
+                    "<form method=\"post\" action=\"/sessions/end\" class=\"inline\">\
+                     <input type=\"hidden\" name=\"id\" value=\"{id}\">\
+                     <button type=\"submit\" class=\"quiet\" id=\"end-{id}\">sign out</button></form>"
+                )
+            };
+            format!(
+                "<li class=\"device\" data-session-id=\"{id}\" data-current=\"{}\">\
+                 <span><span class=\"client\">{client}</span><br>\
+                 <small>started {} · last seen <span class=\"seen\">{seen}</span></small></span>{action}</li>",
+                s.current,
+                iso(s.created_at),
+            )
+        })
+        .collect();
+    Ok(format!(
+        "<section id=\"sessions\"><h2>Your sessions</h2>\
+         <p class=\"visits\"><span id=\"session-count\">{}</span> signed-in session(s)</p>\
+         <ul id=\"session-list\">{rows}</ul>\
+         <form method=\"post\" action=\"/sessions/end-others\">\
+         <button type=\"submit\" class=\"secondary\" id=\"end-others\">Sign out other devices</button></form>\
+         <p class=\"note\">Each session is named by a hash of its key; signing one out deletes \
+         it, so that device is signed out on its next request.</p></section>",
+        list.len()
+    ))
+}
+
 /// The demo page for `session` (framework-free: both front ends render it).
 async fn page(session: &session_core::Session, where_stored: &str) -> session_core::Result<String> {
     let visits: u64 = session
         .update("visits", |n: Option<u64>| n.unwrap_or(0) + 1)
         .await?;
     let cart: Vec<String> = session.get("cart").await?.unwrap_or_default();
-    let user: Option<String> = session.get("user").await?;
+    let user: Option<String> = session.principal().await?;
     let items: String = if cart.is_empty() {
         "<li class=\"empty\">Your cart is empty.</li>".into()
     } else {
@@ -303,8 +447,10 @@ async fn page(session: &session_core::Session, where_stored: &str) -> session_co
     let auth = match &user {
         Some(u) => format!(
             "<p class=\"who\">Signed in as <b id=\"user\">{}</b></p>\
-             <form method=\"post\" action=\"/logout\"><button type=\"submit\" class=\"secondary\" id=\"logout\">Log out</button></form>\
-             <p class=\"note\">Logging out flushes the session: the record is deleted and the cookie removed.</p>",
+             <div class=\"row buttons\"><form method=\"post\" action=\"/logout\"><button type=\"submit\" class=\"secondary\" id=\"logout\">Log out</button></form>\
+             <form method=\"post\" action=\"/password\"><button type=\"submit\" class=\"secondary\" id=\"change-password\">Change password</button></form></div>\
+             <p class=\"note\">Logging out flushes the session: the record is deleted and the cookie removed. \
+             Changing the password signs out every other session of this user; this one stays signed in.</p>",
             escape(u)
         ),
         None => "<p class=\"who\" id=\"user-none\">Not signed in</p>\
@@ -314,6 +460,10 @@ async fn page(session: &session_core::Session, where_stored: &str) -> session_co
              <p class=\"note\">Logging in cycles the session key (against session fixation): \
              the cookie changes, the cart and counter stay.</p>"
             .to_owned(),
+    };
+    let devices = match &user {
+        Some(_) => sessions_panel(session).await?,
+        None => String::new(),
     };
     let fingerprint = session
         .key()
@@ -346,6 +496,8 @@ button {{ font: inherit; cursor: pointer; padding: .4rem .9rem; border-radius: 7
   background: #0b7a55; color: #fff; font-weight: 600; }}
 button.secondary {{ background: #fff; color: #0b7a55; }}
 button.quiet {{ background: none; border: none; color: #b42318; font-weight: 500; font-size: .88rem; padding: .1rem .3rem; }}
+#sessions {{ grid-column: 1 / -1; }} li.device small {{ color: #66727f; }} button {{ white-space: nowrap; }} .this {{ color: #0b7a55; font-weight: 600; font-size: .88rem; white-space: nowrap; margin-left: 1rem; }}
+.buttons {{ flex-wrap: wrap; }}
 footer {{ margin-top: 1.4rem; color: #66727f; font-size: .88rem; }}
 code {{ background: #e6eaef; padding: .1rem .35rem; border-radius: 4px; }}
 </style></head>
@@ -359,6 +511,7 @@ code {{ background: #e6eaef; padding: .1rem .35rem; border-radius: 4px; }}
 <form method="post" action="/cart/add" class="row"><select name="item" id="item">{options}</select>
 <button type="submit" id="add">Add to cart</button></form></section>
 <section id="auth"><h2>Account</h2>{auth}</section>
+{devices}
 </div>
 <footer>Session fingerprint: <code id="fingerprint">{fingerprint}</code>
 (a short hash: the key itself is only in your cookie).</footer>
@@ -372,12 +525,39 @@ code {{ background: #e6eaef; padding: .1rem .35rem; border-radius: 4px; }}
 async fn state_json(session: &session_core::Session) -> session_core::Result<serde_json::Value> {
     let visits: u64 = session.get("visits").await?.unwrap_or(0);
     let cart: Vec<String> = session.get("cart").await?.unwrap_or_default();
-    let user: Option<String> = session.get("user").await?;
+    let user: Option<String> = session.principal().await?;
     Ok(json!({ "visits": visits, "cart": cart, "user": user }))
 }
 
 /// A form refused with 400 and this message.
 type Refused = &'static str;
+
+/// How a form handler answers (framework-free: each front end renders it).
+enum Reply {
+    /// Back to the page (303).
+    Back,
+    /// A plain-text answer with this status.
+    Text(u16, String),
+}
+
+impl From<Result<(), Refused>> for Reply {
+    fn from(r: Result<(), Refused>) -> Self {
+        match r {
+            Ok(()) => Reply::Back,
+            Err(msg) => Reply::Text(400, msg.to_owned()),
+        }
+    }
+}
+
+/// The answer for the user-index errors a handler reports to the client rather than
+/// failing with: an anonymous session (401), an engine without the index (501).
+fn index_error(e: session_core::Error) -> session_core::Result<Reply> {
+    match e {
+        session_core::Error::NotSignedIn => Ok(Reply::Text(401, "not signed in".into())),
+        e @ session_core::Error::Unsupported { .. } => Ok(Reply::Text(501, e.to_string())),
+        e => Err(e),
+    }
+}
 
 async fn add_item(
     session: &session_core::Session,
@@ -412,55 +592,162 @@ async fn remove_item(session: &session_core::Session, f: ItemForm) -> session_co
 
 async fn log_in(
     session: &session_core::Session,
+    passwords: &Passwords,
     f: LoginForm,
 ) -> session_core::Result<Result<(), Refused>> {
     let name = f.username.trim().to_owned();
-    if name.is_empty() || name.len() > 64 {
-        return Ok(Err("a user name is 1 to 64 characters"));
+    if name.is_empty() || name.len() > 64 || validate_principal(&name).is_err() {
+        return Ok(Err(
+            "a user name is 1 to 64 characters, with no control characters",
+        ));
     }
-    // A new key at every privilege change: a key planted before login is useless after.
-    session.cycle_key().await?;
-    session.insert("user", &name).await?;
+    // `login` cycles the key (a key planted before login is useless after) and records
+    // the user as the session's principal, with the password's auth hash.
+    session
+        .login(&name, Some(&passwords.auth_hash(&name)))
+        .await?;
     Ok(Ok(()))
+}
+
+/// "Change password": every other session of the user is signed out on its next
+/// request (its auth hash no longer matches); this one is signed in again with the new
+/// hash (Django's `update_session_auth_hash`), under a new key.
+async fn change_password(
+    session: &session_core::Session,
+    passwords: &Passwords,
+) -> session_core::Result<Reply> {
+    let Some(user) = session.principal().await? else {
+        return Ok(Reply::Text(401, "not signed in".into()));
+    };
+    let hash = passwords.change(&user);
+    session.login(&user, Some(&hash)).await?;
+    Ok(Reply::Back)
+}
+
+/// Signs out the session of this user whose public id is `f.id` (this one: a logout).
+async fn end_session(session: &session_core::Session, f: EndForm) -> session_core::Result<Reply> {
+    let list = match session.user_sessions().await {
+        Ok(list) => list,
+        Err(e) => return index_error(e),
+    };
+    match list.iter().find(|s| s.id == f.id) {
+        None => Ok(Reply::Text(404, "no such session of yours".into())),
+        Some(s) if s.current => {
+            session.logout().await?;
+            Ok(Reply::Back)
+        }
+        Some(_) => match session.end_user_session(&f.id).await {
+            Ok(_) => Ok(Reply::Back),
+            Err(e) => index_error(e),
+        },
+    }
+}
+
+/// "Sign out other devices".
+async fn end_others(session: &session_core::Session) -> session_core::Result<Reply> {
+    match session.end_other_sessions().await {
+        Ok(n) => {
+            tracing::info!(ended = n, "signed out other sessions");
+            Ok(Reply::Back)
+        }
+        Err(e) => index_error(e),
+    }
+}
+
+/// One session as `GET /api/sessions` shows it: its public id, never its key.
+fn session_json(s: &UserSession) -> serde_json::Value {
+    json!({
+        "id": s.id,
+        "current": s.current,
+        "created_at": iso(s.created_at),
+        "last_seen": s.meta.last_seen.map(iso),
+        "expires_at": iso(s.expires_at),
+        "user_agent": s.meta.user_agent,
+        "client_addr": s.meta.client_addr,
+    })
+}
+
+/// `GET /api/sessions`: the status and the JSON body.
+async fn sessions_json(
+    session: &session_core::Session,
+) -> session_core::Result<(u16, serde_json::Value)> {
+    let user = session.principal().await?;
+    match session.user_sessions().await {
+        Ok(list) => Ok((
+            200,
+            json!({
+                "user": user,
+                "sessions": list.iter().map(session_json).collect::<Vec<_>>(),
+            }),
+        )),
+        Err(session_core::Error::NotSignedIn) => {
+            Ok((401, json!({ "user": user, "error": "not signed in" })))
+        }
+        Err(e @ session_core::Error::Unsupported { .. }) => {
+            Ok((501, json!({ "user": user, "error": e.to_string() })))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 // ------------------------------------------------------------------ axum front end --
 
-async fn index(session: Session, where_stored: Where) -> Result<Response, SessionError> {
-    Ok(Html(page(&session, &where_stored).await?).into_response())
+async fn index(session: Session, demo: Shared) -> Result<Response, SessionError> {
+    Ok(Html(page(&session, &demo.where_stored).await?).into_response())
 }
 
 async fn state(session: Session) -> Result<Response, SessionError> {
     Ok(Json(state_json(&session).await?).into_response())
 }
 
-fn back() -> Response {
-    Redirect::to("/").into_response()
+fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-fn refused_or_back(r: Result<(), Refused>) -> Response {
-    match r {
-        Ok(()) => back(),
-        Err(msg) => (StatusCode::BAD_REQUEST, msg).into_response(),
+fn reply(r: impl Into<Reply>) -> Response {
+    match r.into() {
+        Reply::Back => Redirect::to("/").into_response(),
+        Reply::Text(code, msg) => (status(code), msg).into_response(),
     }
 }
 
 async fn cart_add(session: Session, Form(f): Form<ItemForm>) -> Result<Response, SessionError> {
-    Ok(refused_or_back(add_item(&session, f).await?))
+    Ok(reply(add_item(&session, f).await?))
 }
 
 async fn cart_remove(session: Session, Form(f): Form<ItemForm>) -> Result<Response, SessionError> {
     remove_item(&session, f).await?;
-    Ok(back())
+    Ok(reply(Reply::Back))
 }
 
-async fn login(session: Session, Form(f): Form<LoginForm>) -> Result<Response, SessionError> {
-    Ok(refused_or_back(log_in(&session, f).await?))
+async fn login(
+    session: Session,
+    demo: Shared,
+    Form(f): Form<LoginForm>,
+) -> Result<Response, SessionError> {
+    Ok(reply(log_in(&session, &demo.passwords, f).await?))
 }
 
 async fn logout(session: Session) -> Result<Response, SessionError> {
-    session.flush().await?;
-    Ok(back())
+    session.logout().await?;
+    Ok(reply(Reply::Back))
+}
+
+async fn password(session: Session, demo: Shared) -> Result<Response, SessionError> {
+    Ok(reply(change_password(&session, &demo.passwords).await?))
+}
+
+async fn end_one(session: Session, Form(f): Form<EndForm>) -> Result<Response, SessionError> {
+    Ok(reply(end_session(&session, f).await?))
+}
+
+async fn end_other(session: Session) -> Result<Response, SessionError> {
+    Ok(reply(end_others(&session).await?))
+}
+
+async fn api_sessions(session: Session) -> Result<Response, SessionError> {
+    let (code, body) = sessions_json(&session).await?;
+    Ok((status(code), Json(body)).into_response())
 }
 
 // ------------------------------------------------------------- actix-web front end --
@@ -476,26 +763,27 @@ mod actix {
     use session_core::metrics::MetricsHook;
     use session_core::{Config, EngineRegistry};
 
-    use super::{DemoArgs, ItemForm, LoginForm, Operations, Refused};
+    use super::{DemoArgs, DemoState, EndForm, ItemForm, LoginForm, Operations, Passwords, Reply};
     use crate::fmt::{CliError, CliResult};
 
-    type Where = web::Data<String>;
+    type Shared = web::Data<DemoState>;
 
-    fn back() -> HttpResponse {
-        HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, "/"))
-            .finish()
-    }
-
-    fn refused_or_back(r: Result<(), Refused>) -> HttpResponse {
-        match r {
-            Ok(()) => back(),
-            Err(msg) => HttpResponse::BadRequest().body(msg),
+    fn reply(r: impl Into<Reply>) -> HttpResponse {
+        match r.into() {
+            Reply::Back => HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, "/"))
+                .finish(),
+            Reply::Text(code, msg) => HttpResponse::build(status(code)).body(msg),
         }
     }
 
-    async fn index(session: Session, where_stored: Where) -> Result<HttpResponse, SessionError> {
-        let page = super::page(&session, &where_stored).await?;
+    fn status(code: u16) -> actix_web::http::StatusCode {
+        actix_web::http::StatusCode::from_u16(code)
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    async fn index(session: Session, demo: Shared) -> Result<HttpResponse, SessionError> {
+        let page = super::page(&session, &demo.where_stored).await?;
         Ok(HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")
             .body(page))
@@ -509,9 +797,7 @@ mod actix {
         session: Session,
         f: web::Form<ItemForm>,
     ) -> Result<HttpResponse, SessionError> {
-        Ok(refused_or_back(
-            super::add_item(&session, f.into_inner()).await?,
-        ))
+        Ok(reply(super::add_item(&session, f.into_inner()).await?))
     }
 
     async fn cart_remove(
@@ -519,21 +805,44 @@ mod actix {
         f: web::Form<ItemForm>,
     ) -> Result<HttpResponse, SessionError> {
         super::remove_item(&session, f.into_inner()).await?;
-        Ok(back())
+        Ok(reply(Reply::Back))
     }
 
     async fn login(
         session: Session,
+        demo: Shared,
         f: web::Form<LoginForm>,
     ) -> Result<HttpResponse, SessionError> {
-        Ok(refused_or_back(
-            super::log_in(&session, f.into_inner()).await?,
+        Ok(reply(
+            super::log_in(&session, &demo.passwords, f.into_inner()).await?,
         ))
     }
 
     async fn logout(session: Session) -> Result<HttpResponse, SessionError> {
-        session.flush().await?;
-        Ok(back())
+        session.logout().await?;
+        Ok(reply(Reply::Back))
+    }
+
+    async fn password(session: Session, demo: Shared) -> Result<HttpResponse, SessionError> {
+        Ok(reply(
+            super::change_password(&session, &demo.passwords).await?,
+        ))
+    }
+
+    async fn end_one(
+        session: Session,
+        f: web::Form<EndForm>,
+    ) -> Result<HttpResponse, SessionError> {
+        Ok(reply(super::end_session(&session, f.into_inner()).await?))
+    }
+
+    async fn end_other(session: Session) -> Result<HttpResponse, SessionError> {
+        Ok(reply(super::end_others(&session).await?))
+    }
+
+    async fn api_sessions(session: Session) -> Result<HttpResponse, SessionError> {
+        let (code, body) = super::sessions_json(&session).await?;
+        Ok(HttpResponse::build(status(code)).json(body))
     }
 
     /// Serves the demo on actix-web until Ctrl-C or SIGTERM (actix-web's own signal
@@ -558,6 +867,11 @@ mod actix {
         if !config.contains("cookie.secure") {
             builder = builder.secure(false);
         }
+        let passwords = Passwords::default();
+        builder = builder.auth_check(passwords.auth_check());
+        if !config.contains("middleware.track_clients") {
+            builder = builder.track_clients(true);
+        }
         let sessions = builder.build()?;
         let cleanup = super::start_cleanup(cleanup, sessions.store());
         let listener = std::net::TcpListener::bind(addr).map_err(|e| {
@@ -569,7 +883,10 @@ mod actix {
         let local = listener
             .local_addr()
             .map_err(|e| CliError::store(e.to_string(), None))?;
-        let data = web::Data::new(where_stored.clone());
+        let data = web::Data::new(DemoState {
+            where_stored: where_stored.clone(),
+            passwords,
+        });
         let engine = engine.to_owned();
         // actix-web runs on its own single-threaded runtimes (an actix System), not on
         // the CLI's multi-threaded one: the server is built and run on a thread of its
@@ -601,6 +918,10 @@ mod actix {
                         .route("/cart/remove", web::post().to(cart_remove))
                         .route("/login", web::post().to(login))
                         .route("/logout", web::post().to(logout))
+                        .route("/password", web::post().to(password))
+                        .route("/sessions/end", web::post().to(end_one))
+                        .route("/sessions/end-others", web::post().to(end_other))
+                        .route("/api/sessions", web::get().to(api_sessions))
                 })
                 .client_request_timeout(args.header_timeout)
                 .keep_alive(args.header_timeout)

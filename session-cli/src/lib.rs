@@ -1,8 +1,9 @@
 //! `sessions`: the operator's tool for the session framework, as a library.
 //!
 //! It runs a demo app, creates or upgrades schemas, clears expired sessions, reports
-//! statistics, prints one session, copies every session between engines and checks a
-//! configuration — for any engine of the registry it runs with. Schema migration, batched
+//! statistics, prints one session, copies every session between engines, lists or ends
+//! every session of a user (on engines with a per-user index,
+//! [`session_core::SessionStore::user_index`]) and checks a configuration — for any engine of the registry it runs with. Schema migration, batched
 //! expiry sweeps and statistics are found on the built store
 //! ([`session_core::SessionStore::maintenance`]), never by engine name, so an engine of
 //! your own gets them by implementing [`session_core::Maintenance`].
@@ -62,7 +63,9 @@ pub const EXIT_CONFIG: u8 = 2;
         sessions clear-expired --batch-size 5000       # Django's clearsessions\n  \
         sessions stats --json\n  \
         sessions show 3k9x...                          # one session as JSON\n  \
-        sessions copy --from file.toml --to redis.toml # move sessions between engines\n\n\
+        sessions copy --from file.toml --to redis.toml # move sessions between engines\n  \
+        sessions user ada --json                       # every live session of user ada\n  \
+        sessions revoke --user ada                     # sign ada out everywhere\n\n\
         Exit codes: 0 success, 1 store failure, 2 bad usage or configuration."
 )]
 struct Cli {
@@ -90,6 +93,10 @@ enum Command {
     Copy(commands::CopyArgs),
     /// Validate the configuration and reach the store.
     Check,
+    /// List a user's live sessions (id, created, last seen, expires, client).
+    User(commands::UserArgs),
+    /// End every live session of a user and print how many ended.
+    Revoke(commands::RevokeArgs),
 }
 
 /// A registry with every engine of the workspace's backend crates (file, SQL, cache,
@@ -138,6 +145,8 @@ pub fn main_with(registry: EngineRegistry) -> ExitCode {
             Command::Show(args) => commands::show(r, config, args).await,
             Command::Copy(args) => commands::copy(r, args).await,
             Command::Check => commands::check(r, config).await,
+            Command::User(args) => commands::user(r, config, args).await,
+            Command::Revoke(args) => commands::revoke(r, config, args).await,
         }
     });
     match result {

@@ -2,10 +2,11 @@
 //! chromedriver over the W3C WebDriver HTTP protocol.
 //!
 //! It checks what only a real browser can tell: that the cookie the demo sets is kept and
-//! sent back over plain http on 127.0.0.1, that the forms on the page work, and that two
-//! browser profiles get two sessions. It runs once per web framework the demo serves
-//! (`--framework axum`, the default, and `--framework actix`). It also takes the README
-//! screenshot (from the axum run):
+//! sent back over plain http on 127.0.0.1, that the forms on the page work, that two
+//! browser profiles get two sessions, and that one browser signed in as a user can sign
+//! the user's other browser out ("Your sessions", "Sign out other devices"). The first
+//! test runs once per web framework the demo serves (`--framework axum`, the default,
+//! and `--framework actix`). It also takes the README screenshot (from the axum run):
 //! `SESSIONS_UPDATE_SCREENSHOT=1 cargo test -p session-cli --test browser` rewrites
 //! `docs/demo.png`; every run writes `target/browser/demo.png`.
 //!
@@ -465,6 +466,17 @@ impl Browser {
         self.page(&what).await
     }
 
+    /// The number of sessions "Your sessions" lists.
+    async fn session_count(&self) -> usize {
+        let el = self
+            .find("#session-count")
+            .await
+            .unwrap_or_else(|e| panic!("{}: no \"Your sessions\" panel: {e}", self.name));
+        let n = self.text(&el).await.expect("text");
+        n.parse()
+            .unwrap_or_else(|e| panic!("{}: #session-count is {n:?}: {e}", self.name))
+    }
+
     /// Picks `fruit` in the select box and clicks "Add to cart".
     async fn add(&self, fruit: &str) -> Page {
         let option = self
@@ -618,16 +630,111 @@ async fn demo_on_actix_web_works_in_headless_chromium() {
     in_chromium("actix").await;
 }
 
-async fn in_chromium(framework: &'static str) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_other_devices_in_headless_chromium() {
+    needs_chromium();
+    tokio::time::timeout(WHOLE_TEST, run_sign_out_other_devices("axum"))
+        .await
+        .unwrap_or_else(|_| panic!("the browser test did not finish within {WHOLE_TEST:?}"));
+}
+
+fn needs_chromium() {
     for bin in [CHROMIUM, CHROMEDRIVER] {
         assert!(
             Path::new(bin).exists(),
             "{bin} is missing: this test needs Debian's Chromium and chromedriver; {INSTALL_HINT}"
         );
     }
+}
+
+async fn in_chromium(framework: &'static str) {
+    needs_chromium();
     tokio::time::timeout(WHOLE_TEST, run_in_chromium(framework))
         .await
         .unwrap_or_else(|_| panic!("the browser test did not finish within {WHOLE_TEST:?}"));
+}
+
+/// Two browsers (two profiles) sign in as the same user; the first sees both sessions
+/// in "Your sessions", signs the other out, and the second's next page load is signed
+/// out.
+async fn run_sign_out_other_devices(framework: &str) {
+    let temp = |prefix| {
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .expect("create a temp dir")
+    };
+    let (server_tmp, chrome_tmp) = (temp("sessions-demo-"), temp("sessions-chromium-"));
+    let chrome_dir = chrome_tmp.path();
+    let (_demo, base) = start_demo(server_tmp.path(), framework).await;
+    let (_driver, driver) = start_chromedriver(chrome_dir).await;
+    let home = format!("{base}/");
+
+    let a = Browser::open(&driver, "browser A", &chrome_dir.join("profile-a")).await;
+    let b = Browser::open(&driver, "browser B", &chrome_dir.join("profile-b")).await;
+    for browser in [&a, &b] {
+        let p = browser.load(&home).await;
+        assert_eq!(p.user, None, "{}: {p:?}", browser.name);
+        browser.type_into("#username", "grace").await;
+        let p = browser.click("#login").await;
+        assert_eq!(p.user.as_deref(), Some("grace"), "{}: {p:?}", browser.name);
+    }
+    let a_key = a.cookie_value("after login").await;
+    let b_key = b.cookie_value("after login").await;
+    assert_ne!(a_key, b_key, "two browsers, two sessions");
+
+    // Browser A lists both sessions: its own marked, B's with a sign-out button; the
+    // client column shows the browser and the loopback address (client tracking).
+    let p = a.reload().await;
+    assert_eq!(p.user.as_deref(), Some("grace"));
+    assert_eq!(a.session_count().await, 2, "browser A sees two sessions");
+    let this = a
+        .find("#this-device")
+        .await
+        .unwrap_or_else(|e| panic!("browser A: its own session is marked: {e}"));
+    assert_eq!(a.text(&this).await.as_deref(), Ok("this device"));
+    let mut clients = Vec::new();
+    for el in a.find_all("#session-list .client").await.expect("clients") {
+        clients.push(a.text(&el).await.expect("text"));
+    }
+    assert_eq!(clients.len(), 2, "{clients:?}");
+    for c in &clients {
+        assert!(
+            c.contains("Chrome") && c.contains("127.0.0.1"),
+            "browser A: each session shows its browser and address: {clients:?}"
+        );
+    }
+    let source = a.call(Method::GET, "/source", Value::Null).await;
+    let source = source.as_str().unwrap_or_default();
+    assert!(source.contains("Your sessions"), "{source}");
+    assert!(
+        !source.contains(&a_key) && !source.contains(&b_key),
+        "the page never shows a session key"
+    );
+
+    // "Sign out other devices": A stays signed in, alone; B's next load is signed out.
+    let p = a.click("#end-others").await;
+    assert_eq!(
+        p.user.as_deref(),
+        Some("grace"),
+        "browser A stays signed in: {p:?}"
+    );
+    assert_eq!(
+        a.session_count().await,
+        1,
+        "browser A: only its own session is left"
+    );
+    assert_eq!(a.cookie_value("after signing out the others").await, a_key);
+    let q = b.reload().await;
+    assert_eq!(
+        (q.user.as_deref(), q.visits),
+        (None, 1),
+        "browser B is signed out on its next page load, with a fresh session: {q:?}"
+    );
+    assert_ne!(b.cookie_value("after being signed out").await, b_key);
+
+    a.quit().await;
+    b.quit().await;
 }
 
 async fn run_in_chromium(framework: &str) {

@@ -403,8 +403,44 @@ impl SessionStore for TimeoutStore {
         self.inner.maintenance()
     }
 
+    /// The inner store's index, each call under the per-call bound (a request's "your
+    /// devices" page or "sign out other devices" is a request's call).
     fn user_index(&self) -> Option<&dyn crate::UserIndex> {
-        self.inner.user_index()
+        self.inner
+            .user_index()
+            .map(|_| self as &dyn crate::UserIndex)
+    }
+}
+
+impl TimeoutStore {
+    fn index(&self) -> Result<&dyn crate::UserIndex> {
+        self.inner
+            .user_index()
+            .ok_or_else(|| Error::unsupported(self.engine(), "a user index"))
+    }
+}
+
+#[async_trait]
+impl crate::UserIndex for TimeoutStore {
+    async fn sessions_of(
+        &self,
+        principal: &str,
+        current: Option<&SessionKey>,
+    ) -> Result<Vec<crate::UserSession>> {
+        self.call(self.index()?.sessions_of(principal, current))
+            .await
+    }
+
+    async fn end_session(&self, principal: &str, id: &str) -> Result<bool> {
+        self.call(self.index()?.end_session(principal, id)).await
+    }
+
+    async fn end_sessions(&self, principal: &str, keep: Option<&SessionKey>) -> Result<u64> {
+        self.call(self.index()?.end_sessions(principal, keep)).await
+    }
+
+    async fn count_of(&self, principal: &str) -> Result<u64> {
+        self.call(self.index()?.count_of(principal)).await
     }
 }
 
