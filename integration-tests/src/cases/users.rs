@@ -1269,10 +1269,14 @@ async fn invalid_principals_are_refused_without_io(ctx: &Ctx) -> CaseResult {
             spy.calls()
         );
         if let Some(ix) = ctx.store.user_index() {
-            expect_invalid(ix.sessions_of(p, None).await, "sessions_of")?;
-            expect_invalid(ix.count_of(p).await, "count_of")?;
-            expect_invalid(ix.end_sessions(p, None).await, "end_sessions")?;
-            expect_invalid(ix.end_session(p, &"0".repeat(32)).await, "end_session")?;
+            let what = |op: &str| format!("UserIndex::{op}({p:?})");
+            expect_invalid(ix.sessions_of(p, None).await, &what("sessions_of"))?;
+            expect_invalid(ix.count_of(p).await, &what("count_of"))?;
+            expect_invalid(ix.end_sessions(p, None).await, &what("end_sessions"))?;
+            expect_invalid(
+                ix.end_session(p, &"0".repeat(32)).await,
+                &what("end_session"),
+            )?;
         }
     }
     let r = must_load(ctx, &k, "the session the refused logins named").await?;
