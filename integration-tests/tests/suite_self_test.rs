@@ -527,7 +527,8 @@ async fn a_store_that_upserts_on_update_is_caught() {
             "update_of_a_never_created_key_is_not_found",
             "update_of_an_expired_record_is_not_found",
             "save_does_not_resurrect_a_session_logged_out_elsewhere",
-            "concurrent_logout_never_resurrects",
+            // `concurrent_logout_never_resurrects` usually catches it too, but it races
+            // real tasks and may miss the window; the cases above are deterministic.
             "ending_all_sessions_stops_a_request_in_flight",
             "ending_a_session_by_id_stops_a_request_in_flight",
         ],
