@@ -30,7 +30,7 @@
 //! |---|---|---|---|
 //! | `session_store_operations_total` | counter | `engine`, `operation`, `outcome` | store calls by outcome |
 //! | `session_store_errors_total` | counter | `engine`, `operation`, `kind` | failed store calls (outcome `error`) by error kind |
-//! | `session_store_operation_duration_seconds` | histogram | `engine`, `operation` | time of each store call, failed ones included |
+//! | `session_store_operation_duration_seconds` | histogram | `engine`, `operation` | time of each store call, failed ones included (of one call in 16 on an in-process store: see [Cost](#cost)) |
 //! | `session_store_expired_removed_total` | counter | `engine` | expired records removed by `clear_expired` (the call, and the background cleanup) |
 //! | `session_requests_total` | counter | | requests that went through the session middleware |
 //! | `session_request_actions_total` | counter | `action` | what the session did in a request (a request may count under several actions) |
@@ -61,14 +61,22 @@
 //!
 //! ## Cost
 //!
-//! Per call: two clock reads, one counter and one histogram update on handles
-//! registered up front, and a span; the key's fingerprint (a SHA-256) is computed only when a
-//! subscriber listens to the span. `scripts/bench` measures the layer against the bare
-//! store in the same run (see `BENCHMARKS.md`).
+//! Per call: one counter update on handles registered up front, and a span; the key's
+//! fingerprint (a SHA-256) is computed only when a subscriber listens to the span. Timed
+//! calls add two clock reads and one histogram update. Every call of a store that keeps
+//! its records outside the process (cross-process or durable: file, db, Redis,
+//! Memcached, `cached_db`) is timed. An in-process store (the `memory` engine) answers in
+//! well under a microsecond, where the clock and the histogram would cost more than a
+//! tenth of the call: there one call in [`IN_PROCESS_SAMPLE_EVERY`] of each operation is
+//! timed (the first, the 17th, ...), so its histogram's `_count` and `_sum` are those of
+//! the sample, while `session_store_operations_total` still counts every call.
+//! `scripts/bench --only metrics-cost` measures the layer against the bare store in the
+//! same run (see `BENCHMARKS.md`).
 
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use ::metrics::{Counter, Histogram, SharedString, counter, histogram};
@@ -99,6 +107,10 @@ pub const REQUEST_ACTIONS: &str = "session_request_actions_total";
 
 pub use crate::hooks::error_kind;
 
+/// How many calls of each operation an in-process store's duration histogram samples one
+/// of (see the module docs, "Cost").
+pub const IN_PROCESS_SAMPLE_EVERY: u32 = 16;
+
 /// Counts `removed` expired records of `engine` ([`EXPIRED_REMOVED`]).
 pub fn record_expired_removed(engine: &str, removed: u64) {
     if removed > 0 {
@@ -120,7 +132,18 @@ impl StoreLayer for MetricsLayer {
     fn layer(&self, inner: Arc<dyn SessionStore>) -> Arc<dyn SessionStore> {
         let engine = SharedString::from(Arc::<str>::from(inner.engine()));
         let ops = Op::ALL.map(|op| OpHandles::register(&engine, op));
-        Arc::new(MetricsStore { inner, engine, ops })
+        let caps = inner.capabilities();
+        let sample_every = if caps.cross_process || caps.durable {
+            1
+        } else {
+            IN_PROCESS_SAMPLE_EVERY
+        };
+        Arc::new(MetricsStore {
+            inner,
+            engine,
+            ops,
+            sample_every,
+        })
     }
 }
 
@@ -222,6 +245,8 @@ struct OpHandles {
     /// By [`Outcome`] index; `None` for outcomes the operation should not have.
     outcomes: [Option<Counter>; Outcome::COUNT],
     duration: Histogram,
+    /// Calls so far, for sampling the duration.
+    calls: AtomicU32,
 }
 
 impl OpHandles {
@@ -242,6 +267,7 @@ impl OpHandles {
                 "engine" => engine.clone(),
                 "operation" => op.name(),
             ),
+            calls: AtomicU32::new(0),
         }
     }
 }
@@ -251,6 +277,8 @@ pub struct MetricsStore {
     inner: Arc<dyn SessionStore>,
     engine: SharedString,
     ops: [OpHandles; Op::ALL.len()],
+    /// Time one call in this many (1: every call).
+    sample_every: u32,
 }
 
 impl fmt::Debug for MetricsStore {
@@ -290,14 +318,18 @@ impl MetricsStore {
         {
             span.record("session", k.fingerprint());
         }
-        let start = Instant::now();
+        let handles = &self.ops[op as usize];
+        let timed = self.sample_every <= 1
+            || handles
+                .calls
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(self.sample_every);
+        let start = timed.then(Instant::now);
         let result = if span.is_disabled() {
             fut.await
         } else {
             fut.instrument(span).await
         };
-        let elapsed = start.elapsed();
-        let handles = &self.ops[op as usize];
         let label = match &result {
             Ok(v) => outcome(v),
             Err(Error::NotFound) => Outcome::NotFound,
@@ -325,7 +357,9 @@ impl MetricsStore {
             )
             .increment(1),
         }
-        handles.duration.record(elapsed.as_secs_f64());
+        if let Some(start) = start {
+            handles.duration.record(start.elapsed().as_secs_f64());
+        }
         result
     }
 }
@@ -496,8 +530,10 @@ mod tests {
     use metrics_exporter_prometheus::PrometheusBuilder;
 
     /// A store of one record slot, enough to drive each outcome.
+    /// A store of one record slot, enough to drive each outcome; in-process unless
+    /// `.1` says it is durable.
     #[derive(Debug, Default)]
-    struct One(std::sync::Mutex<Option<(String, Record)>>);
+    struct One(std::sync::Mutex<Option<(String, Record)>>, bool);
 
     #[async_trait]
     impl SessionStore for One {
@@ -505,7 +541,7 @@ mod tests {
             "one"
         }
         fn capabilities(&self) -> Capabilities {
-            Capabilities::none()
+            Capabilities::none().durable(self.1)
         }
         async fn insert_new(&self, k: &SessionKey, r: &Record) -> Result<Inserted> {
             let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -634,14 +670,50 @@ mod tests {
                 &text,
                 "session_store_operation_duration_seconds_count{engine=\"one\",operation=\"load\"}"
             ),
-            Some(3.0),
-            "{text}"
+            Some(1.0),
+            "an in-process store's duration is sampled: the first of the three loads: {text}"
         );
         // `create` goes through the layer once: the inner store's own insert_new is
         // not seen as a second call. Expected series are there from the start.
         assert_eq!(op("insert_new", "created"), Some(0.0), "{text}");
         // Outcomes outside an operation's contract are not pre-registered.
         assert_eq!(op("load", "created"), None, "{text}");
+    }
+
+    /// Loads through the layer on `store`, `n` times; the duration histogram's count.
+    fn timed_loads(store: One, n: usize) -> Option<f64> {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        ::metrics::with_local_recorder(&recorder, || {
+            rt.block_on(async {
+                let store = store.with_layer(MetricsLayer);
+                let key = SessionKey::generate().expect("key");
+                for _ in 0..n {
+                    store.load(&key).await.expect("load");
+                }
+            });
+        });
+        line_value(
+            &handle.render(),
+            "session_store_operation_duration_seconds_count{engine=\"one\",operation=\"load\"}",
+        )
+    }
+
+    #[test]
+    fn a_durable_store_times_every_call_and_an_in_process_one_samples() {
+        let n = 2 * IN_PROCESS_SAMPLE_EVERY as usize + 1;
+        assert_eq!(
+            timed_loads(One(Default::default(), true), n),
+            Some(n as f64)
+        );
+        assert_eq!(
+            timed_loads(One::default(), n),
+            Some(3.0),
+            "calls 1, 17 and 33"
+        );
     }
 
     #[test]
