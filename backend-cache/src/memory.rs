@@ -94,7 +94,7 @@ use moka::Expiry;
 use moka::sync::Cache;
 use serde::Deserialize;
 use session_core::codec::{ENCRYPTION_OVERHEAD, MAX_DEPTH};
-use session_core::users::{session_id, validate_principal};
+use session_core::users::{session_id, sort_oldest_first, validate_principal};
 use session_core::{
     Capabilities, Codec, EngineRegistry, Error, Inserted, Record, Result, SessionKey, SessionStore,
     Timestamp, UserIndex, UserSession, async_trait,
@@ -818,11 +818,7 @@ impl UserIndex for MemoryStore {
                 Some(UserSession::from_record(key, &record, current))
             })
             .collect();
-        out.sort_by(|a, b| {
-            a.created_at
-                .cmp(&b.created_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        sort_oldest_first(&mut out);
         Ok(out)
     }
 

@@ -83,7 +83,7 @@ use ::redis::cluster_async::ClusterConnection;
 #[cfg(feature = "cluster")]
 use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use ::redis::{Cmd, ErrorKind, RedisError, RedisFuture, Script, ServerErrorKind, Value};
-use session_core::users::{session_id, validate_principal};
+use session_core::users::{session_id, sort_oldest_first, validate_principal};
 use session_core::{
     Capabilities, Codec, Error, Inserted, RawAccess, Record, Result, SessionKey, SessionStore,
     Timestamp, UserIndex, UserSession, async_trait,
@@ -1178,11 +1178,7 @@ impl UserIndex for RedisStore {
             .into_iter()
             .map(|(key, record)| UserSession::from_record(key, &record, current))
             .collect();
-        out.sort_by(|a, b| {
-            a.created_at
-                .cmp(&b.created_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        sort_oldest_first(&mut out);
         Ok(out)
     }
 

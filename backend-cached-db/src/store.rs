@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use session_core::users::{UserIndex, UserSession, validate_principal};
+use session_core::users::{UserIndex, UserSession, index_of, validate_principal};
 use session_core::{
     Capabilities, Error, Inserted, RawAccess, Record, Result, SessionKey, SessionStore, Timestamp,
 };
@@ -452,14 +452,6 @@ impl SessionStore for CachedDbStore {
     }
 }
 
-impl CachedDbStore {
-    fn durable_index(&self) -> Result<&dyn UserIndex> {
-        self.db
-            .user_index()
-            .ok_or_else(|| Error::unsupported(self.db.engine(), "a user index"))
-    }
-}
-
 /// The durable store's index for listing; ending goes through [`CachedDbStore`]'s own
 /// delete (durable delete, then invalidation of the cache entry, with the suspect-set
 /// repair when the cache cannot be reached), so no process keeps reading an ended
@@ -473,12 +465,16 @@ impl UserIndex for CachedDbStore {
         current: Option<&SessionKey>,
     ) -> Result<Vec<UserSession>> {
         validate_principal(principal)?;
-        self.durable_index()?.sessions_of(principal, current).await
+        index_of(self.db.as_ref())?
+            .sessions_of(principal, current)
+            .await
     }
 
     async fn end_session(&self, principal: &str, id: &str) -> Result<bool> {
         validate_principal(principal)?;
-        let sessions = self.durable_index()?.sessions_of(principal, None).await?;
+        let sessions = index_of(self.db.as_ref())?
+            .sessions_of(principal, None)
+            .await?;
         match sessions.into_iter().find(|s| s.id == id) {
             Some(s) => self.delete(&s.stored_key).await,
             None => Ok(false),
@@ -487,7 +483,9 @@ impl UserIndex for CachedDbStore {
 
     async fn end_sessions(&self, principal: &str, keep: Option<&SessionKey>) -> Result<u64> {
         validate_principal(principal)?;
-        let sessions = self.durable_index()?.sessions_of(principal, None).await?;
+        let sessions = index_of(self.db.as_ref())?
+            .sessions_of(principal, None)
+            .await?;
         let mut ended = 0;
         for s in sessions {
             if Some(&s.stored_key) != keep && self.delete(&s.stored_key).await? {
@@ -499,7 +497,7 @@ impl UserIndex for CachedDbStore {
 
     async fn count_of(&self, principal: &str) -> Result<u64> {
         validate_principal(principal)?;
-        self.durable_index()?.count_of(principal).await
+        index_of(self.db.as_ref())?.count_of(principal).await
     }
 }
 

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use session_core::maintenance::{Progress, scan_stats};
-use session_core::users::{UserIndex, UserSession, session_id, validate_principal};
+use session_core::users::{
+    UserIndex, UserSession, session_id, sort_oldest_first, validate_principal,
+};
 use session_core::{
     BincodeCodec, Capabilities, ClearReport, Codec, Error, Inserted, Maintenance, RawAccess,
     Record, Result, SchemaMigration, SessionKey, SessionStore, StoreStats, Timestamp, async_trait,
@@ -771,7 +773,7 @@ impl UserIndex for DbStore {
         }
         // Oldest first: `created_at` lives in the record, not in a column, so the
         // principal's few rows are ordered once decoded.
-        out.sort_by(|a, b| (a.created_at, &a.stored_key).cmp(&(b.created_at, &b.stored_key)));
+        sort_oldest_first(&mut out);
         Ok(out)
     }
 

@@ -344,7 +344,7 @@ impl Inner {
             .into_iter()
             .map(|(key, r)| UserSession::from_record(key, &r, current))
             .collect();
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        session_core::users::sort_oldest_first(&mut out);
         Ok(out)
     }
 

@@ -561,9 +561,7 @@ async fn user_store(
 }
 
 fn index_of(store: &dyn SessionStore) -> CliResult<&dyn session_core::UserIndex> {
-    store
-        .user_index()
-        .ok_or_else(|| Error::unsupported(store.engine(), "listing a user's sessions").into())
+    Ok(session_core::users::index_of(store)?)
 }
 
 /// `sessions user NAME`: the user's live sessions, oldest first.

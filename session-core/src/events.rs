@@ -90,7 +90,7 @@ use crate::record::Record;
 use crate::registry::{EngineRegistry, LayerContext};
 use crate::store::{Capabilities, Inserted, RawAccess, SessionStore};
 use crate::time::Timestamp;
-use crate::users::{UserIndex, UserSession};
+use crate::users::{UserIndex, UserSession, index_of};
 
 /// The layer name [`Events::register`] registers.
 pub const EVENTS_LAYER: &str = "events";
@@ -332,12 +332,6 @@ impl SessionStore for EventsStore {
 }
 
 impl EventsStore {
-    fn index(&self) -> Result<&dyn UserIndex> {
-        self.inner
-            .user_index()
-            .ok_or_else(|| crate::Error::unsupported(self.inner.engine(), "a user index"))
-    }
-
     fn revoked(&self, principal: &str, count: u64) {
         if count > 0 {
             self.events.publish(SessionEvent::Revoked {
@@ -356,23 +350,29 @@ impl UserIndex for EventsStore {
         principal: &str,
         current: Option<&SessionKey>,
     ) -> Result<Vec<UserSession>> {
-        self.index()?.sessions_of(principal, current).await
+        index_of(self.inner.as_ref())?
+            .sessions_of(principal, current)
+            .await
     }
 
     async fn end_session(&self, principal: &str, id: &str) -> Result<bool> {
-        let ended = self.index()?.end_session(principal, id).await?;
+        let ended = index_of(self.inner.as_ref())?
+            .end_session(principal, id)
+            .await?;
         self.revoked(principal, u64::from(ended));
         Ok(ended)
     }
 
     async fn end_sessions(&self, principal: &str, keep: Option<&SessionKey>) -> Result<u64> {
-        let count = self.index()?.end_sessions(principal, keep).await?;
+        let count = index_of(self.inner.as_ref())?
+            .end_sessions(principal, keep)
+            .await?;
         self.revoked(principal, count);
         Ok(count)
     }
 
     async fn count_of(&self, principal: &str) -> Result<u64> {
-        self.index()?.count_of(principal).await
+        index_of(self.inner.as_ref())?.count_of(principal).await
     }
 }
 

@@ -58,7 +58,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use crate::users::{UserIndex, UserSession};
+use crate::users::{UserIndex, UserSession, index_of};
 
 use crate::error::Result;
 use crate::key::{KEY_ALPHABET, KEY_LEN, SessionKey};
@@ -216,33 +216,27 @@ impl UserIndex for HashedKeys {
         principal: &str,
         current: Option<&SessionKey>,
     ) -> Result<Vec<UserSession>> {
-        let index = self.inner_index()?;
+        let index = index_of(self.inner.as_ref())?;
         index
             .sessions_of(principal, current.map(derive_key).as_ref())
             .await
     }
 
     async fn end_session(&self, principal: &str, id: &str) -> Result<bool> {
-        self.inner_index()?.end_session(principal, id).await
+        index_of(self.inner.as_ref())?
+            .end_session(principal, id)
+            .await
     }
 
     async fn end_sessions(&self, principal: &str, keep: Option<&SessionKey>) -> Result<u64> {
-        let index = self.inner_index()?;
+        let index = index_of(self.inner.as_ref())?;
         index
             .end_sessions(principal, keep.map(derive_key).as_ref())
             .await
     }
 
     async fn count_of(&self, principal: &str) -> Result<u64> {
-        self.inner_index()?.count_of(principal).await
-    }
-}
-
-impl HashedKeys {
-    fn inner_index(&self) -> Result<&dyn UserIndex> {
-        self.inner
-            .user_index()
-            .ok_or_else(|| crate::Error::unsupported(self.engine(), "a user index"))
+        index_of(self.inner.as_ref())?.count_of(principal).await
     }
 }
 

@@ -412,14 +412,6 @@ impl SessionStore for TimeoutStore {
     }
 }
 
-impl TimeoutStore {
-    fn index(&self) -> Result<&dyn crate::UserIndex> {
-        self.inner
-            .user_index()
-            .ok_or_else(|| Error::unsupported(self.engine(), "a user index"))
-    }
-}
-
 #[async_trait]
 impl crate::UserIndex for TimeoutStore {
     async fn sessions_of(
@@ -427,20 +419,23 @@ impl crate::UserIndex for TimeoutStore {
         principal: &str,
         current: Option<&SessionKey>,
     ) -> Result<Vec<crate::UserSession>> {
-        self.call(self.index()?.sessions_of(principal, current))
+        self.call(crate::users::index_of(self.inner.as_ref())?.sessions_of(principal, current))
             .await
     }
 
     async fn end_session(&self, principal: &str, id: &str) -> Result<bool> {
-        self.call(self.index()?.end_session(principal, id)).await
+        self.call(crate::users::index_of(self.inner.as_ref())?.end_session(principal, id))
+            .await
     }
 
     async fn end_sessions(&self, principal: &str, keep: Option<&SessionKey>) -> Result<u64> {
-        self.call(self.index()?.end_sessions(principal, keep)).await
+        self.call(crate::users::index_of(self.inner.as_ref())?.end_sessions(principal, keep))
+            .await
     }
 
     async fn count_of(&self, principal: &str) -> Result<u64> {
-        self.call(self.index()?.count_of(principal)).await
+        self.call(crate::users::index_of(self.inner.as_ref())?.count_of(principal))
+            .await
     }
 }
 

@@ -28,7 +28,7 @@ use crate::key::SessionKey;
 use crate::record::{Record, SessionData, SessionMeta};
 use crate::store::SessionStore;
 use crate::time::Timestamp;
-use crate::users::{AuthCheck, UserIndex, UserSession, validate_principal};
+use crate::users::{AuthCheck, UserIndex, UserSession, index_of, validate_principal};
 
 /// Django's test-cookie key and value.
 pub const TEST_COOKIE_NAME: &str = "testcookie";
@@ -792,9 +792,7 @@ impl Session {
         let Some(principal) = self.principal().await? else {
             return Err(Error::NotSignedIn);
         };
-        let index = self.inner.store.user_index().ok_or_else(|| {
-            Error::unsupported(self.inner.store.engine(), "listing a user's sessions")
-        })?;
+        let index = index_of(self.inner.store.as_ref())?;
         Ok((principal, self.key(), index))
     }
 

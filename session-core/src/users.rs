@@ -43,6 +43,7 @@ use sha2::{Digest, Sha256};
 use crate::error::Result;
 use crate::key::SessionKey;
 use crate::record::{Record, SessionMeta};
+use crate::store::SessionStore;
 use crate::time::Timestamp;
 
 /// Longest principal accepted (bytes). Principals are user ids, not documents.
@@ -92,6 +93,20 @@ impl UserSession {
 pub fn session_id(stored_key: &SessionKey) -> String {
     let digest = Sha256::digest(stored_key.as_str().as_bytes());
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `store`'s user index, or [`crate::Error::Unsupported`] naming its engine: what a
+/// caller that needs one, and a wrapper that forwards one, call.
+pub fn index_of(store: &dyn SessionStore) -> Result<&dyn UserIndex> {
+    store
+        .user_index()
+        .ok_or_else(|| crate::Error::unsupported(store.engine(), "listing a user's sessions"))
+}
+
+/// Sorts a listing oldest first (ties by [`UserSession::id`]), the order
+/// [`UserIndex::sessions_of`] promises.
+pub fn sort_oldest_first(sessions: &mut [UserSession]) {
+    sessions.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
 }
 
 /// Checks a principal before it reaches a store: non-empty, at most
