@@ -4,7 +4,7 @@
 //! application-defined user id string) in [`SessionMeta`], outside the application's
 //! data. A store that keeps an index from principals to their live sessions implements
 //! [`UserIndex`], and callers discover it from any `dyn SessionStore` with
-//! [`SessionStore::user_index`](crate::SessionStore::user_index), the way [`crate::Maintenance`] is found:
+//! [`SessionStore::user_index`], the way [`crate::Maintenance`] is found:
 //!
 //! ```
 //! # use session_core::SessionStore;
@@ -27,7 +27,7 @@
 //! - [`UserIndex::sessions_of`] returns the principal's **live** sessions only (never an
 //!   expired, deleted or re-bound one), at a cost proportional to that principal's
 //!   sessions, not to the store's size;
-//! - ending a session deletes its record with [`SessionStore::delete`](crate::SessionStore::delete)'s semantics, so a
+//! - ending a session deletes its record with [`SessionStore::delete`]'s semantics, so a
 //!   request of that session still in flight cannot write it back (updates are never
 //!   upserts: the same no-resurrection rule as logout);
 //! - the index may hold stale entries (a crash between the record write and the index
