@@ -137,14 +137,20 @@ pub(crate) fn find_cookie<'h, I>(cookie_headers: I, name: &str) -> Sent<'h>
 where
     I: IntoIterator<Item = &'h [u8]>,
 {
-    let found = cookie_headers
-        .into_iter()
-        .flat_map(|v| v.split(|&b| b == b';'))
-        .find_map(|pair| {
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            let (n, v) = (&pair[..eq], &pair[eq + 1..]);
-            (trim_ows(n) == name.as_bytes()).then(|| trim_ows(v))
-        });
+    let name = name.as_bytes();
+    // A plain loop rather than an iterator chain: this runs on every request.
+    let mut found = None;
+    'headers: for header in cookie_headers {
+        for pair in header.split(|&b| b == b';') {
+            let Some(rest) = trim_ows(pair).strip_prefix(name) else {
+                continue;
+            };
+            if let [b'=', value @ ..] = trim_ows(rest) {
+                found = Some(trim_ows(value));
+                break 'headers;
+            }
+        }
+    }
     let Some(mut value) = found else {
         return Sent::Absent;
     };
@@ -279,7 +285,8 @@ impl SessionRules {
     /// Saves the session and returns its new cookie.
     async fn save(&self, session: &Session, wiring: &Wiring) -> session_core::Result<HeaderValue> {
         session.save().await?;
-        let value = match wiring {
+        let key;
+        let value: std::borrow::Cow<'_, str> = match wiring {
             Wiring::Cookie(slot) => {
                 let record = slot.record().ok_or(Error::NotFound)?;
                 let signer = self.signer.as_ref().ok_or_else(|| {
@@ -288,10 +295,10 @@ impl SessionRules {
                         "the cookie engine needs a signing key",
                     )
                 })?;
-                cookie_engine::encode(signer, &self.cookie.name, &record)?
+                cookie_engine::encode(signer, &self.cookie.name, &record)?.into()
             }
             Wiring::Store => {
-                let key = session.key().ok_or(Error::NotFound)?;
+                key = session.key().ok_or(Error::NotFound)?;
                 self.key_cookie_value(&key)
             }
         };

@@ -162,10 +162,15 @@ impl SessionRules {
     }
 
     /// The cookie value for `key`.
-    pub(crate) fn key_cookie_value(&self, key: &session_core::SessionKey) -> String {
+    pub(crate) fn key_cookie_value<'k>(
+        &self,
+        key: &'k session_core::SessionKey,
+    ) -> std::borrow::Cow<'k, str> {
         match &self.signer {
-            Some(s) => s.seal(Purpose::SessionKey, &self.cookie.name, key.as_str()),
-            None => key.as_str().to_owned(),
+            Some(s) => s
+                .seal(Purpose::SessionKey, &self.cookie.name, key.as_str())
+                .into(),
+            None => key.as_str().into(),
         }
     }
 

@@ -4,9 +4,8 @@
 //! `name=value; Domain=..; expires=<HTTP date>; HttpOnly; Max-Age=..; Path=..;
 //! SameSite=..; Secure`. Producing the same bytes keeps responses diffable against a
 //! Django deployment, and building the header from precomputed pieces keeps the hot
-//! path to one allocation per response.
-
-use std::fmt::Write as _;
+//! path to one allocation per response. Numbers are written with `itoa` and fixed-width
+//! digits rather than `core::fmt`, whose machinery cost more than the rest of the header.
 
 use http::HeaderValue;
 use session_core::{Error, Result};
@@ -116,7 +115,8 @@ impl CookieWriter {
             s.push_str("; HttpOnly");
         }
         if let Some(age) = age {
-            let _ = write!(s, "; Max-Age={age}");
+            s.push_str("; Max-Age=");
+            s.push_str(itoa::Buffer::new().format(age));
         }
         s.push_str(&self.tail);
         HeaderValue::try_from(s).ok()
@@ -147,17 +147,28 @@ fn http_date(secs: i64, out: &mut String) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     let weekday = (days + 4).rem_euclid(7);
-    let _ = write!(
-        out,
-        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
-        DAYS[weekday as usize],
-        day,
-        MONTHS[(month - 1) as usize],
-        year,
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    );
+    out.push_str(DAYS[weekday as usize]);
+    out.push_str(", ");
+    digits(out, day, 2);
+    out.push(' ');
+    out.push_str(MONTHS[(month - 1) as usize]);
+    out.push(' ');
+    digits(out, year, 4);
+    out.push(' ');
+    digits(out, sod / 3600, 2);
+    out.push(':');
+    digits(out, sod / 60 % 60, 2);
+    out.push(':');
+    digits(out, sod % 60, 2);
+    out.push_str(" GMT");
+}
+
+/// Appends the last `width` decimal digits of `n` (0 <= n), zero-padded.
+fn digits(out: &mut String, n: i64, width: u32) {
+    for p in (0..width).rev() {
+        let d = n / 10i64.pow(p) % 10;
+        out.push(char::from(b'0' + d as u8));
+    }
 }
 
 #[cfg(test)]
