@@ -65,12 +65,19 @@ where
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
         let request = shared.start_from_request(req.headers(), peer);
-        let span = tracing::debug_span!(
-            "session_request",
-            method = %req.method(),
-            path = req.uri().path(),
-            session = tracing::field::Empty,
-        );
+        // Built only when a subscriber wants DEBUG: a disabled span still costs a
+        // `log` check per request where `tracing`'s `log` feature is on.
+        let span = if tracing::enabled!(kind: tracing::metadata::Kind::SPAN, tracing::Level::DEBUG)
+        {
+            tracing::debug_span!(
+                "session_request",
+                method = %req.method(),
+                path = req.uri().path(),
+                session = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         if !span.is_disabled()
             && let Some(k) = request.session().original_key()
         {

@@ -5,6 +5,7 @@
 //! separator, a SQL fragment, a Redis glob or a NUL byte into a backend.
 
 use std::fmt;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -36,8 +37,9 @@ pub enum KeyError {
 ///
 /// `Debug` never prints the key; use [`SessionKey::fingerprint`] in logs and
 /// [`SessionKey::as_str`] only where the key itself is needed (cookie, storage).
+/// Cheap to clone: clones share the text.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionKey(Box<str>);
+pub struct SessionKey(Arc<str>);
 
 /// Bytes fetched from the OS per system call when minting keys.
 const POOL_BYTES: usize = 4096;
@@ -105,7 +107,7 @@ impl SessionKey {
             }
             Ok::<_, KeyError>(())
         })?;
-        Ok(SessionKey(out.into_boxed_str()))
+        Ok(SessionKey(out.into()))
     }
 
     /// Validates `s` as a key: exactly [`KEY_LEN`] characters of `[a-z0-9]`.
@@ -129,7 +131,7 @@ impl SessionKey {
     /// [`KEY_ALPHABET`] (a derived key, see [`crate::hashed`]).
     pub(crate) fn from_derived(s: String) -> Self {
         debug_assert!(SessionKey::parse(&s).is_ok());
-        SessionKey(s.into_boxed_str())
+        SessionKey(s.into())
     }
 
     /// The key itself, for a cookie value or a storage name.

@@ -61,8 +61,10 @@
 //!
 //! ## Cost
 //!
-//! Per call: one counter update on handles registered up front, and a span; the key's
-//! fingerprint (a SHA-256) is computed only when a subscriber listens to the span. Timed
+//! Per call: one counter update on handles registered up front, and a span when a
+//! `tracing` subscriber wants DEBUG spans (none is built otherwise: a disabled span still
+//! costs a `log` check where `tracing`'s `log` feature is on); the key's fingerprint (a
+//! SHA-256) is computed only when a subscriber listens to the span. Timed
 //! calls add two clock reads and one histogram update. Every call of a store that keeps
 //! its records outside the process (cross-process or durable: file, db, Redis,
 //! Memcached, `cached_db`) is timed. An in-process store (the `memory` engine) answers in
@@ -307,17 +309,25 @@ impl MetricsStore {
     where
         F: Future<Output = Result<T>>,
     {
-        let span = tracing::debug_span!(
-            "session_store",
-            engine = &*self.engine,
-            operation = op.name(),
-            session = tracing::field::Empty,
-        );
-        if !span.is_disabled()
-            && let Some(k) = key
+        // Built only when a subscriber wants DEBUG spans: a disabled span still costs a
+        // `log` check per call where `tracing`'s `log` feature is on.
+        let span = if tracing::enabled!(kind: tracing::metadata::Kind::SPAN, tracing::Level::DEBUG)
         {
-            span.record("session", k.fingerprint());
-        }
+            let span = tracing::debug_span!(
+                "session_store",
+                engine = &*self.engine,
+                operation = op.name(),
+                session = tracing::field::Empty,
+            );
+            if !span.is_disabled()
+                && let Some(k) = key
+            {
+                span.record("session", k.fingerprint());
+            }
+            span
+        } else {
+            tracing::Span::none()
+        };
         let handles = &self.ops[op as usize];
         let timed = self.sample_every <= 1
             || handles
