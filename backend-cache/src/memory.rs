@@ -45,10 +45,28 @@
 //! deleted meanwhile (delete empties the slot before anything else can see it). Only
 //! `insert_new` inserts slots, under a striped create lock: create-if-absent, replacing
 //! only an expired or deleted slot. Keeping updates out of moka's write path keeps them cheap: moka's own
-//! compute operations cost several times a plain map write. After a write that moves
-//! the deadline, one `get` re-arms moka's timer: the write flags the slot, and
-//! `Expiry::expire_after_read` hands moka the slot's deadline only when flagged, so plain
-//! reads leave the timer alone without reading the clock.
+//! compute operations cost several times a plain map write. moka's timer of a slot is
+//! armed a little past the record's deadline: by a sixteenth of the time left, at most
+//! [`REARM_SLACK`] (a minute). A write re-arms it, with one `get`, only when the new
+//! deadline passes the armed one or falls more than that slack before it: the write flags
+//! the slot, and `Expiry::expire_after_read` hands moka the new timer only when flagged,
+//! so plain reads leave the timer alone without reading the clock. A sliding session
+//! updated on every request thus re-arms at most about once a minute instead of on every
+//! write (that `get` was a fifth of a request's cost through the axum layer). The slack
+//! changes no answer, since reads check the record's own deadline: an expired record
+//! only leaves memory up to the slack later.
+//!
+//! **Lookups.** Every read and write finds its slot in a second table, a sharded map
+//! (`dashmap`) from key to a weak reference to the slot, rather than through moka's
+//! `get`: moka's read path logs each read for its policy and reads a clock, and with
+//! the housekeeping those logs cause it cost a tenth of a request's instructions through
+//! the axum layer (`session-bench --only instructions`). moka stays the owner: it holds
+//! the only strong references besides a caller's, and a slot unlists itself when moka's
+//! last reference (or a caller's) goes, so the table never holds a session moka let go
+//! for longer than a caller still uses it. moka's policy still learns what is in use:
+//! one lookup of a slot in four (the first, the fifth, ...) also reads it
+//! through moka, which keeps a session used on every request among the frequent and
+//! recent ones while a flood of one-request visitors reads each of theirs once.
 //!
 //! **Costs kept off the hot path.** The cache has no eviction listener: with one, moka
 //! serialises every insert and removal through a per-key lock map. A slot counts its
@@ -85,8 +103,8 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher, RandomState};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -118,9 +136,18 @@ impl Default for MemoryConfig {
     }
 }
 
+/// Key -> slot: the path of every lookup (see the module docs, "Lookups").
+type Lookup = DashMap<SessionKey, Weak<Slot>, KeyHash>;
+
+/// moka's policy is told of one lookup of a slot in this many (see the module docs).
+const READ_SAMPLE: u32 = 4;
+
 /// In-process session store.
 pub struct MemoryStore {
     cache: Cache<SessionKey, Arc<Slot>, KeyHash>,
+    /// Every slot moka holds (and a slot moka dropped while a caller still held it),
+    /// by key; a slot unlists itself when dropped.
+    lookup: Arc<Lookup>,
     /// Serialises `insert_new` per key (by stripe): the only writer of new slots.
     create_locks: Box<[Mutex<()>]>,
     max_entries: usize,
@@ -156,10 +183,19 @@ const CREATE_STRIPES: usize = 64;
 struct Slot {
     record: Mutex<Option<Arc<Record>>>,
     expires_at: AtomicI64,
-    /// Set when `expires_at` moved: the next read hands moka the new deadline.
+    /// Unix milliseconds moka's timer is armed for: `expires_at` plus a slack (see
+    /// [`armed_for`]).
+    armed: AtomicI64,
+    /// Set when `armed` moved: the next read hands moka the new timer.
     rearm: AtomicBool,
     /// The store's eviction count, bumped if the slot is dropped holding a live record.
     evictions: Arc<AtomicU64>,
+    /// Lookups so far (moka hears of one in [`READ_SAMPLE`]).
+    reads: AtomicU32,
+    /// The slot's key and the table that lists it under that key: dropping the slot
+    /// removes its entry.
+    key: SessionKey,
+    lookup: Arc<Lookup>,
 }
 
 impl Drop for Slot {
@@ -179,16 +215,27 @@ impl Drop for Slot {
                 self.evictions.fetch_add(1, Ordering::Relaxed);
             }
         }
+        // Unlist this slot, unless its key lists a newer one already. No lookup guard
+        // is ever held while a slot may be dropped (see `MemoryStore::slot`), so this
+        // cannot wait on its own thread.
+        let me: *const Slot = self;
+        self.lookup
+            .remove_if(&self.key, |_, listed| std::ptr::eq(listed.as_ptr(), me));
     }
 }
 
 impl Slot {
-    fn new(record: Record, evictions: &Arc<AtomicU64>) -> Self {
+    fn new(key: SessionKey, record: Record, store: &MemoryStore, now: Timestamp) -> Self {
+        let deadline = record.expires_at.as_unix_millis();
         Slot {
-            expires_at: AtomicI64::new(record.expires_at.as_unix_millis()),
+            reads: AtomicU32::new(0),
+            key,
+            lookup: Arc::clone(&store.lookup),
+            expires_at: AtomicI64::new(deadline),
+            armed: AtomicI64::new(armed_for(deadline, now)),
             record: Mutex::new(Some(Arc::new(record))),
             rearm: AtomicBool::new(false),
-            evictions: Arc::clone(evictions),
+            evictions: Arc::clone(&store.evictions),
         }
     }
 
@@ -203,13 +250,30 @@ impl Slot {
         self.lock().clone().filter(|r| !r.is_expired_at(now))
     }
 
+    /// The time until moka's timer should fire (the armed deadline).
     fn remaining(&self) -> Duration {
-        let deadline = Timestamp::from_unix_millis(self.expires_at.load(Ordering::Relaxed));
+        let deadline = Timestamp::from_unix_millis(self.armed.load(Ordering::Relaxed));
         let ms = Timestamp::now().millis_until(deadline);
         u64::try_from(ms).map_or(Duration::ZERO, |ms| {
             Duration::from_millis(ms).min(MAX_NATIVE_TTL)
         })
     }
+}
+
+/// The most moka's timer is armed past a record's deadline (see the module docs).
+pub const REARM_SLACK: Duration = Duration::from_secs(60);
+
+/// The instant (Unix ms) to arm moka's timer for a record due at `deadline`: a sixteenth
+/// of the time left past it, at most [`REARM_SLACK`].
+fn armed_for(deadline: i64, now: Timestamp) -> i64 {
+    let left = deadline.saturating_sub(now.as_unix_millis()).max(0);
+    deadline.saturating_add((left / 16).min(REARM_SLACK.as_millis() as i64))
+}
+
+/// Whether a record now due at `deadline` needs moka's timer, armed for `armed`, moved:
+/// it would fire before the deadline, or more than the slack after it.
+fn needs_rearm(deadline: i64, armed: i64, now: Timestamp) -> bool {
+    deadline > armed || armed > armed_for(deadline, now)
 }
 
 /// How much earlier than its deadline moka may drop a session: the two clocks (moka's
@@ -437,12 +501,14 @@ impl MemoryStore {
         // No eviction listener: with one, moka serialises every insert and removal
         // through a per-key lock map (two more hash-map writes per operation). Slots
         // count their own evictions when dropped.
+        let hash = KeyHash::new();
         let cache = Cache::builder()
             .max_capacity(max_entries as u64)
             .expire_after(Deadline)
-            .build_with_hasher(KeyHash::new());
+            .build_with_hasher(hash.clone());
         MemoryStore {
             cache,
+            lookup: Arc::new(DashMap::with_hasher(hash)),
             create_locks: (0..CREATE_STRIPES).map(|_| Mutex::new(())).collect(),
             max_entries,
             evictions: Arc::new(AtomicU64::new(0)),
@@ -492,10 +558,32 @@ impl MemoryStore {
         self.cache.run_pending_tasks();
     }
 
+    /// The slot listed under `key`, without telling moka's policy.
+    fn listed(&self, key: &SessionKey) -> Option<Arc<Slot>> {
+        // The guard ends with this statement, before the upgrade: a slot is never
+        // dropped (and never unlists itself) while a lookup guard is held.
+        let weak = self.lookup.get(key).map(|e| Weak::clone(e.value()))?;
+        weak.upgrade()
+    }
+
+    /// The slot under `key`. One call in [`READ_SAMPLE`] per slot also reads it through
+    /// moka, so its policy keeps seeing which sessions are in use.
+    fn slot(&self, key: &SessionKey) -> Option<Arc<Slot>> {
+        let slot = self.listed(key)?;
+        if slot
+            .reads
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(READ_SAMPLE)
+        {
+            let _ = self.cache.get(key);
+        }
+        Some(slot)
+    }
+
     fn live(&self, key: &SessionKey, now: Timestamp) -> Option<Arc<Record>> {
         // moka's clock and the wall clock can differ by a millisecond: the record's own
         // deadline decides.
-        self.cache.get(key)?.live(now)
+        self.slot(key)?.live(now)
     }
 
     /// Runs `f` on the live record of `key` under its slot's lock. `f` returns the
@@ -507,7 +595,7 @@ impl MemoryStore {
         f: impl FnOnce(&Arc<Record>) -> Result<(Option<Record>, T)>,
     ) -> Result<T> {
         let now = Timestamp::now();
-        let slot = self.cache.get(key).ok_or(Error::NotFound)?;
+        let slot = self.slot(key).ok_or(Error::NotFound)?;
         let mut guard = slot.lock();
         let cur = guard
             .as_ref()
@@ -517,10 +605,12 @@ impl MemoryStore {
         let Some(next) = next else {
             return Ok(answer);
         };
-        let moved = next.expires_at != cur.expires_at;
-        slot.expires_at
-            .store(next.expires_at.as_unix_millis(), Ordering::Relaxed);
+        let deadline = next.expires_at.as_unix_millis();
+        slot.expires_at.store(deadline, Ordering::Relaxed);
+        let moved = needs_rearm(deadline, slot.armed.load(Ordering::Relaxed), now);
         if moved {
+            slot.armed
+                .store(armed_for(deadline, now), Ordering::Relaxed);
             slot.rearm.store(true, Ordering::Release);
         }
         // A record stored already expired empties the slot: it is as good as absent.
@@ -588,7 +678,7 @@ impl MemoryStore {
     fn prune(&self, principal: &str, key: &SessionKey) -> Option<Arc<Record>> {
         let _create = self.create_lock(key);
         let now = Timestamp::now();
-        let Some(slot) = self.cache.get(key) else {
+        let Some(slot) = self.listed(key) else {
             self.index_remove(principal, key);
             return None;
         };
@@ -629,7 +719,7 @@ impl MemoryStore {
     fn end(&self, principal: &str, key: &SessionKey) -> bool {
         let _create = self.create_lock(key);
         let now = Timestamp::now();
-        let Some(slot) = self.cache.get(key) else {
+        let Some(slot) = self.listed(key) else {
             self.index_remove(principal, key);
             return false;
         };
@@ -689,9 +779,12 @@ impl SessionStore for MemoryStore {
         // insert. (moka's own `or_insert_with` does the same through a waiter map and
         // flushes its epoch collector on every insert: twice the cost.)
         let create = self.create_lock(key);
-        // `contains_key` first: unlike `get` it records no read, and a new key (the
-        // rule: keys are minted fresh) is absent.
-        if self.cache.contains_key(key) && self.live(key, now).is_some() {
+        // Through the lookup table, which tells moka nothing: a new key (the rule:
+        // keys are minted fresh) is absent.
+        if self
+            .listed(key)
+            .is_some_and(|slot| slot.live(now).is_some())
+        {
             return Ok(Inserted::KeyTaken);
         }
         // A signed-in session enters its principal's index before it is stored.
@@ -699,10 +792,9 @@ impl SessionStore for MemoryStore {
         if let Some(p) = principal {
             self.index_add(p, key);
         }
-        self.cache.insert(
-            key.clone(),
-            Arc::new(Slot::new(record.clone(), &self.evictions)),
-        );
+        let slot = Arc::new(Slot::new(key.clone(), record.clone(), self, now));
+        self.lookup.insert(key.clone(), Arc::downgrade(&slot));
+        self.cache.insert(key.clone(), slot);
         drop(create);
         if let Some(p) = principal {
             // A sign-in: forget the principal's sessions that ended meanwhile.
