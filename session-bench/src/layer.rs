@@ -148,40 +148,43 @@ async fn run_one(s: &mut Setup, requests: usize) -> R<f64> {
     Ok(requests as f64 / start.elapsed().as_secs_f64())
 }
 
+/// The setups' names, as [`run`] reports them and [`count_one`] takes them.
+pub const SETUPS: [&str; 3] = ["session-axum", "tower-sessions 0.15", "no session layer"];
+
+/// Builds the setup named `name` (one of [`SETUPS`]) with `sessions` sessions.
+async fn build(name: &str, sessions: usize) -> R<Setup> {
+    match name {
+        "session-axum" => {
+            let layer = SessionLayer::builder(Arc::new(backend_cache::MemoryStore::new()))
+                .secure(false)
+                .build()?;
+            let app = Router::new().route("/", get(ours)).layer(layer);
+            setup("session-axum", app, sessions, true).await
+        }
+        "tower-sessions 0.15" => {
+            let layer =
+                tower_sessions::SessionManagerLayer::new(tower_sessions::MemoryStore::default())
+                    .with_secure(false)
+                    .with_expiry(tower_sessions::Expiry::OnInactivity(
+                        tower_sessions::cookie::time::Duration::weeks(2),
+                    ));
+            let app = Router::new().route("/", get(theirs)).layer(layer);
+            setup("tower-sessions 0.15", app, sessions, true).await
+        }
+        "no session layer" => {
+            let app = Router::new().route("/", get(bare));
+            setup("no session layer", app, sessions, false).await
+        }
+        other => wrong!("unknown middleware setup {other:?} (known: {SETUPS:?})"),
+    }
+}
+
 /// Runs the comparison: `requests` per setup per round, `rounds` rounds.
 pub async fn run(requests: usize, rounds: usize, sessions: usize) -> R<Vec<LayerRow>> {
-    let our_layer = SessionLayer::builder(Arc::new(backend_cache::MemoryStore::new()))
-        .secure(false)
-        .build()?;
-    let their_layer =
-        tower_sessions::SessionManagerLayer::new(tower_sessions::MemoryStore::default())
-            .with_secure(false)
-            .with_expiry(tower_sessions::Expiry::OnInactivity(
-                tower_sessions::cookie::time::Duration::weeks(2),
-            ));
-    let mut setups = [
-        setup(
-            "session-axum",
-            Router::new().route("/", get(ours)).layer(our_layer),
-            sessions,
-            true,
-        )
-        .await?,
-        setup(
-            "tower-sessions 0.15",
-            Router::new().route("/", get(theirs)).layer(their_layer),
-            sessions,
-            true,
-        )
-        .await?,
-        setup(
-            "no session layer",
-            Router::new().route("/", get(bare)),
-            sessions,
-            false,
-        )
-        .await?,
-    ];
+    let mut setups = Vec::with_capacity(SETUPS.len());
+    for name in SETUPS {
+        setups.push(build(name, sessions).await?);
+    }
     for s in &mut setups {
         run_one(s, requests / 10 + 1).await?;
     }
@@ -206,4 +209,14 @@ pub async fn run(requests: usize, rounds: usize, sessions: usize) -> R<Vec<Layer
             }
         })
         .collect())
+}
+
+/// Builds the setup `name` alone (64 sessions, 500 checked warm-up requests) and runs
+/// `requests` more: what the instruction count (`crate::instructions`) measures, the
+/// process's total at two request counts giving the cost of one request.
+pub async fn count_one(name: &str, requests: usize) -> R<()> {
+    let mut s = build(name, 64).await?;
+    run_one(&mut s, 500).await?;
+    run_one(&mut s, requests).await?;
+    Ok(())
 }

@@ -24,6 +24,7 @@ mod bound;
 mod chart;
 mod groups;
 mod harness;
+mod instructions;
 mod layer;
 mod metrics_cost;
 mod ours;
@@ -49,6 +50,10 @@ struct Args {
     doc: Option<PathBuf>,
     layer: bool,
     layer_requests: usize,
+    /// `--count THING`: run one measured thing and exit (the `instructions` group's
+    /// child processes).
+    count: Option<String>,
+    count_n: usize,
 }
 
 const USAGE: &str = "\
@@ -69,6 +74,11 @@ usage: session-bench [--runs N] [--rounds N] [--scale F] [--secs S] [--only g1,g
   --doc FILE      also replace the results section of FILE (BENCHMARKS.md)
   --no-layer      skip the middleware comparisons (axum and actix-web; group `layer`)
   --layer-requests N  requests per round per setup in the middleware comparisons (default 20000)
+  --count-n N     operations per counted process in the `instructions` group (default 2000)
+
+The group `instructions` (only when named in --only) counts instructions per request and
+per store call under valgrind's callgrind (see src/instructions.rs); its processes run
+this binary as `session-bench --count THING --count-n N`.
 ";
 
 fn parse_args() -> Result<Args, String> {
@@ -82,6 +92,8 @@ fn parse_args() -> Result<Args, String> {
         doc: None,
         layer: true,
         layer_requests: 20_000,
+        count: None,
+        count_n: 2_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -96,15 +108,18 @@ fn parse_args() -> Result<Args, String> {
             "--doc" => a.doc = Some(value("--doc")?.into()),
             "--no-layer" => a.layer = false,
             "--layer-requests" => a.layer_requests = num(&value("--layer-requests")?)?,
+            "--count" => a.count = Some(value("--count")?),
+            "--count-n" => a.count_n = num(&value("--count-n")?)?,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    if a.runs == 0 || a.rounds == 0 || a.scale <= 0.0 || a.secs <= 0.0 {
+    if a.runs == 0 || a.rounds == 0 || a.count_n == 0 || a.scale <= 0.0 || a.secs <= 0.0 {
         return Err("--runs, --rounds, --scale and --secs must be positive".into());
     }
     for g in &a.only {
         if g != "layer"
+            && g != "instructions"
             && g != "memory-bound"
             && g != "metrics-cost"
             && !groups::NAMES.contains(&g.as_str())
@@ -137,6 +152,13 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if let Some(thing) = &args.count {
+        if let Err(e) = rt.block_on(instructions::count(thing, args.count_n)) {
+            eprintln!("session-bench: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Err(e) = rt.block_on(run(args)) {
         eprintln!("session-bench: {e}");
         std::process::exit(1);
@@ -261,6 +283,16 @@ async fn run(args: Args) -> R<()> {
         );
         metrics_cost_md = Some(md);
     }
+    let mut instructions_md = None;
+    if args.only.iter().any(|g| g == "instructions") {
+        let n = args.count_n;
+        let md = tokio::task::spawn_blocking(move || {
+            instructions::run(n).map_err(|e| e.to_string())
+        })
+        .await??;
+        println!("\ninstructions\n{md}");
+        instructions_md = Some(md);
+    }
     if args.layer && wants("layer") {
         let rows = layer::run(args.layer_requests, args.rounds * args.runs, 64).await?;
         report.layer = rows;
@@ -279,6 +311,9 @@ async fn run(args: Args) -> R<()> {
     )?;
     if let Some(md) = &metrics_cost_md {
         std::fs::write(args.out.join("metrics-cost.md"), md)?;
+    }
+    if let Some(md) = &instructions_md {
+        std::fs::write(args.out.join("instructions.md"), md)?;
     }
     for conc in [1usize, 32] {
         if let Some(svg) = chart::svg(&report, conc) {

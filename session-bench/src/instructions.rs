@@ -1,0 +1,178 @@
+//! Instructions per request and per store call (`--only instructions`), counted by
+//! valgrind's callgrind: the figures the wall-clock groups give as rates, made
+//! repeatable on a shared machine. Callgrind counts executed instructions, not time: the
+//! same binary and inputs give the same count whatever else the machine runs, so a
+//! change of one percent shows, where the timed groups spread by tens of percent. It
+//! does not see cache misses, atomics' latency or allocator contention, so it stands
+//! beside the timed figures, not in place of them.
+//!
+//! Each measured thing runs in a child process of this binary under
+//! `valgrind --tool=callgrind` (`--count THING --count-n N`), twice: with `N` and with
+//! `2N` operations. The difference of the two totals divided by `N` is the cost of one
+//! operation, without start-up, set-up and warm-up (the same in both).
+//!
+//! Measured:
+//! - the three axum setups of the `layer` group ([`crate::layer::SETUPS`]): one request
+//!   that reads and increments one session value (64 sessions round robin);
+//! - the memory engine's `load` and `update` (the benchmark's 10-field session), bare and
+//!   wearing the metrics layer, with a Prometheus recorder installed in both processes.
+
+use std::fmt::Write as _;
+use std::process::Command;
+use std::sync::Arc;
+
+use session_core::SessionStore;
+use session_core::layer::StoreLayer;
+use session_core::metrics::MetricsLayer;
+
+use crate::harness::{Key, R, Target};
+use crate::ours::Ours;
+use crate::wrong;
+
+/// The store calls measured: (thing, engine configuration label).
+const STORE_THINGS: [&str; 4] = [
+    "memory:load",
+    "memory+metrics:load",
+    "memory:update",
+    "memory+metrics:update",
+];
+
+/// Store calls are cheaper than requests: each process runs this many times more of
+/// them.
+const STORE_SCALE: usize = 5;
+
+/// Runs one measured thing `n` times (the child process's work).
+pub async fn count(thing: &str, n: usize) -> R<()> {
+    if let Some(setup) = thing.strip_prefix("axum:") {
+        return crate::layer::count_one(setup, n).await;
+    }
+    let Some((side, op)) = thing.split_once(':') else {
+        return wrong!("unknown thing to count: {thing}");
+    };
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("metrics recorder: {e}"))?;
+    // Built directly, as the axum setups' store is: from configuration the engine wears
+    // the timeout layer, whose timers make the count depend on the wall clock.
+    let bare: Arc<dyn SessionStore> = Arc::new(backend_cache::MemoryStore::new());
+    let store = match side {
+        "memory" => bare,
+        "memory+metrics" => MetricsLayer.layer(bare),
+        other => return wrong!("unknown store side: {other}"),
+    };
+    let target = Ours::new(store);
+    let mut keys: Vec<(Key, u64)> = Vec::with_capacity(64);
+    for _ in 0..64 {
+        keys.push((target.create().await?, 1));
+    }
+    run_calls(&target, &mut keys, op, 500).await?;
+    run_calls(&target, &mut keys, op, n).await
+}
+
+/// `count` calls of `op` on the sessions of `keys`, round robin.
+async fn run_calls(target: &Ours, keys: &mut [(Key, u64)], op: &str, count: usize) -> R<()> {
+    for i in 0..count {
+        let slot = i % keys.len();
+        let (key, version) = &mut keys[slot];
+        match op {
+            "load" => target.load(key, false).await?,
+            "update" => *version = target.update(key, *version).await?,
+            other => return wrong!("unknown store call: {other}"),
+        }
+    }
+    Ok(())
+}
+
+/// Instructions of this binary running `--count thing --count-n n` under callgrind.
+fn instructions(thing: &str, n: usize) -> R<u64> {
+    let exe = std::env::current_exe()?;
+    let out = Command::new("valgrind")
+        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+        .arg(&exe)
+        .args(["--count", thing, "--count-n", &n.to_string()])
+        .output()
+        .map_err(|e| {
+            format!("running valgrind: {e} (install it: apt-get install valgrind)")
+        })?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return wrong!("{thing}: the counted run failed:\n{stderr}");
+    }
+    // "==PID== Collected : 123456"
+    stderr
+        .lines()
+        .find_map(|l| l.split_once("Collected :").map(|(_, n)| n.trim().to_owned()))
+        .and_then(|n| n.parse().ok())
+        .map_or_else(
+            || wrong!("{thing}: no instruction count in callgrind's output:\n{stderr}"),
+            Ok,
+        )
+}
+
+/// Instructions per operation of `thing`: (I(2n) - I(n)) / n, each total the least of
+/// `reps` processes. The middleware requests count the same in every process; the store
+/// calls vary by about one percent between processes (moka's housekeeping runs on a
+/// timer as well as on a count, and callgrind slows the clock's pace down unevenly), and
+/// the least of three filters that out.
+fn per_op(thing: &str, n: usize, reps: usize) -> R<f64> {
+    let least = |n: usize| -> R<u64> {
+        let mut best = u64::MAX;
+        for _ in 0..reps {
+            best = best.min(instructions(thing, n)?);
+        }
+        Ok(best)
+    };
+    let one = least(n)?;
+    let two = least(2 * n)?;
+    if two <= one {
+        return wrong!("{thing}: {two} instructions for {} operations, {one} for {n}", 2 * n);
+    }
+    Ok((two - one) as f64 / n as f64)
+}
+
+/// Counts everything and returns the markdown section.
+pub fn run(n: usize) -> R<String> {
+    let mut md = String::new();
+    writeln!(
+        md,
+        "Instructions counted by callgrind (`session-bench --only instructions --count-n {n}`: \
+         {n} and {} requests per process, {} and {} store calls, the least of three processes; \
+         see `session-bench/src/instructions.rs`):\n",
+        2 * n,
+        STORE_SCALE * n,
+        2 * STORE_SCALE * n
+    )?;
+    writeln!(md, "| Axum setup | instructions/request | session-axum ÷ setup |")?;
+    writeln!(md, "|---|--:|--:|")?;
+    let mut layer = Vec::new();
+    for setup in crate::layer::SETUPS {
+        let i = per_op(&format!("axum:{setup}"), n, 1)?;
+        println!("axum {setup}: {i:.0} instructions/request");
+        layer.push((setup, i));
+    }
+    let ours = layer[0].1;
+    for (setup, i) in &layer {
+        // Speed ratio: how many of this setup's requests cost one of ours.
+        writeln!(md, "| {setup} | {i:.0} | {:.2}x |", i / ours)?;
+    }
+    writeln!(
+        md,
+        "\n| Memory engine call | bare | with the metrics layer | layer ÷ bare |"
+    )?;
+    writeln!(md, "|---|--:|--:|--:|")?;
+    let mut store = Vec::new();
+    for thing in STORE_THINGS {
+        let i = per_op(thing, STORE_SCALE * n, 3)?;
+        println!("{thing}: {i:.0} instructions/call");
+        store.push(i);
+    }
+    for (k, op) in ["load", "update"].into_iter().enumerate() {
+        let (bare, layered) = (store[2 * k], store[2 * k + 1]);
+        writeln!(
+            md,
+            "| {op} | {bare:.0} | {layered:.0} | {:.3}x |",
+            layered / bare
+        )?;
+    }
+    Ok(md)
+}
