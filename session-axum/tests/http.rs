@@ -642,21 +642,6 @@ async fn a_store_outage_on_save_answers_503_and_keys_stay_out_of_the_logs() {
     assert!(text.contains("session="), "{text}");
 }
 
-struct LogSink(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| std::io::Error::other("poisoned"))?
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn reads_touch_a_sliding_session_at_most_once_per_interval() {
     let store = memory();

@@ -14,21 +14,6 @@ use common::*;
 use session_axum::SessionLayer;
 use session_core::{SessionKey, StoreLayerExt};
 
-struct LogSink(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| std::io::Error::other("poisoned"))?
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn store_calls_and_requests_run_in_spans_that_name_the_session_by_fingerprint() {
     let logs: Arc<Mutex<Vec<u8>>> = Arc::default();

@@ -29,14 +29,6 @@ use crate::harness::{Key, R, Target};
 use crate::ours::Ours;
 use crate::wrong;
 
-/// The store calls measured: (thing, engine configuration label).
-const STORE_THINGS: [&str; 4] = [
-    "memory:load",
-    "memory+metrics:load",
-    "memory:update",
-    "memory+metrics:update",
-];
-
 /// Store calls are cheaper than requests: each process runs this many times more of
 /// them.
 const STORE_SCALE: usize = 5;
@@ -160,14 +152,10 @@ pub fn run(n: usize) -> R<String> {
         "\n| Memory engine call | bare | with the metrics layer | layer ÷ bare |"
     )?;
     writeln!(md, "|---|--:|--:|--:|")?;
-    let mut store = Vec::new();
-    for thing in STORE_THINGS {
-        let i = per_op(thing, STORE_SCALE * n, 3)?;
-        println!("{thing}: {i:.0} instructions/call");
-        store.push(i);
-    }
-    for (k, op) in ["load", "update"].into_iter().enumerate() {
-        let (bare, layered) = (store[2 * k], store[2 * k + 1]);
+    for op in ["load", "update"] {
+        let bare = per_op(&format!("memory:{op}"), STORE_SCALE * n, 3)?;
+        let layered = per_op(&format!("memory+metrics:{op}"), STORE_SCALE * n, 3)?;
+        println!("memory {op}: {bare:.0} bare, {layered:.0} with metrics (instructions/call)");
         writeln!(
             md,
             "| {op} | {bare:.0} | {layered:.0} | {:.3}x |",

@@ -153,13 +153,15 @@ pub const SETUPS: [&str; 3] = ["session-axum", "tower-sessions 0.15", "no sessio
 
 /// Builds the setup named `name` (one of [`SETUPS`]) with `sessions` sessions.
 async fn build(name: &str, sessions: usize) -> R<Setup> {
-    match name {
+    let Some(&name) = SETUPS.iter().find(|s| **s == name) else {
+        return wrong!("unknown middleware setup {name:?} (known: {SETUPS:?})");
+    };
+    let (app, needs_cookie) = match name {
         "session-axum" => {
             let layer = SessionLayer::builder(Arc::new(backend_cache::MemoryStore::new()))
                 .secure(false)
                 .build()?;
-            let app = Router::new().route("/", get(ours)).layer(layer);
-            setup("session-axum", app, sessions, true).await
+            (Router::new().route("/", get(ours)).layer(layer), true)
         }
         "tower-sessions 0.15" => {
             let layer =
@@ -168,15 +170,11 @@ async fn build(name: &str, sessions: usize) -> R<Setup> {
                     .with_expiry(tower_sessions::Expiry::OnInactivity(
                         tower_sessions::cookie::time::Duration::weeks(2),
                     ));
-            let app = Router::new().route("/", get(theirs)).layer(layer);
-            setup("tower-sessions 0.15", app, sessions, true).await
+            (Router::new().route("/", get(theirs)).layer(layer), true)
         }
-        "no session layer" => {
-            let app = Router::new().route("/", get(bare));
-            setup("no session layer", app, sessions, false).await
-        }
-        other => wrong!("unknown middleware setup {other:?} (known: {SETUPS:?})"),
-    }
+        _ => (Router::new().route("/", get(bare)), false),
+    };
+    setup(name, app, sessions, needs_cookie).await
 }
 
 /// Runs the comparison: `requests` per setup per round, `rounds` rounds.

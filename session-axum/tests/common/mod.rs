@@ -18,6 +18,22 @@ use session_core::{
 };
 use tokio::sync::{Barrier, Notify};
 
+/// A `tracing` writer into a shared buffer, for tests that read what was logged.
+pub struct LogSink(pub Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// How long any coordinated step may wait before the test fails instead of hanging.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
