@@ -114,8 +114,8 @@ use serde::Deserialize;
 use session_core::codec::{ENCRYPTION_OVERHEAD, MAX_DEPTH};
 use session_core::users::{session_id, sort_oldest_first, validate_principal};
 use session_core::{
-    Capabilities, Codec, EngineRegistry, Error, Inserted, Record, Result, SessionKey, SessionStore,
-    Timestamp, UserIndex, UserSession, async_trait,
+    Capabilities, Codec, EngineRegistry, Error, ImmediateStore, Inserted, Record, Result,
+    SessionKey, SessionStore, Timestamp, UserIndex, UserSession, async_trait,
 };
 
 /// Options of the `memory` engine (config section `memory`).
@@ -764,6 +764,81 @@ impl SessionStore for MemoryStore {
     }
 
     async fn insert_new(&self, key: &SessionKey, record: &Record) -> Result<Inserted> {
+        self.insert_new_now(key, record)
+    }
+
+    async fn create(&self, record: &Record) -> Result<SessionKey> {
+        self.create_now(record)
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        self.load_now(key)
+    }
+
+    async fn update(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        expected_version: Option<u64>,
+    ) -> Result<u64> {
+        self.update_now(key, record, expected_version)
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        self.delete_now(key)
+    }
+
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
+        self.touch_now(key, expires_at)
+    }
+
+    async fn exists(&self, key: &SessionKey) -> Result<bool> {
+        self.exists_now(key)
+    }
+
+    /// Expired sessions leave the store by themselves (`native_ttl`): this runs the
+    /// pending housekeeping, which drops those due, forgets the user index's entries of
+    /// sessions that are gone, and reports 0.
+    async fn clear_expired(&self) -> Result<u64> {
+        self.cache.run_pending_tasks();
+        self.sweep_index();
+        Ok(0)
+    }
+
+    /// The number of stored sessions after the pending housekeeping ran (so within
+    /// `max_entries`). Sessions expired since the last housekeeping may still count.
+    async fn count(&self) -> Result<u64> {
+        self.cache.run_pending_tasks();
+        Ok(self.cache.entry_count())
+    }
+
+    async fn list(&self, after: Option<&SessionKey>, limit: usize) -> Result<Vec<SessionKey>> {
+        let now = Timestamp::now();
+        let mut keys: Vec<SessionKey> = self
+            .cache
+            .iter()
+            .filter(|(k, slot)| after.is_none_or(|a| **k > *a) && slot.live(now).is_some())
+            .map(|(k, _)| SessionKey::clone(&k))
+            .collect();
+        keys.sort_unstable();
+        keys.truncate(limit);
+        Ok(keys)
+    }
+
+    fn user_index(&self) -> Option<&dyn UserIndex> {
+        Some(self)
+    }
+
+    fn immediate(&self) -> Option<&dyn ImmediateStore> {
+        Some(self)
+    }
+}
+
+/// Every call of the engine is a lookup and a lock in this process: the session handle
+/// makes them without a boxed future (see `session_core::store`, "Stores that answer
+/// without waiting").
+impl ImmediateStore for MemoryStore {
+    fn insert_new_now(&self, key: &SessionKey, record: &Record) -> Result<Inserted> {
         self.check_size(record)?;
         let now = Timestamp::now();
         if record.is_expired_at(now) {
@@ -803,11 +878,11 @@ impl SessionStore for MemoryStore {
         Ok(Inserted::Created)
     }
 
-    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+    fn load_now(&self, key: &SessionKey) -> Result<Option<Record>> {
         Ok(self.live(key, Timestamp::now()).map(|r| Record::clone(&r)))
     }
 
-    async fn update(
+    fn update_now(
         &self,
         key: &SessionKey,
         record: &Record,
@@ -836,7 +911,7 @@ impl SessionStore for MemoryStore {
         })
     }
 
-    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+    fn delete_now(&self, key: &SessionKey) -> Result<bool> {
         let Some(slot) = self.cache.remove(key) else {
             return Ok(false);
         };
@@ -847,7 +922,7 @@ impl SessionStore for MemoryStore {
         Ok(was.is_some_and(|r| !r.is_expired_at(Timestamp::now())))
     }
 
-    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
+    fn touch_now(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
         self.modify(key, |cur| {
             let mut next = Record::clone(cur);
             next.expires_at = expires_at;
@@ -855,41 +930,8 @@ impl SessionStore for MemoryStore {
         })
     }
 
-    async fn exists(&self, key: &SessionKey) -> Result<bool> {
+    fn exists_now(&self, key: &SessionKey) -> Result<bool> {
         Ok(self.live(key, Timestamp::now()).is_some())
-    }
-
-    /// Expired sessions leave the store by themselves (`native_ttl`): this runs the
-    /// pending housekeeping, which drops those due, forgets the user index's entries of
-    /// sessions that are gone, and reports 0.
-    async fn clear_expired(&self) -> Result<u64> {
-        self.cache.run_pending_tasks();
-        self.sweep_index();
-        Ok(0)
-    }
-
-    /// The number of stored sessions after the pending housekeeping ran (so within
-    /// `max_entries`). Sessions expired since the last housekeeping may still count.
-    async fn count(&self) -> Result<u64> {
-        self.cache.run_pending_tasks();
-        Ok(self.cache.entry_count())
-    }
-
-    async fn list(&self, after: Option<&SessionKey>, limit: usize) -> Result<Vec<SessionKey>> {
-        let now = Timestamp::now();
-        let mut keys: Vec<SessionKey> = self
-            .cache
-            .iter()
-            .filter(|(k, slot)| after.is_none_or(|a| **k > *a) && slot.live(now).is_some())
-            .map(|(k, _)| SessionKey::clone(&k))
-            .collect();
-        keys.sort_unstable();
-        keys.truncate(limit);
-        Ok(keys)
-    }
-
-    fn user_index(&self) -> Option<&dyn UserIndex> {
-        Some(self)
     }
 }
 

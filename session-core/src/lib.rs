@@ -96,7 +96,9 @@ pub use maintenance::{ClearReport, Maintenance, SchemaMigration, StoreStats};
 pub use record::{Record, SessionData, SessionMeta};
 pub use registry::{EngineContext, EngineFactory, EngineRegistry, LayerContext, LayerFactory};
 pub use session::Session;
-pub use store::{Capabilities, Inserted, RawAccess, SessionStore, create_with};
+pub use store::{
+    Capabilities, ImmediateStore, Inserted, RawAccess, SessionStore, StoreCalls, create_with,
+};
 pub use time::Timestamp;
 pub use users::{UserIndex, UserSession};
 

@@ -72,6 +72,10 @@
 //! tenth of the call: there one call in [`IN_PROCESS_SAMPLE_EVERY`] of each operation is
 //! timed (the first, the 17th, ...), so its histogram's `_count` and `_sum` are those of
 //! the sample, while `session_store_operations_total` still counts every call.
+//! Over a store that answers without waiting (the `memory` engine, see
+//! [`SessionStore::immediate`]) the layer offers immediate calls of its own, which count,
+//! time and trace the same way: the session handle ([`crate::store::StoreCalls`]) then
+//! reaches the engine without the boxed future each `async_trait` layer adds to a call.
 //! `scripts/bench --only metrics-cost` measures the layer against the bare store in the
 //! same run (see `BENCHMARKS.md`).
 
@@ -91,7 +95,7 @@ use crate::key::SessionKey;
 use crate::layer::StoreLayer;
 use crate::maintenance::Maintenance;
 use crate::record::Record;
-use crate::store::{Capabilities, Inserted, RawAccess, SessionStore};
+use crate::store::{Capabilities, ImmediateStore, Inserted, RawAccess, SessionStore};
 use crate::time::Timestamp;
 
 /// Counter: store calls by `engine`, `operation` and `outcome`.
@@ -297,20 +301,11 @@ impl MetricsStore {
         &self.inner
     }
 
-    /// Runs `fut` as `op` on `key`: in a span, timed, counted by the outcome `outcome`
-    /// gives its success.
-    async fn observe<T, F>(
-        &self,
-        op: Op,
-        key: Option<&SessionKey>,
-        outcome: impl FnOnce(&T) -> Outcome,
-        fut: F,
-    ) -> Result<T>
-    where
-        F: Future<Output = Result<T>>,
-    {
-        // Built only when a subscriber wants DEBUG spans: a disabled span still costs a
-        // `log` check per call where `tracing`'s `log` feature is on.
+    /// The span of a call (built only when a subscriber wants DEBUG spans: a disabled
+    /// span still costs a `log` check per call where `tracing`'s `log` feature is on, and
+    /// dropping even `Span::none()` costs a few dozen instructions),
+    /// and its start time when this call is timed.
+    fn begin(&self, op: Op, key: Option<&SessionKey>) -> (Option<tracing::Span>, Option<Instant>) {
         let span = if tracing::enabled!(kind: tracing::metadata::Kind::SPAN, tracing::Level::DEBUG)
         {
             let span = tracing::debug_span!(
@@ -324,9 +319,9 @@ impl MetricsStore {
             {
                 span.record("session", k.fingerprint());
             }
-            span
+            Some(span).filter(|s| !s.is_disabled())
         } else {
-            tracing::Span::none()
+            None
         };
         let handles = &self.ops[op as usize];
         let timed = self.sample_every <= 1
@@ -334,13 +329,20 @@ impl MetricsStore {
                 .calls
                 .fetch_add(1, Ordering::Relaxed)
                 .is_multiple_of(self.sample_every);
-        let start = timed.then(Instant::now);
-        let result = if span.is_disabled() {
-            fut.await
-        } else {
-            fut.instrument(span).await
-        };
-        let label = match &result {
+        (span, timed.then(Instant::now))
+    }
+
+    /// Counts the call by the outcome of `result` (`outcome` gives a success's) and
+    /// records its time when it was timed.
+    fn finish<T>(
+        &self,
+        op: Op,
+        start: Option<Instant>,
+        result: &Result<T>,
+        outcome: impl FnOnce(&T) -> Outcome,
+    ) {
+        let handles = &self.ops[op as usize];
+        let label = match result {
             Ok(v) => outcome(v),
             Err(Error::NotFound) => Outcome::NotFound,
             Err(Error::Conflict { .. }) => Outcome::Conflict,
@@ -370,7 +372,131 @@ impl MetricsStore {
         if let Some(start) = start {
             handles.duration.record(start.elapsed().as_secs_f64());
         }
+    }
+
+    /// Runs `fut` as `op` on `key`: in a span, timed, counted by the outcome `outcome`
+    /// gives its success.
+    async fn observe<T, F>(
+        &self,
+        op: Op,
+        key: Option<&SessionKey>,
+        outcome: impl FnOnce(&T) -> Outcome,
+        fut: F,
+    ) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        let (span, start) = self.begin(op, key);
+        let result = match span {
+            None => fut.await,
+            Some(span) => fut.instrument(span).await,
+        };
+        self.finish(op, start, &result, outcome);
         result
+    }
+
+    /// [`Self::observe`] of a call of the inner store's [`ImmediateStore`].
+    fn observe_now<T>(
+        &self,
+        op: Op,
+        key: Option<&SessionKey>,
+        outcome: impl FnOnce(&T) -> Outcome,
+        call: impl FnOnce(&dyn ImmediateStore) -> Result<T>,
+    ) -> Result<T> {
+        let Some(inner) = self.inner.immediate() else {
+            // `immediate` offers this store only over an inner one that has it.
+            return Err(Error::unsupported(self.inner.engine(), "immediate calls"));
+        };
+        let (span, start) = self.begin(op, key);
+        let result = match span {
+            None => call(inner),
+            Some(span) => span.in_scope(|| call(inner)),
+        };
+        self.finish(op, start, &result, outcome);
+        result
+    }
+}
+
+fn load_outcome(r: &Option<Record>) -> Outcome {
+    if r.is_some() {
+        Outcome::Hit
+    } else {
+        Outcome::Miss
+    }
+}
+
+fn inserted_outcome(i: &Inserted) -> Outcome {
+    match i {
+        Inserted::Created => Outcome::Created,
+        Inserted::KeyTaken => Outcome::KeyTaken,
+    }
+}
+
+fn delete_outcome(d: &bool) -> Outcome {
+    if *d {
+        Outcome::Deleted
+    } else {
+        Outcome::Absent
+    }
+}
+
+fn exists_outcome(e: &bool) -> Outcome {
+    if *e { Outcome::Hit } else { Outcome::Miss }
+}
+
+/// Offered (through [`SessionStore::immediate`]) only when the wrapped store offers its
+/// own: the same counts, times and spans as the `async` methods, without the boxed
+/// future of each layer. A `create` counts as `create` (the inner store's
+/// `insert_new_now` calls under it are not counted twice).
+impl ImmediateStore for MetricsStore {
+    fn insert_new_now(&self, key: &SessionKey, record: &Record) -> Result<Inserted> {
+        self.observe_now(Op::InsertNew, Some(key), inserted_outcome, |s| {
+            s.insert_new_now(key, record)
+        })
+    }
+
+    fn create_now(&self, record: &Record) -> Result<SessionKey> {
+        self.observe_now(
+            Op::Create,
+            None,
+            |_| Outcome::Created,
+            |s| s.create_now(record),
+        )
+    }
+
+    fn load_now(&self, key: &SessionKey) -> Result<Option<Record>> {
+        self.observe_now(Op::Load, Some(key), load_outcome, |s| s.load_now(key))
+    }
+
+    fn update_now(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        expected_version: Option<u64>,
+    ) -> Result<u64> {
+        self.observe_now(
+            Op::Update,
+            Some(key),
+            |_| Outcome::Ok,
+            |s| s.update_now(key, record, expected_version),
+        )
+    }
+
+    fn delete_now(&self, key: &SessionKey) -> Result<bool> {
+        self.observe_now(Op::Delete, Some(key), delete_outcome, |s| s.delete_now(key))
+    }
+
+    fn touch_now(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
+        self.observe_now(
+            Op::Touch,
+            Some(key),
+            |_| Outcome::Ok,
+            |s| s.touch_now(key, expires_at),
+        )
+    }
+
+    fn exists_now(&self, key: &SessionKey) -> Result<bool> {
+        self.observe_now(Op::Exists, Some(key), exists_outcome, |s| s.exists_now(key))
     }
 }
 
@@ -388,10 +514,7 @@ impl SessionStore for MetricsStore {
         self.observe(
             Op::InsertNew,
             Some(key),
-            |i| match i {
-                Inserted::Created => Outcome::Created,
-                Inserted::KeyTaken => Outcome::KeyTaken,
-            },
+            inserted_outcome,
             self.inner.insert_new(key, record),
         )
         .await
@@ -408,19 +531,8 @@ impl SessionStore for MetricsStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        self.observe(
-            Op::Load,
-            Some(key),
-            |r| {
-                if r.is_some() {
-                    Outcome::Hit
-                } else {
-                    Outcome::Miss
-                }
-            },
-            self.inner.load(key),
-        )
-        .await
+        self.observe(Op::Load, Some(key), load_outcome, self.inner.load(key))
+            .await
     }
 
     async fn update(
@@ -442,13 +554,7 @@ impl SessionStore for MetricsStore {
         self.observe(
             Op::Delete,
             Some(key),
-            |d| {
-                if *d {
-                    Outcome::Deleted
-                } else {
-                    Outcome::Absent
-                }
-            },
+            delete_outcome,
             self.inner.delete(key),
         )
         .await
@@ -468,7 +574,7 @@ impl SessionStore for MetricsStore {
         self.observe(
             Op::Exists,
             Some(key),
-            |e| if *e { Outcome::Hit } else { Outcome::Miss },
+            exists_outcome,
             self.inner.exists(key),
         )
         .await
@@ -516,6 +622,12 @@ impl SessionStore for MetricsStore {
     fn user_index(&self) -> Option<&dyn crate::UserIndex> {
         self.inner.user_index()
     }
+
+    /// This layer's own, counting every call, when the wrapped store answers without
+    /// waiting.
+    fn immediate(&self) -> Option<&dyn ImmediateStore> {
+        self.inner.immediate().map(|_| self as &dyn ImmediateStore)
+    }
 }
 
 /// The middleware's metrics: [`REQUESTS`] and [`REQUEST_ACTIONS`] for every request
@@ -537,38 +649,62 @@ mod tests {
     use super::*;
     use crate::layer::StoreLayerExt;
     use crate::record::SessionData;
+    use crate::store::StoreCalls;
     use metrics_exporter_prometheus::PrometheusBuilder;
 
-    /// A store of one record slot, enough to drive each outcome.
     /// A store of one record slot, enough to drive each outcome; in-process unless
-    /// `.1` says it is durable.
+    /// `durable`, offering its calls as an [`ImmediateStore`] when `immediate` (counting
+    /// the calls that came that way).
     #[derive(Debug, Default)]
-    struct One(std::sync::Mutex<Option<(String, Record)>>, bool);
+    struct One {
+        slot: std::sync::Mutex<Option<(String, Record)>>,
+        durable: bool,
+        immediate: bool,
+        immediate_calls: AtomicU32,
+    }
 
-    #[async_trait]
-    impl SessionStore for One {
-        fn engine(&self) -> &str {
-            "one"
+    impl One {
+        fn durable() -> Self {
+            One {
+                durable: true,
+                ..One::default()
+            }
         }
-        fn capabilities(&self) -> Capabilities {
-            Capabilities::none().durable(self.1)
+        fn immediate() -> Self {
+            One {
+                immediate: true,
+                ..One::default()
+            }
         }
-        async fn insert_new(&self, k: &SessionKey, r: &Record) -> Result<Inserted> {
-            let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        fn seen(&self) {
+            self.immediate_calls.fetch_add(1, Ordering::Relaxed);
+        }
+        fn slot(&self) -> std::sync::MutexGuard<'_, Option<(String, Record)>> {
+            self.slot.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+
+    impl ImmediateStore for One {
+        fn insert_new_now(&self, k: &SessionKey, r: &Record) -> Result<Inserted> {
+            self.seen();
+            let mut g = self.slot();
             if g.is_some() {
                 return Ok(Inserted::KeyTaken);
             }
             *g = Some((k.as_str().to_owned(), r.clone()));
             Ok(Inserted::Created)
         }
-        async fn load(&self, k: &SessionKey) -> Result<Option<Record>> {
-            let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            Ok(g.as_ref()
+        fn load_now(&self, k: &SessionKey) -> Result<Option<Record>> {
+            self.seen();
+            Ok(self
+                .slot()
+                .as_ref()
                 .filter(|(s, _)| s == k.as_str())
                 .map(|(_, r)| r.clone()))
         }
-        async fn update(&self, k: &SessionKey, r: &Record, exp: Option<u64>) -> Result<u64> {
-            let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        fn update_now(&self, k: &SessionKey, r: &Record, exp: Option<u64>) -> Result<u64> {
+            self.seen();
+            let mut g = self.slot();
             match g.as_mut().filter(|(s, _)| s == k.as_str()) {
                 None => Err(Error::NotFound),
                 Some((_, cur)) if exp.is_some_and(|v| v != cur.version) => Err(Error::Conflict {
@@ -582,25 +718,69 @@ mod tests {
                 }
             }
         }
-        async fn delete(&self, k: &SessionKey) -> Result<bool> {
-            let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        fn delete_now(&self, k: &SessionKey) -> Result<bool> {
+            self.seen();
+            let mut g = self.slot();
             let hit = g.as_ref().is_some_and(|(s, _)| s == k.as_str());
             if hit {
                 *g = None;
             }
             Ok(hit)
         }
-        async fn touch(&self, _: &SessionKey, _: Timestamp) -> Result<()> {
+        fn touch_now(&self, _: &SessionKey, _: Timestamp) -> Result<()> {
+            self.seen();
             Err(Error::Timeout {
                 engine: "one".into(),
                 after: std::time::Duration::from_millis(5),
             })
+        }
+        fn exists_now(&self, k: &SessionKey) -> Result<bool> {
+            Ok(self.load_now(k)?.is_some())
+        }
+    }
+
+    /// The async calls answer through the same code, not counted as immediate ones.
+    #[async_trait]
+    impl SessionStore for One {
+        fn engine(&self) -> &str {
+            "one"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::none().durable(self.durable)
+        }
+        async fn insert_new(&self, k: &SessionKey, r: &Record) -> Result<Inserted> {
+            let r = self.insert_new_now(k, r);
+            self.immediate_calls.fetch_sub(1, Ordering::Relaxed);
+            r
+        }
+        async fn load(&self, k: &SessionKey) -> Result<Option<Record>> {
+            let r = self.load_now(k);
+            self.immediate_calls.fetch_sub(1, Ordering::Relaxed);
+            r
+        }
+        async fn update(&self, k: &SessionKey, r: &Record, exp: Option<u64>) -> Result<u64> {
+            let r = self.update_now(k, r, exp);
+            self.immediate_calls.fetch_sub(1, Ordering::Relaxed);
+            r
+        }
+        async fn delete(&self, k: &SessionKey) -> Result<bool> {
+            let r = self.delete_now(k);
+            self.immediate_calls.fetch_sub(1, Ordering::Relaxed);
+            r
+        }
+        async fn touch(&self, k: &SessionKey, at: Timestamp) -> Result<()> {
+            let r = self.touch_now(k, at);
+            self.immediate_calls.fetch_sub(1, Ordering::Relaxed);
+            r
         }
         async fn exists(&self, k: &SessionKey) -> Result<bool> {
             Ok(self.load(k).await?.is_some())
         }
         async fn clear_expired(&self) -> Result<u64> {
             Ok(3)
+        }
+        fn immediate(&self) -> Option<&dyn ImmediateStore> {
+            self.immediate.then_some(self as &dyn ImmediateStore)
         }
     }
 
@@ -611,8 +791,10 @@ mod tests {
             .and_then(|v| v.parse().ok())
     }
 
-    #[test]
-    fn every_outcome_is_counted_under_its_name() {
+    /// Drives every outcome through the layer over `inner` (through [`StoreCalls`] when
+    /// `calls`, else the async methods) and checks the counts.
+    fn every_outcome_counted(inner: One, calls: bool) {
+        let inner = Arc::new(inner);
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -621,26 +803,59 @@ mod tests {
             .expect("runtime");
         ::metrics::with_local_recorder(&recorder, || {
             rt.block_on(async {
-                let store = One::default().with_layer(MetricsLayer);
+                let store = MetricsLayer.layer(inner.clone() as Arc<dyn SessionStore>);
+                let store = &*store;
                 let record = Record::with_ttl(SessionData::new(), 60);
-                let key = store.create(&record).await.expect("create");
                 let other = SessionKey::generate().expect("key");
-                assert!(store.load(&key).await.expect("load").is_some());
-                assert!(store.load(&other).await.expect("load").is_none());
-                assert!(store.load(&other).await.expect("load").is_none());
-                store.update(&key, &record, Some(1)).await.expect("cas");
-                let err = store
-                    .update(&key, &record, Some(1))
-                    .await
-                    .expect_err("lost");
-                assert!(err.is_conflict());
-                let err = store.update(&other, &record, None).await.expect_err("gone");
-                assert!(err.is_not_found());
-                let err = store.touch(&key, Timestamp::now()).await.expect_err("late");
-                assert!(err.is_unavailable());
-                assert!(store.delete(&key).await.expect("delete"));
-                assert!(!store.delete(&key).await.expect("delete"));
+                if calls {
+                    let key = store.call_create(&record).await.expect("create");
+                    assert!(store.call_load(&key).await.expect("load").is_some());
+                    assert!(store.call_load(&other).await.expect("load").is_none());
+                    assert!(!store.call_exists(&other).await.expect("exists"));
+                    store
+                        .call_update(&key, &record, Some(1))
+                        .await
+                        .expect("cas");
+                    let err = store
+                        .call_update(&key, &record, Some(1))
+                        .await
+                        .expect_err("lost");
+                    assert!(err.is_conflict());
+                    let err = store
+                        .call_update(&other, &record, None)
+                        .await
+                        .expect_err("gone");
+                    assert!(err.is_not_found());
+                    let err = store
+                        .call_touch(&key, Timestamp::now())
+                        .await
+                        .expect_err("late");
+                    assert!(err.is_unavailable());
+                    assert!(store.call_delete(&key).await.expect("delete"));
+                    assert!(!store.call_delete(&key).await.expect("delete"));
+                } else {
+                    let key = store.create(&record).await.expect("create");
+                    assert!(store.load(&key).await.expect("load").is_some());
+                    assert!(store.load(&other).await.expect("load").is_none());
+                    assert!(!store.exists(&other).await.expect("exists"));
+                    store.update(&key, &record, Some(1)).await.expect("cas");
+                    let err = store
+                        .update(&key, &record, Some(1))
+                        .await
+                        .expect_err("lost");
+                    assert!(err.is_conflict());
+                    let err = store.update(&other, &record, None).await.expect_err("gone");
+                    assert!(err.is_not_found());
+                    let err = store.touch(&key, Timestamp::now()).await.expect_err("late");
+                    assert!(err.is_unavailable());
+                    assert!(store.delete(&key).await.expect("delete"));
+                    assert!(!store.delete(&key).await.expect("delete"));
+                }
                 assert_eq!(store.clear_expired().await.expect("clear"), 3);
+                // Every call above but `clear_expired` reached the inner store the
+                // immediate way exactly when the caller asked for it.
+                let immediate = inner.immediate_calls.load(Ordering::Relaxed);
+                assert_eq!(immediate, if calls { 10 } else { 0 });
             });
         });
         let text = handle.render();
@@ -654,7 +869,8 @@ mod tests {
         };
         assert_eq!(op("create", "created"), Some(1.0), "{text}");
         assert_eq!(op("load", "hit"), Some(1.0), "{text}");
-        assert_eq!(op("load", "miss"), Some(2.0), "{text}");
+        assert_eq!(op("load", "miss"), Some(1.0), "{text}");
+        assert_eq!(op("exists", "miss"), Some(1.0), "{text}");
         assert_eq!(op("update", "ok"), Some(1.0), "{text}");
         assert_eq!(op("update", "conflict"), Some(1.0), "{text}");
         assert_eq!(op("update", "not_found"), Some(1.0), "{text}");
@@ -681,13 +897,53 @@ mod tests {
                 "session_store_operation_duration_seconds_count{engine=\"one\",operation=\"load\"}"
             ),
             Some(1.0),
-            "an in-process store's duration is sampled: the first of the three loads: {text}"
+            "an in-process store's duration is sampled: the first of the two loads: {text}"
         );
         // `create` goes through the layer once: the inner store's own insert_new is
         // not seen as a second call. Expected series are there from the start.
         assert_eq!(op("insert_new", "created"), Some(0.0), "{text}");
         // Outcomes outside an operation's contract are not pre-registered.
         assert_eq!(op("load", "created"), None, "{text}");
+    }
+
+    #[test]
+    fn every_outcome_is_counted_under_its_name() {
+        every_outcome_counted(One::default(), false);
+    }
+
+    #[test]
+    fn immediate_calls_are_counted_as_the_async_ones() {
+        let inner = One::immediate();
+        every_outcome_counted(inner, true);
+    }
+
+    #[test]
+    fn the_layer_offers_immediate_calls_only_over_a_store_that_has_them() {
+        let layered = MetricsLayer.layer(Arc::new(One::default()));
+        assert!(layered.immediate().is_none());
+        let inner = Arc::new(One::immediate());
+        let layered = MetricsLayer.layer(inner.clone());
+        assert!(layered.immediate().is_some());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let record = Record::with_ttl(SessionData::new(), 60);
+            let key = layered.call_create(&record).await.expect("create");
+            layered.call_load(&key).await.expect("load");
+            // create (one insert_new_now) and load, both the immediate way.
+            assert_eq!(inner.immediate_calls.load(Ordering::Relaxed), 2);
+            layered.load(&key).await.expect("load");
+            assert_eq!(inner.immediate_calls.load(Ordering::Relaxed), 2);
+            // A layer that offers none (the timeout layer) is never skipped: under it,
+            // even the metrics layer is called the async way.
+            let outer = crate::layer::TimeoutLayer::new(std::time::Duration::from_secs(5))
+                .layer(layered.clone());
+            assert!(outer.immediate().is_none());
+            outer.call_load(&key).await.expect("load");
+            assert_eq!(inner.immediate_calls.load(Ordering::Relaxed), 2);
+        });
     }
 
     /// Loads through the layer on `store`, `n` times; the duration histogram's count.
@@ -715,10 +971,7 @@ mod tests {
     #[test]
     fn a_durable_store_times_every_call_and_an_in_process_one_samples() {
         let n = 2 * IN_PROCESS_SAMPLE_EVERY as usize + 1;
-        assert_eq!(
-            timed_loads(One(Default::default(), true), n),
-            Some(n as f64)
-        );
+        assert_eq!(timed_loads(One::durable(), n), Some(n as f64));
         assert_eq!(
             timed_loads(One::default(), n),
             Some(3.0),

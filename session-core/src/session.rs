@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::expiry::Expiry;
 use crate::key::SessionKey;
 use crate::record::{Record, SessionData, SessionMeta};
-use crate::store::SessionStore;
+use crate::store::{SessionStore, StoreCalls};
 use crate::time::Timestamp;
 use crate::users::{AuthCheck, UserIndex, UserSession, index_of, validate_principal};
 
@@ -287,7 +287,7 @@ impl Session {
     }
 
     async fn load_base(&self, key: &SessionKey) -> Result<Option<Record>> {
-        match self.inner.store.load(key).await {
+        match self.inner.store.call_load(key).await {
             Ok(Some(r)) => self.check_auth(key, r).await,
             Ok(None) => Ok(None),
             Err(Error::Codec(e)) => {
@@ -317,7 +317,7 @@ impl Session {
             session = %key.fingerprint(),
             "session's auth hash no longer matches its principal's; flushing it"
         );
-        self.inner.store.delete(key).await?;
+        self.inner.store.call_delete(key).await?;
         self.lock().flushed = true;
         Ok(None)
     }
@@ -551,7 +551,7 @@ impl Session {
             st.key.take()
         };
         if let Some(k) = key {
-            self.inner.store.delete(&k).await?;
+            self.inner.store.call_delete(&k).await?;
         }
         Ok(())
     }
@@ -575,7 +575,7 @@ impl Session {
             };
             (st.key.clone(), record)
         };
-        let new_key = self.inner.store.create(&record).await?;
+        let new_key = self.inner.store.call_create(&record).await?;
         {
             let mut st = self.lock();
             st.key = Some(new_key);
@@ -588,7 +588,7 @@ impl Session {
             st.cycled = true;
         }
         if let Some(old) = old {
-            self.inner.store.delete(&old).await?;
+            self.inner.store.call_delete(&old).await?;
         }
         Ok(())
     }
@@ -730,7 +730,7 @@ impl Session {
             }
             Some(Due::Touch(d)) => d,
         };
-        match self.inner.store.touch(&key, new_deadline).await {
+        match self.inner.store.call_touch(&key, new_deadline).await {
             Ok(()) => {
                 self.lock().expires_at = Some(new_deadline);
                 Ok(true)
@@ -855,7 +855,7 @@ impl Session {
                 (st.key.clone(), record, st.version)
             };
             let Some(key) = key else {
-                let new_key = store.create(&record).await?;
+                let new_key = store.call_create(&record).await?;
                 let mut st = self.lock();
                 st.key = Some(new_key);
                 st.version = Some(record.version);
@@ -866,7 +866,7 @@ impl Session {
                 st.base_loaded = true;
                 return Ok(());
             };
-            match store.update(&key, &record, expected).await {
+            match store.call_update(&key, &record, expected).await {
                 Ok(version) => {
                     let mut st = self.lock();
                     st.version = Some(version);

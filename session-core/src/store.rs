@@ -14,6 +14,21 @@
 //!   how many records it removed.
 //!
 //! The conformance suite in the `integration-tests` crate checks all of this on any store.
+//!
+//! ## Stores that answer without waiting
+//!
+//! Every [`SessionStore`] call returns a boxed future (the trait is object-safe through
+//! `async_trait`), and every store layer wrapping it adds one more: an allocation, a free
+//! and the moves of the future, a few hundred instructions. Next to a network round trip
+//! that is nothing; next to an in-process store's lookup (the `memory` engine answers a
+//! load in a few thousand instructions) it is most of what a layer costs. Such a store
+//! also implements [`ImmediateStore`], the same operations as plain functions, and offers
+//! it through [`SessionStore::immediate`]; a layer whose work needs no waiting (the
+//! metrics layer) offers its own over the inner store's. The session handle calls the
+//! store through [`StoreCalls`], which takes that path when it is there and the
+//! `async` method otherwise, so a layer that knows nothing of it (a third party's, the
+//! timeout layer) is never bypassed: it offers none (the default), and its store is
+//! called as before.
 
 use std::fmt;
 
@@ -183,7 +198,158 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     fn user_index(&self) -> Option<&dyn UserIndex> {
         None
     }
+
+    /// The same store's operations as plain functions, for a store that answers without
+    /// waiting (see the [module docs](self#stores-that-answer-without-waiting)). `None`
+    /// by default. A store that wraps another must not forward the inner store's (its
+    /// calls would skip the wrapper's work); it may offer its own, doing that work.
+    fn immediate(&self) -> Option<&dyn ImmediateStore> {
+        None
+    }
 }
+
+/// The operations of a [`SessionStore`] that answers without waiting (an in-process
+/// store), as plain functions with the same contract as the `async` methods of the same
+/// name. Offered through [`SessionStore::immediate`]; see the
+/// [module docs](self#stores-that-answer-without-waiting).
+pub trait ImmediateStore: Send + Sync {
+    /// [`SessionStore::insert_new`].
+    fn insert_new_now(&self, key: &SessionKey, record: &Record) -> Result<Inserted>;
+
+    /// [`SessionStore::create`]: mints keys with [`SessionKey::generate`] until one is
+    /// free, as [`create_with`] does.
+    fn create_now(&self, record: &Record) -> Result<SessionKey> {
+        for _ in 0..MAX_CREATE_ATTEMPTS {
+            let key = SessionKey::generate()?;
+            if let Inserted::Created = self.insert_new_now(&key, record)? {
+                return Ok(key);
+            }
+            tracing::debug!("session key collision; re-rolling");
+        }
+        Err(Error::KeyCollision {
+            attempts: MAX_CREATE_ATTEMPTS,
+        })
+    }
+
+    /// [`SessionStore::load`].
+    fn load_now(&self, key: &SessionKey) -> Result<Option<Record>>;
+
+    /// [`SessionStore::update`].
+    fn update_now(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        expected_version: Option<u64>,
+    ) -> Result<u64>;
+
+    /// [`SessionStore::delete`].
+    fn delete_now(&self, key: &SessionKey) -> Result<bool>;
+
+    /// [`SessionStore::touch`].
+    fn touch_now(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()>;
+
+    /// [`SessionStore::exists`].
+    fn exists_now(&self, key: &SessionKey) -> Result<bool>;
+}
+
+/// Calls a store the way the session handle does: through [`SessionStore::immediate`]
+/// when the store offers it (no future is boxed), through the `async` method otherwise.
+/// The result is the same either way; only the cost differs. Implemented for every
+/// store, `dyn SessionStore` included.
+///
+/// ```
+/// use session_core::store::StoreCalls;
+/// # async fn demo(store: &dyn session_core::SessionStore, key: &session_core::SessionKey) -> session_core::Result<()> {
+/// if let Some(record) = store.call_load(key).await? {
+///     println!("version {}", record.version);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub trait StoreCalls: SessionStore {
+    /// [`SessionStore::create`].
+    fn call_create(
+        &self,
+        record: &Record,
+    ) -> impl std::future::Future<Output = Result<SessionKey>> + Send {
+        async move {
+            match self.immediate() {
+                Some(now) => now.create_now(record),
+                None => self.create(record).await,
+            }
+        }
+    }
+
+    /// [`SessionStore::load`].
+    fn call_load(
+        &self,
+        key: &SessionKey,
+    ) -> impl std::future::Future<Output = Result<Option<Record>>> + Send {
+        async move {
+            match self.immediate() {
+                Some(now) => now.load_now(key),
+                None => self.load(key).await,
+            }
+        }
+    }
+
+    /// [`SessionStore::update`].
+    fn call_update(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        expected_version: Option<u64>,
+    ) -> impl std::future::Future<Output = Result<u64>> + Send {
+        async move {
+            match self.immediate() {
+                Some(now) => now.update_now(key, record, expected_version),
+                None => self.update(key, record, expected_version).await,
+            }
+        }
+    }
+
+    /// [`SessionStore::delete`].
+    fn call_delete(
+        &self,
+        key: &SessionKey,
+    ) -> impl std::future::Future<Output = Result<bool>> + Send {
+        async move {
+            match self.immediate() {
+                Some(now) => now.delete_now(key),
+                None => self.delete(key).await,
+            }
+        }
+    }
+
+    /// [`SessionStore::touch`].
+    fn call_touch(
+        &self,
+        key: &SessionKey,
+        expires_at: Timestamp,
+    ) -> impl std::future::Future<Output = Result<()>> + Send {
+        async move {
+            match self.immediate() {
+                Some(now) => now.touch_now(key, expires_at),
+                None => self.touch(key, expires_at).await,
+            }
+        }
+    }
+
+    /// [`SessionStore::exists`].
+    fn call_exists(
+        &self,
+        key: &SessionKey,
+    ) -> impl std::future::Future<Output = Result<bool>> + Send {
+        async move {
+            match self.immediate() {
+                Some(now) => now.exists_now(key),
+                None => self.exists(key).await,
+            }
+        }
+    }
+}
+
+impl<S: SessionStore + ?Sized> StoreCalls for S {}
 
 /// Byte-level access to a store that keeps encoded records: used by operator tools
 /// (`sessions show --raw`) and by the conformance suite to plant corrupt bytes.
