@@ -77,7 +77,11 @@
 //!   tower-sessions' SQLite store got `SQLITE_BUSY` and its PostgreSQL store a race);
 //!   it replaces an *expired* row with the same key atomically. `update` never upserts,
 //!   so a session deleted by a concurrent logout stays deleted. `clear_expired` deletes
-//!   in batches of [`CLEAR_BATCH`] rows so it never holds long locks on a big table.
+//!   in batches ([`CLEAR_BATCH`] rows, [`SQLITE_CLEAR_BATCH`] on SQLite) so it never holds
+//!   long locks on a big table.
+//! - **SQLite writers queue in the process.** The stores of one process on one SQLite
+//!   file take turns on a fair async lock before they write, instead of polling
+//!   SQLite's lock through its busy handler (see [`DbStore`], "Writers on SQLite").
 //! - **Outages are errors, not missing sessions.** Database failures are
 //!   [`session_core::Error::Backend`], pool and statement timeouts
 //!   [`session_core::Error::Timeout`]; only a genuinely absent row is `NotFound` or `None`
@@ -108,6 +112,7 @@ compile_error!(
 );
 
 pub mod config;
+mod gate;
 pub mod migrate;
 pub mod pool;
 mod sql;
@@ -117,7 +122,7 @@ pub use config::{Backend, DbConfig, TableName};
 pub use migrate::{Migrated, SCHEMA_VERSION};
 pub use pool::DbPool;
 pub use sql::Statements;
-pub use store::{CLEAR_BATCH, DbStore};
+pub use store::{CLEAR_BATCH, DbStore, SQLITE_CLEAR_BATCH};
 
 use std::sync::Arc;
 

@@ -23,13 +23,20 @@ use session_core::{
 };
 
 use crate::config::{Backend, DbConfig, TableName};
+use crate::gate::WriteGate;
 use crate::migrate::{self, Migrated};
 use crate::pool::{DbPool, ENGINE, Timeouts, map_sqlx};
 use crate::sql::Statements;
 
-/// Rows one `clear_expired` statement deletes at most, so no statement holds its locks
-/// for long on a big table.
+/// Rows one `clear_expired` statement deletes at most on PostgreSQL and MySQL, so no
+/// statement holds its locks for long on a big table.
 pub const CLEAR_BATCH: i64 = 10_000;
+
+/// Rows one `clear_expired` statement deletes at most on SQLite, whose one write lock
+/// covers the whole database: a batch of this size holds it for a few milliseconds, and
+/// the writers queued meanwhile go before the next batch (see [`DbStore`], "Writers on
+/// SQLite").
+pub const SQLITE_CLEAR_BATCH: i64 = 1_000;
 
 /// How much later than the database's own limits the store's deadline fires.
 const DEADLINE_GRACE: Duration = Duration::from_secs(1);
@@ -57,6 +64,19 @@ macro_rules! on_pool {
 /// Build it from configuration ([`DbStore::connect`]) or over a pool you already have
 /// ([`DbStore::new`], then [`DbStore::migrate`]). Several stores may share one
 /// [`DbPool`], each on its own table.
+///
+/// # Writers on SQLite
+///
+/// SQLite lets one connection write at a time, for the whole database file. A writer
+/// that finds the lock taken waits in SQLite's busy handler, which sleeps between tries
+/// (up to 100 ms at a time) and queues nobody: behind a run of other writes (a sweep's
+/// batches, a busy moment) one writer can miss every turn for most of a second. So the
+/// stores of one process on one database file (whatever their pool or table) take turns
+/// in the process first, through one first-come first-served async lock, and only then
+/// meet SQLite's lock, where they find at most another process's writer. Reads take no
+/// turn (WAL mode: readers never wait for the writer). `clear_expired` deletes
+/// [`SQLITE_CLEAR_BATCH`] rows a statement and takes a turn per batch, so a sweep of any
+/// size delays a save by one batch (a few milliseconds), not by the sweep.
 #[derive(Clone)]
 pub struct DbStore {
     pool: DbPool,
@@ -67,6 +87,9 @@ pub struct DbStore {
     /// The bound of one operation (acquire plus statement), when a statement timeout is set.
     deadline: Option<Duration>,
     durable: bool,
+    /// The queue of this process's writers to the same SQLite database file (`None` on
+    /// the server databases and in-memory SQLite, which has one connection).
+    write_gate: Option<WriteGate>,
     /// What the migration run by [`DbStore::connect`] (`auto_migrate`) did, until the
     /// first [`Maintenance::migrate`] reports it.
     opened: Arc<Mutex<Option<Migrated>>>,
@@ -129,6 +152,13 @@ impl DbStore {
                 (p.options().get_acquire_timeout(), !memory)
             }
         };
+        let write_gate = match &pool {
+            #[cfg(feature = "sqlite")]
+            DbPool::Sqlite(p) if durable => {
+                Some(crate::gate::for_file(p.connect_options().get_filename()))
+            }
+            _ => None,
+        };
         Ok(DbStore {
             sql: Arc::new(Statements::new(backend, &table)),
             pool,
@@ -140,6 +170,7 @@ impl DbStore {
             },
             deadline: None,
             durable,
+            write_gate,
             opened: Arc::default(),
         })
     }
@@ -202,8 +233,21 @@ impl DbStore {
         self.table.as_str()
     }
 
+    /// Rows one statement of [`DbStore::clear_expired_with_progress`] deletes at most:
+    /// [`SQLITE_CLEAR_BATCH`] on SQLite, [`CLEAR_BATCH`] elsewhere.
+    pub fn clear_batch(&self) -> u64 {
+        let batch = match &self.pool {
+            #[cfg(feature = "sqlite")]
+            DbPool::Sqlite(_) => SQLITE_CLEAR_BATCH,
+            #[allow(unreachable_patterns)] // with only the sqlite driver compiled in
+            _ => CLEAR_BATCH,
+        };
+        batch as u64
+    }
+
     /// [`SessionStore::clear_expired`], calling `progress` with the running total after
-    /// each batch of at most [`CLEAR_BATCH`] rows (for a command-line progress line).
+    /// each batch of at most [`DbStore::clear_batch`] rows (for a command-line progress
+    /// line).
     ///
     /// Each batch is its own short statement, so sessions stay readable and writable
     /// throughout, however many rows expired.
@@ -211,7 +255,7 @@ impl DbStore {
         &self,
         progress: impl FnMut(u64) + Send,
     ) -> Result<u64> {
-        self.clear_expired_batched(CLEAR_BATCH as u64, progress)
+        self.clear_expired_batched(self.clear_batch(), progress)
             .await
     }
 
@@ -230,7 +274,7 @@ impl DbStore {
         let mut total = 0u64;
         loop {
             let removed = self
-                .run(async {
+                .run_write(async {
                     on_pool!(&self.pool, p => {
                         sqlx::query(sql.clone())
                             .bind(now)
@@ -246,6 +290,22 @@ impl DbStore {
             if removed < batch as u64 {
                 return Ok(total);
             }
+        }
+    }
+
+    /// [`Self::run`] for a statement that writes: on SQLite, after this process's
+    /// earlier writers to the same database (see [`DbStore`], "Writers on SQLite"). The
+    /// wait counts against the store's deadline like the statement itself.
+    async fn run_write<T>(&self, op: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T> {
+        match &self.write_gate {
+            Some(gate) => {
+                self.run(async {
+                    let _turn = gate.lock().await;
+                    op.await
+                })
+                .await
+            }
+            None => self.run(op).await,
         }
     }
 
@@ -302,7 +362,7 @@ impl DbStore {
         let sql = &self.sql.delete_of;
         let now = now_millis();
         let rows = self
-            .run(async {
+            .run_write(async {
                 on_pool!(&self.pool, p => sqlx::query(sql.clone())
                     .bind(key.as_str())
                     .bind(principal)
@@ -455,7 +515,7 @@ impl DbStore {
                 if let Some(v) = expected {
                     q = q.bind(v);
                 }
-                self.run(q.fetch_optional(p)).await
+                self.run_write(q.fetch_optional(p)).await
             }
         }
     }
@@ -503,7 +563,7 @@ impl SessionStore for DbStore {
             now_millis(),
         );
         let rows = self
-            .run(async {
+            .run_write(async {
                 on_pool!(&self.pool, p => {
                     sqlx::query(sql.clone())
                         .bind(key.as_str())
@@ -586,7 +646,7 @@ impl SessionStore for DbStore {
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         let sql = &self.sql.delete;
         let rows = self
-            .run(async {
+            .run_write(async {
                 on_pool!(&self.pool, p => {
                     sqlx::query(sql.clone())
                         .bind(key.as_str())
@@ -604,7 +664,7 @@ impl SessionStore for DbStore {
         // MySQL reports matched rather than changed rows (sqlx sets CLIENT_FOUND_ROWS), so
         // touching to the same deadline still counts as found everywhere.
         let rows = self
-            .run(async {
+            .run_write(async {
                 on_pool!(&self.pool, p => {
                     sqlx::query(sql.clone())
                         .bind(expires_at.as_unix_millis())
@@ -803,7 +863,7 @@ impl UserIndex for DbStore {
             return Ok(ended);
         }
         let now = now_millis();
-        self.run(async {
+        self.run_write(async {
             on_pool!(&self.pool, p => match keep {
                 Some(k) => sqlx::query(self.sql.delete_others_of.clone())
                     .bind(principal)
@@ -882,7 +942,7 @@ impl Maintenance for DbStore {
 impl RawAccess for DbStore {
     async fn put_raw(&self, key: &SessionKey, bytes: &[u8], expires_at: Timestamp) -> Result<()> {
         let sql = &self.sql.put_raw;
-        self.run(async {
+        self.run_write(async {
             on_pool!(&self.pool, p => {
                 sqlx::query(sql.clone())
                     .bind(key.as_str())

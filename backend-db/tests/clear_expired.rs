@@ -1,14 +1,15 @@
 //! `clear_expired` on a big table: 200,000 expired and 1,000 live rows. It must remove
 //! exactly the expired ones, in bounded batches, while concurrent loads of live sessions
-//! keep succeeding. Runs on SQLite (a temp file), PostgreSQL and MariaDB.
+//! keep succeeding. Runs on SQLite (a temp file), PostgreSQL and MariaDB. On SQLite, a
+//! save made during the sweep waits for at most the batch under way.
 
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use backend_db::{Backend, CLEAR_BATCH, DbPool, DbStore};
+use backend_db::{Backend, DbPool, DbStore, SQLITE_CLEAR_BATCH};
 use common::{ALL, open, with_store};
 use session_core::{Record, SessionData, SessionKey, SessionStore, Timestamp};
 
@@ -145,10 +146,11 @@ async fn run(backend: Backend) {
         if removed != EXPIRED as u64 {
             return Err(format!("removed {removed} rows, wanted {EXPIRED}"));
         }
-        let min_batches = (EXPIRED / CLEAR_BATCH) as u32;
+        let batch = store.clear_batch();
+        let min_batches = (EXPIRED as u64).div_ceil(batch) as u32;
         if batches < min_batches {
             return Err(format!(
-                "{batches} batches; at most {CLEAR_BATCH} rows each needs {min_batches}"
+                "{batches} batches; at most {batch} rows each needs {min_batches}"
             ));
         }
         let failed = failures.load(Ordering::Relaxed);
@@ -182,4 +184,82 @@ async fn clear_expired_removes_exactly_the_expired_rows_in_batches() {
             .await
             .unwrap_or_else(|_| panic!("{backend}: did not finish within {BOUND:?}"));
     }
+}
+
+/// Writers saving at once during the SQLite sweep below.
+const WRITERS: usize = 8;
+
+/// SQLite: while a sweep runs, [`WRITERS`] tasks save their sessions over and over; each
+/// save waits for at most the batch under way and one more (and the other writers'
+/// saves queued before it), never for the sweep: the sweep deletes small batches and
+/// takes its turn for each one like any other writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_save_during_a_sweep_waits_for_one_batch_not_the_sweep() {
+    let db = open(Backend::Sqlite, |c| c.max_connections = 12).await;
+    let run = with_store(&db, "turns", async |store| {
+        assert_eq!(store.clear_batch(), SQLITE_CLEAR_BATCH as u64);
+        bulk_insert_expired(&store).await?;
+        let record = Record::with_ttl(SessionData::new(), 3600);
+        let batches = Arc::new(AtomicU32::new(0));
+        let sweep = {
+            let (store, batches) = (store.clone(), batches.clone());
+            tokio::spawn(async move {
+                store
+                    .clear_expired_with_progress(|_| {
+                        batches.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .await
+            })
+        };
+        while batches.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let total = (EXPIRED as u64).div_ceil(SQLITE_CLEAR_BATCH as u64) as u32;
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|_| {
+                let (store, batches, record) = (store.clone(), batches.clone(), record.clone());
+                tokio::spawn(async move {
+                    let key = store.create(&record).await.map_err(|e| e.to_string())?;
+                    let mut version = 1;
+                    let mut waited = Vec::new();
+                    for _ in 0..10 {
+                        let before = batches.load(Ordering::SeqCst);
+                        version = store
+                            .update(&key, &record, Some(version))
+                            .await
+                            .map_err(|e| format!("save during the sweep: {e}"))?;
+                        waited.push(batches.load(Ordering::SeqCst) - before);
+                    }
+                    Ok::<_, String>(waited)
+                })
+            })
+            .collect();
+        let mut waited = Vec::new();
+        for w in writers {
+            waited.extend(w.await.map_err(|e| e.to_string())??);
+        }
+        let during = batches.load(Ordering::SeqCst);
+        if during >= total {
+            return Err(format!(
+                "the sweep ended ({during} batches) before the saves did: nothing was shown"
+            ));
+        }
+        let removed = sweep
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("clear_expired: {e}"))?;
+        if removed != EXPIRED as u64 {
+            return Err(format!("removed {removed} rows, wanted {EXPIRED}"));
+        }
+        let worst = waited.iter().max().copied().unwrap_or(0);
+        if worst > 2 {
+            return Err(format!(
+                "a save waited while the sweep finished {worst} batches (at most 2); all: {waited:?}"
+            ));
+        }
+        Ok(())
+    });
+    tokio::time::timeout(BOUND, run)
+        .await
+        .unwrap_or_else(|_| panic!("did not finish within {BOUND:?}"));
 }
