@@ -9,7 +9,7 @@ use session_core::{Codec, Config};
 
 use crate::harness::{Budget, R, Target, record};
 use crate::ours::{Ours, from_toml};
-use crate::raw::{RawFs, RawMemcached, RawRedis, RawSql, RedisConn};
+use crate::raw::{RawFs, RawMemcached, RawRedis, RawRedisCas, RawSql, RedisConn};
 use crate::{peers, wrong};
 
 /// Which side of a comparison a target is.
@@ -22,6 +22,10 @@ pub enum Role {
     Floor,
     /// The store a user would pick instead.
     Peer,
+    /// The bare client whose update is an atomic compare-and-set (Redis: the smallest
+    /// version-checking script), beside the blind-write floor: the floor of an update
+    /// that loses no concurrent write.
+    CasFloor,
 }
 
 /// One measured thing in a group.
@@ -90,7 +94,7 @@ fn encoded() -> R<Vec<u8>> {
 }
 
 /// A DbStore on `url` / `table` for the floor's pool and for dropping tables.
-async fn db_store(url: &str, table: &str) -> R<Arc<DbStore>> {
+pub async fn db_store(url: &str, table: &str) -> R<Arc<DbStore>> {
     let toml = format!("[db]\nurl = {url:?}\ntable = {table:?}\n");
     Ok(Arc::new(
         DbStore::from_config(&Config::from_toml(&toml)).await?,
@@ -208,6 +212,11 @@ pub async fn build(name: &str, scale: f64, secs: f64, run: &str) -> R<Group> {
                 "engine = \"cache\"\n[cache]\nurl = {url:?}\nkey_prefix = \"bench-{run}:\"\n"
             ))
             .await?;
+            let cas = RawRedisCas::new(
+                RedisConn::single(&url).await?,
+                format!("bench-cas-{run}:"),
+                &bytes,
+            );
             let floor = RawRedis::new(
                 RedisConn::single(&url).await?,
                 format!("bench-raw-{run}:"),
@@ -222,6 +231,7 @@ pub async fn build(name: &str, scale: f64, secs: f64, run: &str) -> R<Group> {
                         "tower-sessions-redis-store",
                         peers::redis(&url).await?,
                     ),
+                    side(Role::CasFloor, "redis-rs script", cas),
                 ],
                 [budget(10_000, scale, secs), budget(30_000, scale, secs)],
             )
@@ -232,6 +242,11 @@ pub async fn build(name: &str, scale: f64, secs: f64, run: &str) -> R<Group> {
                 "engine = \"cache\"\n[cache]\nurls = {nodes:?}\nkey_prefix = \"bench-{run}:\"\n"
             ))
             .await?;
+            let cas = RawRedisCas::new(
+                RedisConn::cluster(&nodes).await?,
+                format!("bench-cas-{run}:"),
+                &bytes,
+            );
             let floor = RawRedis::new(
                 RedisConn::cluster(&nodes).await?,
                 format!("bench-raw-{run}:"),
@@ -241,6 +256,7 @@ pub async fn build(name: &str, scale: f64, secs: f64, run: &str) -> R<Group> {
                 vec![
                     side(Role::Ours, "cache redis cluster", Ours::new(ours)),
                     side(Role::Floor, "redis-rs cluster", floor),
+                    side(Role::CasFloor, "redis-rs cluster script", cas),
                 ],
                 [budget(10_000, scale, secs), budget(30_000, scale, secs)],
             )

@@ -14,8 +14,10 @@
 //! Measured:
 //! - the three axum setups of the `layer` group ([`crate::layer::SETUPS`]): one request
 //!   that reads and increments one session value (64 sessions round robin);
-//! - the memory engine's `load` and `update` (the benchmark's 10-field session), bare and
-//!   wearing the metrics layer, with a Prometheus recorder installed in both processes.
+//! - the memory engine's `load`, `update`, and `create` followed by `delete` of a new
+//!   session (the benchmark's 10-field session), bare and wearing the metrics layer,
+//!   with a Prometheus recorder installed in both processes, called as the session
+//!   handle calls them ([`session_core::StoreCalls`]).
 
 use std::fmt::Write as _;
 use std::process::Command;
@@ -29,9 +31,10 @@ use crate::harness::{Key, R, Target};
 use crate::ours::Ours;
 use crate::wrong;
 
-/// Store calls are cheaper than requests: each process runs this many times more of
-/// them.
-const STORE_SCALE: usize = 5;
+/// Store calls are cheaper than requests, and vary more from process to process: each
+/// process runs this many times more of them (with `--count-n 2000`, 50,000 and 100,000
+/// calls, so a process's stray housekeeping weighs a few instructions a call).
+const STORE_SCALE: usize = 25;
 
 /// Runs one measured thing `n` times (the child process's work).
 pub async fn count(thing: &str, n: usize) -> R<()> {
@@ -69,6 +72,10 @@ async fn run_calls(target: &Ours, keys: &mut [(Key, u64)], op: &str, count: usiz
         match op {
             "load" => target.load(key, false).await?,
             "update" => *version = target.update(key, *version).await?,
+            "create+delete" => {
+                let fresh = target.create().await?;
+                target.delete(&fresh).await?;
+            }
             other => return wrong!("unknown store call: {other}"),
         }
     }
@@ -83,9 +90,7 @@ fn instructions(thing: &str, n: usize) -> R<u64> {
         .arg(&exe)
         .args(["--count", thing, "--count-n", &n.to_string()])
         .output()
-        .map_err(|e| {
-            format!("running valgrind: {e} (install it: apt-get install valgrind)")
-        })?;
+        .map_err(|e| format!("running valgrind: {e} (install it: apt-get install valgrind)"))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         return wrong!("{thing}: the counted run failed:\n{stderr}");
@@ -93,7 +98,10 @@ fn instructions(thing: &str, n: usize) -> R<u64> {
     // "==PID== Collected : 123456"
     stderr
         .lines()
-        .find_map(|l| l.split_once("Collected :").map(|(_, n)| n.trim().to_owned()))
+        .find_map(|l| {
+            l.split_once("Collected :")
+                .map(|(_, n)| n.trim().to_owned())
+        })
         .and_then(|n| n.parse().ok())
         .map_or_else(
             || wrong!("{thing}: no instruction count in callgrind's output:\n{stderr}"),
@@ -117,7 +125,10 @@ fn per_op(thing: &str, n: usize, reps: usize) -> R<f64> {
     let one = least(n)?;
     let two = least(2 * n)?;
     if two <= one {
-        return wrong!("{thing}: {two} instructions for {} operations, {one} for {n}", 2 * n);
+        return wrong!(
+            "{thing}: {two} instructions for {} operations, {one} for {n}",
+            2 * n
+        );
     }
     Ok((two - one) as f64 / n as f64)
 }
@@ -134,7 +145,10 @@ pub fn run(n: usize) -> R<String> {
         STORE_SCALE * n,
         2 * STORE_SCALE * n
     )?;
-    writeln!(md, "| Axum setup | instructions/request | session-axum ÷ setup |")?;
+    writeln!(
+        md,
+        "| Axum setup | instructions/request | session-axum ÷ setup |"
+    )?;
     writeln!(md, "|---|--:|--:|")?;
     let mut layer = Vec::new();
     for setup in crate::layer::SETUPS {
@@ -152,7 +166,7 @@ pub fn run(n: usize) -> R<String> {
         "\n| Memory engine call | bare | with the metrics layer | layer ÷ bare |"
     )?;
     writeln!(md, "|---|--:|--:|--:|")?;
-    for op in ["load", "update"] {
+    for op in ["load", "update", "create+delete"] {
         let bare = per_op(&format!("memory:{op}"), STORE_SCALE * n, 3)?;
         let layered = per_op(&format!("memory+metrics:{op}"), STORE_SCALE * n, 3)?;
         println!("memory {op}: {bare:.0} bare, {layered:.0} with metrics (instructions/call)");

@@ -9,6 +9,7 @@
 //! scripts/bench --only redis,memory  # some groups
 //! scripts/bench --only memory-bound  # the memory engine at its bound (bound.rs)
 //! scripts/bench --only metrics-cost  # the metrics layer against the bare store (metrics_cost.rs)
+//! scripts/bench --only sweep         # clear_expired of 100k expired among 10k live under load (sweep.rs)
 //! ```
 //!
 //! For each group (engine), each of `--runs` runs does `--rounds` rounds; a round runs
@@ -31,6 +32,7 @@ mod ours;
 mod peers;
 mod raw;
 mod report;
+mod sweep;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -68,7 +70,9 @@ usage: session-bench [--runs N] [--rounds N] [--scale F] [--secs S] [--only g1,g
                   redis-cluster, memcached, cached_db:memory+sqlite,
                   cached_db:redis+postgres, cached_db:memcached+mariadb, layer,
                   memory-bound (insert cost below vs at a bound of 500,000 sessions),
-                  metrics-cost (memory and file with and without the metrics layer)
+                  metrics-cost (memory and file with and without the metrics layer),
+                  sweep (SQLite's and PostgreSQL's clear_expired of 100,000 expired
+                  sessions among 10,000 live ones while 8 tasks load and update)
   --out DIR       where results.md, results.json and the SVG charts go
                   (default docs/bench)
   --doc FILE      also replace the results section of FILE (BENCHMARKS.md)
@@ -122,6 +126,7 @@ fn parse_args() -> Result<Args, String> {
             && g != "instructions"
             && g != "memory-bound"
             && g != "metrics-cost"
+            && g != "sweep"
             && !groups::NAMES.contains(&g.as_str())
         {
             return Err(format!("unknown group {g}"));
@@ -283,13 +288,21 @@ async fn run(args: Args) -> R<()> {
         );
         metrics_cost_md = Some(md);
     }
+    let mut sweep_md = None;
+    if wants("sweep") {
+        let expired = ((100_000.0 * args.scale) as usize).max(100);
+        let live = ((10_000.0 * args.scale) as usize).max(10);
+        let rows = sweep::run(expired, live, &run_id).await?;
+        let md = sweep::table(&rows);
+        println!("\nclear_expired under load\n{md}");
+        sweep_md = Some(md);
+    }
     let mut instructions_md = None;
     if args.only.iter().any(|g| g == "instructions") {
         let n = args.count_n;
-        let md = tokio::task::spawn_blocking(move || {
-            instructions::run(n).map_err(|e| e.to_string())
-        })
-        .await??;
+        let md =
+            tokio::task::spawn_blocking(move || instructions::run(n).map_err(|e| e.to_string()))
+                .await??;
         println!("\ninstructions\n{md}");
         instructions_md = Some(md);
     }
@@ -311,6 +324,9 @@ async fn run(args: Args) -> R<()> {
     )?;
     if let Some(md) = &metrics_cost_md {
         std::fs::write(args.out.join("metrics-cost.md"), md)?;
+    }
+    if let Some(md) = &sweep_md {
+        std::fs::write(args.out.join("sweep.md"), md)?;
     }
     if let Some(md) = &instructions_md {
         std::fs::write(args.out.join("instructions.md"), md)?;

@@ -1,8 +1,10 @@
-//! Our engines, built from configuration exactly as an application builds them.
+//! Our engines, built from configuration exactly as an application builds them, and
+//! called as the session handle calls them ([`StoreCalls`]: an engine that answers
+//! without waiting is called without a boxed future).
 
 use std::sync::Arc;
 
-use session_core::{Config, EngineRegistry, Record, SessionStore};
+use session_core::{Config, EngineRegistry, Record, SessionStore, StoreCalls};
 
 use crate::harness::{Key, R, Target, record};
 use crate::wrong;
@@ -59,11 +61,11 @@ fn session_key(key: &Key) -> R<&session_core::SessionKey> {
 #[async_trait::async_trait]
 impl Target for Ours {
     async fn create(&self) -> R<Key> {
-        Ok(Key::Session(self.store.create(&self.record).await?))
+        Ok(Key::Session(self.store.call_create(&self.record).await?))
     }
 
     async fn load(&self, key: &Key, exact: bool) -> R<()> {
-        match self.store.load(session_key(key)?).await? {
+        match self.store.call_load(session_key(key)?).await? {
             Some(r) if exact && r.data == self.record.data => Ok(()),
             Some(r) if !exact && r.data.len() == self.record.data.len() => Ok(()),
             Some(_) => wrong!("{}: load returned other data", self.store.engine()),
@@ -74,12 +76,12 @@ impl Target for Ours {
     async fn update(&self, key: &Key, version: u64) -> R<u64> {
         Ok(self
             .store
-            .update(session_key(key)?, &self.record, Some(version))
+            .call_update(session_key(key)?, &self.record, Some(version))
             .await?)
     }
 
     async fn delete(&self, key: &Key) -> R<()> {
-        if self.store.delete(session_key(key)?).await? {
+        if self.store.call_delete(session_key(key)?).await? {
             Ok(())
         } else {
             wrong!("{}: delete found nothing", self.store.engine())
@@ -87,7 +89,7 @@ impl Target for Ours {
     }
 
     async fn holds(&self, key: &Key) -> R<bool> {
-        Ok(self.store.load(session_key(key)?).await?.is_some())
+        Ok(self.store.call_load(session_key(key)?).await?.is_some())
     }
 
     async fn cleanup(&self) -> R<()> {

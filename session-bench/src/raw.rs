@@ -289,6 +289,129 @@ impl RedisConn {
             RedisConn::Cluster(c) => cmd.query_async(&mut c.clone()).await?,
         })
     }
+
+    /// Runs a script (`EVALSHA`, loading it where the server answers `NOSCRIPT`).
+    async fn invoke<T: redis::FromRedisValue>(&self, script: &redis::ScriptInvocation<'_>) -> R<T> {
+        Ok(match self {
+            RedisConn::Single(c) => script.invoke_async(&mut c.clone()).await?,
+            RedisConn::Cluster(c) => script.invoke_async(&mut c.clone()).await?,
+        })
+    }
+}
+
+/// The smallest atomic compare-and-set on a Redis string: the first 8 bytes hold the
+/// version (big-endian); the write happens only if they are the expected ones, and
+/// keeps the TTL given. One `EVALSHA` round trip, as our engine's update.
+const CAS_SCRIPT: &str = r"
+if redis.call('GETRANGE', KEYS[1], 0, 7) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+";
+
+/// The Redis floor of an update that loses no concurrent write: as [`RawRedis`], but
+/// each value starts with an 8-byte version and an update is [`CAS_SCRIPT`] (through
+/// `redis::Script`, as our engine's update is), so it writes only over the version it
+/// read.
+pub struct RawRedisCas {
+    conn: RedisConn,
+    prefix: String,
+    /// The benchmark bytes, after the 8 bytes of the version.
+    bytes: Vec<u8>,
+    script: redis::Script,
+}
+
+impl RawRedisCas {
+    /// Keys `prefix` + session key, over `conn`, storing `bytes` behind a version.
+    pub fn new(conn: RedisConn, prefix: String, bytes: &[u8]) -> Self {
+        RawRedisCas {
+            conn,
+            prefix,
+            bytes: bytes.to_vec(),
+            script: redis::Script::new(CAS_SCRIPT),
+        }
+    }
+
+    fn name(&self, key: &Key) -> String {
+        format!("{}{}", self.prefix, key.text())
+    }
+
+    fn value(&self, version: u64) -> Vec<u8> {
+        let mut v = Vec::with_capacity(8 + self.bytes.len());
+        v.extend_from_slice(&version.to_be_bytes());
+        v.extend_from_slice(&self.bytes);
+        v
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for RawRedisCas {
+    async fn create(&self) -> R<Key> {
+        let key = Key::Session(new_key()?);
+        let ok: Option<String> = self
+            .conn
+            .query(
+                redis::cmd("SET")
+                    .arg(self.name(&key))
+                    .arg(self.value(1))
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(TTL_SECS * 1000),
+            )
+            .await?;
+        if ok.is_none() {
+            return wrong!("raw redis script: SET NX refused");
+        }
+        Ok(key)
+    }
+
+    async fn load(&self, key: &Key, _exact: bool) -> R<()> {
+        let got: Option<Vec<u8>> = self
+            .conn
+            .query(redis::cmd("GET").arg(self.name(key)))
+            .await?;
+        match got {
+            Some(b) if b.len() == 8 + self.bytes.len() && b[8..] == self.bytes[..] => Ok(()),
+            Some(_) => wrong!("raw redis script: GET returned other bytes"),
+            None => wrong!("raw redis script: benchmark key vanished"),
+        }
+    }
+
+    async fn update(&self, key: &Key, version: u64) -> R<u64> {
+        let next = version + 1;
+        let done: i64 = self
+            .conn
+            .invoke(
+                self.script
+                    .key(self.name(key))
+                    .arg(&version.to_be_bytes()[..])
+                    .arg(self.value(next))
+                    .arg(TTL_SECS * 1000),
+            )
+            .await?;
+        if done != 1 {
+            return wrong!("raw redis script: version {version} not found");
+        }
+        Ok(next)
+    }
+
+    async fn delete(&self, key: &Key) -> R<()> {
+        let n: i64 = self
+            .conn
+            .query(redis::cmd("DEL").arg(self.name(key)))
+            .await?;
+        if n != 1 {
+            return wrong!("raw redis script: DEL removed {n} keys");
+        }
+        Ok(())
+    }
+
+    async fn holds(&self, key: &Key) -> R<bool> {
+        let n: i64 = self
+            .conn
+            .query(redis::cmd("EXISTS").arg(self.name(key)))
+            .await?;
+        Ok(n == 1)
+    }
 }
 
 /// `SET NX PX` (create), `GET` (load), `SET XX PX` (update), `DEL` (delete) of the

@@ -243,6 +243,40 @@ impl Report {
         let mut s = String::from(Self::HEADER);
         self.rows(engine, &mut s);
         println!("\n{s}");
+        let mut cas = String::new();
+        self.cas_rows(engine, &mut cas);
+        if !cas.is_empty() {
+            println!("{}{cas}", Self::CAS_HEADER);
+        }
+    }
+
+    const CAS_HEADER: &'static str = "| Engine | c | Ours update ops/s | p50 / p99 µs | Compare-and-set floor ops/s | p50 / p99 µs | ours ÷ CAS floor | ours ÷ blind floor |\n|---|--:|--:|--:|--:|--:|--:|--:|\n";
+
+    /// `engine`'s updates against its compare-and-set floor, where it has one.
+    fn cas_rows(&self, engine: &str, out: &mut String) {
+        for conc in [1usize, 32] {
+            let (Some(ours), Some(cas)) = (
+                self.find(engine, Role::Ours, Op::Update, conc),
+                self.find(engine, Role::CasFloor, Op::Update, conc),
+            ) else {
+                continue;
+            };
+            let lat = |c: &Cell| format!("{} / {}", fmt_us(c.p50_us), fmt_us(c.p99_us));
+            let blind = self
+                .find(engine, Role::Floor, Op::Update, conc)
+                .map_or_else(|| "—".into(), fmt_ratio);
+            let _ = writeln!(
+                out,
+                "| {engine} | {conc} | {} ±{:.0}% | {} | {} ±{:.0}% | {} | {} | {blind} |",
+                fmt_rate(ours.rate()),
+                ours.spread_pct(),
+                lat(ours),
+                fmt_rate(cas.rate()),
+                cas.spread_pct(),
+                lat(cas),
+                fmt_ratio(cas),
+            );
+        }
     }
 
     /// Prints the middleware rows.
@@ -287,6 +321,15 @@ impl Report {
                         0.9,
                     );
                 }
+            }
+        }
+        for e in self.engines() {
+            for conc in [1usize, 32] {
+                check(
+                    format!("{e} update c={conc} vs compare-and-set floor"),
+                    self.find(&e, Role::CasFloor, Op::Update, conc),
+                    0.9,
+                );
             }
         }
         for conc in [1usize, 32] {
@@ -343,6 +386,21 @@ impl Report {
         s.push_str(Self::HEADER);
         for e in self.engines() {
             self.rows(&e, &mut s);
+        }
+        let mut cas = String::new();
+        for e in self.engines() {
+            self.cas_rows(&e, &mut cas);
+        }
+        if !cas.is_empty() {
+            s.push_str(
+                "\n### Updates against a compare-and-set floor\n\nThe blind floor's update is a \
+                 plain `SET XX`, which loses a concurrent request's write; ours checks the \
+                 version. The compare-and-set floor is the smallest script that does that check \
+                 (`GETRANGE` of an 8-byte version, then `SET`), through the same client's \
+                 `EVALSHA`:\n\n",
+            );
+            s.push_str(Self::CAS_HEADER);
+            s.push_str(&cas);
         }
         s.push_str(
             "\n### Targets\n\n| Target | Goal | Measured | Runs | |\n|---|--:|--:|--:|---|\n",
