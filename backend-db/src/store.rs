@@ -926,6 +926,11 @@ impl Maintenance for DbStore {
         )))
     }
 
+    /// [`DbStore::clear_batch`].
+    fn default_batch(&self) -> u64 {
+        self.clear_batch()
+    }
+
     /// [`DbStore::clear_expired_batched`].
     async fn clear_expired(&self, batch: u64, progress: Progress<'_>) -> Result<ClearReport> {
         let removed = self.clear_expired_batched(batch, progress).await?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use backend_db::{Backend, DbPool, DbStore, SQLITE_CLEAR_BATCH};
+use backend_db::{Backend, CLEAR_BATCH, DbPool, DbStore, SQLITE_CLEAR_BATCH};
 use common::{ALL, open, with_store};
 use session_core::{Record, SessionData, SessionKey, SessionStore, Timestamp};
 
@@ -147,6 +147,14 @@ async fn run(backend: Backend) {
             return Err(format!("removed {removed} rows, wanted {EXPIRED}"));
         }
         let batch = store.clear_batch();
+        let wanted = if backend == Backend::Sqlite {
+            SQLITE_CLEAR_BATCH
+        } else {
+            CLEAR_BATCH
+        };
+        if batch != wanted as u64 {
+            return Err(format!("{batch} rows a batch, wanted {wanted}"));
+        }
         let min_batches = (EXPIRED as u64).div_ceil(batch) as u32;
         if batches < min_batches {
             return Err(format!(
@@ -198,6 +206,9 @@ async fn on_sqlite_a_save_during_a_sweep_waits_for_one_batch_not_the_sweep() {
     let db = open(Backend::Sqlite, |c| c.max_connections = 12).await;
     let run = with_store(&db, "turns", async |store| {
         assert_eq!(store.clear_batch(), SQLITE_CLEAR_BATCH as u64);
+        // `sessions clear-expired` without `--batch-size` takes the same.
+        let default = store.maintenance().map(|m| m.default_batch());
+        assert_eq!(default, Some(SQLITE_CLEAR_BATCH as u64));
         bulk_insert_expired(&store).await?;
         let record = Record::with_ttl(SessionData::new(), 3600);
         let batches = Arc::new(AtomicU32::new(0));

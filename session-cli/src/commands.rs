@@ -20,8 +20,10 @@ const PAGE: usize = 1000;
 #[derive(Args, Debug)]
 pub struct ClearArgs {
     /// Rows (or files) deleted per statement; smaller batches hold shorter locks.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    pub batch_size: u64,
+    /// Default: the store's own (10,000; 1,000 on SQLite, whose lock covers the whole
+    /// database).
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<u64>,
 }
 
 /// `stats` options.
@@ -90,7 +92,7 @@ pub async fn clear_expired(
     path: Option<&Path>,
     args: ClearArgs,
 ) -> CliResult {
-    if args.batch_size == 0 {
+    if args.batch_size == Some(0) {
         return Err(CliError::usage("--batch-size must be at least 1", None));
     }
     let config = engines::load_for(registry, path, "clear-expired")?;
@@ -99,7 +101,8 @@ pub async fn clear_expired(
     let (target, report, native_ttl) = match store.maintenance() {
         Some(m) => {
             let set = |n: u64| pb.set_position(n);
-            let report = m.clear_expired(args.batch_size, &set).await?;
+            let batch = args.batch_size.unwrap_or_else(|| m.default_batch());
+            let report = m.clear_expired(batch, &set).await?;
             (m.target(), report, false)
         }
         None => {

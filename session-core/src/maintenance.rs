@@ -180,6 +180,14 @@ pub trait Maintenance: Send + Sync {
         Ok(None)
     }
 
+    /// The batch [`Maintenance::clear_expired`] takes when the operator names none
+    /// (`sessions clear-expired` without `--batch-size`): 10,000 by default; a store
+    /// whose batches hold a lock over more than their rows says less (the `db` engine
+    /// on SQLite: 1,000).
+    fn default_batch(&self) -> u64 {
+        10_000
+    }
+
     /// Removes expired records, at most `batch` per step (smaller batches hold shorter
     /// locks; a store without batches may ignore it), calling `progress` with the
     /// running total.
