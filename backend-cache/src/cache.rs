@@ -388,6 +388,9 @@ impl SessionStore for CacheStore {
     async fn insert_new(&self, key: &SessionKey, record: &Record) -> Result<Inserted> {
         self.inner().insert_new(key, record).await
     }
+    async fn create(&self, record: &Record) -> Result<SessionKey> {
+        self.inner().create(record).await
+    }
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.inner().load(key).await
     }
@@ -427,6 +430,11 @@ impl SessionStore for CacheStore {
     /// Cluster) keep one; Memcached cannot list its keys and has none.
     fn user_index(&self) -> Option<&dyn session_core::UserIndex> {
         self.inner().user_index()
+    }
+    /// The in-process driver's immediate calls (this enum only picks the driver: it has
+    /// no work of its own to skip); the networked drivers have none.
+    fn immediate(&self) -> Option<&dyn session_core::ImmediateStore> {
+        self.inner().immediate()
     }
 }
 
@@ -479,6 +487,23 @@ pub fn register(registry: &EngineRegistry) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The in-process driver is called the immediate way, as the `memory` engine is
+    /// (this enum forwards its driver's `ImmediateStore`).
+    #[tokio::test]
+    async fn the_in_process_driver_answers_immediately() {
+        let settings = session_core::SessionSettings::default();
+        let store = CacheConfig::default()
+            .build(&settings)
+            .await
+            .expect("build");
+        let now = store.immediate().expect("immediate calls");
+        let record = Record::with_ttl(session_core::SessionData::new(), 60);
+        let key = now.create_now(&record).expect("create");
+        assert!(store.load(&key).await.expect("load").is_some());
+        assert!(now.delete_now(&key).expect("delete"));
+        assert!(!store.exists(&key).await.expect("exists"));
+    }
 
     #[cfg(all(feature = "redis", feature = "cluster", feature = "memcached"))]
     fn target(url: &str) -> Result<CacheTarget> {
