@@ -89,7 +89,7 @@ pub fn encoded_len() -> R<usize> {
     Ok(encoded()?.len())
 }
 
-fn encoded() -> R<Vec<u8>> {
+pub fn encoded() -> R<Vec<u8>> {
     Ok(bincode().encode(&record())?)
 }
 

@@ -9,6 +9,7 @@
 //! scripts/bench --only redis,memory  # some groups
 //! scripts/bench --only memory-bound  # the memory engine at its bound (bound.rs)
 //! scripts/bench --only metrics-cost  # the metrics layer against the bare store (metrics_cost.rs)
+//! scripts/bench --only growth        # SQLite and PostgreSQL at 1k, 100k and 1M sessions (growth.rs)
 //! scripts/bench --only sweep         # clear_expired of 100k expired among 10k live under load (sweep.rs)
 //! ```
 //!
@@ -24,6 +25,7 @@ mod actix;
 mod bound;
 mod chart;
 mod groups;
+mod growth;
 mod harness;
 mod instructions;
 mod layer;
@@ -71,6 +73,8 @@ usage: session-bench [--runs N] [--rounds N] [--scale F] [--secs S] [--only g1,g
                   cached_db:redis+postgres, cached_db:memcached+mariadb, layer,
                   memory-bound (insert cost below vs at a bound of 500,000 sessions),
                   metrics-cost (memory and file with and without the metrics layer),
+                  growth (SQLite and PostgreSQL, ours and the floor, at 1k, 100k and
+                  1M stored sessions, random keys),
                   sweep (SQLite's and PostgreSQL's clear_expired of 100,000 expired
                   sessions among 10,000 live ones while 8 tasks load and update)
   --out DIR       where results.md, results.json and the SVG charts go
@@ -127,6 +131,7 @@ fn parse_args() -> Result<Args, String> {
             && g != "memory-bound"
             && g != "metrics-cost"
             && g != "sweep"
+            && g != "growth"
             && !groups::NAMES.contains(&g.as_str())
         {
             return Err(format!("unknown group {g}"));
@@ -288,6 +293,14 @@ async fn run(args: Args) -> R<()> {
         );
         metrics_cost_md = Some(md);
     }
+    let mut growth_md = None;
+    if wants("growth") {
+        let ops = ((20_000.0 * args.scale) as usize).max(100);
+        let rows = growth::run(&[1_000, 100_000, 1_000_000], ops, &run_id).await?;
+        let md = growth::table(&rows);
+        println!("\ngrowth\n{md}");
+        growth_md = Some(md);
+    }
     let mut sweep_md = None;
     if wants("sweep") {
         let expired = ((100_000.0 * args.scale) as usize).max(100);
@@ -324,6 +337,9 @@ async fn run(args: Args) -> R<()> {
     )?;
     if let Some(md) = &metrics_cost_md {
         std::fs::write(args.out.join("metrics-cost.md"), md)?;
+    }
+    if let Some(md) = &growth_md {
+        std::fs::write(args.out.join("growth.md"), md)?;
     }
     if let Some(md) = &sweep_md {
         std::fs::write(args.out.join("sweep.md"), md)?;
