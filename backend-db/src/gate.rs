@@ -11,8 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
-/// The turn of one writer: held while its statement runs.
-pub(crate) type WriteGate = Arc<tokio::sync::Mutex<()>>;
+use crate::store::WriteGate;
 
 static GATES: LazyLock<Mutex<HashMap<PathBuf, Weak<tokio::sync::Mutex<()>>>>> =
     LazyLock::new(Mutex::default);

@@ -112,6 +112,7 @@ compile_error!(
 );
 
 pub mod config;
+#[cfg(feature = "sqlite")]
 mod gate;
 pub mod migrate;
 pub mod pool;

@@ -23,10 +23,13 @@ use session_core::{
 };
 
 use crate::config::{Backend, DbConfig, TableName};
-use crate::gate::WriteGate;
 use crate::migrate::{self, Migrated};
 use crate::pool::{DbPool, ENGINE, Timeouts, map_sqlx};
 use crate::sql::Statements;
+
+/// The in-process queue of writers to one SQLite file (`crate::gate`); its lock is held
+/// while a write statement runs.
+pub(crate) type WriteGate = Arc<tokio::sync::Mutex<()>>;
 
 /// Rows one `clear_expired` statement deletes at most on PostgreSQL and MySQL, so no
 /// statement holds its locks for long on a big table.

@@ -290,6 +290,21 @@ impl RedisConn {
         })
     }
 
+    /// `DEL` of one key that must be there.
+    async fn del_one(&self, name: &str) -> R<()> {
+        let n: i64 = self.query(redis::cmd("DEL").arg(name)).await?;
+        if n != 1 {
+            return wrong!("raw redis: DEL {name} removed {n} keys");
+        }
+        Ok(())
+    }
+
+    /// Whether `name` exists.
+    async fn exists(&self, name: &str) -> R<bool> {
+        let n: i64 = self.query(redis::cmd("EXISTS").arg(name)).await?;
+        Ok(n == 1)
+    }
+
     /// Runs a script (`EVALSHA`, loading it where the server answers `NOSCRIPT`).
     async fn invoke<T: redis::FromRedisValue>(&self, script: &redis::ScriptInvocation<'_>) -> R<T> {
         Ok(match self {
@@ -395,22 +410,11 @@ impl Target for RawRedisCas {
     }
 
     async fn delete(&self, key: &Key) -> R<()> {
-        let n: i64 = self
-            .conn
-            .query(redis::cmd("DEL").arg(self.name(key)))
-            .await?;
-        if n != 1 {
-            return wrong!("raw redis script: DEL removed {n} keys");
-        }
-        Ok(())
+        self.conn.del_one(&self.name(key)).await
     }
 
     async fn holds(&self, key: &Key) -> R<bool> {
-        let n: i64 = self
-            .conn
-            .query(redis::cmd("EXISTS").arg(self.name(key)))
-            .await?;
-        Ok(n == 1)
+        self.conn.exists(&self.name(key)).await
     }
 }
 
@@ -481,22 +485,11 @@ impl Target for RawRedis {
     }
 
     async fn delete(&self, key: &Key) -> R<()> {
-        let n: i64 = self
-            .conn
-            .query(redis::cmd("DEL").arg(self.name(key)))
-            .await?;
-        if n != 1 {
-            return wrong!("raw redis: DEL removed {n} keys");
-        }
-        Ok(())
+        self.conn.del_one(&self.name(key)).await
     }
 
     async fn holds(&self, key: &Key) -> R<bool> {
-        let n: i64 = self
-            .conn
-            .query(redis::cmd("EXISTS").arg(self.name(key)))
-            .await?;
-        Ok(n == 1)
+        self.conn.exists(&self.name(key)).await
     }
 }
 
