@@ -20,7 +20,7 @@ use backend_db::{DbPool, DbStore};
 use integration_tests::servers;
 use session_core::{SessionKey, SessionStore, Timestamp};
 
-use crate::harness::{Key, R, Target, quantile_us};
+use crate::harness::{Key, R, Target, XorShift, quantile_us};
 use crate::ours::Ours;
 use crate::raw::RawSql;
 use crate::wrong;
@@ -232,19 +232,16 @@ async fn phase(
         .map(|t| {
             let (target, versions, left) = (target.clone(), versions.clone(), left.clone());
             tokio::spawn(async move {
-                let mut x = 0x2545_F491_4F6C_DD1Du64 ^ ((t as u64 + 1) * 0x9E37_79B9);
+                let mut rng = XorShift::new(t as u64);
                 let mut lat = Vec::new();
                 while left
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(1))
                     .is_ok()
                     && started.elapsed() < PHASE_TIME
                 {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
                     // Task t owns the sessions t + 1, t + 1 + TASKS, ...: no two tasks
                     // update one session at once, so every compare-and-set holds.
-                    let i = 1 + t as u64 + TASKS as u64 * (x % (n / TASKS as u64));
+                    let i = 1 + t as u64 + TASKS as u64 * rng.below(n / TASKS as u64);
                     let k = key(i)?;
                     let one = Instant::now();
                     if update {

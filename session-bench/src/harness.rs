@@ -288,3 +288,23 @@ pub fn median(v: &[f64]) -> f64 {
         (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
     }
 }
+
+/// A xorshift64 generator: picks benchmark keys at random, cheaply and repeatably (not
+/// for anything secret). `seed` is mixed so that small seeds (task numbers) diverge.
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// A generator for task or worker `seed`.
+    pub fn new(seed: u64) -> Self {
+        XorShift(0x9E37_79B9_7F4A_7C15 ^ (seed + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9))
+    }
+
+    /// The next value below `n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        let x = &mut self.0;
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x % n
+    }
+}

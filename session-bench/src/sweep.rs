@@ -17,7 +17,7 @@ use backend_db::DbStore;
 use integration_tests::servers;
 use session_core::{Error, SessionKey, SessionStore, Timestamp};
 
-use crate::harness::{R, quantile_us, record};
+use crate::harness::{R, XorShift, quantile_us, record};
 use crate::wrong;
 
 /// Tasks loading and updating during the sweep.
@@ -189,13 +189,10 @@ async fn work(
     stop: Arc<AtomicBool>,
     seed: u64,
 ) -> R<(Vec<u64>, Vec<u64>)> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (seed + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let mut rng = XorShift::new(seed);
     let (mut loads, mut updates) = (Vec::new(), Vec::new());
     while !stop.load(Ordering::Relaxed) && loads.len() < MAX_OPS_PER_WORKER {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let key = &keys[(x % keys.len() as u64) as usize];
+        let key = &keys[rng.below(keys.len() as u64) as usize];
         let t = Instant::now();
         let Some(r) = store.load(key).await? else {
             return wrong!("a live session vanished during the sweep");
