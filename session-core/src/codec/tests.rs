@@ -397,3 +397,46 @@ fn a_format_1_json_record_carrying_meta_is_corrupt() {
         .expect_err("refused");
     assert!(matches!(err, CodecError::Corrupt(_)), "{err}");
 }
+
+/// A bincode record of one-key data, written by hand: `entries` (key bytes, value tag
+/// and payload bytes) after an empty map's header.
+fn bincode_with_entries(entries: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let r = Record {
+        data: SessionData::new(),
+        ..sample()
+    };
+    let mut b = BincodeCodec::default().encode(&r).expect("enc");
+    let last = b.len() - 1; // the map's length, 0
+    b[last] = entries.len() as u8;
+    for (k, v) in entries {
+        b.push(k.len() as u8);
+        b.extend_from_slice(k);
+        b.extend_from_slice(v);
+    }
+    b
+}
+
+#[test]
+fn invalid_utf8_in_a_key_or_a_string_value_is_corrupt() {
+    let bad_key = bincode_with_entries(&[(b"k\xff", &[0])]);
+    let bad_value = bincode_with_entries(&[(b"k", &[5, 2, b'a', 0xc3])]);
+    for b in [bad_key, bad_value] {
+        match BincodeCodec::default().decode(&b) {
+            Err(CodecError::Corrupt(msg)) => assert!(msg.to_lowercase().contains("utf8"), "{msg}"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+    // The same bytes, valid, decode.
+    let good = bincode_with_entries(&[(b"k", &[5, 2, b'a', b'b'])]);
+    let r = BincodeCodec::default().decode(&good).expect("valid");
+    assert_eq!(r.data.get("k"), Some(&json!("ab")));
+}
+
+#[test]
+fn keys_out_of_order_or_repeated_decode_as_inserted_one_by_one() {
+    // Not written by this codec (it writes a map's keys once, in order), but readable:
+    // the last value of a repeated key wins, and the order of the input does not matter.
+    let b = bincode_with_entries(&[(b"b", &[2, 2]), (b"a", &[2, 4]), (b"b", &[2, 6])]);
+    let r = BincodeCodec::default().decode(&b).expect("decode");
+    assert_eq!(Value::Object(r.data), json!({"a": 2, "b": 3}));
+}
