@@ -74,15 +74,26 @@
 //! ([`MemoryStore::evictions`]). Keys are hashed with a seeded multiply-rotate hash
 //! rather than SipHash (see `KeyHash` for why that is safe here): moka's hash table
 //! rehashes whole segments as it grows, shrinks and collects the tombstones of removals.
-//! Records are cloned once on create and once on load: the `SessionStore` trait takes
-//! `&Record` and returns an owned `Record`, so sharing them (`Arc<Record>`) stops at
-//! the trait; inside the store the record is shared between the slot and readers.
 //!
-//! Records are kept decoded, yet `max_encoded_size` holds as on every other engine: a
-//! store built from configuration (or given [`MemoryStore::with_size_limit`]) refuses a
-//! write whose encoding would exceed it with `CodecError::TooLarge`. To keep writes cheap
-//! the record is only encoded when a quick upper bound of its encoded size (a walk over
-//! the values, without encoding) exceeds the limit, which real sessions almost never do.
+//! **Records are kept encoded.** A slot holds the record as the compact codec
+//! ([`BincodeCodec`]) writes it, one allocation, beside the few fields the store reads
+//! on every call (deadline, version, principal). The `SessionStore` trait takes
+//! `&Record` and returns an owned `Record`, so a store must copy a record in on every
+//! write and out on every load whatever it keeps. A decoded copy (a map of a dozen keys
+//! and strings) is one allocation per key and string, to make and to free, and it held
+//! about twice its encoded size in memory; an encoded copy is one allocation, freed in
+//! one call when the record is replaced or removed. A load decodes (about the cost of
+//! the deep copy it replaces); checks of a deadline, a version or a principal (`exists`,
+//! `touch`, the compare-and-set of `update`, the user index) never decode, and a touch
+//! changes the deadline in place without copying the bytes. `BENCHMARKS.md` ("As the
+//! store grows") has the resident memory per session.
+//!
+//! `max_encoded_size` holds as on every other engine: a store built from configuration
+//! (or given [`MemoryStore::with_size_limit`]) refuses a write whose encoding with the
+//! configured codec would exceed it with `CodecError::TooLarge`. To keep writes cheap
+//! the record is measured with that codec only when a quick upper bound of its encoded
+//! size (a walk over the values, without encoding) exceeds the limit, which real
+//! sessions almost never do.
 //!
 //! **Every session of a user** ([`UserIndex`]). Beside the cache, a concurrent map
 //! (`dashmap`, sharded) from each principal to the keys of its signed-in sessions. The
@@ -104,7 +115,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -114,8 +125,8 @@ use serde::Deserialize;
 use session_core::codec::{ENCRYPTION_OVERHEAD, MAX_DEPTH};
 use session_core::users::{session_id, sort_oldest_first, validate_principal};
 use session_core::{
-    Capabilities, Codec, EngineRegistry, Error, ImmediateStore, Inserted, Record, Result,
-    SessionKey, SessionStore, Timestamp, UserIndex, UserSession, async_trait,
+    BincodeCodec, Capabilities, Codec, EngineRegistry, Error, ImmediateStore, Inserted, Record,
+    Result, SessionKey, SessionStore, Timestamp, UserIndex, UserSession, async_trait,
 };
 
 /// Options of the `memory` engine (config section `memory`).
@@ -177,11 +188,57 @@ const MAX_NATIVE_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 /// Stripes of the create lock: enough that two creates rarely share one on a few cores.
 const CREATE_STRIPES: usize = 64;
 
+/// The codec of the records slots keep (no size limit of its own: the store's limit is
+/// checked with the configured codec before a record is stored).
+static COMPACT: LazyLock<BincodeCodec> = LazyLock::new(|| BincodeCodec::new(usize::MAX));
+
+/// A record as its slot keeps it (see the module docs, "Records are kept encoded"): the
+/// encoded record, and beside it what the store checks on every call. A touch moves only
+/// `expires_at`, and an update stores the caller's record under the store's next
+/// version: these two fields, not the encoded ones, are the record's.
+#[derive(Debug)]
+struct Stored {
+    bytes: Box<[u8]>,
+    expires_at: Timestamp,
+    version: u64,
+    principal: Option<Box<str>>,
+}
+
+impl Stored {
+    /// `record`, encoded, stored under `version`.
+    fn encode(record: &Record, version: u64) -> Result<Self> {
+        let bytes = COMPACT.encode(record).map_err(Error::Codec)?;
+        Ok(Stored {
+            bytes: bytes.into_boxed_slice(),
+            expires_at: record.expires_at,
+            version,
+            principal: record.principal().map(Box::from),
+        })
+    }
+
+    /// The record, decoded.
+    fn decode(&self) -> Result<Record> {
+        let mut record = COMPACT.decode(&self.bytes).map_err(Error::Codec)?;
+        record.expires_at = self.expires_at;
+        record.version = self.version;
+        Ok(record)
+    }
+
+    /// As [`Record::is_expired_at`].
+    fn is_expired_at(&self, now: Timestamp) -> bool {
+        self.expires_at <= now
+    }
+
+    fn principal(&self) -> Option<&str> {
+        self.principal.as_deref()
+    }
+}
+
 /// One session in the cache: its current record (`None` once deleted) and the record's
 /// deadline, readable without the lock by moka's expiry.
 #[derive(Debug)]
 struct Slot {
-    record: Mutex<Option<Arc<Record>>>,
+    record: Mutex<Option<Stored>>,
     expires_at: AtomicI64,
     /// Unix milliseconds moka's timer is armed for: `expires_at` plus a slack (see
     /// [`armed_for`]).
@@ -225,7 +282,7 @@ impl Drop for Slot {
 }
 
 impl Slot {
-    fn new(key: SessionKey, record: Record, store: &MemoryStore, now: Timestamp) -> Self {
+    fn new(key: SessionKey, record: Stored, store: &MemoryStore, now: Timestamp) -> Self {
         let deadline = record.expires_at.as_unix_millis();
         Slot {
             reads: AtomicU32::new(0),
@@ -233,7 +290,7 @@ impl Slot {
             lookup: Arc::clone(&store.lookup),
             expires_at: AtomicI64::new(deadline),
             armed: AtomicI64::new(armed_for(deadline, now)),
-            record: Mutex::new(Some(Arc::new(record))),
+            record: Mutex::new(Some(record)),
             rearm: AtomicBool::new(false),
             evictions: Arc::clone(&store.evictions),
         }
@@ -241,13 +298,16 @@ impl Slot {
 
     /// The slot's lock. A panic while it was held cannot leave a half-written record
     /// (every change is one assignment), so a poisoned lock is used as it is.
-    fn lock(&self) -> MutexGuard<'_, Option<Arc<Record>>> {
+    fn lock(&self) -> MutexGuard<'_, Option<Stored>> {
         self.record.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The live record, if any.
-    fn live(&self, now: Timestamp) -> Option<Arc<Record>> {
-        self.lock().clone().filter(|r| !r.is_expired_at(now))
+    /// `f` of the live record, if any, under the slot's lock.
+    fn read<T>(&self, now: Timestamp, f: impl FnOnce(&Stored) -> T) -> Option<T> {
+        self.lock()
+            .as_ref()
+            .filter(|r| !r.is_expired_at(now))
+            .map(f)
     }
 
     /// The time until moka's timer should fire (the armed deadline).
@@ -580,32 +640,27 @@ impl MemoryStore {
         Some(slot)
     }
 
-    fn live(&self, key: &SessionKey, now: Timestamp) -> Option<Arc<Record>> {
+    /// `f` of `key`'s live record, if any, under its slot's lock.
+    fn read<T>(&self, key: &SessionKey, now: Timestamp, f: impl FnOnce(&Stored) -> T) -> Option<T> {
         // moka's clock and the wall clock can differ by a millisecond: the record's own
         // deadline decides.
-        self.slot(key)?.live(now)
+        self.slot(key)?.read(now, f)
     }
 
-    /// Runs `f` on the live record of `key` under its slot's lock. `f` returns the
-    /// record to store (`None`: leave it) and the answer. Re-arms moka's timer when the
-    /// deadline moved.
-    fn modify<T>(
-        &self,
-        key: &SessionKey,
-        f: impl FnOnce(&Arc<Record>) -> Result<(Option<Record>, T)>,
-    ) -> Result<T> {
+    /// Runs `f` on the live record of `key` under its slot's lock. `f` changes the
+    /// record in place (or leaves it as it was and fails) and returns the answer.
+    /// Re-arms moka's timer when the deadline moved.
+    fn modify<T>(&self, key: &SessionKey, f: impl FnOnce(&mut Stored) -> Result<T>) -> Result<T> {
         let now = Timestamp::now();
         let slot = self.slot(key).ok_or(Error::NotFound)?;
         let mut guard = slot.lock();
         let cur = guard
-            .as_ref()
+            .as_mut()
             .filter(|r| !r.is_expired_at(now))
             .ok_or(Error::NotFound)?;
-        let (next, answer) = f(cur)?;
-        let Some(next) = next else {
-            return Ok(answer);
-        };
-        let deadline = next.expires_at.as_unix_millis();
+        let answer = f(cur)?;
+        let expired = cur.is_expired_at(now);
+        let deadline = cur.expires_at.as_unix_millis();
         slot.expires_at.store(deadline, Ordering::Relaxed);
         let moved = needs_rearm(deadline, slot.armed.load(Ordering::Relaxed), now);
         if moved {
@@ -614,7 +669,9 @@ impl MemoryStore {
             slot.rearm.store(true, Ordering::Release);
         }
         // A record stored already expired empties the slot: it is as good as absent.
-        *guard = (!next.is_expired_at(now)).then(|| Arc::new(next));
+        if expired {
+            *guard = None;
+        }
         if moved {
             // expire_after_read reads the new deadline. Done under the slot's lock, so
             // no reader can find the slot with the new record and the old timer.
@@ -666,16 +723,30 @@ impl MemoryStore {
             .unwrap_or_default()
     }
 
-    /// `key`'s live record if it is bound to `principal` (no lock beyond the slot's).
-    fn bound(&self, principal: &str, key: &SessionKey, now: Timestamp) -> Option<Arc<Record>> {
-        self.live(key, now)
-            .filter(|r| r.principal() == Some(principal))
+    /// `f` of `key`'s live record if it is bound to `principal` (no lock beyond the
+    /// slot's).
+    fn bound<T>(
+        &self,
+        principal: &str,
+        key: &SessionKey,
+        now: Timestamp,
+        f: impl FnOnce(&Stored) -> T,
+    ) -> Option<T> {
+        self.read(key, now, |r| {
+            (r.principal() == Some(principal)).then(|| f(r))
+        })
+        .flatten()
     }
 
-    /// Re-checks `key` under its create stripe and slot lock: returns its live record if
-    /// it is bound to `principal`, and otherwise removes the stale entry, under those
-    /// locks, so that no write re-binding the key can slip in between.
-    fn prune(&self, principal: &str, key: &SessionKey) -> Option<Arc<Record>> {
+    /// Re-checks `key` under its create stripe and slot lock: returns `f` of its live
+    /// record if it is bound to `principal`, and otherwise removes the stale entry, under
+    /// those locks, so that no write re-binding the key can slip in between.
+    fn prune<T>(
+        &self,
+        principal: &str,
+        key: &SessionKey,
+        f: impl FnOnce(&Stored) -> T,
+    ) -> Option<T> {
         let _create = self.create_lock(key);
         let now = Timestamp::now();
         let Some(slot) = self.listed(key) else {
@@ -684,9 +755,7 @@ impl MemoryStore {
         };
         let guard = slot.lock();
         match guard.as_ref() {
-            Some(r) if !r.is_expired_at(now) && r.principal() == Some(principal) => {
-                Some(Arc::clone(r))
-            }
+            Some(r) if !r.is_expired_at(now) && r.principal() == Some(principal) => Some(f(r)),
             _ => {
                 self.index_remove(principal, key);
                 None
@@ -694,22 +763,24 @@ impl MemoryStore {
         }
     }
 
-    /// `key`'s live record bound to `principal`, pruning the entry when there is none.
-    fn bound_or_prune(
+    /// `f` of `key`'s live record bound to `principal`, pruning the entry when there is
+    /// none.
+    fn bound_or_prune<T>(
         &self,
         principal: &str,
         key: &SessionKey,
         now: Timestamp,
-    ) -> Option<Arc<Record>> {
-        self.bound(principal, key, now)
-            .or_else(|| self.prune(principal, key))
+        f: impl Fn(&Stored) -> T,
+    ) -> Option<T> {
+        self.bound(principal, key, now, &f)
+            .or_else(|| self.prune(principal, key, &f))
     }
 
     /// Forgets the stale entries of `principal` (those of live sessions stay).
     fn prune_principal(&self, principal: &str) {
         let now = Timestamp::now();
         for key in self.index_keys(principal) {
-            self.bound_or_prune(principal, &key, now);
+            self.bound_or_prune(principal, &key, now, |_| ());
         }
     }
 
@@ -817,7 +888,7 @@ impl SessionStore for MemoryStore {
         let mut keys: Vec<SessionKey> = self
             .cache
             .iter()
-            .filter(|(k, slot)| after.is_none_or(|a| **k > *a) && slot.live(now).is_some())
+            .filter(|(k, slot)| after.is_none_or(|a| **k > *a) && slot.read(now, |_| ()).is_some())
             .map(|(k, _)| SessionKey::clone(&k))
             .collect();
         keys.sort_unstable();
@@ -844,11 +915,13 @@ impl ImmediateStore for MemoryStore {
         if record.is_expired_at(now) {
             // Expired on arrival: as good as absent, so it takes no room. It may replace
             // an expired record, never a live one.
-            return Ok(match self.live(key, now) {
+            return Ok(match self.read(key, now, |_| ()) {
                 Some(_) => Inserted::KeyTaken,
                 None => Inserted::Created,
             });
         }
+        // Encoded before any lock is taken.
+        let stored = Stored::encode(record, record.version)?;
         // Create-if-absent under the key's stripe of the create lock: every new slot is
         // inserted here, so no other create can slip in between the check and the
         // insert. (moka's own `or_insert_with` does the same through a waiter map and
@@ -858,7 +931,7 @@ impl ImmediateStore for MemoryStore {
         // keys are minted fresh) is absent.
         if self
             .listed(key)
-            .is_some_and(|slot| slot.live(now).is_some())
+            .is_some_and(|slot| slot.read(now, |_| ()).is_some())
         {
             return Ok(Inserted::KeyTaken);
         }
@@ -867,7 +940,7 @@ impl ImmediateStore for MemoryStore {
         if let Some(p) = principal {
             self.index_add(p, key);
         }
-        let slot = Arc::new(Slot::new(key.clone(), record.clone(), self, now));
+        let slot = Arc::new(Slot::new(key.clone(), stored, self, now));
         self.lookup.insert(key.clone(), Arc::downgrade(&slot));
         self.cache.insert(key.clone(), slot);
         drop(create);
@@ -879,7 +952,7 @@ impl ImmediateStore for MemoryStore {
     }
 
     fn load_now(&self, key: &SessionKey) -> Result<Option<Record>> {
-        Ok(self.live(key, Timestamp::now()).map(|r| Record::clone(&r)))
+        self.read(key, Timestamp::now(), Stored::decode).transpose()
     }
 
     fn update_now(
@@ -889,6 +962,8 @@ impl ImmediateStore for MemoryStore {
         expected_version: Option<u64>,
     ) -> Result<u64> {
         self.check_size(record)?;
+        // Encoded before the slot's lock is taken; the version is set under it.
+        let next = Stored::encode(record, 0)?;
         self.modify(key, |cur| {
             if let Some(expected) = expected_version.filter(|v| *v != cur.version) {
                 return Err(Error::Conflict {
@@ -905,9 +980,8 @@ impl ImmediateStore for MemoryStore {
                 self.index_add(p, key);
             }
             let version = cur.version.saturating_add(1);
-            let mut next = record.clone();
-            next.version = version;
-            Ok((Some(next), version))
+            *cur = Stored { version, ..next };
+            Ok(version)
         })
     }
 
@@ -917,21 +991,21 @@ impl ImmediateStore for MemoryStore {
         };
         let was = slot.lock().take();
         if let Some(p) = was.as_ref().and_then(|r| r.principal()) {
-            self.prune(p, key);
+            self.prune(p, key, |_| ());
         }
         Ok(was.is_some_and(|r| !r.is_expired_at(Timestamp::now())))
     }
 
     fn touch_now(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
+        // In place: the encoded record stays as it is (see `Stored`).
         self.modify(key, |cur| {
-            let mut next = Record::clone(cur);
-            next.expires_at = expires_at;
-            Ok((Some(next), ()))
+            cur.expires_at = expires_at;
+            Ok(())
         })
     }
 
     fn exists_now(&self, key: &SessionKey) -> Result<bool> {
-        Ok(self.live(key, Timestamp::now()).is_some())
+        Ok(self.read(key, Timestamp::now(), |_| ()).is_some())
     }
 }
 
@@ -944,14 +1018,12 @@ impl UserIndex for MemoryStore {
     ) -> Result<Vec<UserSession>> {
         validate_principal(principal)?;
         let now = Timestamp::now();
-        let mut out: Vec<UserSession> = self
-            .index_keys(principal)
-            .into_iter()
-            .filter_map(|key| {
-                let record = self.bound_or_prune(principal, &key, now)?;
-                Some(UserSession::from_record(key, &record, current))
-            })
-            .collect();
+        let mut out = Vec::new();
+        for key in self.index_keys(principal) {
+            if let Some(record) = self.bound_or_prune(principal, &key, now, Stored::decode) {
+                out.push(UserSession::from_record(key, &record?, current));
+            }
+        }
         sort_oldest_first(&mut out);
         Ok(out)
     }
@@ -982,7 +1054,7 @@ impl UserIndex for MemoryStore {
         Ok(self
             .index_keys(principal)
             .iter()
-            .filter(|key| self.bound_or_prune(principal, key, now).is_some())
+            .filter(|key| self.bound_or_prune(principal, key, now, |_| ()).is_some())
             .count() as u64)
     }
 }
