@@ -1,16 +1,28 @@
-//! Costs as the store grows (`--only growth`): SQLite (a file) and PostgreSQL holding
-//! 1,000, 100,000 and 1,000,000 live sessions of the benchmark's 1 KiB record, our
-//! store and its floor (the same statements through the same pool, `RawSql`) each on a
-//! table of its own. At each size: how fast the table filled, then loads and
-//! compare-and-set updates of sessions picked at random among all N (every key is as
-//! likely; a site with many visitors, not 32 hot sessions) by 32 tasks, ours and the
-//! floor in turn, twice in alternating order. The question is whether our ratio to the
-//! floor holds as N grows, and whether either side slows down.
+//! Costs as the store grows (`--only growth`): the memory engine, the file engine, Redis,
+//! SQLite (a file) and PostgreSQL holding 1,000, 100,000 and 1,000,000 live sessions of
+//! the benchmark's 1 KiB record (the file engine to 100,000), each against its reference
+//! at the same N, on a store (table, key prefix, directory) of its own:
 //!
-//! The tables are filled by one generated `INSERT ... SELECT` per 100,000 rows (keys
-//! `g` and 31 digits, the encoded record as a bound blob), not through the store: the
-//! fill rate reported is the database's, the same for both sides. Tables are dropped
-//! after each size.
+//! | engine | reference |
+//! |---|---|
+//! | memory | tower-sessions' `MemoryStore` (an in-process store has no raw client) |
+//! | file | `tokio::fs` (`RawFs`); both without `fsync`, to keep 200,000 files in minutes |
+//! | redis | `GET` and the compare-and-set script (`RawRedisCas`) through redis-rs |
+//! | sqlite, postgres | the same statements through the same pool (`RawSql`) |
+//!
+//! At each size: how fast each side filled, then loads and updates (compare-and-set
+//! where the side has versions) of sessions picked at random among all N (every key is
+//! as likely; a site with many visitors, not 32 hot sessions) by 32 tasks, ours and the
+//! reference in turn, twice in alternating order. The questions are whether our ratio to
+//! the reference holds as N grows, and whether either side slows down. For the memory
+//! engine, a fresh process of this binary per side fills N sessions and reports the
+//! resident memory they added (`--count rss:memory --count-n N`).
+//!
+//! The database tables are filled by one generated `INSERT ... SELECT` per 100,000 rows
+//! (keys `g` and 31 digits, the encoded record as a bound blob), not through the store:
+//! that fill rate is the database's, the same for both sides. The other engines are
+//! filled through each side's own `create`, by 32 tasks. Everything written is removed
+//! after each size (tables dropped, directories deleted, Redis key prefixes unlinked).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -21,65 +33,60 @@ use integration_tests::servers;
 use session_core::{SessionKey, SessionStore, Timestamp};
 
 use crate::harness::{Key, R, Target, XorShift, quantile_us};
-use crate::ours::Ours;
-use crate::raw::RawSql;
+use crate::ours::{Ours, from_toml};
+use crate::raw::{RawFs, RawRedisCas, RawSql, RedisConn};
 use crate::wrong;
 
-/// Concurrent tasks in the load and update phases.
+/// The engines, in the order they run.
+pub const ENGINES: [&str; 5] = ["memory", "file", "redis", "sqlite", "postgres"];
+/// Concurrent tasks in the fill, load and update phases.
 const TASKS: usize = 32;
 /// Rows one fill statement writes.
 const FILL_CHUNK: u64 = 100_000;
 /// The longest one phase of one side runs.
 const PHASE_TIME: Duration = Duration::from_secs(3);
+/// The file engine is measured up to this many sessions (a million files is a
+/// filesystem benchmark).
+const FILE_MAX: u64 = 100_000;
 
 /// One engine, size and side.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct GrowthRow {
-    /// `sqlite` or `postgres`.
+    /// One of [`ENGINES`].
     pub engine: String,
+    /// What ours is measured against.
+    pub reference: String,
     /// Live sessions stored.
     pub n: u64,
-    /// Rows per second of the fill (both tables).
-    pub fill_rate: f64,
+    /// Sessions per second of the fill: ours, the reference.
+    pub fill_rate: [f64; 2],
     /// Ours: load ops/s, p50 µs, p99 µs.
     pub load: [f64; 3],
-    /// Floor: load ops/s, p50 µs, p99 µs.
+    /// Reference: load ops/s, p50 µs, p99 µs.
     pub floor_load: [f64; 3],
     /// Ours: update ops/s, p50 µs, p99 µs.
     pub update: [f64; 3],
-    /// Floor: update ops/s, p50 µs, p99 µs.
+    /// Reference: update ops/s, p50 µs, p99 µs.
     pub floor_update: [f64; 3],
+    /// Memory engine only: resident bytes per session, ours and the reference, each
+    /// filled in a fresh process.
+    pub rss_per_session: Option<[f64; 2]>,
 }
 
-/// Runs every size (each at least [`TASKS`]) on SQLite and PostgreSQL; `ops` bounds
-/// one phase of one side.
-pub async fn run(sizes: &[u64], ops: usize, run_id: &str) -> R<Vec<GrowthRow>> {
+/// Runs every engine in `engines` at every size (each at least [`TASKS`]); `ops` bounds
+/// one phase of one side (ten times more on the memory engine, whose calls take a
+/// microsecond).
+pub async fn run(engines: &[&str], sizes: &[u64], ops: usize, run_id: &str) -> R<Vec<GrowthRow>> {
     let mut rows = Vec::new();
-    let dir = tempfile::tempdir()?;
-    for engine in ["sqlite", "postgres"] {
+    for &engine in engines {
         for &n in sizes {
-            let (url, ours_t, raw_t) = match engine {
-                "sqlite" => (
-                    format!("sqlite://{}", dir.path().join(format!("g{n}.db")).display()),
-                    "sessions".to_owned(),
-                    "raw_sessions".to_owned(),
-                ),
-                _ => (
-                    servers::postgres_url(),
-                    format!("bench_growth_{run_id}"),
-                    format!("bench_growth_raw_{run_id}"),
-                ),
-            };
-            let ours = crate::groups::db_store(&url, &ours_t).await?;
-            let raw = Arc::new(DbStore::new(ours.pool().clone(), &raw_t)?);
-            raw.migrate().await?;
-            let result = measure(engine, n, ops, &ours, &raw).await;
-            ours.drop_table().await?;
-            raw.drop_table().await?;
-            if engine == "sqlite" {
-                let _ = std::fs::remove_file(dir.path().join(format!("g{n}.db")));
+            if engine == "file" && n > FILE_MAX {
+                continue;
             }
-            let row = result.map_err(|e| format!("growth {engine} n={n}: {e}"))?;
+            let ops = if engine == "memory" { ops * 10 } else { ops };
+            let row = one(engine, n, ops, run_id)
+                .await
+                .map_err(|e| format!("growth {engine} n={n}: {e}"))?;
             println!("{}", line(&row));
             rows.push(row);
         }
@@ -87,18 +94,162 @@ pub async fn run(sizes: &[u64], ops: usize, run_id: &str) -> R<Vec<GrowthRow>> {
     Ok(rows)
 }
 
-async fn measure(
+/// Both sides of `engine` at `n` sessions: built, filled, measured, removed.
+async fn one(engine: &str, n: u64, ops: usize, run_id: &str) -> R<GrowthRow> {
+    let dir = tempfile::tempdir()?;
+    let mut rss_per_session = None;
+    let (sides, reference, redis_prefixes) = match engine {
+        "sqlite" | "postgres" => {
+            let (url, ours_t, raw_t) = if engine == "sqlite" {
+                (
+                    format!("sqlite://{}", dir.path().join("g.db").display()),
+                    "sessions".to_owned(),
+                    "raw_sessions".to_owned(),
+                )
+            } else {
+                (
+                    servers::postgres_url(),
+                    format!("bench_growth_{run_id}"),
+                    format!("bench_growth_raw_{run_id}"),
+                )
+            };
+            let ours = crate::groups::db_store(&url, &ours_t).await?;
+            let raw = Arc::new(DbStore::new(ours.pool().clone(), &raw_t)?);
+            raw.migrate().await?;
+            let result = async {
+                // One encoding for the fill and the floor's check of what it reads (the
+                // record's timestamps differ from one encoding to the next).
+                let bytes = crate::groups::encoded()?;
+                let (keys, rates) = fill_tables(&ours, &raw, n, &bytes).await?;
+                let sides: [Arc<dyn Target>; 2] = [
+                    Arc::new(Ours::new(ours.clone() as Arc<dyn SessionStore>)),
+                    Arc::new(RawSql::new(&raw, bytes)),
+                ];
+                let m = measure(&sides, &keys, &keys, ops).await?;
+                Ok::<_, crate::harness::BenchError>((rates, m))
+            }
+            .await;
+            // The tables go whatever happened.
+            ours.drop_table().await?;
+            raw.drop_table().await?;
+            let (rates, m) = result?;
+            return Ok(row(engine, "sqlx (same statements)", n, rates, m, None));
+        }
+        "memory" => {
+            rss_per_session = Some([rss_probe("memory", n)?, rss_probe("tower", n)?]);
+            let ours = from_toml(&memory_toml(n)).await?;
+            let sides: [Arc<dyn Target>; 2] =
+                [Arc::new(Ours::new(ours)), Arc::new(crate::peers::memory())];
+            (sides, "tower-sessions MemoryStore", None)
+        }
+        "file" => {
+            let (a, b) = (dir.path().join("ours"), dir.path().join("raw"));
+            std::fs::create_dir_all(&a)?;
+            std::fs::create_dir_all(&b)?;
+            let ours = from_toml(&format!(
+                "engine = \"file\"\n[file]\npath = {a:?}\nfsync = false\n"
+            ))
+            .await?;
+            let sides: [Arc<dyn Target>; 2] = [
+                Arc::new(Ours::new(ours)),
+                Arc::new(RawFs::new(b, crate::groups::encoded()?, false)),
+            ];
+            (sides, "tokio::fs", None)
+        }
+        "redis" => {
+            let url = servers::redis_url();
+            let (p_ours, p_raw) = (
+                format!("bench-g-{run_id}:"),
+                format!("bench-gcas-{run_id}:"),
+            );
+            let ours = from_toml(&format!(
+                "engine = \"cache\"\n[cache]\nurl = {url:?}\nkey_prefix = {p_ours:?}\n"
+            ))
+            .await?;
+            let conn = RedisConn::single(&url).await?;
+            let sides: [Arc<dyn Target>; 2] = [
+                Arc::new(Ours::new(ours)),
+                Arc::new(RawRedisCas::new(
+                    conn.clone(),
+                    p_raw.clone(),
+                    &crate::groups::encoded()?,
+                )),
+            ];
+            (
+                sides,
+                "redis-rs GET / compare-and-set script",
+                Some((conn, [p_ours, p_raw])),
+            )
+        }
+        other => {
+            return wrong!(
+                "growth: unknown engine {other}; known: {}",
+                ENGINES.join(", ")
+            );
+        }
+    };
+    let result = async {
+        let (ours_keys, ours_rate) = fill_by_create(&sides[0], n).await?;
+        let (ref_keys, ref_rate) = fill_by_create(&sides[1], n).await?;
+        let m = measure(&sides, &ours_keys, &ref_keys, ops).await?;
+        Ok::<_, crate::harness::BenchError>(([ours_rate, ref_rate], m))
+    }
+    .await;
+    if let Some((conn, prefixes)) = &redis_prefixes {
+        for p in prefixes {
+            conn.unlink_prefix(p).await?;
+        }
+    }
+    drop(sides);
+    drop(dir);
+    let (rates, m) = result?;
+    Ok(row(engine, reference, n, rates, m, rss_per_session))
+}
+
+/// The memory engine's configuration, bounded well above `n`.
+fn memory_toml(n: u64) -> String {
+    format!(
+        "engine = \"memory\"\n[memory]\nmax_entries = {}\n",
+        (n * 2).max(1_000)
+    )
+}
+
+fn row(
     engine: &str,
+    reference: &str,
     n: u64,
-    ops: usize,
-    ours: &Arc<DbStore>,
-    raw: &Arc<DbStore>,
-) -> R<GrowthRow> {
-    let bytes = crate::groups::encoded()?;
-    let t = Instant::now();
-    fill(ours, n, &bytes).await?;
-    fill(raw, n, &bytes).await?;
-    let fill_rate = (2 * n) as f64 / t.elapsed().as_secs_f64();
+    fill_rate: [f64; 2],
+    m: [[f64; 3]; 4],
+    rss_per_session: Option<[f64; 2]>,
+) -> GrowthRow {
+    let [load, floor_load, update, floor_update] = m;
+    GrowthRow {
+        engine: engine.to_owned(),
+        reference: reference.to_owned(),
+        n,
+        fill_rate,
+        load,
+        floor_load,
+        update,
+        floor_update,
+        rss_per_session,
+    }
+}
+
+/// Fills both tables with sessions 1..=n of `bytes`; their keys and each table's rows
+/// per second.
+async fn fill_tables(
+    ours: &DbStore,
+    raw: &DbStore,
+    n: u64,
+    bytes: &[u8],
+) -> R<(Vec<Key>, [f64; 2])> {
+    let mut rates = [0.0; 2];
+    for (i, store) in [ours, raw].into_iter().enumerate() {
+        let t = Instant::now();
+        fill(store, n, bytes).await?;
+        rates[i] = n as f64 / t.elapsed().as_secs_f64();
+    }
     // Let the database settle after the bulk write (PostgreSQL: statistics for the
     // planner, as autovacuum would gather them).
     if let DbPool::Postgres(p) = ours.pool() {
@@ -108,15 +259,46 @@ async fn measure(
                 .await?;
         }
     }
-    let sides: [(Arc<dyn Target>, Arc<Versions>); 2] = [
-        (
-            Arc::new(Ours::new(ours.clone() as Arc<dyn SessionStore>)),
-            Arc::new(Versions::new(n)),
-        ),
-        (
-            Arc::new(RawSql::new(raw, bytes.clone())),
-            Arc::new(Versions::new(n)),
-        ),
+    let keys = (1..=n).map(key).collect::<R<Vec<_>>>()?;
+    Ok((keys, rates))
+}
+
+/// `n` sessions created through `target` by [`TASKS`] tasks; their keys and the
+/// sessions created per second.
+async fn fill_by_create(target: &Arc<dyn Target>, n: u64) -> R<(Vec<Key>, f64)> {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..TASKS as u64)
+        .map(|t| {
+            let target = target.clone();
+            let share = n / TASKS as u64 + u64::from(t < n % TASKS as u64);
+            tokio::spawn(async move {
+                let mut keys = Vec::with_capacity(share as usize);
+                for _ in 0..share {
+                    keys.push(target.create().await?);
+                }
+                Ok::<_, crate::harness::BenchError>(keys)
+            })
+        })
+        .collect();
+    let mut keys = Vec::with_capacity(n as usize);
+    for t in tasks {
+        keys.extend(t.await??);
+    }
+    Ok((keys, n as f64 / started.elapsed().as_secs_f64()))
+}
+
+/// Loads and updates on both sides, twice in alternating order: by side and operation
+/// (ours load, reference load, ours update, reference update), ops/s, p50 and p99 µs.
+async fn measure(
+    sides: &[Arc<dyn Target>; 2],
+    ours_keys: &[Key],
+    ref_keys: &[Key],
+    ops: usize,
+) -> R<[[f64; 3]; 4]> {
+    let keys = [Arc::new(ours_keys.to_vec()), Arc::new(ref_keys.to_vec())];
+    let versions = [
+        Arc::new(Versions::new(ours_keys.len())),
+        Arc::new(Versions::new(ref_keys.len())),
     ];
     // By side, then by operation (load, update): each phase's rate and latencies.
     let mut samples: [[Vec<Phase>; 2]; 2] = Default::default();
@@ -124,14 +306,15 @@ async fn measure(
         for (oi, update) in [false, true].into_iter().enumerate() {
             for k in 0..2 {
                 let side = (k + round) % 2;
-                let (target, versions) = &sides[side];
-                let s = phase(target, versions, n, update, ops).await.map_err(|e| {
-                    format!(
-                        "{} {}: {e}",
-                        ["ours", "floor"][side],
-                        if update { "update" } else { "load" }
-                    )
-                })?;
+                let s = phase(&sides[side], &keys[side], &versions[side], update, ops)
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "{} {}: {e}",
+                            ["ours", "reference"][side],
+                            if update { "update" } else { "load" }
+                        )
+                    })?;
                 samples[side][oi].push(s);
             }
         }
@@ -146,15 +329,78 @@ async fn measure(
         ]
     };
     let [mut o, mut f] = samples;
-    Ok(GrowthRow {
-        engine: engine.to_owned(),
-        n,
-        fill_rate,
-        load: fig(&mut o[0]),
-        floor_load: fig(&mut f[0]),
-        update: fig(&mut o[1]),
-        floor_update: fig(&mut f[1]),
-    })
+    Ok([
+        fig(&mut o[0]),
+        fig(&mut f[0]),
+        fig(&mut o[1]),
+        fig(&mut f[1]),
+    ])
+}
+
+/// `--count rss:SIDE --count-n N` (a fresh process): fills N sessions into the memory
+/// engine (`memory`) or tower-sessions' `MemoryStore` (`tower`) and prints the resident
+/// bytes they added per session.
+pub async fn rss_count(side: &str, n: usize) -> R<()> {
+    let target: Arc<dyn Target> = match side {
+        "memory" => Arc::new(Ours::new(from_toml(&memory_toml(n as u64)).await?)),
+        "tower" => Arc::new(crate::peers::memory()),
+        other => return wrong!("unknown rss side: {other}"),
+    };
+    // One session first, so that what the first write sets up is in the baseline.
+    let first = target.create().await?;
+    let before = rss_bytes()?;
+    let (keys, _) = fill_by_create(&target, n as u64).await?;
+    // The keys are the benchmark's, not the store's: out of the figure.
+    let keys_heap: usize = keys.len() * std::mem::size_of::<Key>()
+        + keys.iter().map(|k| k.text().len()).sum::<usize>();
+    let after = rss_bytes()?;
+    if !target.holds(&first).await? || !target.holds(&keys[keys.len() / 2]).await? {
+        return wrong!("rss {side}: a session filled was not kept");
+    }
+    let added = after
+        .saturating_sub(before)
+        .saturating_sub(keys_heap as u64);
+    println!("rss_per_session {}", added as f64 / n as f64);
+    Ok(())
+}
+
+/// This process's resident set, bytes (`/proc/self/statm`).
+fn rss_bytes() -> R<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .ok_or("statm: no resident field")?
+        .parse()?;
+    Ok(pages * 4096)
+}
+
+/// Resident bytes per session of `side` at `n` sessions, measured in a fresh process.
+fn rss_probe(side: &str, n: u64) -> R<f64> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "--count",
+            &format!("rss:{side}"),
+            "--count-n",
+            &n.to_string(),
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return wrong!(
+            "rss probe {side} n={n} failed: {}{}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    match text
+        .lines()
+        .find_map(|l| l.strip_prefix("rss_per_session "))
+        .map(str::parse::<f64>)
+    {
+        Some(Ok(v)) => Ok(v),
+        _ => wrong!("rss probe {side} n={n}: no figure in {text:?}"),
+    }
 }
 
 /// One phase of one side: ops/s and every latency (ns).
@@ -165,8 +411,8 @@ type Phase = (f64, Vec<u64>);
 struct Versions(Vec<AtomicU64>);
 
 impl Versions {
-    fn new(n: u64) -> Self {
-        Versions((0..=n).map(|_| AtomicU64::new(1)).collect())
+    fn new(n: usize) -> Self {
+        Versions((0..n).map(|_| AtomicU64::new(1)).collect())
     }
 }
 
@@ -217,20 +463,25 @@ async fn fill(store: &DbStore, n: u64, bytes: &[u8]) -> R<()> {
     Ok(())
 }
 
-/// `TASKS` tasks loading (or updating) random sessions among `n`, `ops` in all or
+/// `TASKS` tasks loading (or updating) random sessions among `keys`, `ops` in all or
 /// [`PHASE_TIME`]; ops/s and every latency (ns).
 async fn phase(
     target: &Arc<dyn Target>,
+    keys: &Arc<Vec<Key>>,
     versions: &Arc<Versions>,
-    n: u64,
     update: bool,
     ops: usize,
 ) -> R<Phase> {
     let left = Arc::new(AtomicUsize::new(ops));
+    let per_task = (keys.len() / TASKS) as u64;
+    if per_task == 0 {
+        return wrong!("{} sessions for {TASKS} tasks", keys.len());
+    }
     let started = Instant::now();
     let tasks: Vec<_> = (0..TASKS)
         .map(|t| {
-            let (target, versions, left) = (target.clone(), versions.clone(), left.clone());
+            let (target, keys, versions, left) =
+                (target.clone(), keys.clone(), versions.clone(), left.clone());
             tokio::spawn(async move {
                 let mut rng = XorShift::new(t as u64);
                 let mut lat = Vec::new();
@@ -239,17 +490,17 @@ async fn phase(
                     .is_ok()
                     && started.elapsed() < PHASE_TIME
                 {
-                    // Task t owns the sessions t + 1, t + 1 + TASKS, ...: no two tasks
-                    // update one session at once, so every compare-and-set holds.
-                    let i = 1 + t as u64 + TASKS as u64 * rng.below(n / TASKS as u64);
-                    let k = key(i)?;
+                    // Task t owns the sessions t, t + TASKS, ...: no two tasks update
+                    // one session at once, so every compare-and-set holds.
+                    let i = t + TASKS * rng.below(per_task) as usize;
+                    let k = &keys[i];
                     let one = Instant::now();
                     if update {
-                        let slot = &versions.0[i as usize];
+                        let slot = &versions.0[i];
                         let v = slot.load(Ordering::Relaxed);
-                        slot.store(target.update(&k, v).await?, Ordering::Relaxed);
+                        slot.store(target.update(k, v).await?, Ordering::Relaxed);
                     } else {
-                        target.load(&k, false).await?;
+                        target.load(k, false).await?;
                     }
                     lat.push(one.elapsed().as_nanos() as u64);
                 }
@@ -267,25 +518,32 @@ async fn phase(
 
 fn line(r: &GrowthRow) -> String {
     let cell = |v: &[f64; 3]| format!("{:.0} ({:.0} / {:.0})", v[0], v[1], v[2]);
+    let rss = match r.rss_per_session {
+        Some([ours, reference]) => format!("{:.0} / {:.0}", ours, reference),
+        None => "-".to_owned(),
+    };
     format!(
-        "| {} | {} | {:.0} | {} | {} | {:.2}x | {} | {} | {:.2}x |",
+        "| {} | {} | {} | {:.0} / {:.0} | {} | {} | {:.2}x | {} | {} | {:.2}x | {} |",
         r.engine,
+        r.reference,
         r.n,
-        r.fill_rate,
+        r.fill_rate[0],
+        r.fill_rate[1],
         cell(&r.load),
         cell(&r.floor_load),
         r.load[0] / r.floor_load[0],
         cell(&r.update),
         cell(&r.floor_update),
         r.update[0] / r.floor_update[0],
+        rss,
     )
 }
 
 /// The rows as a Markdown table.
 pub fn table(rows: &[GrowthRow]) -> String {
     let mut s = String::from(
-        "| engine | sessions | fill rows/s | load ours ops/s (p50 / p99 µs) | load floor | ours ÷ floor | update ours ops/s (p50 / p99 µs) | update floor | ours ÷ floor |\n\
-         |---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+        "| engine | reference | sessions | fill/s ours / reference | load ours ops/s (p50 / p99 µs) | load reference | ours ÷ reference | update ours ops/s (p50 / p99 µs) | update reference | ours ÷ reference | RSS bytes/session ours / reference |\n\
+         |---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     for r in rows {
         s.push_str(&line(r));

@@ -9,7 +9,7 @@
 //! scripts/bench --only redis,memory  # some groups
 //! scripts/bench --only memory-bound  # the memory engine at its bound (bound.rs)
 //! scripts/bench --only metrics-cost  # the metrics layer against the bare store (metrics_cost.rs)
-//! scripts/bench --only growth        # SQLite and PostgreSQL at 1k, 100k and 1M sessions (growth.rs)
+//! scripts/bench --only growth        # memory, file, Redis, SQLite, PostgreSQL at 1k, 100k, 1M sessions (growth.rs)
 //! scripts/bench --only sweep         # clear_expired of 100k expired among 10k live under load (sweep.rs)
 //! ```
 //!
@@ -58,6 +58,10 @@ struct Args {
     /// child processes).
     count: Option<String>,
     count_n: usize,
+    /// `--growth-engines`: the engines of the `growth` group.
+    growth_engines: Vec<String>,
+    /// `--growth-sizes`: its sizes.
+    growth_sizes: Vec<u64>,
 }
 
 const USAGE: &str = "\
@@ -73,8 +77,8 @@ usage: session-bench [--runs N] [--rounds N] [--scale F] [--secs S] [--only g1,g
                   cached_db:redis+postgres, cached_db:memcached+mariadb, layer,
                   memory-bound (insert cost below vs at a bound of 500,000 sessions),
                   metrics-cost (memory and file with and without the metrics layer),
-                  growth (SQLite and PostgreSQL, ours and the floor, at 1k, 100k and
-                  1M stored sessions, random keys),
+                  growth (memory, file, Redis, SQLite and PostgreSQL, ours and the
+                  reference, at 1k, 100k and 1M stored sessions, random keys),
                   sweep (SQLite's and PostgreSQL's clear_expired of 100,000 expired
                   sessions among 10,000 live ones while 8 tasks load and update)
   --out DIR       where results.md, results.json and the SVG charts go
@@ -83,6 +87,8 @@ usage: session-bench [--runs N] [--rounds N] [--scale F] [--secs S] [--only g1,g
   --no-layer      skip the middleware comparisons (axum and actix-web; group `layer`)
   --layer-requests N  requests per round per setup in the middleware comparisons (default 20000)
   --count-n N     operations per counted process in the `instructions` group (default 2000)
+  --growth-engines LIST  engines of the growth group (default memory,file,redis,sqlite,postgres)
+  --growth-sizes LIST    its sizes (default 1000,100000,1000000; file stops at 100000)
 
 The group `instructions` (only when named in --only) counts instructions per request and
 per store call under valgrind's callgrind (see src/instructions.rs); its processes run
@@ -102,6 +108,8 @@ fn parse_args() -> Result<Args, String> {
         layer_requests: 20_000,
         count: None,
         count_n: 2_000,
+        growth_engines: growth::ENGINES.map(str::to_owned).to_vec(),
+        growth_sizes: vec![1_000, 100_000, 1_000_000],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -118,6 +126,18 @@ fn parse_args() -> Result<Args, String> {
             "--layer-requests" => a.layer_requests = num(&value("--layer-requests")?)?,
             "--count" => a.count = Some(value("--count")?),
             "--count-n" => a.count_n = num(&value("--count-n")?)?,
+            "--growth-engines" => {
+                a.growth_engines = value("--growth-engines")?
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect()
+            }
+            "--growth-sizes" => {
+                a.growth_sizes = value("--growth-sizes")?
+                    .split(',')
+                    .map(num)
+                    .collect::<Result<_, _>>()?
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -135,6 +155,11 @@ fn parse_args() -> Result<Args, String> {
             && !groups::NAMES.contains(&g.as_str())
         {
             return Err(format!("unknown group {g}"));
+        }
+    }
+    for e in &a.growth_engines {
+        if !growth::ENGINES.contains(&e.as_str()) {
+            return Err(format!("unknown growth engine {e}"));
         }
     }
     Ok(a)
@@ -163,7 +188,11 @@ fn main() {
         .build()
         .expect("tokio runtime");
     if let Some(thing) = &args.count {
-        if let Err(e) = rt.block_on(instructions::count(thing, args.count_n)) {
+        let counted = match thing.strip_prefix("rss:") {
+            Some(side) => rt.block_on(growth::rss_count(side, args.count_n)),
+            None => rt.block_on(instructions::count(thing, args.count_n)),
+        };
+        if let Err(e) = counted {
             eprintln!("session-bench: {e}");
             std::process::exit(1);
         }
@@ -296,7 +325,8 @@ async fn run(args: Args) -> R<()> {
     let mut growth_md = None;
     if wants("growth") {
         let ops = ((20_000.0 * args.scale) as usize).max(100);
-        let rows = growth::run(&[1_000, 100_000, 1_000_000], ops, &run_id).await?;
+        let engines: Vec<&str> = args.growth_engines.iter().map(String::as_str).collect();
+        let rows = growth::run(&engines, &args.growth_sizes, ops, &run_id).await?;
         let md = growth::table(&rows);
         println!("\ngrowth\n{md}");
         growth_md = Some(md);

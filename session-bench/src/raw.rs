@@ -299,6 +299,32 @@ impl RedisConn {
         Ok(())
     }
 
+    /// Unlinks every key that starts with `prefix` (standalone servers only).
+    pub async fn unlink_prefix(&self, prefix: &str) -> R<()> {
+        let RedisConn::Single(c) = self else {
+            return wrong!("unlink_prefix: standalone servers only");
+        };
+        let mut c = c.clone();
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}*"))
+                .arg("COUNT")
+                .arg(10_000)
+                .query_async(&mut c)
+                .await?;
+            if !keys.is_empty() {
+                let _: i64 = redis::cmd("UNLINK").arg(&keys).query_async(&mut c).await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
     /// Whether `name` exists.
     async fn exists(&self, name: &str) -> R<bool> {
         let n: i64 = self.query(redis::cmd("EXISTS").arg(name)).await?;
