@@ -115,21 +115,22 @@ async fn the_metrics_page_counts_a_known_request_mix_exactly() {
     assert_eq!(op(&page, "update", "conflict"), Some(0.0), "{page}");
     assert_eq!(op(&page, "load", "error"), Some(0.0), "{page}");
     assert!(!page.contains("session_store_errors_total{"), "{page}");
-    assert_eq!(
-        sample(
-            &page,
-            "session_store_operation_duration_seconds_count{engine=\"memory\",operation=\"load\"}"
-        ),
-        // The in-process engine's durations are sampled (one call in 16): the first load.
-        Some(1.0),
-        "{page}"
-    );
+    // The in-process engine's durations are sampled (one call in 16, drawn at random):
+    // of the 4 loads, none to all were timed, and the histogram agrees with itself.
+    // A histogram with no observation yet may be left off the page: absent reads as 0.
+    let timed = sample(
+        &page,
+        "session_store_operation_duration_seconds_count{engine=\"memory\",operation=\"load\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(timed <= 4.0, "{page}");
     assert_eq!(
         sample(
             &page,
             "session_store_operation_duration_seconds_bucket{engine=\"memory\",operation=\"load\",le=\"+Inf\"}"
-        ),
-        Some(1.0),
+        )
+        .unwrap_or(0.0),
+        timed,
         "{page}"
     );
     assert_eq!(sample(&page, "session_requests_total"), Some(6.0), "{page}");
