@@ -12,7 +12,7 @@
 //! operation, without start-up, set-up and warm-up (the same in both).
 //!
 //! Measured:
-//! - the three axum setups of the `layer` group ([`crate::layer::SETUPS`]): one request
+//! - the axum setups of the `layer` group ([`crate::layer::SETUPS`]): one request
 //!   that reads and increments one session value (64 sessions round robin);
 //! - the memory engine's `load`, `update`, and `create` followed by `delete` of a new
 //!   session (the benchmark's 10-field session), bare and wearing the metrics layer,

@@ -4,7 +4,10 @@
 //! - tower-sessions 0.15's `SessionManagerLayer` over its `MemoryStore` (same cookie
 //!   attributes, same sliding two-week expiry);
 //! - no session layer (a handler doing the same bookkeeping in a static), for the
-//!   layer's overhead.
+//!   layer's overhead;
+//! - our `SessionLayer` in front of that handler, which never touches its session, on
+//!   requests without a cookie: what the layer costs a request that does not use it
+//!   (an asset, a health check).
 //!
 //! Every round runs every setup once, in rotating order; every request carries the
 //! cookie of one of `sessions` existing sessions, round robin.
@@ -60,6 +63,13 @@ async fn bare() -> String {
     BARE.fetch_add(1, Ordering::Relaxed).to_string()
 }
 
+static UNTOUCHED: AtomicU64 = AtomicU64::new(0);
+
+/// [`bare`] behind our layer (a counter of its own: the setups run interleaved).
+async fn untouched() -> String {
+    UNTOUCHED.fetch_add(1, Ordering::Relaxed).to_string()
+}
+
 struct Setup {
     name: &'static str,
     app: Router,
@@ -86,7 +96,14 @@ async fn call(app: &Router, cookie: Option<&str>) -> R<(StatusCode, Option<Strin
     Ok((status, set_cookie, body.to_vec()))
 }
 
-async fn setup(name: &'static str, app: Router, sessions: usize, needs_cookie: bool) -> R<Setup> {
+/// `counter`: the static the handler counts in, for setups without sessions.
+async fn setup(
+    name: &'static str,
+    app: Router,
+    sessions: usize,
+    counter: Option<&'static AtomicU64>,
+) -> R<Setup> {
+    let needs_cookie = counter.is_none();
     let mut cookies = Vec::with_capacity(sessions);
     for _ in 0..sessions {
         let (status, set_cookie, _) = call(&app, None).await?;
@@ -94,9 +111,10 @@ async fn setup(name: &'static str, app: Router, sessions: usize, needs_cookie: b
             return wrong!("{name}: warm-up request answered {status}");
         }
         match (set_cookie, needs_cookie) {
-            (Some(c), _) => cookies.push(c),
+            (Some(c), true) => cookies.push(c),
             (None, false) => cookies.push(String::new()),
             (None, true) => return wrong!("{name}: no session cookie on the first request"),
+            (Some(_), false) => return wrong!("{name}: a session cookie where none was used"),
         }
     }
     let next = if needs_cookie {
@@ -109,7 +127,7 @@ async fn setup(name: &'static str, app: Router, sessions: usize, needs_cookie: b
         next[0] = 2;
         next
     } else {
-        vec![BARE.load(Ordering::Relaxed)]
+        vec![counter.map_or(0, |c| c.load(Ordering::Relaxed))]
     };
     Ok(Setup {
         name,
@@ -149,19 +167,24 @@ async fn run_one(s: &mut Setup, requests: usize) -> R<f64> {
 }
 
 /// The setups' names, as [`run`] reports them and [`count_one`] takes them.
-pub const SETUPS: [&str; 3] = ["session-axum", "tower-sessions 0.15", "no session layer"];
+pub const SETUPS: [&str; 4] = [
+    "session-axum",
+    "tower-sessions 0.15",
+    "no session layer",
+    "session-axum, session untouched",
+];
 
 /// Builds the setup named `name` (one of [`SETUPS`]) with `sessions` sessions.
 async fn build(name: &str, sessions: usize) -> R<Setup> {
     let Some(&name) = SETUPS.iter().find(|s| **s == name) else {
         return wrong!("unknown middleware setup {name:?} (known: {SETUPS:?})");
     };
-    let (app, needs_cookie) = match name {
+    let (app, counter) = match name {
         "session-axum" => {
             let layer = SessionLayer::builder(Arc::new(backend_cache::MemoryStore::new()))
                 .secure(false)
                 .build()?;
-            (Router::new().route("/", get(ours)).layer(layer), true)
+            (Router::new().route("/", get(ours)).layer(layer), None)
         }
         "tower-sessions 0.15" => {
             let layer =
@@ -170,11 +193,20 @@ async fn build(name: &str, sessions: usize) -> R<Setup> {
                     .with_expiry(tower_sessions::Expiry::OnInactivity(
                         tower_sessions::cookie::time::Duration::weeks(2),
                     ));
-            (Router::new().route("/", get(theirs)).layer(layer), true)
+            (Router::new().route("/", get(theirs)).layer(layer), None)
         }
-        _ => (Router::new().route("/", get(bare)), false),
+        "session-axum, session untouched" => {
+            let layer = SessionLayer::builder(Arc::new(backend_cache::MemoryStore::new()))
+                .secure(false)
+                .build()?;
+            (
+                Router::new().route("/", get(untouched)).layer(layer),
+                Some(&UNTOUCHED),
+            )
+        }
+        _ => (Router::new().route("/", get(bare)), Some(&BARE)),
     };
-    setup(name, app, sessions, needs_cookie).await
+    setup(name, app, sessions, counter).await
 }
 
 /// Runs the comparison: `requests` per setup per round, `rounds` rounds.

@@ -11,6 +11,7 @@
 //! scripts/bench --only metrics-cost  # the metrics layer against the bare store (metrics_cost.rs)
 //! scripts/bench --only growth        # memory, file, Redis, SQLite, PostgreSQL at 1k, 100k, 1M sessions (growth.rs)
 //! scripts/bench --only sweep         # clear_expired of 100k expired among 10k live under load (sweep.rs)
+//! scripts/bench --only wide          # reading one key of a 10-key and a 1,000-key session (wide.rs)
 //! ```
 //!
 //! For each group (engine), each of `--runs` runs does `--rounds` rounds; a round runs
@@ -35,6 +36,7 @@ mod peers;
 mod raw;
 mod report;
 mod sweep;
+mod wide;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -80,7 +82,8 @@ usage: session-bench [--runs N] [--rounds N] [--scale F] [--secs S] [--only g1,g
                   growth (memory, file, Redis, SQLite and PostgreSQL, ours and the
                   reference, at 1k, 100k and 1M stored sessions, random keys),
                   sweep (SQLite's and PostgreSQL's clear_expired of 100,000 expired
-                  sessions among 10,000 live ones while 8 tasks load and update)
+                  sessions among 10,000 live ones while 8 tasks load and update),
+                  wide (requests reading one key of 10-key and 1,000-key sessions)
   --out DIR       where results.md, results.json and the SVG charts go
                   (default docs/bench)
   --doc FILE      also replace the results section of FILE (BENCHMARKS.md)
@@ -152,6 +155,7 @@ fn parse_args() -> Result<Args, String> {
             && g != "metrics-cost"
             && g != "sweep"
             && g != "growth"
+            && g != "wide"
             && !groups::NAMES.contains(&g.as_str())
         {
             return Err(format!("unknown group {g}"));
@@ -340,6 +344,13 @@ async fn run(args: Args) -> R<()> {
         println!("\nclear_expired under load\n{md}");
         sweep_md = Some(md);
     }
+    let mut wide_md = None;
+    if wants("wide") {
+        let requests = ((2_000.0 * args.scale) as usize).max(64);
+        let md = wide::run(requests, args.rounds * args.runs).await?;
+        println!("\nreading one key, by the session's keys\n{md}");
+        wide_md = Some(md);
+    }
     let mut instructions_md = None;
     if args.only.iter().any(|g| g == "instructions") {
         let n = args.count_n;
@@ -373,6 +384,9 @@ async fn run(args: Args) -> R<()> {
     }
     if let Some(md) = &sweep_md {
         std::fs::write(args.out.join("sweep.md"), md)?;
+    }
+    if let Some(md) = &wide_md {
+        std::fs::write(args.out.join("wide.md"), md)?;
     }
     if let Some(md) = &instructions_md {
         std::fs::write(args.out.join("instructions.md"), md)?;
