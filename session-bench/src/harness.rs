@@ -157,12 +157,57 @@ pub struct Budget {
     pub time: Duration,
 }
 
-/// The keys a side created in this round's create phase, and the versions of the
-/// first `concurrency` ("hot") keys that load and update work on.
+/// The keys a side created in this round's create phase, and their stored versions.
+///
+/// Load and update work either on the first `concurrency` ("hot") keys, one per worker,
+/// over and over (the default: what a few busy visitors do), or with
+/// [`RoundState::random`], on every created key once, in random order (what a site with
+/// many visitors sees: most loads miss every cache the hot keys stay in).
 #[derive(Default)]
 pub struct RoundState {
     created: Vec<Key>,
+    /// `versions[i]` is the stored version of `created[i]`.
     versions: Vec<u64>,
+    /// The random order's seed, in the random-key workload.
+    random: Option<u64>,
+}
+
+impl RoundState {
+    /// A round of the random-key workload, its order drawn from `seed`.
+    pub fn random(seed: u64) -> Self {
+        RoundState {
+            random: Some(seed),
+            ..RoundState::default()
+        }
+    }
+}
+
+/// Which sessions the load and update phases work on (`--workload`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// One hot session per worker, over and over.
+    Hot,
+    /// Every session created in the round once, in random order.
+    Random,
+}
+
+impl Workload {
+    /// The name `--workload` takes and the report shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Hot => "hot",
+            Workload::Random => "random",
+        }
+    }
+
+    /// A fresh round's state for this workload (`seed` orders the random one).
+    pub fn round(self, seed: u64) -> RoundState {
+        match self {
+            Workload::Hot => RoundState::default(),
+            Workload::Random => RoundState::random(seed),
+        }
+    }
 }
 
 /// Runs `op` on `target` with `concurrency` tasks within `budget`.
@@ -180,31 +225,56 @@ pub async fn phase(
             state.created.push(target.create().await?);
         }
     }
-    if op == Op::Load || op == Op::Update {
-        state.versions.resize(concurrency, 1);
+    let reads = op == Op::Load || op == Op::Update;
+    if reads {
+        state.versions.resize(state.created.len(), 1);
     }
     let mut tasks = Vec::with_capacity(concurrency);
-    // Delete works through every created key (dealt out untimed, moved, not cloned);
-    // the others on hot key `w`.
+    // Delete works through every created key (dealt out untimed, moved, not cloned).
     let mut delete_slices: Vec<Vec<Key>> = Vec::new();
     if op == Op::Delete {
         delete_slices = (0..concurrency).map(|_| Vec::new()).collect();
         for (i, k) in std::mem::take(&mut state.created).into_iter().enumerate() {
             delete_slices[i % concurrency].push(k);
         }
+        state.versions.clear();
     }
+    // Load and update: hot key `w` for worker `w`, or every key once in random order,
+    // dealt out round robin (index into `created`, key, version), untimed.
+    let mut work: Vec<Vec<(usize, Key, u64)>> = (0..concurrency).map(|_| Vec::new()).collect();
+    if reads {
+        match state.random {
+            None => {
+                for (w, slice) in work.iter_mut().enumerate() {
+                    slice.push((w, state.created[w].clone(), state.versions[w]));
+                }
+            }
+            Some(seed) => {
+                let mut order: Vec<usize> = (0..state.created.len()).collect();
+                let mut rng = XorShift::new(seed);
+                for i in (1..order.len()).rev() {
+                    order.swap(i, rng.below(i as u64 + 1) as usize);
+                }
+                for (j, i) in order.into_iter().enumerate() {
+                    work[j % concurrency].push((i, state.created[i].clone(), state.versions[i]));
+                }
+            }
+        }
+    }
+    let random = state.random.is_some();
     let started = Instant::now();
     let deadline = started + budget.time;
-    for w in 0..concurrency {
+    for (w, mut mywork) in work.into_iter().enumerate() {
         let t = target.clone();
-        let hot = (op == Op::Load || op == Op::Update).then(|| state.created[w].clone());
-        let version = state.versions.get(w).copied().unwrap_or(1);
         let mine = delete_slices.get_mut(w).map(std::mem::take);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(per_worker.min(1 << 16));
             let mut made = Vec::new();
-            let mut version = version;
-            let limit = mine.as_ref().map_or(per_worker, Vec::len);
+            let limit = match (&mine, reads && random) {
+                (Some(keys), _) => keys.len(),
+                (None, true) => mywork.len(),
+                (None, false) => per_worker,
+            };
             let mut i = 0usize;
             while i < limit && Instant::now() < deadline {
                 // The first operation of each worker is checked in full.
@@ -218,14 +288,17 @@ pub async fn phase(
                 {
                     return wrong!("delete phase: a created session is missing before its delete");
                 }
+                let n = mywork.len().max(1);
+                let item = mywork.get_mut(i % n);
                 let t0 = Instant::now();
-                match op {
-                    Op::Create => made.push(t.create().await?),
-                    Op::Load => t.load(hot.as_ref().expect("hot key"), first).await?,
-                    Op::Update => {
-                        version = t.update(hot.as_ref().expect("hot key"), version).await?;
+                match (op, item) {
+                    (Op::Create, _) => made.push(t.create().await?),
+                    (Op::Load, Some((_, key, _))) => t.load(key, first).await?,
+                    (Op::Update, Some((_, key, version))) => {
+                        *version = t.update(key, *version).await?;
                     }
-                    Op::Delete => t.delete(doomed.expect("delete keys")).await?,
+                    (Op::Delete, _) => t.delete(doomed.expect("delete keys")).await?,
+                    (_, None) => return wrong!("{} phase: a worker without a key", op.name()),
                 }
                 lat.push(t0.elapsed().as_nanos() as u64);
                 if let Some(k) = doomed.filter(|_| first)
@@ -236,7 +309,7 @@ pub async fn phase(
                 i += 1;
             }
             // The keys go back out to be dropped (or deleted, if not reached) untimed.
-            Ok::<_, BenchError>((lat, made, mine, i, version))
+            Ok::<_, BenchError>((lat, made, mine, i, mywork))
         }));
     }
     let mut results = Vec::with_capacity(concurrency);
@@ -246,15 +319,15 @@ pub async fn phase(
     let secs = started.elapsed().as_secs_f64();
     let mut sample = Sample::default();
     let mut leftovers = Vec::new();
-    for (w, (lat, made, mine, reached, version)) in results.into_iter().enumerate() {
+    for (lat, made, mine, reached, worked) in results {
         sample.ops += lat.len();
         sample.latencies.extend(lat);
         state.created.extend(made);
         if let Some(mut keys) = mine {
             leftovers.extend(keys.drain(reached..));
         }
-        if let Some(v) = state.versions.get_mut(w) {
-            *v = version;
+        for (i, _, version) in worked {
+            state.versions[i] = version;
         }
     }
     sample.secs = secs;

@@ -12,6 +12,7 @@
 //! scripts/bench --only growth        # memory, file, Redis, SQLite, PostgreSQL at 1k, 100k, 1M sessions (growth.rs)
 //! scripts/bench --only sweep         # clear_expired of 100k expired among 10k live under load (sweep.rs)
 //! scripts/bench --only wide          # reading one key of a 10-key and a 1,000-key session (wide.rs)
+//! scripts/bench --workload random    # the engine groups with every session loaded and updated once, in random order
 //! ```
 //!
 //! For each group (engine), each of `--runs` runs does `--rounds` rounds; a round runs
@@ -64,6 +65,8 @@ struct Args {
     growth_engines: Vec<String>,
     /// `--growth-sizes`: its sizes.
     growth_sizes: Vec<u64>,
+    /// `--workload`: which sessions the engine groups' load and update phases use.
+    workload: harness::Workload,
 }
 
 const USAGE: &str = "\
@@ -92,6 +95,9 @@ usage: session-bench [--runs N] [--rounds N] [--scale F] [--secs S] [--only g1,g
   --count-n N     operations per counted process in the `instructions` group (default 2000)
   --growth-engines LIST  engines of the growth group (default memory,file,redis,sqlite,postgres)
   --growth-sizes LIST    its sizes (default 1000,100000,1000000; file stops at 100000)
+  --workload W    the engine groups' load and update phases: hot (default; one session
+                  per task, over and over) or random (every session the round created,
+                  each once, in random order)
 
 The group `instructions` (only when named in --only) counts instructions per request and
 per store call under valgrind's callgrind (see src/instructions.rs); its processes run
@@ -113,6 +119,7 @@ fn parse_args() -> Result<Args, String> {
         count_n: 2_000,
         growth_engines: growth::ENGINES.map(str::to_owned).to_vec(),
         growth_sizes: vec![1_000, 100_000, 1_000_000],
+        workload: harness::Workload::Hot,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -134,6 +141,13 @@ fn parse_args() -> Result<Args, String> {
                     .split(',')
                     .map(str::to_owned)
                     .collect()
+            }
+            "--workload" => {
+                a.workload = match value("--workload")?.as_str() {
+                    "hot" => harness::Workload::Hot,
+                    "random" => harness::Workload::Random,
+                    w => return Err(format!("--workload {w}: hot or random")),
+                }
             }
             "--growth-sizes" => {
                 a.growth_sizes = value("--growth-sizes")?
@@ -220,12 +234,14 @@ async fn run(args: Args) -> R<()> {
     let wants = |g: &str| args.only.is_empty() || args.only.iter().any(|o| o == g);
     let run_id = integration_tests::servers::unique_suffix();
     let mut report = Report::new(args.runs, args.rounds, args.secs, args.scale);
+    report.workload = args.workload;
     println!(
-        "session: 10 fields, {} bytes encoded (bincode); {} runs x {} rounds; phases bounded by count and {} s",
+        "session: 10 fields, {} bytes encoded (bincode); {} runs x {} rounds; phases bounded by count and {} s; {} keys",
         groups::encoded_len()?,
         args.runs,
         args.rounds,
-        args.secs
+        args.secs,
+        args.workload.name()
     );
     for name in groups::NAMES {
         if !wants(name) {
@@ -241,8 +257,13 @@ async fn run(args: Args) -> R<()> {
             for (ci, &conc) in [1usize, 32].iter().enumerate() {
                 let budget = group.budgets[ci];
                 for round in 0..args.rounds {
-                    let mut states: Vec<RoundState> =
-                        group.sides.iter().map(|_| RoundState::default()).collect();
+                    // Every side of a round draws the same random order.
+                    let seed = ((run * 2 + ci) * args.rounds + round) as u64;
+                    let mut states: Vec<RoundState> = group
+                        .sides
+                        .iter()
+                        .map(|_| args.workload.round(seed))
+                        .collect();
                     for (oi, op) in Op::ALL.into_iter().enumerate() {
                         let n = group.sides.len();
                         let mut rates = vec![0.0; n];
