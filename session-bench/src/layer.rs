@@ -79,8 +79,14 @@ struct Setup {
     next: Vec<u64>,
 }
 
-async fn call(app: &Router, cookie: Option<&str>) -> R<(StatusCode, Option<String>, Vec<u8>)> {
-    let mut req = Request::builder().uri("/");
+/// One in-process GET of `uri` with `cookie`: the status, the `Set-Cookie` pair (name and
+/// value) if any, and the body.
+pub async fn call(
+    app: &Router,
+    uri: &str,
+    cookie: Option<&str>,
+) -> R<(StatusCode, Option<String>, Vec<u8>)> {
+    let mut req = Request::builder().uri(uri);
     if let Some(c) = cookie {
         req = req.header(header::COOKIE, c);
     }
@@ -106,7 +112,7 @@ async fn setup(
     let needs_cookie = counter.is_none();
     let mut cookies = Vec::with_capacity(sessions);
     for _ in 0..sessions {
-        let (status, set_cookie, _) = call(&app, None).await?;
+        let (status, set_cookie, _) = call(&app, "/", None).await?;
         if status != StatusCode::OK {
             return wrong!("{name}: warm-up request answered {status}");
         }
@@ -118,7 +124,7 @@ async fn setup(
         }
     }
     let next = if needs_cookie {
-        let (_, _, body) = call(&app, Some(&cookies[0])).await?;
+        let (_, _, body) = call(&app, "/", Some(&cookies[0])).await?;
         if body != b"1" {
             return wrong!("{name}: the session was not read back");
         }
@@ -146,7 +152,7 @@ async fn run_one(s: &mut Setup, requests: usize) -> R<f64> {
         let slot = i % s.cookies.len();
         let cookie = &s.cookies[slot];
         let cookie = (!cookie.is_empty()).then_some(cookie.as_str());
-        let (status, _, body) = call(&s.app, cookie).await?;
+        let (status, _, body) = call(&s.app, "/", cookie).await?;
         if status != StatusCode::OK {
             return wrong!("{}: request {i} answered {status}", s.name);
         }

@@ -13,15 +13,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::Path;
-use axum::http::{Request, StatusCode, header};
+use axum::http::StatusCode;
 use axum::routing::get;
 use session_axum::{Session, SessionError, SessionLayer};
 use session_core::SessionStore;
-use tower::ServiceExt;
 
 use crate::harness::{R, median};
+use crate::layer::call;
 use crate::wrong;
 
 /// Sessions per setup.
@@ -51,27 +50,6 @@ struct Setup {
     name: String,
     app: Router,
     cookies: Vec<String>,
-}
-
-async fn call(
-    app: &Router,
-    uri: &str,
-    cookie: Option<&str>,
-) -> R<(StatusCode, Option<String>, Vec<u8>)> {
-    let mut req = Request::builder().uri(uri);
-    if let Some(c) = cookie {
-        req = req.header(header::COOKIE, c);
-    }
-    let res = app.clone().oneshot(req.body(Body::empty())?).await?;
-    let status = res.status();
-    let set_cookie = res
-        .headers()
-        .get(header::SET_COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(str::to_owned);
-    let body = axum::body::to_bytes(res.into_body(), usize::MAX).await?;
-    Ok((status, set_cookie, body.to_vec()))
 }
 
 /// Our layer over `store`, with [`SESSIONS`] sessions of `keys` keys.
