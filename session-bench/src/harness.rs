@@ -160,9 +160,9 @@ pub struct Budget {
 /// The keys a side created in this round's create phase, and their stored versions.
 ///
 /// Load and update work either on the first `concurrency` ("hot") keys, one per worker,
-/// over and over (the default: what a few busy visitors do), or with
-/// [`RoundState::random`], on every created key once, in random order (what a site with
-/// many visitors sees: most loads miss every cache the hot keys stay in).
+/// over and over (the default: what a few busy visitors do), or on every created key once, in random order (what a site with
+/// many visitors sees: most loads miss every cache the hot keys stay in); see
+/// [`Workload::round`].
 #[derive(Default)]
 pub struct RoundState {
     created: Vec<Key>,
@@ -170,16 +170,6 @@ pub struct RoundState {
     versions: Vec<u64>,
     /// The random order's seed, in the random-key workload.
     random: Option<u64>,
-}
-
-impl RoundState {
-    /// A round of the random-key workload, its order drawn from `seed`.
-    pub fn random(seed: u64) -> Self {
-        RoundState {
-            random: Some(seed),
-            ..RoundState::default()
-        }
-    }
 }
 
 /// Which sessions the load and update phases work on (`--workload`).
@@ -205,7 +195,10 @@ impl Workload {
     pub fn round(self, seed: u64) -> RoundState {
         match self {
             Workload::Hot => RoundState::default(),
-            Workload::Random => RoundState::random(seed),
+            Workload::Random => RoundState {
+                random: Some(seed),
+                ..RoundState::default()
+            },
         }
     }
 }
