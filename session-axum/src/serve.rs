@@ -131,12 +131,16 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send,
 {
+    // `with_state` builds every route once, as `axum::serve` does (through
+    // `into_make_service`): a router called as it is builds each handler's route, and
+    // applies every layer to it, again on every request.
     let app = app
         .layer(RequestBodyTimeoutLayer::new(options.request_timeout))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             options.request_timeout,
-        ));
+        ))
+        .with_state(());
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout);
@@ -208,4 +212,53 @@ fn is_connection_error(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::routing::get;
+
+    use super::*;
+
+    /// A layer that wraps nothing and counts how often it is applied.
+    #[derive(Clone)]
+    struct Applied(Arc<AtomicUsize>);
+
+    impl<S> Layer<S> for Applied {
+        type Service = S;
+        fn layer(&self, inner: S) -> S {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            inner
+        }
+    }
+
+    #[tokio::test]
+    async fn layers_are_applied_once_not_per_request() {
+        let applied = Arc::new(AtomicUsize::new(0));
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .layer(Applied(applied.clone()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, ServeOptions::default(), async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::new();
+        let get = || async { client.get(&url).send().await.unwrap().text().await.unwrap() };
+        assert_eq!(get().await, "ok");
+        let after_first = applied.load(Ordering::Relaxed);
+        for _ in 0..5 {
+            assert_eq!(get().await, "ok");
+        }
+        assert_eq!(
+            applied.load(Ordering::Relaxed),
+            after_first,
+            "the layer was applied again for later requests"
+        );
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
 }

@@ -216,7 +216,10 @@ async fn build(name: &str, sessions: usize) -> R<Setup> {
         ),
         _ => (Router::new().route("/", get(bare)), Some(&BARE)),
     };
-    setup(name, app, sessions, counter).await
+    // Routes built once, as `axum::serve` builds them (`into_make_service` calls
+    // `with_state`): an unfinished router builds each handler's route, and applies
+    // every layer to it, again on every request.
+    setup(name, app.with_state(()), sessions, counter).await
 }
 
 /// Runs the comparison: `requests` per setup per round, `rounds` rounds.

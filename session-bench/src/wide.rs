@@ -58,7 +58,8 @@ async fn ours(name: String, store: Arc<dyn SessionStore>, keys: usize) -> R<Setu
     let app = Router::new()
         .route("/", get(read_one))
         .route("/fill/{n}", get(fill))
-        .layer(layer);
+        .layer(layer)
+        .with_state(());
     let mut cookies = Vec::with_capacity(SESSIONS);
     for _ in 0..SESSIONS {
         let (status, cookie, _) = call(&app, &format!("/fill/{keys}"), None).await?;
@@ -97,7 +98,7 @@ pub async fn run(requests: usize, rounds: usize) -> R<String> {
     let dir = tempfile::tempdir()?;
     let mut setups = vec![Setup {
         name: "no session layer".into(),
-        app: Router::new().route("/", get(bare)),
+        app: Router::new().route("/", get(bare)).with_state(()),
         cookies: Vec::new(),
     }];
     for engine in ["memory", "sqlite"] {
