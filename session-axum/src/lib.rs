@@ -84,7 +84,7 @@ pub use extract::{MissingSessionLayer, Session};
 pub use layer::{SessionLayer, SessionLayerBuilder};
 #[cfg(feature = "serve")]
 pub use serve::{ServeOptions, serve};
-pub use service::SessionService;
+pub use service::{ResponseFuture, SessionService};
 
 use session_core::EngineRegistry;
 

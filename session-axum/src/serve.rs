@@ -240,14 +240,25 @@ mod tests {
         let app = Router::new()
             .route("/", get(|| async { "ok" }))
             .layer(Applied(applied.clone()));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let url = format!("http://{}/", listener.local_addr().expect("its address"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(listener, app, ServeOptions::default(), async {
             let _ = stopped.await;
         }));
         let client = reqwest::Client::new();
-        let get = || async { client.get(&url).send().await.unwrap().text().await.unwrap() };
+        let get = || async {
+            client
+                .get(&url)
+                .send()
+                .await
+                .expect("an answer")
+                .text()
+                .await
+                .expect("a body")
+        };
         assert_eq!(get().await, "ok");
         let after_first = applied.load(Ordering::Relaxed);
         for _ in 0..5 {
@@ -258,7 +269,10 @@ mod tests {
             after_first,
             "the layer was applied again for later requests"
         );
-        stop.send(()).unwrap();
-        server.await.unwrap().unwrap();
+        stop.send(()).expect("the server is running");
+        server
+            .await
+            .expect("the server task")
+            .expect("the server stopped cleanly");
     }
 }

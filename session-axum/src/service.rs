@@ -15,14 +15,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use axum::BoxError;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
 use axum::http::{Request, Response};
+use pin_project_lite::pin_project;
+use session_http::RequestSession;
 use tower_service::Service;
-use tracing::Instrument;
 
 use crate::error::DiscardSession;
 use crate::layer::Shared;
@@ -50,55 +51,134 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let shared = self.shared.clone();
         // The peer address, where the server recorded it (`axum::serve` with
         // `into_make_service_with_connect_info`, or `session_axum::serve`).
         let peer = req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
-        let request = shared.start_from_request(req.headers(), peer);
+        let request = self.shared.start_from_request(req.headers(), peer);
         // Built only when a subscriber wants DEBUG: a disabled span still costs a
         // `log` check per request where `tracing`'s `log` feature is on.
         let span = if tracing::enabled!(kind: tracing::metadata::Kind::SPAN, tracing::Level::DEBUG)
         {
-            tracing::debug_span!(
+            let span = tracing::debug_span!(
                 "session_request",
                 method = %req.method(),
                 path = req.uri().path(),
                 session = tracing::field::Empty,
-            )
+            );
+            if !span.is_disabled()
+                && let Some(k) = request.session().original_key()
+            {
+                span.record("session", k.fingerprint());
+            }
+            Some(span)
         } else {
-            tracing::Span::none()
+            None
         };
-        if !span.is_disabled()
-            && let Some(k) = request.session().original_key()
-        {
-            span.record("session", k.fingerprint());
-        }
         req.extensions_mut().insert(request.session().clone());
         // The clone that was polled ready is the one that must be called.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let fut = async move {
-            let res = inner.call(req).await?;
-            let (mut parts, body) = res.into_parts();
-            let discard = parts.extensions.remove::<DiscardSession>().is_some();
-            match shared.finish(&request, parts.status, discard).await {
-                Ok(out) => {
-                    out.apply(&mut parts.headers);
-                    Ok(Response::from_parts(parts, Body::new(body)))
-                }
-                Err(e) => Ok((shared.error_response.0)(&e)),
-            }
+        let fut = {
+            let _entered = span.as_ref().map(tracing::Span::enter);
+            inner.call(req)
         };
-        Box::pin(fut.instrument(span))
+        ResponseFuture {
+            state: State::Handler {
+                fut,
+                request: Some(request),
+                shared: self.shared.clone(),
+            },
+            span,
+        }
+    }
+}
+
+/// What the rules do once the handler answered, when they need a store call (a save,
+/// a touch): owned, so it can be boxed.
+type Finishing = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+pin_project! {
+    /// The future of [`SessionService`]: the handler's future, then the response rules.
+    ///
+    /// Its own type rather than a boxed `async` block: a request that never touches its
+    /// session answers when the handler does, with no allocation of its own
+    /// ([`SessionRules::finish_now`](session_http::SessionRules::finish_now)); only a
+    /// request whose session must be saved or touched boxes the rest of the work.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+        span: Option<tracing::Span>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Handler {
+            #[pin]
+            fut: F,
+            request: Option<RequestSession>,
+            shared: Arc<Shared>,
+        },
+        Finishing {
+            fut: Finishing,
+        },
+    }
+}
+
+impl<F, ResBody, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Output = Result<Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let _entered = this.span.as_ref().map(tracing::Span::enter);
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Handler {
+                    fut,
+                    request,
+                    shared,
+                } => {
+                    let res = ready!(fut.poll(cx))?;
+                    let (mut parts, body) = res.into_parts();
+                    let discard = parts.extensions.remove::<DiscardSession>().is_some();
+                    let body = Body::new(body);
+                    let request = request
+                        .take()
+                        .expect("ResponseFuture polled after it completed");
+                    if let Some(out) = shared.finish_now(&request, parts.status) {
+                        out.apply(&mut parts.headers);
+                        return Poll::Ready(Ok(Response::from_parts(parts, body)));
+                    }
+                    let shared = shared.clone();
+                    let fut: Finishing = Box::pin(async move {
+                        match shared.finish(&request, parts.status, discard).await {
+                            Ok(out) => {
+                                out.apply(&mut parts.headers);
+                                Response::from_parts(parts, body)
+                            }
+                            Err(e) => (shared.error_response.0)(&e),
+                        }
+                    });
+                    this.state.set(State::Finishing { fut });
+                }
+                StateProj::Finishing { fut } => return fut.as_mut().poll(cx).map(Ok),
+            }
+        }
     }
 }

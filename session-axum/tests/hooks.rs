@@ -60,7 +60,11 @@ async fn each_request_reports_what_its_session_did_and_events_follow() {
         .send()
         .await
         .expect("get");
-    assert_eq!(take()[0].actions().count(), 0);
+    let o = take();
+    assert_eq!(o[0].actions().count(), 0);
+    assert_eq!(o[0].key_before.as_deref(), Some(first.as_str()));
+    assert_eq!(o[0].key_after.as_deref(), Some(first.as_str()));
+    assert_eq!(o[0].status, 200);
 
     // Login: loaded, cycled, saved under the new key.
     let res = c

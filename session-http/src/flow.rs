@@ -347,6 +347,9 @@ impl SessionRules {
         status: StatusCode,
         discard: bool,
     ) -> Result<ResponseChanges, Error> {
+        if let Some(out) = self.finish_now(request, status) {
+            return Ok(out);
+        }
         if self.hooks.0.is_empty() {
             return self.decide(request, status, discard, None).await;
         }
@@ -363,6 +366,44 @@ impl SessionRules {
             hook.on_request(&report);
         }
         result
+    }
+
+    /// [`SessionRules::finish`] without awaiting, where the rules need no store call:
+    /// `Some` for a request whose session was neither read nor changed (with
+    /// `save_every_request` off), the request that never touches its session; `None`
+    /// when [`SessionRules::finish`] must run. The request hooks are told as
+    /// [`SessionRules::finish`] tells them. An adapter calls this first to answer such a
+    /// request without a future of its own (session-axum's layer does). Whether the
+    /// response must store nothing (`finish`'s `discard`) makes no difference here:
+    /// there is nothing to store.
+    pub fn finish_now(
+        &self,
+        request: &RequestSession,
+        status: StatusCode,
+    ) -> Option<ResponseChanges> {
+        let session = &request.session;
+        if self.save_every_request || session.accessed() || session.modified() {
+            return None;
+        }
+        let out = if request.carried && session.is_empty() {
+            ResponseChanges {
+                set_cookie: Some(self.deletion()),
+                vary_cookie: true,
+            }
+        } else {
+            ResponseChanges {
+                set_cookie: None,
+                vary_cookie: false,
+            }
+        };
+        if !self.hooks.0.is_empty() {
+            let mut report = RequestOutcome::from_session(session, status.as_u16());
+            report.key_after = session.key().map(|k| k.fingerprint());
+            for hook in &self.hooks.0 {
+                hook.on_request(&report);
+            }
+        }
+        Some(out)
     }
 
     async fn decide(
@@ -485,6 +526,74 @@ mod tests {
         );
         assert_eq!(find(&one(b"sessionid=a b"), "sessionid"), Sent::Unusable);
         assert_eq!(find(&one(b"sessionid\xe9=abc"), "sessionid"), Sent::Absent);
+    }
+
+    /// What `finish_now` answers for the request that sent `cookie` after `handler`
+    /// ran, beside what `finish` answers for a twin request that did the same.
+    async fn both_finishes(
+        cookie: Option<&str>,
+        handler: impl Fn(&Session) -> std::pin::Pin<Box<dyn Future<Output = ()> + '_>>,
+    ) -> (Option<ResponseChanges>, ResponseChanges) {
+        let rules = SessionRules::new(Arc::new(backend_cache::MemoryStore::new()));
+        let start = || {
+            let mut h = HeaderMap::new();
+            if let Some(c) = cookie {
+                h.append(
+                    header::COOKIE,
+                    HeaderValue::from_str(c).expect("a valid header value"),
+                );
+            }
+            rules.start_from_headers(&h)
+        };
+        let (now, later) = (start(), start());
+        handler(now.session()).await;
+        handler(later.session()).await;
+        let quick = rules.finish_now(&now, StatusCode::OK);
+        let full = rules
+            .finish(&later, StatusCode::OK, false)
+            .await
+            .expect("finish");
+        (quick, full)
+    }
+
+    #[tokio::test]
+    async fn finish_now_answers_exactly_the_requests_that_need_no_store_call() {
+        // Untouched, without a cookie: nothing to do.
+        let (quick, full) = both_finishes(None, |_| Box::pin(async {})).await;
+        assert_eq!(quick, Some(ResponseChanges::default()));
+        assert_eq!(full, ResponseChanges::default());
+        // Untouched, with a cookie that names no session: still nothing (not read).
+        let cookie = format!(
+            "sessionid={}",
+            session_core::SessionKey::generate()
+                .expect("a key")
+                .as_str()
+        );
+        let (quick, full) = both_finishes(Some(&cookie), |_| Box::pin(async {})).await;
+        assert_eq!(quick, Some(full));
+        // Untouched, with a cookie that is no key: the cookie is deleted.
+        let (quick, full) =
+            both_finishes(Some("sessionid=not-a-key"), |_| Box::pin(async {})).await;
+        let deleted = quick.expect("answered without a store call");
+        assert!(deleted.set_cookie.is_some() && deleted.vary_cookie);
+        assert_eq!(deleted, full);
+        // Read: the rules may touch, so `finish` must run.
+        let (quick, _) = both_finishes(None, |s| {
+            Box::pin(async move {
+                let _ = s.get::<String>("k").await;
+            })
+        })
+        .await;
+        assert_eq!(quick, None);
+        // Written: saved, so `finish` must run.
+        let (quick, full) = both_finishes(None, |s| {
+            Box::pin(async move {
+                s.insert("k", "v").await.expect("insert");
+            })
+        })
+        .await;
+        assert_eq!(quick, None);
+        assert!(full.set_cookie.is_some());
     }
 
     #[test]
