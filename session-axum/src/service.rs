@@ -20,9 +20,10 @@ use std::task::{Context, Poll, ready};
 use axum::BoxError;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
+use axum::http::response::Parts;
 use axum::http::{Request, Response};
 use pin_project_lite::pin_project;
-use session_http::RequestSession;
+use session_http::{RequestSession, ResponseChanges};
 use tower_service::Service;
 
 use crate::error::DiscardSession;
@@ -104,8 +105,8 @@ where
 }
 
 /// What the rules do once the handler answered, when they need a store call (a save,
-/// a touch): owned, so it can be boxed.
-type Finishing = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+/// a touch): owned, so it can be boxed. The response waits beside it, out of the box.
+type Finishing = Pin<Box<dyn Future<Output = Result<ResponseChanges, session_core::Error>> + Send>>;
 
 pin_project! {
     /// The future of [`SessionService`]: the handler's future, then the response rules.
@@ -132,6 +133,8 @@ pin_project! {
         },
         Finishing {
             fut: Finishing,
+            response: Option<(Parts, Body)>,
+            shared: Arc<Shared>,
         },
     }
 }
@@ -166,18 +169,34 @@ where
                         return Poll::Ready(Ok(Response::from_parts(parts, body)));
                     }
                     let shared = shared.clone();
-                    let fut: Finishing = Box::pin(async move {
-                        match shared.finish(&request, parts.status, discard).await {
-                            Ok(out) => {
-                                out.apply(&mut parts.headers);
-                                Response::from_parts(parts, body)
-                            }
-                            Err(e) => (shared.error_response.0)(&e),
-                        }
+                    let status = parts.status;
+                    let fut: Finishing = Box::pin({
+                        let shared = shared.clone();
+                        async move { shared.finish(&request, status, discard).await }
                     });
-                    this.state.set(State::Finishing { fut });
+                    this.state.set(State::Finishing {
+                        fut,
+                        response: Some((parts, body)),
+                        shared,
+                    });
                 }
-                StateProj::Finishing { fut } => return fut.as_mut().poll(cx).map(Ok),
+                StateProj::Finishing {
+                    fut,
+                    response,
+                    shared,
+                } => {
+                    let changes = ready!(fut.as_mut().poll(cx));
+                    let (mut parts, body) = response
+                        .take()
+                        .expect("ResponseFuture polled after it completed");
+                    return Poll::Ready(Ok(match changes {
+                        Ok(out) => {
+                            out.apply(&mut parts.headers);
+                            Response::from_parts(parts, body)
+                        }
+                        Err(e) => (shared.error_response.0)(&e),
+                    }));
+                }
             }
         }
     }

@@ -243,6 +243,14 @@ impl Session {
         self.lock().modified
     }
 
+    /// Whether the session was neither read nor changed during this request (neither
+    /// [`Session::accessed`] nor [`Session::modified`]), under one lock: what a
+    /// middleware asks of every request.
+    pub fn untouched(&self) -> bool {
+        let st = self.lock();
+        !st.accessed && !st.modified
+    }
+
     /// The key the handle was made with (from the request's cookie), whether or not it
     /// named a live record; for observers (request hooks, audit), which log its
     /// fingerprint.

@@ -347,9 +347,6 @@ impl SessionRules {
         status: StatusCode,
         discard: bool,
     ) -> Result<ResponseChanges, Error> {
-        if let Some(out) = self.finish_now(request, status) {
-            return Ok(out);
-        }
         if self.hooks.0.is_empty() {
             return self.decide(request, status, discard, None).await;
         }
@@ -371,18 +368,18 @@ impl SessionRules {
     /// [`SessionRules::finish`] without awaiting, where the rules need no store call:
     /// `Some` for a request whose session was neither read nor changed (with
     /// `save_every_request` off), the request that never touches its session; `None`
-    /// when [`SessionRules::finish`] must run. The request hooks are told as
-    /// [`SessionRules::finish`] tells them. An adapter calls this first to answer such a
-    /// request without a future of its own (session-axum's layer does). Whether the
-    /// response must store nothing (`finish`'s `discard`) makes no difference here:
-    /// there is nothing to store.
+    /// when [`SessionRules::finish`] must run. Where it answers, it answers as
+    /// [`SessionRules::finish`] would, and tells the request hooks the same. An adapter
+    /// calls this first to answer such a request without a future of its own
+    /// (session-axum's layer does). Whether the response must store nothing
+    /// (`finish`'s `discard`) makes no difference here: there is nothing to store.
     pub fn finish_now(
         &self,
         request: &RequestSession,
         status: StatusCode,
     ) -> Option<ResponseChanges> {
         let session = &request.session;
-        if self.save_every_request || session.accessed() || session.modified() {
+        if self.save_every_request || !session.untouched() {
             return None;
         }
         let out = if request.carried && session.is_empty() {

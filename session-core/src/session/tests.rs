@@ -115,6 +115,7 @@ async fn new_session_has_clean_flags_and_is_lazy() {
     let s = session(&store, &settings, Some(key));
     assert!(!s.accessed());
     assert!(!s.modified());
+    assert!(s.untouched());
     assert_eq!(
         store.loads.load(Ordering::SeqCst),
         0,
@@ -123,6 +124,7 @@ async fn new_session_has_clean_flags_and_is_lazy() {
     assert_eq!(s.get::<String>("cat").await.expect("get"), None);
     assert!(s.accessed());
     assert!(!s.modified());
+    assert!(!s.untouched());
     assert_eq!(store.loads.load(Ordering::SeqCst), 1);
     let _ = s.get_value("dog").await.expect("get");
     assert_eq!(store.loads.load(Ordering::SeqCst), 1, "loaded once");
