@@ -95,7 +95,7 @@ pub use layer::{StoreLayer, StoreLayerExt, StoreLayers, TimeoutLayer};
 pub use maintenance::{ClearReport, Maintenance, SchemaMigration, StoreStats};
 pub use record::{Record, SessionData, SessionMeta};
 pub use registry::{EngineContext, EngineFactory, EngineRegistry, LayerContext, LayerFactory};
-pub use session::Session;
+pub use session::{Session, SessionContext};
 pub use store::{
     Capabilities, ImmediateStore, Inserted, RawAccess, SessionStore, StoreCalls, create_with,
 };

@@ -153,11 +153,44 @@ impl State {
     }
 }
 
-struct Inner {
+/// What every session handle of one application shares: the store, the settings and the
+/// application's [`AuthCheck`]. A middleware builds one and gives each request's handle a
+/// reference to it ([`Session::in_context`]): one reference count per request rather
+/// than one per part.
+pub struct SessionContext {
     store: Arc<dyn SessionStore>,
     settings: Arc<SessionSettings>,
-    state: Mutex<State>,
     auth_check: Option<Arc<dyn AuthCheck>>,
+}
+
+impl SessionContext {
+    /// The context of handles over `store` with `settings` and, if any, `auth_check`
+    /// (see [`Session::with_auth_check`]).
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        settings: Arc<SessionSettings>,
+        auth_check: Option<Arc<dyn AuthCheck>>,
+    ) -> Self {
+        SessionContext {
+            store,
+            settings,
+            auth_check,
+        }
+    }
+}
+
+impl fmt::Debug for SessionContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionContext")
+            .field("engine", &self.store.engine())
+            .field("auth_check", &self.auth_check.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    ctx: Arc<SessionContext>,
+    state: Mutex<State>,
 }
 
 /// One visitor's session during one request.
@@ -197,16 +230,23 @@ impl Session {
         key: Option<SessionKey>,
         auth_check: Option<Arc<dyn AuthCheck>>,
     ) -> Self {
+        Session::in_context(
+            Arc::new(SessionContext::new(store, settings, auth_check)),
+            key,
+        )
+    }
+
+    /// [`Session::with_auth_check`] over a context shared by many handles (a
+    /// middleware's: see [`SessionContext`]).
+    pub fn in_context(ctx: Arc<SessionContext>, key: Option<SessionKey>) -> Self {
         Session {
             inner: Arc::new(Inner {
-                store,
-                settings,
+                ctx,
                 state: Mutex::new(State {
                     original_key: key.clone(),
                     key,
                     ..State::default()
                 }),
-                auth_check,
             }),
         }
     }
@@ -280,12 +320,12 @@ impl Session {
 
     /// The store behind this session.
     pub fn store(&self) -> &Arc<dyn SessionStore> {
-        &self.inner.store
+        &self.inner.ctx.store
     }
 
     /// The settings this session follows.
     pub fn settings(&self) -> &SessionSettings {
-        &self.inner.settings
+        &self.inner.ctx.settings
     }
 
     /// Django's `is_empty()`: no key and no data. Never loads.
@@ -295,13 +335,13 @@ impl Session {
     }
 
     async fn load_base(&self, key: &SessionKey) -> Result<Option<Record>> {
-        match self.inner.store.call_load(key).await {
+        match self.inner.ctx.store.call_load(key).await {
             Ok(Some(r)) => self.check_auth(key, r).await,
             Ok(None) => Ok(None),
             Err(Error::Codec(e)) => {
                 tracing::warn!(
                     session = %key.fingerprint(),
-                    engine = self.inner.store.engine(),
+                    engine = self.inner.ctx.store.engine(),
                     error = %e,
                     "session data corrupted; starting a new session and leaving the stored record untouched"
                 );
@@ -314,7 +354,8 @@ impl Session {
     /// Drops (and deletes) a signed-in record whose auth hash the application no longer
     /// vouches for.
     async fn check_auth(&self, key: &SessionKey, record: Record) -> Result<Option<Record>> {
-        let (Some(check), Some(principal)) = (&self.inner.auth_check, record.principal()) else {
+        let (Some(check), Some(principal)) = (&self.inner.ctx.auth_check, record.principal())
+        else {
             return Ok(Some(record));
         };
         let current = check.auth_hash(principal).await?;
@@ -325,7 +366,7 @@ impl Session {
             session = %key.fingerprint(),
             "session's auth hash no longer matches its principal's; flushing it"
         );
-        self.inner.store.call_delete(key).await?;
+        self.inner.ctx.store.call_delete(key).await?;
         self.lock().flushed = true;
         Ok(None)
     }
@@ -390,7 +431,7 @@ impl Session {
     }
 
     fn check_room(&self, data: &SessionData, new_keys: usize) -> Result<()> {
-        let max_keys = self.inner.settings.max_keys;
+        let max_keys = self.inner.ctx.settings.max_keys;
         if data.len().saturating_add(new_keys) > max_keys {
             return Err(Error::Limit(format!(
                 "a session holds at most {max_keys} keys (setting max_keys)"
@@ -559,7 +600,7 @@ impl Session {
             st.key.take()
         };
         if let Some(k) = key {
-            self.inner.store.call_delete(&k).await?;
+            self.inner.ctx.store.call_delete(&k).await?;
         }
         Ok(())
     }
@@ -577,13 +618,18 @@ impl Session {
                 data: st.data.clone().unwrap_or_default(),
                 expiry,
                 created_at: created,
-                expires_at: self.inner.settings.expiry.expires_at(expiry, now, created),
+                expires_at: self
+                    .inner
+                    .ctx
+                    .settings
+                    .expiry
+                    .expires_at(expiry, now, created),
                 version: 1,
                 meta: st.meta_at(now),
             };
             (st.key.clone(), record)
         };
-        let new_key = self.inner.store.call_create(&record).await?;
+        let new_key = self.inner.ctx.store.call_create(&record).await?;
         {
             let mut st = self.lock();
             st.key = Some(new_key);
@@ -596,7 +642,7 @@ impl Session {
             st.cycled = true;
         }
         if let Some(old) = old {
-            self.inner.store.call_delete(&old).await?;
+            self.inner.ctx.store.call_delete(&old).await?;
         }
         Ok(())
     }
@@ -617,7 +663,7 @@ impl Session {
 
     /// Seconds until expiry if the session were saved at `modification`.
     pub async fn expiry_age_at(&self, modification: Timestamp) -> Result<i64> {
-        let s = &self.inner.settings.expiry;
+        let s = &self.inner.ctx.settings.expiry;
         self.with_data(|st| {
             Ok(s.age_secs(
                 st.expiry,
@@ -635,7 +681,7 @@ impl Session {
 
     /// The deadline if saved at `modification`.
     pub async fn expiry_date_at(&self, modification: Timestamp) -> Result<Timestamp> {
-        let s = &self.inner.settings.expiry;
+        let s = &self.inner.ctx.settings.expiry;
         self.with_data(|st| {
             Ok(s.expires_at(
                 st.expiry,
@@ -653,7 +699,7 @@ impl Session {
 
     /// Whether the cookie should last only until the browser closes.
     pub async fn expire_at_browser_close(&self) -> Result<bool> {
-        let s = &self.inner.settings.expiry;
+        let s = &self.inner.ctx.settings.expiry;
         self.with_data(|st| Ok(s.expire_at_browser_close(st.expiry)))
             .await
     }
@@ -713,6 +759,7 @@ impl Session {
                 let created = st.created_at.unwrap_or(now);
                 let next = self
                     .inner
+                    .ctx
                     .settings
                     .expiry
                     .expires_at(st.expiry, now, created);
@@ -738,7 +785,7 @@ impl Session {
             }
             Some(Due::Touch(d)) => d,
         };
-        match self.inner.store.call_touch(&key, new_deadline).await {
+        match self.inner.ctx.store.call_touch(&key, new_deadline).await {
             Ok(()) => {
                 self.lock().expires_at = Some(new_deadline);
                 Ok(true)
@@ -800,7 +847,7 @@ impl Session {
         let Some(principal) = self.principal().await? else {
             return Err(Error::NotSignedIn);
         };
-        let index = index_of(self.inner.store.as_ref())?;
+        let index = index_of(self.inner.ctx.store.as_ref())?;
         Ok((principal, self.key(), index))
     }
 
@@ -844,8 +891,8 @@ impl Session {
             let base = self.load_base(&k).await?;
             self.lock().rebase(base)?;
         }
-        let store = &self.inner.store;
-        let attempts = self.inner.settings.save_attempts.max(1);
+        let store = &self.inner.ctx.store;
+        let attempts = self.inner.ctx.settings.save_attempts.max(1);
         for attempt in 1..=attempts {
             let now = Timestamp::now();
             let (key, record, expected) = {
@@ -856,7 +903,12 @@ impl Session {
                     data: st.data_mut().clone(),
                     expiry,
                     created_at: created,
-                    expires_at: self.inner.settings.expiry.expires_at(expiry, now, created),
+                    expires_at: self
+                        .inner
+                        .ctx
+                        .settings
+                        .expiry
+                        .expires_at(expiry, now, created),
                     version: st.version.map_or(1, |v| v.saturating_add(1)),
                     meta: st.meta_at(now),
                 };

@@ -211,15 +211,16 @@ impl SessionRules {
         let (session, wiring) = match &self.backend {
             Backend::Store(store) => {
                 let key = cookie.and_then(|v| self.parse_key(v));
-                (
-                    Session::with_auth_check(
+                let session = match &self.context {
+                    Some(ctx) => Session::in_context(ctx.clone(), key),
+                    None => Session::with_auth_check(
                         store.clone(),
                         self.settings.clone(),
                         key,
                         self.auth_check.0.clone(),
                     ),
-                    Wiring::Store,
-                )
+                };
+                (session, Wiring::Store)
             }
             Backend::Cookie => {
                 let record = match (&self.signer, cookie) {

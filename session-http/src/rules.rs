@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use session_core::{
-    Config, EngineRegistry, Error, Result, SessionSettings, SessionStore, Timestamp,
+    Config, EngineRegistry, Error, Result, SessionContext, SessionSettings, SessionStore, Timestamp,
 };
 
 use crate::config::{CookieConfig, CookieSpec, MiddlewareConfig, SameSite};
@@ -46,6 +46,25 @@ pub struct SessionRules {
     pub(crate) auth_check: Check,
     /// Record the client of signed-in sessions.
     pub(crate) track_clients: bool,
+    /// What each request's handle shares (the store, the settings, the auth check):
+    /// `None` for the cookie engine, whose store is each request's own.
+    pub(crate) context: Option<Arc<SessionContext>>,
+}
+
+/// The context every request's handle shares, for a server-side store.
+fn context_of(
+    backend: &Backend,
+    settings: &Arc<SessionSettings>,
+    auth_check: &Check,
+) -> Option<Arc<SessionContext>> {
+    match backend {
+        Backend::Store(store) => Some(Arc::new(SessionContext::new(
+            store.clone(),
+            settings.clone(),
+            auth_check.0.clone(),
+        ))),
+        Backend::Cookie => None,
+    }
 }
 
 /// The application's auth check of a set of rules ([`SessionRulesBuilder::auth_check`]).
@@ -77,9 +96,12 @@ impl SessionRules {
     /// `SameSite=Lax`, two-week sliding expiry.
     pub fn new(store: Arc<dyn SessionStore>) -> Self {
         let (cookie, writer) = CookieWriter::defaults();
+        let backend = Backend::Store(store);
+        let settings = Arc::new(SessionSettings::default());
+        let context = context_of(&backend, &settings, &Check(None));
         SessionRules {
-            backend: Backend::Store(store),
-            settings: Arc::new(SessionSettings::default()),
+            backend,
+            settings,
             cookie,
             signer: None,
             save_every_request: false,
@@ -88,6 +110,7 @@ impl SessionRules {
             hooks: Hooks::default(),
             auth_check: Check(None),
             track_clients: false,
+            context,
         }
     }
 
@@ -361,9 +384,11 @@ impl SessionRulesBuilder {
             (Backend::Store(_), Some(s)) => Some(Duration::from_secs(s)),
         };
         let writer = CookieWriter::new(&cookie)?;
+        let settings = Arc::new(self.settings);
+        let context = context_of(&self.backend, &settings, &self.auth_check);
         Ok(SessionRules {
             backend: self.backend,
-            settings: Arc::new(self.settings),
+            settings,
             cookie,
             signer,
             save_every_request: self.middleware.save_every_request,
@@ -372,6 +397,7 @@ impl SessionRulesBuilder {
             hooks: self.hooks,
             auth_check: self.auth_check,
             track_clients: self.middleware.track_clients,
+            context,
         })
     }
 }
