@@ -251,6 +251,16 @@ impl Session {
         }
     }
 
+    /// The deadline the settings give a session with `expiry`, created at `created`, saved
+    /// at `now`.
+    fn deadline(&self, expiry: Expiry, now: Timestamp, created: Timestamp) -> Timestamp {
+        self.inner
+            .ctx
+            .settings
+            .expiry
+            .expires_at(expiry, now, created)
+    }
+
     /// A handle from a raw cookie value: a malformed value means no session, with no I/O.
     pub fn from_cookie(
         store: Arc<dyn SessionStore>,
@@ -618,12 +628,7 @@ impl Session {
                 data: st.data.clone().unwrap_or_default(),
                 expiry,
                 created_at: created,
-                expires_at: self
-                    .inner
-                    .ctx
-                    .settings
-                    .expiry
-                    .expires_at(expiry, now, created),
+                expires_at: self.deadline(expiry, now, created),
                 version: 1,
                 meta: st.meta_at(now),
             };
@@ -757,12 +762,7 @@ impl Session {
                     return Ok(false);
                 }
                 let created = st.created_at.unwrap_or(now);
-                let next = self
-                    .inner
-                    .ctx
-                    .settings
-                    .expiry
-                    .expires_at(st.expiry, now, created);
+                let next = self.deadline(st.expiry, now, created);
                 let moved = stored.millis_until(next);
                 if moved < interval_ms {
                     return Ok(false);
@@ -903,12 +903,7 @@ impl Session {
                     data: st.data_mut().clone(),
                     expiry,
                     created_at: created,
-                    expires_at: self
-                        .inner
-                        .ctx
-                        .settings
-                        .expiry
-                        .expires_at(expiry, now, created),
+                    expires_at: self.deadline(expiry, now, created),
                     version: st.version.map_or(1, |v| v.saturating_add(1)),
                     meta: st.meta_at(now),
                 };
