@@ -105,8 +105,9 @@ where
 }
 
 /// What the rules do once the handler answered, when they need a store call (a save,
-/// a touch): owned, so it can be boxed. The response waits beside it, out of the box.
-type Finishing = Pin<Box<dyn Future<Output = Result<ResponseChanges, session_core::Error>> + Send>>;
+/// a touch): owned, so it can be boxed. It gives the response's changes, or the layer's
+/// error response for a failed save; the response waits beside it, out of the box.
+type Finishing = Pin<Box<dyn Future<Output = Result<ResponseChanges, Response<Body>>> + Send>>;
 
 pin_project! {
     /// The future of [`SessionService`]: the handler's future, then the response rules.
@@ -134,7 +135,6 @@ pin_project! {
         Finishing {
             fut: Finishing,
             response: Option<(Parts, Body)>,
-            shared: Arc<Shared>,
         },
     }
 }
@@ -170,21 +170,18 @@ where
                     }
                     let shared = shared.clone();
                     let status = parts.status;
-                    let fut: Finishing = Box::pin({
-                        let shared = shared.clone();
-                        async move { shared.finish(&request, status, discard).await }
+                    let fut: Finishing = Box::pin(async move {
+                        shared
+                            .finish(&request, status, discard)
+                            .await
+                            .map_err(|e| (shared.error_response.0)(&e))
                     });
                     this.state.set(State::Finishing {
                         fut,
                         response: Some((parts, body)),
-                        shared,
                     });
                 }
-                StateProj::Finishing {
-                    fut,
-                    response,
-                    shared,
-                } => {
+                StateProj::Finishing { fut, response } => {
                     let changes = ready!(fut.as_mut().poll(cx));
                     let (mut parts, body) = response
                         .take()
@@ -194,7 +191,7 @@ where
                             out.apply(&mut parts.headers);
                             Response::from_parts(parts, body)
                         }
-                        Err(e) => (shared.error_response.0)(&e),
+                        Err(error_response) => error_response,
                     }));
                 }
             }

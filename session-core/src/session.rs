@@ -177,6 +177,11 @@ impl SessionContext {
             auth_check,
         }
     }
+
+    /// The store behind the handles.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.store
+    }
 }
 
 impl fmt::Debug for SessionContext {

@@ -209,18 +209,9 @@ impl SessionRules {
         let sent = find_cookie(cookie_headers, &self.cookie.name);
         let cookie = sent.value();
         let (session, wiring) = match &self.backend {
-            Backend::Store(store) => {
+            Backend::Store(ctx) => {
                 let key = cookie.and_then(|v| self.parse_key(v));
-                let session = match &self.context {
-                    Some(ctx) => Session::in_context(ctx.clone(), key),
-                    None => Session::with_auth_check(
-                        store.clone(),
-                        self.settings.clone(),
-                        key,
-                        self.auth_check.0.clone(),
-                    ),
-                };
-                (session, Wiring::Store)
+                (Session::in_context(ctx.clone(), key), Wiring::Store)
             }
             Backend::Cookie => {
                 let record = match (&self.signer, cookie) {
@@ -356,14 +347,28 @@ impl SessionRules {
         let result = self
             .decide(request, status, discard, Some(&mut report))
             .await;
+        self.tell_hooks(report, session, result.as_ref().err());
+        result
+    }
+
+    /// Tells the request hooks `report`, completed with the session's key after the
+    /// request and, for a failed save, the status of the error response.
+    fn tell_hooks(&self, mut report: RequestOutcome, session: &Session, error: Option<&Error>) {
         report.key_after = session.key().map(|k| k.fingerprint());
-        if let Err(e) = &result {
+        if let Some(e) = error {
             report.status = crate::error::status_and_message(e).0.as_u16();
         }
         for hook in &self.hooks.0 {
             hook.on_request(&report);
         }
-        result
+    }
+
+    /// The changes that delete the session cookie the browser sent.
+    fn cookie_deleted(&self) -> ResponseChanges {
+        ResponseChanges {
+            set_cookie: Some(self.deletion()),
+            vary_cookie: true,
+        }
     }
 
     /// [`SessionRules::finish`] without awaiting, where the rules need no store call:
@@ -384,22 +389,13 @@ impl SessionRules {
             return None;
         }
         let out = if request.carried && session.is_empty() {
-            ResponseChanges {
-                set_cookie: Some(self.deletion()),
-                vary_cookie: true,
-            }
+            self.cookie_deleted()
         } else {
-            ResponseChanges {
-                set_cookie: None,
-                vary_cookie: false,
-            }
+            ResponseChanges::default()
         };
         if !self.hooks.0.is_empty() {
-            let mut report = RequestOutcome::from_session(session, status.as_u16());
-            report.key_after = session.key().map(|k| k.fingerprint());
-            for hook in &self.hooks.0 {
-                hook.on_request(&report);
-            }
+            let report = RequestOutcome::from_session(session, status.as_u16());
+            self.tell_hooks(report, session, None);
         }
         Some(out)
     }
@@ -416,10 +412,7 @@ impl SessionRules {
         let modified = session.modified();
         let empty = session.is_empty();
         if request.carried && empty {
-            return Ok(ResponseChanges {
-                set_cookie: Some(self.deletion()),
-                vary_cookie: true,
-            });
+            return Ok(self.cookie_deleted());
         }
         let mut out = ResponseChanges {
             set_cookie: None,

@@ -18,11 +18,12 @@ use crate::signing::{Purpose, Signer};
 use session_core::hooks::RequestHook;
 use session_core::users::AuthCheck;
 
-/// Where the sessions live.
+/// Where the sessions live: a builder names the store, built rules hold the context every
+/// request's handle shares (the store, the settings, the auth check).
 #[derive(Debug)]
-pub(crate) enum Backend {
+pub(crate) enum Backend<S = Arc<dyn SessionStore>> {
     /// A server-side store; the cookie carries the key.
-    Store(Arc<dyn SessionStore>),
+    Store(S),
     /// The `cookie` engine: the cookie carries the whole session.
     Cookie,
 }
@@ -31,7 +32,7 @@ pub(crate) enum Backend {
 /// [`crate::flow`] for what it does with a request.
 #[derive(Debug)]
 pub struct SessionRules {
-    pub(crate) backend: Backend,
+    pub(crate) backend: Backend<Arc<SessionContext>>,
     pub(crate) settings: Arc<SessionSettings>,
     pub(crate) cookie: CookieSpec,
     pub(crate) signer: Option<Signer>,
@@ -46,24 +47,23 @@ pub struct SessionRules {
     pub(crate) auth_check: Check,
     /// Record the client of signed-in sessions.
     pub(crate) track_clients: bool,
-    /// What each request's handle shares (the store, the settings, the auth check):
-    /// `None` for the cookie engine, whose store is each request's own.
-    pub(crate) context: Option<Arc<SessionContext>>,
 }
 
-/// The context every request's handle shares, for a server-side store.
-fn context_of(
-    backend: &Backend,
-    settings: &Arc<SessionSettings>,
-    auth_check: &Check,
-) -> Option<Arc<SessionContext>> {
-    match backend {
-        Backend::Store(store) => Some(Arc::new(SessionContext::new(
-            store.clone(),
-            settings.clone(),
-            auth_check.0.clone(),
-        ))),
-        Backend::Cookie => None,
+impl Backend {
+    /// The built rules' backend: a store's context, shared by every request's handle.
+    fn with_context(
+        self,
+        settings: &Arc<SessionSettings>,
+        auth_check: &Check,
+    ) -> Backend<Arc<SessionContext>> {
+        match self {
+            Backend::Store(store) => Backend::Store(Arc::new(SessionContext::new(
+                store,
+                settings.clone(),
+                auth_check.0.clone(),
+            ))),
+            Backend::Cookie => Backend::Cookie,
+        }
     }
 }
 
@@ -96,11 +96,9 @@ impl SessionRules {
     /// `SameSite=Lax`, two-week sliding expiry.
     pub fn new(store: Arc<dyn SessionStore>) -> Self {
         let (cookie, writer) = CookieWriter::defaults();
-        let backend = Backend::Store(store);
         let settings = Arc::new(SessionSettings::default());
-        let context = context_of(&backend, &settings, &Check(None));
         SessionRules {
-            backend,
+            backend: Backend::Store(store).with_context(&settings, &Check(None)),
             settings,
             cookie,
             signer: None,
@@ -110,7 +108,6 @@ impl SessionRules {
             hooks: Hooks::default(),
             auth_check: Check(None),
             track_clients: false,
-            context,
         }
     }
 
@@ -159,7 +156,7 @@ impl SessionRules {
     /// The store behind the sessions (`None` for the cookie engine).
     pub fn store(&self) -> Option<&Arc<dyn SessionStore>> {
         match &self.backend {
-            Backend::Store(s) => Some(s),
+            Backend::Store(ctx) => Some(ctx.store()),
             Backend::Cookie => None,
         }
     }
@@ -385,9 +382,8 @@ impl SessionRulesBuilder {
         };
         let writer = CookieWriter::new(&cookie)?;
         let settings = Arc::new(self.settings);
-        let context = context_of(&self.backend, &settings, &self.auth_check);
         Ok(SessionRules {
-            backend: self.backend,
+            backend: self.backend.with_context(&settings, &self.auth_check),
             settings,
             cookie,
             signer,
@@ -397,7 +393,6 @@ impl SessionRulesBuilder {
             hooks: self.hooks,
             auth_check: self.auth_check,
             track_clients: self.middleware.track_clients,
-            context,
         })
     }
 }
