@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use session_core::{
-    Capabilities, Codec, EngineRegistry, Error, Inserted, RawAccess, Record, Result, SessionKey,
-    SessionStore, StoreLayerExt, TimeoutLayer, Timestamp, async_trait,
+    Capabilities, Codec, EngineRegistry, Error, Inserted, LazyRecord, RawAccess, Record, Result,
+    SessionKey, SessionStore, StoreLayerExt, TimeoutLayer, Timestamp, async_trait,
 };
 
 #[cfg(feature = "memcached")]
@@ -393,6 +393,9 @@ impl SessionStore for CacheStore {
     }
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.inner().load(key).await
+    }
+    async fn load_lazy(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+        self.inner().load_lazy(key).await
     }
     async fn update(
         &self,

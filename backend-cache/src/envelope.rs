@@ -14,7 +14,7 @@
 //! The header's fields win over the ones inside the codec's bytes: `touch` and `update`
 //! change them without re-encoding.
 
-use session_core::{CodecError, Record, Timestamp};
+use session_core::{CodecError, LazyRecord, Record, Timestamp};
 
 /// Length of the header in bytes.
 pub(crate) const HEADER_LEN: usize = 42;
@@ -111,6 +111,15 @@ impl<'a> Envelope<'a> {
     /// Decodes the payload and overwrites the fields the header is authoritative for.
     pub fn decode(&self, codec: &dyn session_core::Codec) -> Result<Record, CodecError> {
         let mut record = codec.decode(self.payload)?;
+        record.version = self.version;
+        record.expires_at = self.expires_at;
+        Ok(record)
+    }
+
+    /// [`Envelope::decode`], the data left encoded until it is read
+    /// ([`session_core::lazy`]): the payload is copied once, not decoded.
+    pub fn decode_lazy(&self, codec: &dyn session_core::Codec) -> Result<LazyRecord, CodecError> {
+        let mut record = codec.decode_lazy(self.payload.to_vec().into())?;
         record.version = self.version;
         record.expires_at = self.expires_at;
         Ok(record)

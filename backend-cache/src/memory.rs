@@ -82,8 +82,11 @@
 //! write and out on every load whatever it keeps. A decoded copy (a map of a dozen keys
 //! and strings) is one allocation per key and string, to make and to free, and it held
 //! about twice its encoded size in memory; an encoded copy is one allocation, freed in
-//! one call when the record is replaced or removed. A load decodes (about the cost of
-//! the deep copy it replaces); checks of a deadline, a version or a principal (`exists`,
+//! one call when the record is replaced or removed. The bytes are reference-counted
+//! (`Arc<[u8]>`): the session handle's load ([`SessionStore::load_lazy`]) shares them
+//! and decodes only the keys its request reads ([`session_core::lazy`]), and a whole
+//! [`SessionStore::load`] decodes them (about the cost of the deep copy it replaces).
+//! Checks of a deadline, a version or a principal (`exists`,
 //! `touch`, the compare-and-set of `update`, the user index) never decode, and a touch
 //! changes the deadline in place without copying the bytes. `BENCHMARKS.md` ("As the
 //! store grows") has the resident memory per session.
@@ -125,8 +128,9 @@ use serde::Deserialize;
 use session_core::codec::{ENCRYPTION_OVERHEAD, MAX_DEPTH};
 use session_core::users::{session_id, sort_oldest_first, validate_principal};
 use session_core::{
-    BincodeCodec, Capabilities, Codec, EngineRegistry, Error, ImmediateStore, Inserted, Record,
-    Result, SessionKey, SessionStore, Timestamp, UserIndex, UserSession, async_trait,
+    BincodeCodec, Capabilities, Codec, EncodedBytes, EngineRegistry, Error, ImmediateStore,
+    Inserted, LazyRecord, Record, Result, SessionKey, SessionStore, Timestamp, UserIndex,
+    UserSession, async_trait,
 };
 
 /// Options of the `memory` engine (config section `memory`).
@@ -198,7 +202,9 @@ static COMPACT: LazyLock<BincodeCodec> = LazyLock::new(|| BincodeCodec::new(usiz
 /// version: these two fields, not the encoded ones, are the record's.
 #[derive(Debug)]
 struct Stored {
-    bytes: Box<[u8]>,
+    /// Shared with every lazy load of this version ([`session_core::lazy`]): a load
+    /// copies nothing, and an update replaces the bytes rather than changing them.
+    bytes: Arc<[u8]>,
     expires_at: Timestamp,
     version: u64,
     principal: Option<Box<str>>,
@@ -209,7 +215,7 @@ impl Stored {
     fn encode(record: &Record, version: u64) -> Result<Self> {
         let bytes = COMPACT.encode(record).map_err(Error::Codec)?;
         Ok(Stored {
-            bytes: bytes.into_boxed_slice(),
+            bytes: Arc::from(bytes),
             expires_at: record.expires_at,
             version,
             principal: record.principal().map(Box::from),
@@ -219,6 +225,15 @@ impl Stored {
     /// The record, decoded.
     fn decode(&self) -> Result<Record> {
         let mut record = COMPACT.decode(&self.bytes).map_err(Error::Codec)?;
+        record.expires_at = self.expires_at;
+        record.version = self.version;
+        Ok(record)
+    }
+
+    /// The record, its data left encoded and shared with this slot until it is read.
+    fn decode_lazy(&self) -> Result<LazyRecord> {
+        let bytes = EncodedBytes::from(Arc::clone(&self.bytes));
+        let mut record = COMPACT.decode_lazy(bytes).map_err(Error::Codec)?;
         record.expires_at = self.expires_at;
         record.version = self.version;
         Ok(record)
@@ -846,6 +861,10 @@ impl SessionStore for MemoryStore {
         self.load_now(key)
     }
 
+    async fn load_lazy(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+        self.load_lazy_now(key)
+    }
+
     async fn update(
         &self,
         key: &SessionKey,
@@ -953,6 +972,11 @@ impl ImmediateStore for MemoryStore {
 
     fn load_now(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.read(key, Timestamp::now(), Stored::decode).transpose()
+    }
+
+    fn load_lazy_now(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+        self.read(key, Timestamp::now(), Stored::decode_lazy)
+            .transpose()
     }
 
     fn update_now(

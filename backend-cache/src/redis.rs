@@ -85,8 +85,8 @@ use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use ::redis::{Cmd, ErrorKind, RedisError, RedisFuture, Script, ServerErrorKind, Value};
 use session_core::users::{session_id, sort_oldest_first, validate_principal};
 use session_core::{
-    Capabilities, Codec, Error, Inserted, RawAccess, Record, Result, SessionKey, SessionStore,
-    Timestamp, UserIndex, UserSession, async_trait,
+    Capabilities, Codec, Error, Inserted, LazyRecord, RawAccess, Record, Result, SessionKey,
+    SessionStore, Timestamp, UserIndex, UserSession, async_trait,
 };
 
 use crate::cache::{CacheConfig, CacheTarget, redact};
@@ -731,6 +731,27 @@ impl RedisStore {
         self.mapped(fut).await
     }
 
+    /// The live record of `key`, decoded by `decode` from its envelope.
+    async fn load_with<T>(
+        &self,
+        key: &SessionKey,
+        decode: impl FnOnce(
+            &Envelope<'_>,
+            &dyn Codec,
+        ) -> std::result::Result<T, session_core::CodecError>,
+    ) -> Result<Option<T>> {
+        let Some(bytes) = self.get_value(key).await? else {
+            return Ok(None);
+        };
+        let env = Envelope::parse(&bytes).map_err(|e| self.corrupt(key, e))?;
+        if !env.is_live_at(Timestamp::now()) {
+            return Ok(None);
+        }
+        decode(&env, self.codec.as_ref())
+            .map(Some)
+            .map_err(|e| self.corrupt(key, e))
+    }
+
     fn corrupt(&self, key: &SessionKey, e: session_core::CodecError) -> Error {
         tracing::warn!(
             engine = self.engine_name(),
@@ -1011,16 +1032,12 @@ impl SessionStore for RedisStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        let Some(bytes) = self.get_value(key).await? else {
-            return Ok(None);
-        };
-        let env = Envelope::parse(&bytes).map_err(|e| self.corrupt(key, e))?;
-        if !env.is_live_at(Timestamp::now()) {
-            return Ok(None);
-        }
-        env.decode(self.codec.as_ref())
-            .map(Some)
-            .map_err(|e| self.corrupt(key, e))
+        self.load_with(key, |env, codec| env.decode(codec)).await
+    }
+
+    async fn load_lazy(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+        self.load_with(key, |env, codec| env.decode_lazy(codec))
+            .await
     }
 
     async fn update(

@@ -18,8 +18,9 @@ use session_core::users::{
     UserIndex, UserSession, session_id, sort_oldest_first, validate_principal,
 };
 use session_core::{
-    BincodeCodec, Capabilities, ClearReport, Codec, Error, Inserted, Maintenance, RawAccess,
-    Record, Result, SchemaMigration, SessionKey, SessionStore, StoreStats, Timestamp, async_trait,
+    BincodeCodec, Capabilities, ClearReport, Codec, Error, Inserted, LazyRecord, Maintenance,
+    RawAccess, Record, Result, SchemaMigration, SessionKey, SessionStore, StoreStats, Timestamp,
+    async_trait,
 };
 
 use crate::config::{Backend, DbConfig, TableName};
@@ -332,16 +333,40 @@ impl DbStore {
     }
 
     fn decode(&self, key: &SessionKey, bytes: &[u8]) -> Result<Record> {
-        self.codec.decode(bytes).map_err(|e| {
-            tracing::warn!(
-                engine = ENGINE,
-                table = self.table.as_str(),
-                session = %key.fingerprint(),
-                error = %e,
-                "stored session record could not be decoded"
-            );
-            Error::Codec(e)
+        self.codec
+            .decode(bytes)
+            .map_err(|e| self.undecodable(key, e))
+    }
+
+    /// The row's record, its data left encoded until it is read ([`session_core::lazy`]).
+    fn decode_lazy(&self, key: &SessionKey, bytes: Vec<u8>) -> Result<LazyRecord> {
+        self.codec
+            .decode_lazy(bytes.into())
+            .map_err(|e| self.undecodable(key, e))
+    }
+
+    /// Logs an undecodable row (the key's fingerprint, never the key) and types it.
+    fn undecodable(&self, key: &SessionKey, e: session_core::CodecError) -> Error {
+        tracing::warn!(
+            engine = ENGINE,
+            table = self.table.as_str(),
+            session = %key.fingerprint(),
+            error = %e,
+            "stored session record could not be decoded"
+        );
+        Error::Codec(e)
+    }
+
+    /// The live row of `key`: its bytes, deadline and version.
+    async fn load_row(&self, key: &SessionKey) -> Result<Option<(Vec<u8>, i64, i64)>> {
+        let sql = &self.sql.load;
+        self.run(async {
+            on_pool!(&self.pool, p => sqlx::query_as(sql.clone())
+            .bind(key.as_str())
+            .bind(now_millis())
+            .fetch_optional(p).await)
         })
+        .await
     }
 
     /// The keys of `principal`'s live rows (a non-locking read of its index).
@@ -590,20 +615,21 @@ impl SessionStore for DbStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        let sql = &self.sql.load;
-        let row: Option<(Vec<u8>, i64, i64)> = self
-            .run(async {
-                on_pool!(&self.pool, p => sqlx::query_as(sql.clone())
-                .bind(key.as_str())
-                .bind(now_millis())
-                .fetch_optional(p).await)
-            })
-            .await?;
-        let Some((bytes, expires_at, version)) = row else {
+        let Some((bytes, expires_at, version)) = self.load_row(key).await? else {
             return Ok(None);
         };
         let mut record = self.decode(key, &bytes)?;
         // The columns are authoritative: `touch` and `update` maintain them.
+        record.expires_at = Timestamp::from_unix_millis(expires_at);
+        record.version = stored_version(version)?;
+        Ok(Some(record))
+    }
+
+    async fn load_lazy(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+        let Some((bytes, expires_at, version)) = self.load_row(key).await? else {
+            return Ok(None);
+        };
+        let mut record = self.decode_lazy(key, bytes)?;
         record.expires_at = Timestamp::from_unix_millis(expires_at);
         record.version = stored_version(version)?;
         Ok(Some(record))

@@ -19,7 +19,7 @@ fn registry() -> EngineRegistry {
 async fn the_custom_backend_example_passes_every_case_through_the_registry() {
     let factory = ConfigFactory::new(registry(), custom_backend::config);
     // Byte-keeping with raw access, CAS and listing, no native TTL: every case applies.
-    run_conformance("kv", &factory).await.assert_pinned(191, 20);
+    run_conformance("kv", &factory).await.assert_pinned(193, 20);
 }
 
 #[tokio::test]

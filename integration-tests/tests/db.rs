@@ -86,7 +86,7 @@ async fn db_sqlite_passes_the_conformance_suite() {
     let factory = DbFactory::sqlite(CodecKind::Bincode).await;
     run_conformance("db(sqlite)", &factory)
         .await
-        .assert_pinned(211, 0);
+        .assert_pinned(213, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +94,7 @@ async fn db_sqlite_with_the_json_codec_passes_the_conformance_suite() {
     let factory = DbFactory::sqlite(CodecKind::Json).await;
     run_conformance("db(sqlite, json)", &factory)
         .await
-        .assert_pinned(211, 0);
+        .assert_pinned(213, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +108,7 @@ async fn db_postgres_passes_the_conformance_suite() {
     .await;
     run_conformance("db(postgres)", &factory)
         .await
-        .assert_pinned(211, 0);
+        .assert_pinned(213, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,5 +116,5 @@ async fn db_mariadb_passes_the_conformance_suite() {
     let factory = DbFactory::open("MariaDB", servers::mysql_url(), CodecKind::Bincode, None).await;
     run_conformance("db(mariadb)", &factory)
         .await
-        .assert_pinned(211, 0);
+        .assert_pinned(213, 0);
 }

@@ -85,7 +85,7 @@ impl StoreFactory for FileFactory {
 async fn file_with_bincode_passes_the_conformance_suite() {
     run_conformance("file(bincode)", &FileFactory::new(CodecKind::Bincode))
         .await
-        .assert_pinned(211, 0);
+        .assert_pinned(213, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,5 +95,5 @@ async fn file_with_json_from_config_passes_the_conformance_suite() {
         &FileFactory::new(CodecKind::Json),
     )
     .await
-    .assert_pinned(211, 0);
+    .assert_pinned(213, 0);
 }

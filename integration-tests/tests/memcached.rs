@@ -61,7 +61,7 @@ async fn memcached_passes_the_conformance_suite() {
     };
     run_conformance("memcached", &factory)
         .await
-        .assert_pinned(178, 33);
+        .assert_pinned(180, 33);
 }
 
 struct PrivateMemcached(Option<Child>);

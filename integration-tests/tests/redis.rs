@@ -77,7 +77,7 @@ async fn redis_passes_the_conformance_suite() {
     check_reachable(&url).await;
     run_conformance("redis", &Redis::new(url))
         .await
-        .assert_pinned(208, 3);
+        .assert_pinned(210, 3);
 }
 
 fn sample() -> Record {

@@ -82,7 +82,7 @@ async fn redis_cluster_passes_the_conformance_suite() {
     assert!(probe.is_cluster());
     run_conformance("redis-cluster", &f)
         .await
-        .assert_pinned(208, 3);
+        .assert_pinned(210, 3);
 }
 
 /// Sessions spread over every master, and listing and purging find them on all of them.

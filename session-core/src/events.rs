@@ -85,6 +85,7 @@ use crate::error::Result;
 use crate::hooks::{RequestHook, RequestOutcome};
 use crate::key::SessionKey;
 use crate::layer::StoreLayer;
+use crate::lazy::LazyRecord;
 use crate::maintenance::Maintenance;
 use crate::record::Record;
 use crate::registry::{EngineRegistry, LayerContext};
@@ -267,6 +268,10 @@ impl SessionStore for EventsStore {
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.inner.load(key).await
+    }
+
+    async fn load_lazy(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+        self.inner.load_lazy(key).await
     }
 
     async fn update(

@@ -62,6 +62,7 @@ use crate::users::{UserIndex, UserSession, index_of};
 
 use crate::error::Result;
 use crate::key::{KEY_ALPHABET, KEY_LEN, SessionKey};
+use crate::lazy::LazyRecord;
 use crate::record::Record;
 use crate::store::{Capabilities, Inserted, RawAccess, SessionStore};
 use crate::time::Timestamp;
@@ -152,6 +153,10 @@ impl SessionStore for HashedKeys {
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.inner.load(&derive_key(key)).await
+    }
+
+    async fn load_lazy(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+        self.inner.load_lazy(&derive_key(key)).await
     }
 
     async fn update(

@@ -83,6 +83,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::hashed::HashedKeys;
 use crate::key::SessionKey;
+use crate::lazy::LazyRecord;
 use crate::record::Record;
 use crate::store::{Capabilities, Inserted, RawAccess, SessionStore};
 use crate::time::Timestamp;
@@ -357,6 +358,10 @@ impl SessionStore for TimeoutStore {
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.call(self.inner.load(key)).await
+    }
+
+    async fn load_lazy(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+        self.call(self.inner.load_lazy(key)).await
     }
 
     async fn update(

@@ -8,11 +8,13 @@
 //! - [`Record`] and [`SessionData`]: JSON-model values with an absolute deadline, the
 //!   [`Expiry`] policy the app set, and a version bumped by every write;
 //! - [`Codec`]: [`BincodeCodec`] (compact, default) and [`JsonCodec`] (readable), both
-//!   versioned and defensive against corrupt input;
+//!   versioned and defensive against corrupt input; [`LazyRecord`] ([`lazy`]): a
+//!   loaded record whose data is decoded only as far as a request reads it;
 //! - [`SessionStore`]: the async, object-safe storage contract (collision-safe create,
 //!   no resurrection, compare-and-set) with its [`Capabilities`];
-//! - [`Session`]: the per-request handle, lazy, with Django's `accessed`/`modified`
-//!   semantics and conflict re-application;
+//! - [`Session`]: the per-request handle, lazy (nothing is loaded until the data is
+//!   touched, and a read decodes only the value it reads), with Django's
+//!   `accessed`/`modified` semantics and conflict re-application;
 //! - [`Maintenance`]: the optional capability of stores that have a schema to migrate,
 //!   expired records to sweep in batches or statistics to report, discovered from any
 //!   `dyn SessionStore` with [`SessionStore::maintenance`];
@@ -75,6 +77,7 @@ pub mod hashed;
 pub mod hooks;
 pub mod key;
 pub mod layer;
+pub mod lazy;
 pub mod maintenance;
 #[cfg(feature = "metrics")]
 pub mod metrics;
@@ -92,6 +95,7 @@ pub use expiry::{Expiry, ExpirySettings};
 pub use hashed::HashedKeys;
 pub use key::{KeyError, KeyGenerator, SessionKey};
 pub use layer::{StoreLayer, StoreLayerExt, StoreLayers, TimeoutLayer};
+pub use lazy::{EncodedBytes, LazyData, LazyRecord};
 pub use maintenance::{ClearReport, Maintenance, SchemaMigration, StoreStats};
 pub use record::{Record, SessionData, SessionMeta};
 pub use registry::{EngineContext, EngineFactory, EngineRegistry, LayerContext, LayerFactory};

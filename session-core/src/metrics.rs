@@ -93,6 +93,7 @@ use crate::error::{Error, Result};
 use crate::hooks::{RequestHook, RequestOutcome};
 use crate::key::SessionKey;
 use crate::layer::StoreLayer;
+use crate::lazy::LazyRecord;
 use crate::maintenance::Maintenance;
 use crate::record::Record;
 use crate::store::{Capabilities, ImmediateStore, Inserted, RawAccess, SessionStore};
@@ -437,7 +438,7 @@ impl MetricsStore {
     }
 }
 
-fn load_outcome(r: &Option<Record>) -> Outcome {
+fn load_outcome<R>(r: &Option<R>) -> Outcome {
     if r.is_some() {
         Outcome::Hit
     } else {
@@ -486,6 +487,10 @@ impl ImmediateStore for MetricsStore {
 
     fn load_now(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.observe_now(Op::Load, Some(key), load_outcome, |s| s.load_now(key))
+    }
+
+    fn load_lazy_now(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+        self.observe_now(Op::Load, Some(key), load_outcome, |s| s.load_lazy_now(key))
     }
 
     fn update_now(
@@ -552,6 +557,11 @@ impl SessionStore for MetricsStore {
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.observe(Op::Load, Some(key), load_outcome, self.inner.load(key))
+            .await
+    }
+
+    async fn load_lazy(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+        self.observe(Op::Load, Some(key), load_outcome, self.inner.load_lazy(key))
             .await
     }
 

@@ -9,9 +9,16 @@
 //! [`Session::update`] records a closure instead of a value, so a counter incremented by
 //! many concurrent requests counts every increment.
 //!
+//! The handle loads through [`SessionStore::load_lazy`]: the data stays as the store's
+//! bytes while the request only reads it, and [`Session::get`] or
+//! [`Session::contains_key`] decodes one value (or none) where a whole load decoded every
+//! key ([`crate::lazy`]). The first change, or a read of everything ([`Session::load`],
+//! [`Session::keys`], a save), decodes the map once.
+//!
 //! A client-supplied key the store does not know (or a record whose bytes cannot be
 //! decoded) is never adopted: the session starts empty and the next save mints a fresh
-//! key. A corrupt record is logged and left untouched in the store.
+//! key. A corrupt record is logged and left untouched in the store. Damage inside the
+//! data, found only when a read reaches it, is handled the same way at that read.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -21,10 +28,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::codec::CodecError;
 use crate::config::SessionSettings;
 use crate::error::{Error, Result};
 use crate::expiry::Expiry;
 use crate::key::SessionKey;
+use crate::lazy::{LazyData, LazyRecord};
 use crate::record::{Record, SessionData, SessionMeta};
 use crate::store::{SessionStore, StoreCalls};
 use crate::time::Timestamp;
@@ -48,8 +57,12 @@ enum Change {
 #[derive(Default)]
 struct State {
     key: Option<SessionKey>,
-    /// The current view of the data; `None` until first touched.
+    /// The current view of the data, decoded; `None` until first touched, and while the
+    /// loaded data is only read ([`State::lazy`]).
     data: Option<SessionData>,
+    /// The loaded data as the store returned it, decoded only as far as it is read
+    /// ([`crate::lazy`]); taken into [`State::data`] by the first change or full read.
+    lazy: Option<LazyData>,
     /// Whether `version`/`created_at` reflect the store (or a brand-new session).
     base_loaded: bool,
     version: Option<u64>,
@@ -101,8 +114,9 @@ fn apply(data: &mut SessionData, changes: &[Change]) -> Result<()> {
 
 impl State {
     /// Takes `base` (the store's record, or none) as the origin of this request's view.
-    fn rebase(&mut self, base: Option<Record>) -> Result<()> {
-        let mut data = match base {
+    /// Data that is still encoded stays so while this request has made no change.
+    fn rebase(&mut self, base: Option<LazyRecord>) -> Result<()> {
+        let data = match base {
             Some(r) => {
                 self.loaded = true;
                 self.version = Some(r.version);
@@ -121,20 +135,95 @@ impl State {
                 self.created_at = None;
                 self.expires_at = None;
                 self.meta = SessionMeta::default();
-                SessionData::new()
+                LazyData::decoded(SessionData::new())
             }
         };
         if let Some(m) = &self.meta_override {
             self.meta = m.clone();
         }
+        self.base_loaded = true;
+        if self.changes.is_empty() && !data.is_decoded() {
+            self.data = None;
+            self.lazy = Some(data);
+            return Ok(());
+        }
+        self.lazy = None;
+        let mut data = data.decode().unwrap_or_else(|e| {
+            self.drop_corrupt(&e);
+            SessionData::new()
+        });
         apply(&mut data, &self.changes)?;
         self.data = Some(data);
-        self.base_loaded = true;
         Ok(())
     }
 
+    /// Stored data found damaged while it is read ([`crate::lazy`]): as for a record
+    /// that fails to load, the session starts new, under a key the next save mints, and
+    /// the stored bytes stay as they are.
+    fn drop_corrupt(&mut self, e: &CodecError) {
+        if let Some(key) = &self.key {
+            tracing::warn!(
+                session = %key.fingerprint(),
+                error = %e,
+                "session data corrupted; starting a new session and leaving the stored record untouched"
+            );
+        }
+        self.key = None;
+        self.lazy = None;
+        self.loaded = false;
+        self.version = None;
+        self.created_at = None;
+        self.expires_at = None;
+        self.meta = self.meta_override.clone().unwrap_or_default();
+    }
+
+    /// The data, decoded whole (the first change or full read of loaded data).
     fn data_mut(&mut self) -> &mut SessionData {
+        if self.data.is_none() {
+            let data = match self.lazy.take().map(LazyData::decode) {
+                None => SessionData::new(),
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    self.drop_corrupt(&e);
+                    SessionData::new()
+                }
+            };
+            self.data = Some(data);
+        }
         self.data.get_or_insert_with(SessionData::new)
+    }
+
+    /// Whether the data, as loaded or decoded, is here (nothing to load).
+    fn has_data(&self) -> bool {
+        self.data.is_some() || self.lazy.is_some()
+    }
+
+    /// The value under `key`, decoding only it while the data is still encoded.
+    fn value(&mut self, key: &str) -> Option<Value> {
+        if let (None, Some(lazy)) = (&self.data, &self.lazy) {
+            match lazy.get(key) {
+                Ok(v) => return v,
+                Err(e) => self.drop_corrupt(&e),
+            }
+        }
+        self.data_mut().get(key).cloned()
+    }
+
+    /// Whether `key` holds a value, decoding none while the data is still encoded.
+    fn contains(&mut self, key: &str) -> bool {
+        if let (None, Some(lazy)) = (&self.data, &self.lazy) {
+            match lazy.contains_key(key) {
+                Ok(v) => return v,
+                Err(e) => self.drop_corrupt(&e),
+            }
+        }
+        self.data_mut().contains_key(key)
+    }
+
+    /// Replaces the data with an empty map (clear, flush, a login as someone else).
+    fn empty_data(&mut self) {
+        self.lazy = None;
+        self.data = Some(SessionData::new());
     }
 
     /// The meta to write at `now`: empty for an anonymous session; otherwise the loaded
@@ -209,7 +298,7 @@ impl fmt::Debug for Session {
         let st = self.lock();
         f.debug_struct("Session")
             .field("key", &st.key)
-            .field("loaded", &st.data.is_some())
+            .field("loaded", &st.has_data())
             .field("accessed", &st.accessed)
             .field("modified", &st.modified)
             .finish()
@@ -346,11 +435,11 @@ impl Session {
     /// Django's `is_empty()`: no key and no data. Never loads.
     pub fn is_empty(&self) -> bool {
         let st = self.lock();
-        st.key.is_none() && st.data.as_ref().is_none_or(|d| d.is_empty())
+        st.key.is_none() && st.lazy.is_none() && st.data.as_ref().is_none_or(|d| d.is_empty())
     }
 
-    async fn load_base(&self, key: &SessionKey) -> Result<Option<Record>> {
-        match self.inner.ctx.store.call_load(key).await {
+    async fn load_base(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+        match self.inner.ctx.store.call_load_lazy(key).await {
             Ok(Some(r)) => self.check_auth(key, r).await,
             Ok(None) => Ok(None),
             Err(Error::Codec(e)) => {
@@ -368,7 +457,7 @@ impl Session {
 
     /// Drops (and deletes) a signed-in record whose auth hash the application no longer
     /// vouches for.
-    async fn check_auth(&self, key: &SessionKey, record: Record) -> Result<Option<Record>> {
+    async fn check_auth(&self, key: &SessionKey, record: LazyRecord) -> Result<Option<LazyRecord>> {
         let (Some(check), Some(principal)) = (&self.inner.ctx.auth_check, record.principal())
         else {
             return Ok(Some(record));
@@ -390,7 +479,7 @@ impl Session {
         let key = {
             let mut st = self.lock();
             st.accessed = true;
-            if st.data.is_some() {
+            if st.has_data() {
                 return Ok(());
             }
             st.key.clone()
@@ -400,7 +489,7 @@ impl Session {
             None => None,
         };
         let mut st = self.lock();
-        if st.data.is_none() {
+        if !st.has_data() {
             st.rebase(base)?;
         }
         Ok(())
@@ -419,8 +508,7 @@ impl Session {
 
     /// The value under `key` as JSON.
     pub async fn get_value(&self, key: &str) -> Result<Option<Value>> {
-        self.with_data(|st| Ok(st.data_mut().get(key).cloned()))
-            .await
+        self.with_data(|st| Ok(st.value(key))).await
     }
 
     /// The value under `key` converted to `T`.
@@ -497,8 +585,7 @@ impl Session {
 
     /// Whether `key` is present (Django's `in`).
     pub async fn contains_key(&self, key: &str) -> Result<bool> {
-        self.with_data(|st| Ok(st.data_mut().contains_key(key)))
-            .await
+        self.with_data(|st| Ok(st.contains(key))).await
     }
 
     /// The keys, in order.
@@ -589,7 +676,7 @@ impl Session {
         let mut st = self.lock();
         st.meta = SessionMeta::default();
         st.meta_override = Some(SessionMeta::default());
-        st.data = Some(SessionData::new());
+        st.empty_data();
         st.changes.push(Change::Clear);
         st.accessed = true;
         st.modified = true;
@@ -599,7 +686,7 @@ impl Session {
     pub async fn flush(&self) -> Result<()> {
         let key = {
             let mut st = self.lock();
-            st.data = Some(SessionData::new());
+            st.empty_data();
             st.changes.clear();
             st.accessed = true;
             st.modified = true;
@@ -626,11 +713,12 @@ impl Session {
         self.ensure_data().await?;
         let now = Timestamp::now();
         let (old, record) = {
-            let st = self.lock();
+            let mut st = self.lock();
+            let data = st.data_mut().clone();
             let created = st.created_at.unwrap_or(now);
             let expiry = st.expiry;
             let record = Record {
-                data: st.data.clone().unwrap_or_default(),
+                data,
                 expiry,
                 created_at: created,
                 expires_at: self.deadline(expiry, now, created),
@@ -817,7 +905,7 @@ impl Session {
         {
             let mut st = self.lock();
             if st.meta.principal.as_deref().is_some_and(|p| p != principal) {
-                st.data = Some(SessionData::new());
+                st.empty_data();
                 st.changes.clear();
                 st.changes.push(Change::Clear);
             }
@@ -902,10 +990,11 @@ impl Session {
             let now = Timestamp::now();
             let (key, record, expected) = {
                 let mut st = self.lock();
+                let data = st.data_mut().clone();
                 let created = st.created_at.unwrap_or(now);
                 let expiry = st.expiry;
                 let record = Record {
-                    data: st.data_mut().clone(),
+                    data,
                     expiry,
                     created_at: created,
                     expires_at: self.deadline(expiry, now, created),

@@ -36,6 +36,7 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::key::{KeyGenerator, SessionKey};
+use crate::lazy::LazyRecord;
 use crate::maintenance::Maintenance;
 use crate::record::Record;
 use crate::time::Timestamp;
@@ -142,6 +143,20 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// session under a new key and leaves the bytes in place.
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>>;
 
+    /// [`SessionStore::load`], the data left encoded until it is read
+    /// ([`crate::lazy`]): what the session handle calls. By default the record is loaded
+    /// whole. A store that keeps encoded records hands their bytes to
+    /// [`Codec::decode_lazy`](crate::Codec::decode_lazy) instead of
+    /// [`Codec::decode`](crate::Codec::decode); a store wrapping another forwards the
+    /// inner store's, doing its own work around it.
+    ///
+    /// The contract is `load`'s: `None` for a missing or expired record, and
+    /// [`Error::Codec`] for a header the codec cannot decode. Damage inside the data is
+    /// found when the data is read ([`crate::LazyData`]).
+    async fn load_lazy(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+        Ok(self.load(key).await?.map(LazyRecord::from))
+    }
+
     /// Replaces the record's data, expiry and deadline, returning the new version.
     ///
     /// Fails with [`Error::NotFound`] when no live record exists (never an upsert), and
@@ -234,6 +249,11 @@ pub trait ImmediateStore: Send + Sync {
     /// [`SessionStore::load`].
     fn load_now(&self, key: &SessionKey) -> Result<Option<Record>>;
 
+    /// [`SessionStore::load_lazy`]; by default the record is loaded whole.
+    fn load_lazy_now(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+        Ok(self.load_now(key)?.map(LazyRecord::from))
+    }
+
     /// [`SessionStore::update`].
     fn update_now(
         &self,
@@ -289,6 +309,19 @@ pub trait StoreCalls: SessionStore {
             match self.immediate() {
                 Some(now) => now.load_now(key),
                 None => self.load(key).await,
+            }
+        }
+    }
+
+    /// [`SessionStore::load_lazy`].
+    fn call_load_lazy(
+        &self,
+        key: &SessionKey,
+    ) -> impl std::future::Future<Output = Result<Option<LazyRecord>>> + Send {
+        async move {
+            match self.immediate() {
+                Some(now) => now.load_lazy_now(key),
+                None => self.load_lazy(key).await,
             }
         }
     }

@@ -40,6 +40,10 @@ pub(crate) fn cases() -> Vec<Case> {
         ),
         case!(BadInput, corrupt_record_survives_cycle_key_and_reads),
         case!(BadInput, corrupt_record_can_be_flushed),
+        case!(
+            BadInput,
+            a_value_damaged_inside_the_data_starts_a_new_session_when_read
+        ),
         case!(BadInput, raw_bytes_of_a_stored_record_decode),
         case!(BadInput, raw_put_of_valid_bytes_loads),
     ]
@@ -479,6 +483,48 @@ async fn corrupt_record_starts_a_new_session_and_stays_untouched(ctx: &Ctx) -> C
         got.data == data(&[("x", json!(1))]),
         "the new session holds {:?}",
         got.data
+    );
+    Ok(())
+}
+
+/// A compact record whose first value is sound and whose second is not (invalid UTF-8):
+/// a store that decodes lazily answers a read of the sound key, one that decodes whole
+/// finds the damage at load; either way the damaged value is never served, the session
+/// starts new at the read that meets it, and the stored bytes stay as they were.
+async fn a_value_damaged_inside_the_data_starts_a_new_session_when_read(ctx: &Ctx) -> CaseResult {
+    let raw = raw(ctx)?;
+    let mut bytes = BincodeCodec::default()
+        .encode(&super::record(&[("a", json!("ok")), ("b", json!("x"))]))
+        .expect("a two-key record encodes");
+    let last = bytes.len() - 1;
+    bytes[last] = 0xFF; // "x", the value of "b", becomes invalid UTF-8
+    let k = key();
+    raw.put_raw(&k, &bytes, Timestamp::now().add_secs(LIVE_SECS))
+        .await
+        .ctx("put_raw")?;
+    let s = super::handle(ctx, Some(k.clone()));
+    let a = s.get_value("a").await.ctx("reading the sound key")?;
+    ensure!(
+        a.is_none() || a == Some(json!("ok")),
+        "the sound key read {a:?}"
+    );
+    let b = s.get_value("b").await.ctx("reading the damaged key")?;
+    ensure!(b.is_none(), "the damaged value was served: {b:?}");
+    ensure!(s.key().is_none(), "the damaged record's key was kept");
+    s.insert_value("c", json!(1)).await.ctx("insert")?;
+    s.save().await.ctx("save")?;
+    let new_key = s.key().ok_or("the new session has no key")?;
+    ensure!(new_key != k, "the damaged record's key was adopted");
+    let fresh = must_load(ctx, &new_key, "the new session").await?;
+    ensure!(
+        fresh.data == data(&[("c", json!(1))]),
+        "the new session holds {:?}",
+        fresh.data
+    );
+    let kept = raw.get_raw(&k).await.ctx("get_raw")?;
+    ensure!(
+        kept.as_deref() == Some(&bytes[..]),
+        "the damaged record's bytes changed"
     );
     Ok(())
 }

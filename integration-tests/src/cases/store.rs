@@ -60,7 +60,75 @@ pub(crate) fn cases() -> Vec<Case> {
         case!(Store, expiry_policy_and_created_at_round_trip),
         case!(Store, every_expiry_policy_round_trips),
         case!(Store, loaded_record_carries_its_deadline),
+        case!(Store, load_lazy_reads_what_load_reads),
     ]
+}
+
+/// `load_lazy` (the session handle's load, which may leave the data encoded) answers
+/// as `load` does: the same header, every key's value, absent keys, missing and expired
+/// records.
+async fn load_lazy_reads_what_load_reads(ctx: &Ctx) -> CaseResult {
+    let mut wide = session_core::SessionData::new();
+    for i in 0..300 {
+        wide.insert(
+            format!("k{i}"),
+            json!({"i": i, "s": format!("v{i}"), "l": [i, null]}),
+        );
+    }
+    let mut signed_in = sample();
+    signed_in.meta.principal = Some("lazy-reader@example.com".into());
+    signed_in.meta.auth_hash = Some("hash".into());
+    for r in [sample(), record(&[]), super::record_of(wide), signed_in] {
+        let k = ctx.store.create(&r).await.ctx("create")?;
+        let whole = must_load(ctx, &k, "load").await?;
+        let lazy = ctx
+            .store
+            .load_lazy(&k)
+            .await
+            .ctx("load_lazy")?
+            .ok_or("load_lazy of a live record gave None")?;
+        ensure!(
+            (
+                lazy.version,
+                lazy.expires_at,
+                lazy.created_at,
+                lazy.expiry,
+                &lazy.meta
+            ) == (
+                whole.version,
+                whole.expires_at,
+                whole.created_at,
+                whole.expiry,
+                &whole.meta
+            ),
+            "load_lazy's header {lazy:?} differs from load's {whole:?}"
+        );
+        for (key, value) in &whole.data {
+            let got = lazy.data.get(key).ctx("a lazy lookup")?;
+            ensure!(
+                got.as_ref() == Some(value),
+                "{key}: lazily {got:?}, wanted {value:?}"
+            );
+        }
+        for absent in ["", "k", "k5x", "zzz"] {
+            let got = lazy.data.get(absent).ctx("a lazy lookup")?;
+            ensure!(got.is_none(), "{absent:?} is absent, lazily {got:?}");
+        }
+        let decoded = lazy.decode().ctx("a lazy record's full decode")?;
+        ensure!(decoded == whole, "decoded {decoded:?}, wanted {whole:?}");
+        ctx.store.delete(&k).await.ctx("delete")?;
+        let gone = ctx.store.load_lazy(&k).await.ctx("load_lazy")?;
+        ensure!(
+            gone.is_none(),
+            "load_lazy of a deleted record gave {gone:?}"
+        );
+    }
+    let missing = ctx.store.load_lazy(&key()).await.ctx("load_lazy")?;
+    ensure!(
+        missing.is_none(),
+        "load_lazy of a missing key gave {missing:?}"
+    );
+    Ok(())
 }
 
 async fn create_then_load(ctx: &Ctx) -> CaseResult {

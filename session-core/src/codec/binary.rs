@@ -19,6 +19,7 @@ use super::{
     BINARY_FORMAT_VERSION, BINARY_MAGIC, Codec, CodecError, MAX_DEPTH, check_size, decode_any,
 };
 use crate::expiry::Expiry;
+use crate::lazy::{EncodedBytes, LazyData, LazyRecord};
 use crate::record::{Record, SessionData, SessionMeta};
 use crate::time::Timestamp;
 
@@ -79,9 +80,20 @@ impl Codec for BincodeCodec {
     fn decode(&self, bytes: &[u8]) -> Result<Record, CodecError> {
         decode_any(bytes, self.max_encoded_size)
     }
+
+    /// A binary record's header, its data left encoded ([`crate::lazy`]); a JSON record
+    /// is decoded whole.
+    fn decode_lazy(&self, bytes: EncodedBytes) -> Result<LazyRecord, CodecError> {
+        if bytes.first() == Some(&BINARY_MAGIC[0]) && bytes.len() <= self.max_encoded_size {
+            decode_lazy(bytes)
+        } else {
+            decode_any(&bytes, self.max_encoded_size).map(LazyRecord::from)
+        }
+    }
 }
 
-pub(super) fn decode(bytes: &[u8]) -> Result<Record, CodecError> {
+/// Checks the magic bytes and returns the format version.
+fn format_of(bytes: &[u8]) -> Result<u8, CodecError> {
     let header = BINARY_MAGIC.len() + 1;
     if bytes.len() < header {
         return if BINARY_MAGIC.starts_with(bytes) {
@@ -97,36 +109,260 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Record, CodecError> {
     if version != 1 && version != BINARY_FORMAT_VERSION {
         return Err(CodecError::UnsupportedVersion(u32::from(version)));
     }
-    let body = &bytes[header..];
+    Ok(version)
+}
+
+/// Format 2's meta, which follows the data: the meta and the bytes it took.
+fn decode_meta(body: &[u8]) -> Result<(SessionMeta, usize), CodecError> {
+    type MetaWire = (
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+    );
+    let ((principal, auth_hash, last_seen, user_agent, client_addr), n) =
+        bincode::decode_from_slice::<MetaWire, _>(body, config()).map_err(decode_error)?;
+    let meta = SessionMeta {
+        principal,
+        auth_hash,
+        last_seen: last_seen.map(Timestamp::from_unix_millis),
+        user_agent,
+        client_addr,
+    };
+    Ok((meta, n))
+}
+
+fn trailing(extra: usize) -> CodecError {
+    CodecError::Corrupt(format!("{extra} trailing bytes after the record"))
+}
+
+pub(super) fn decode(bytes: &[u8]) -> Result<Record, CodecError> {
+    let version = format_of(bytes)?;
+    let body = &bytes[BINARY_MAGIC.len() + 1..];
     let (WireOwned(mut r), mut read) =
         bincode::decode_from_slice::<WireOwned, _>(body, config()).map_err(decode_error)?;
     if version == BINARY_FORMAT_VERSION {
-        type MetaWire = (
-            Option<String>,
-            Option<String>,
-            Option<i64>,
-            Option<String>,
-            Option<String>,
-        );
-        let ((principal, auth_hash, last_seen, user_agent, client_addr), n) =
-            bincode::decode_from_slice::<MetaWire, _>(&body[read..], config())
-                .map_err(decode_error)?;
+        let (meta, n) = decode_meta(&body[read..])?;
         read += n;
-        r.meta = SessionMeta {
-            principal,
-            auth_hash,
-            last_seen: last_seen.map(Timestamp::from_unix_millis),
-            user_agent,
-            client_addr,
-        };
+        r.meta = meta;
     }
     if read == body.len() {
         Ok(r)
     } else {
-        Err(CodecError::Corrupt(format!(
-            "{} trailing bytes after the record",
-            body.len() - read
-        )))
+        Err(trailing(body.len() - read))
+    }
+}
+
+/// The record's header decoded, its data map left in `bytes` ([`crate::lazy`]). Format
+/// 1 ends with the data; format 2's meta follows it, so the data is walked (not
+/// decoded) to reach the meta.
+pub(super) fn decode_lazy(bytes: EncodedBytes) -> Result<LazyRecord, CodecError> {
+    let version = format_of(&bytes)?;
+    let start_of_body = BINARY_MAGIC.len() + 1;
+    let (head, read) = bincode::decode_from_slice::<Head, _>(&bytes[start_of_body..], config())
+        .map_err(decode_error)?;
+    let start = start_of_body + read;
+    let (end, meta) = if version == BINARY_FORMAT_VERSION {
+        let mut scan = Scan::new(&bytes[start..]);
+        scan.skip_map(0)?;
+        let end = start + scan.pos;
+        let (meta, n) = decode_meta(&bytes[end..])?;
+        if end + n != bytes.len() {
+            return Err(trailing(bytes.len() - end - n));
+        }
+        (end, meta)
+    } else {
+        (bytes.len(), SessionMeta::default())
+    };
+    Ok(LazyRecord {
+        data: LazyData::binary(bytes, start, end),
+        expiry: head.expiry,
+        created_at: head.created_at,
+        expires_at: head.expires_at,
+        version: head.version,
+        meta,
+    })
+}
+
+/// The whole data map encoded in `map` (nothing may follow it).
+pub(crate) fn decode_data(map: &[u8]) -> Result<SessionData, CodecError> {
+    let (MapAt(data), read) =
+        bincode::decode_from_slice::<MapAt, _>(map, config()).map_err(decode_error)?;
+    if read == map.len() {
+        Ok(data)
+    } else {
+        Err(trailing(map.len() - read))
+    }
+}
+
+/// The value that starts at `at` in `map` (a [`Lookup::Found`] position).
+pub(crate) fn decode_value_at(map: &[u8], at: usize) -> Result<Value, CodecError> {
+    let rest = map
+        .get(at..)
+        .ok_or_else(|| CodecError::Truncated("input ends inside the record".into()))?;
+    bincode::decode_from_slice::<ValueAt, _>(rest, config())
+        .map(|(ValueAt(v), _)| v)
+        .map_err(decode_error)
+}
+
+/// What a lookup in an encoded data map found.
+pub(crate) enum Lookup {
+    /// The key's value starts at this position of the map.
+    Found(usize),
+    /// No such key.
+    Absent,
+    /// A key did not come after the one before it: only the whole decode can answer.
+    Unordered,
+}
+
+/// Finds `key` in the encoded data map `map`, walking the keys in order and skipping
+/// values (see [`crate::lazy`], "Key order is trusted"): one comparison per key passed,
+/// and one more with the key after the one found, which must come after it.
+pub(crate) fn lookup(map: &[u8], key: &str) -> Result<Lookup, CodecError> {
+    let key = key.as_bytes();
+    let mut scan = Scan::new(map);
+    let n = scan.len()?;
+    let mut found = None;
+    for _ in 0..n {
+        let len = scan.len()?;
+        let k = scan.take(len)?;
+        match (k.cmp(key), found) {
+            (std::cmp::Ordering::Less, None) => {}
+            (std::cmp::Ordering::Equal, None) => found = Some(scan.pos),
+            (std::cmp::Ordering::Greater, _) => break,
+            // The key again, or a key before it, after it: not in order.
+            (_, Some(_)) => return Ok(Lookup::Unordered),
+        }
+        scan.skip_value(1)?;
+    }
+    Ok(found.map_or(Lookup::Absent, Lookup::Found))
+}
+
+/// A walk over encoded bytes that skips values without decoding them: bincode's
+/// standard varint integers, length-prefixed strings and this codec's value tags.
+struct Scan<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Scan { bytes, pos: 0 }
+    }
+
+    #[inline]
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        if n > self.bytes.len() - self.pos {
+            return Err(cut_short());
+        }
+        let s = &self.bytes[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    #[inline]
+    fn byte(&mut self) -> Result<u8, CodecError> {
+        match self.bytes.get(self.pos) {
+            Some(&b) => {
+                self.pos += 1;
+                Ok(b)
+            }
+            None => Err(cut_short()),
+        }
+    }
+
+    /// A varint as bincode's standard configuration writes integers.
+    #[inline]
+    fn varint(&mut self) -> Result<u64, CodecError> {
+        let b = self.byte()?;
+        Ok(match b {
+            0..=250 => u64::from(b),
+            251 => u64::from(u16::from_le_bytes(
+                self.take(2)?.try_into().unwrap_or_default(),
+            )),
+            252 => u64::from(u32::from_le_bytes(
+                self.take(4)?.try_into().unwrap_or_default(),
+            )),
+            253 => u64::from_le_bytes(self.take(8)?.try_into().unwrap_or_default()),
+            b => {
+                return Err(CodecError::Corrupt(format!(
+                    "invalid integer marker {b} in session data"
+                )));
+            }
+        })
+    }
+
+    #[inline]
+    fn len(&mut self) -> Result<usize, CodecError> {
+        usize::try_from(self.varint()?)
+            .map_err(|_| CodecError::Corrupt("length out of range".into()))
+    }
+
+    fn skip_value(&mut self, depth: usize) -> Result<(), CodecError> {
+        if depth > MAX_DEPTH {
+            return Err(CodecError::Corrupt(format!(
+                "session value nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        match self.byte()? {
+            5 => {
+                let n = self.len()?;
+                self.take(n)?;
+            }
+            0 => {}
+            1 => {
+                self.byte()?;
+            }
+            2 | 3 => {
+                self.varint()?;
+            }
+            4 => {
+                self.take(8)?;
+            }
+            6 => {
+                let n = self.len()?;
+                for _ in 0..n {
+                    self.skip_value(depth + 1)?;
+                }
+            }
+            7 => self.skip_map(depth)?,
+            t => return Err(CodecError::Corrupt(format!("unknown value tag {t}"))),
+        }
+        Ok(())
+    }
+
+    fn skip_map(&mut self, depth: usize) -> Result<(), CodecError> {
+        let n = self.len()?;
+        for _ in 0..n {
+            let k = self.len()?;
+            self.take(k)?;
+            self.skip_value(depth + 1)?;
+        }
+        Ok(())
+    }
+}
+
+#[cold]
+fn cut_short() -> CodecError {
+    CodecError::Truncated("input ends inside the record".into())
+}
+
+/// A data map, decoded from the start of the input.
+struct MapAt(SessionData);
+
+impl<C> Decode<C> for MapAt {
+    fn decode<D: Decoder<Context = C>>(d: &mut D) -> Result<Self, DecodeError> {
+        decode_map(d, 0).map(MapAt)
+    }
+}
+
+/// One value of a data map, decoded from the start of the input.
+struct ValueAt(Value);
+
+impl<C> Decode<C> for ValueAt {
+    fn decode<D: Decoder<Context = C>>(d: &mut D) -> Result<Self, DecodeError> {
+        decode_value(d, 1).map(ValueAt)
     }
 }
 
@@ -220,7 +456,15 @@ fn encode_value<E: Encoder>(v: &Value, e: &mut E, depth: usize) -> Result<(), En
     }
 }
 
-impl<C> Decode<C> for WireOwned {
+/// The record's header: everything before the data map.
+struct Head {
+    version: u64,
+    created_at: Timestamp,
+    expires_at: Timestamp,
+    expiry: Expiry,
+}
+
+impl<C> Decode<C> for Head {
     fn decode<D: Decoder<Context = C>>(d: &mut D) -> Result<Self, DecodeError> {
         let version = u64::decode(d)?;
         let created_at = Timestamp::from_unix_millis(i64::decode(d)?);
@@ -232,13 +476,25 @@ impl<C> Decode<C> for WireOwned {
             3 => Expiry::At(Timestamp::from_unix_millis(i64::decode(d)?)),
             t => return Err(DecodeError::OtherString(format!("unknown expiry tag {t}"))),
         };
+        Ok(Head {
+            version,
+            created_at,
+            expires_at,
+            expiry,
+        })
+    }
+}
+
+impl<C> Decode<C> for WireOwned {
+    fn decode<D: Decoder<Context = C>>(d: &mut D) -> Result<Self, DecodeError> {
+        let head = Head::decode(d)?;
         let data = decode_map(d, 0)?;
         Ok(WireOwned(Record {
             data,
-            expiry,
-            created_at,
-            expires_at,
-            version,
+            expiry: head.expiry,
+            created_at: head.created_at,
+            expires_at: head.expires_at,
+            version: head.version,
             meta: SessionMeta::default(),
         }))
     }

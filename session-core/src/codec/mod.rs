@@ -17,7 +17,7 @@
 //! 3.0.0 on the registry is an empty tombstone); the [`Codec`] trait keeps it swappable,
 //! and `codec = "json"` switches without logging anyone out.
 
-mod binary;
+pub(crate) mod binary;
 mod encrypted;
 mod json;
 
@@ -33,6 +33,7 @@ pub use encrypted::{
 };
 pub use json::JsonCodec;
 
+use crate::lazy::{EncodedBytes, LazyRecord};
 use crate::record::Record;
 
 /// Default maximum encoded size of one session: 4 MiB.
@@ -109,6 +110,13 @@ pub trait Codec: Send + Sync + fmt::Debug {
     fn encode(&self, record: &Record) -> Result<Vec<u8>, CodecError>;
     /// Decodes bytes written by any built-in codec.
     fn decode(&self, bytes: &[u8]) -> Result<Record, CodecError>;
+    /// Decodes the record's header and leaves its data to be decoded as it is read
+    /// ([`crate::lazy`]). By default the whole record is decoded; the compact codec
+    /// leaves its data map encoded. Fails where [`Codec::decode`] fails on the header;
+    /// damage inside the data is found when it is read.
+    fn decode_lazy(&self, bytes: EncodedBytes) -> Result<LazyRecord, CodecError> {
+        self.decode(&bytes).map(LazyRecord::from)
+    }
 }
 
 /// Which codec a configuration selects.

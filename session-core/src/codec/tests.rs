@@ -440,3 +440,157 @@ fn keys_out_of_order_or_repeated_decode_as_inserted_one_by_one() {
     let r = BincodeCodec::default().decode(&b).expect("decode");
     assert_eq!(Value::Object(r.data), json!({"a": 2, "b": 3}));
 }
+
+/// Every key of `r` (and keys it lacks) looked up in `bytes` decoded lazily by `c`
+/// answers what the whole decode answers.
+fn assert_lazy_matches(c: &dyn Codec, bytes: &[u8], r: &Record, probes: &[&str]) {
+    let lazy = c.decode_lazy(bytes.to_vec().into()).expect("lazy decode");
+    assert_eq!(
+        (lazy.version, lazy.created_at, lazy.expires_at, lazy.expiry),
+        (r.version, r.created_at, r.expires_at, r.expiry)
+    );
+    assert_eq!(lazy.meta, r.meta);
+    for k in r
+        .data
+        .keys()
+        .map(String::as_str)
+        .chain(probes.iter().copied())
+    {
+        assert_eq!(
+            lazy.data.get(k).expect("get"),
+            r.data.get(k).cloned(),
+            "{k:?}"
+        );
+        assert_eq!(
+            lazy.data.contains_key(k).expect("contains"),
+            r.data.contains_key(k)
+        );
+    }
+    assert_eq!(&lazy.clone().decode().expect("decode"), r);
+}
+
+#[test]
+fn lazy_decodes_answer_as_the_whole_decode_in_every_format() {
+    let mut wide = SessionData::new();
+    for i in 0..1_000 {
+        wide.insert(format!("k{i}"), json!({"n": i, "s": format!("value-{i}")}));
+    }
+    let records = [
+        sample(),
+        with_meta(),
+        Record {
+            data: SessionData::new(),
+            ..with_meta()
+        },
+        Record {
+            data: wide.clone(),
+            ..sample()
+        },
+        Record {
+            data: wide,
+            ..with_meta()
+        },
+    ];
+    let probes = ["", "a", "k", "k5", "k9999", "zzz", "é"];
+    for r in &records {
+        for c in codecs() {
+            let bytes = c.encode(r).expect("encode");
+            assert_lazy_matches(c.as_ref(), &bytes, r, &probes);
+            for d in codecs() {
+                assert_lazy_matches(d.as_ref(), &bytes, r, &probes);
+            }
+            // Only the compact format stays encoded.
+            let lazy = c.decode_lazy(bytes.into()).expect("lazy");
+            assert_eq!(lazy.data.is_decoded(), c.name() == "json", "{}", c.name());
+        }
+    }
+}
+
+#[test]
+fn lazy_decodes_of_damaged_bytes_fail_where_the_whole_decode_does() {
+    let r = Record {
+        data: (0..40)
+            .map(|i| (format!("k{i:02}"), json!([i, "x", {"y": null}])))
+            .collect(),
+        ..with_meta()
+    };
+    let anon = Record {
+        meta: Default::default(),
+        ..r.clone()
+    };
+    let c = BincodeCodec::default();
+    for rec in [&r, &anon] {
+        let good = c.encode(rec).expect("encode");
+        let mut variants: Vec<Vec<u8>> = (0..good.len()).map(|n| good[..n].to_vec()).collect();
+        for i in 0..good.len() {
+            for flip in [0x01, 0x80, 0xFF] {
+                let mut b = good.clone();
+                b[i] ^= flip;
+                variants.push(b);
+            }
+        }
+        for b in variants {
+            let whole = c.decode(&b);
+            let lazy = c.decode_lazy(b.clone().into());
+            match (whole, lazy) {
+                (Ok(w), Ok(l)) => {
+                    // A flip inside a key can leave a readable record whose keys are out
+                    // of order, where lookups trust the order (see `crate::lazy`); they
+                    // still never fail where the whole decode reads, and a full read
+                    // is exactly the whole decode.
+                    for k in w.data.keys() {
+                        l.data.get(k).expect("get");
+                    }
+                    assert_eq!(l.decode().expect("decode"), w);
+                }
+                (Ok(w), Err(e)) => panic!("lazy refused what the whole decode read: {e} {w:?}"),
+                // Damage the header check missed is found by a full read of the data.
+                (Err(_), Ok(l)) => {
+                    let _ = l.data.get("k20");
+                    assert!(l.decode().is_err());
+                }
+                (Err(_), Err(_)) => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn lazy_lookups_past_a_damaged_value_fail_and_before_it_answer() {
+    // "a" is sound, "b" holds invalid UTF-8: the lookup of "a" stops before "b".
+    let b = bincode_with_entries(&[(b"a", &[5, 2, b'o', b'k']), (b"b", &[5, 2, b'a', 0xc3])]);
+    let lazy = BincodeCodec::default()
+        .decode_lazy(b.clone().into())
+        .expect("header");
+    assert_eq!(lazy.data.get("a").expect("a"), Some(json!("ok")));
+    assert!(matches!(lazy.data.get("b"), Err(CodecError::Corrupt(_))));
+    assert!(BincodeCodec::default().decode(&b).is_err());
+    assert!(lazy.decode().is_err());
+    // A hostile element count ends at the end of the input, a typed error.
+    let hostile =
+        bincode_with_entries(&[(b"a", &[6, 253, 255, 255, 255, 255, 255, 255, 255, 127])]);
+    let lazy = BincodeCodec::default()
+        .decode_lazy(hostile.into())
+        .expect("header");
+    assert!(matches!(lazy.data.get("b"), Err(CodecError::Truncated(_))));
+}
+
+#[test]
+fn lazy_lookups_of_a_repeated_key_answer_as_the_whole_decode() {
+    let repeated: [&[(&[u8], &[u8])]; 2] = [
+        &[(b"b", &[2, 2]), (b"a", &[2, 4]), (b"b", &[2, 6])],
+        &[(b"a", &[2, 4]), (b"b", &[2, 2]), (b"b", &[2, 6])],
+    ];
+    for entries in repeated {
+        let b = bincode_with_entries(entries);
+        let whole = BincodeCodec::default().decode(&b).expect("decode");
+        let lazy = BincodeCodec::default().decode_lazy(b.into()).expect("lazy");
+        // A repeated key is seen by the lookup that reaches it, and the whole decode
+        // answers (the last value wins).
+        assert_eq!(
+            lazy.data.get("b").expect("get"),
+            whole.data.get("b").cloned()
+        );
+        assert_eq!(lazy.data.get("b").expect("get"), Some(json!(3)));
+    }
+}

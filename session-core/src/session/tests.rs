@@ -8,11 +8,16 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::*;
+use crate::codec::Codec as _;
 use crate::store::{Capabilities, Inserted};
 
+/// Keeps decoded records, and answers the handle's loads ([`SessionStore::load_lazy`])
+/// with the record encoded by the compact codec and decoded lazily, as the stores that
+/// keep encoded records do; `planted` bytes (damaged records) take precedence.
 #[derive(Debug, Default)]
 struct MapStore {
     map: Mutex<HashMap<SessionKey, Record>>,
+    planted: Mutex<HashMap<SessionKey, Vec<u8>>>,
     loads: AtomicUsize,
 }
 
@@ -46,6 +51,22 @@ impl SessionStore for MapStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.loads.fetch_add(1, Ordering::SeqCst);
         Ok(self.live(key))
+    }
+    async fn load_lazy(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        let codec = crate::BincodeCodec::default();
+        let planted = self.planted.lock().expect("lock").get(key).cloned();
+        let bytes = match (planted, self.live(key)) {
+            (Some(b), _) => b,
+            (None, Some(r)) => codec.encode(&r).map_err(Error::Codec)?,
+            (None, None) => return Ok(None),
+        };
+        let lazy = codec.decode_lazy(bytes.into()).map_err(Error::Codec)?;
+        assert!(
+            !lazy.data.is_decoded(),
+            "the compact codec leaves data encoded"
+        );
+        Ok(Some(lazy))
     }
     async fn update(
         &self,
@@ -710,4 +731,76 @@ async fn client_details_are_recorded_for_signed_in_sessions_only() {
     let m = stored(&store, &s.key().expect("k")).expect("rec").meta;
     assert_eq!(m.user_agent.as_deref(), Some("UA/1"));
     assert_eq!(m.client_addr.as_deref(), Some("127.0.0.1"));
+}
+
+/// Plants, under a fresh key, a compact record of `a: "ok"` and `b`, whose value is
+/// invalid UTF-8; returns the key and the bytes.
+fn plant_damaged_second_value(store: &MapStore) -> (SessionKey, Vec<u8>) {
+    let key = SessionKey::generate().expect("rng");
+    let mut data = SessionData::new();
+    data.insert("a".into(), json!("ok"));
+    data.insert("b".into(), json!("x"));
+    let mut bytes = crate::BincodeCodec::default()
+        .encode(&Record::with_ttl(data, 600))
+        .expect("encode");
+    // The last value ("x", the value of "b") becomes invalid UTF-8.
+    let last = bytes.len() - 1;
+    assert_eq!(bytes[last], b'x');
+    bytes[last] = 0xFF;
+    store
+        .planted
+        .lock()
+        .expect("lock")
+        .insert(key.clone(), bytes.clone());
+    (key, bytes)
+}
+
+#[tokio::test]
+async fn a_read_decodes_one_value_and_a_damaged_one_starts_a_new_session() {
+    let (store, settings) = setup();
+    let (key, bytes) = plant_damaged_second_value(&store);
+
+    let s = session(&store, &settings, Some(key.clone()));
+    assert_eq!(s.get::<String>("a").await.expect("a"), Some("ok".into()));
+    assert!(s.contains_key("a").await.expect("contains"));
+    assert_eq!(
+        s.key(),
+        Some(key.clone()),
+        "a sound value keeps the session"
+    );
+    assert!(s.loaded());
+
+    assert_eq!(s.get::<String>("b").await.expect("b"), None);
+    assert_eq!(s.key(), None, "a damaged value starts a new session");
+    assert!(!s.loaded());
+    assert!(s.load().await.expect("load").is_empty());
+    s.insert("c", &1).await.expect("insert");
+    s.save().await.expect("save");
+    let new_key = s.key().expect("a new key");
+    assert_ne!(new_key, key);
+    assert_eq!(
+        store.planted.lock().expect("lock").get(&key),
+        Some(&bytes),
+        "the damaged record is left as it was"
+    );
+    let fresh = store.live(&new_key).expect("saved");
+    assert_eq!(Value::Object(fresh.data), json!({"c": 1}));
+}
+
+#[tokio::test]
+async fn a_damaged_value_found_by_the_first_change_starts_a_new_session() {
+    let (store, settings) = setup();
+    let (key, _) = plant_damaged_second_value(&store);
+    let s = session(&store, &settings, Some(key.clone()));
+    assert_eq!(s.get::<String>("a").await.expect("a"), Some("ok".into()));
+    // The insert decodes the whole map: the damage is found, the session starts new.
+    s.insert("n", &2).await.expect("insert");
+    assert_eq!(s.get::<String>("a").await.expect("a"), None);
+    s.save().await.expect("save");
+    let new_key = s.key().expect("a new key");
+    assert_ne!(new_key, key);
+    assert_eq!(
+        Value::Object(store.live(&new_key).expect("saved").data),
+        json!({"n": 2})
+    );
 }
