@@ -47,8 +47,8 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use session_core::{
-    Capabilities, Codec, CodecError, Error, Inserted, RawAccess, Record, Result, SessionKey,
-    SessionStore, Timestamp, async_trait,
+    Capabilities, Codec, CodecError, Error, Inserted, LazyRecord, RawAccess, Record, Result,
+    SessionKey, SessionStore, Timestamp, async_trait,
 };
 
 use crate::cache::{CacheConfig, CacheTarget};
@@ -286,6 +286,38 @@ impl MemcachedStore {
         }
     }
 
+    /// The live record of `key`, checked and decoded by `decode` straight from the
+    /// connection's read buffer; `stamp` gives its version and deadline to remember.
+    async fn load_with<T: Send>(
+        &self,
+        key: &SessionKey,
+        decode: impl Fn(&Envelope<'_>, &dyn Codec) -> std::result::Result<T, CodecError> + Send + Sync,
+        stamp: impl Fn(&T) -> (u64, Timestamp),
+    ) -> Result<Option<T>> {
+        let ik = self.item_key(key);
+        let codec = self.codec.as_ref();
+        let decode = &decode;
+        let read = with_conn!(self, c => c.meta_get_with(&ik, |bytes, cas| {
+            let env = Envelope::parse(bytes)?;
+            if !env.is_live_at(Timestamp::now()) {
+                return Ok(None);
+            }
+            Ok(Some((decode(&env, codec)?, cas)))
+        }).await)?;
+        match read {
+            Some(Ok(Some((record, cas)))) => {
+                let (version, expires_at) = stamp(&record);
+                self.remember(key, version, expires_at, cas);
+                Ok(Some(record))
+            }
+            None | Some(Ok(None)) => {
+                self.forget(key);
+                Ok(None)
+            }
+            Some(Err(e)) => Err(self.corrupt(key, e)),
+        }
+    }
+
     fn corrupt(&self, key: &SessionKey, e: CodecError) -> Error {
         tracing::warn!(
             engine = "memcached",
@@ -403,27 +435,21 @@ impl SessionStore for MemcachedStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        let ik = self.item_key(key);
-        let codec = self.codec.as_ref();
-        // Checked and decoded straight from the connection's read buffer.
-        let read = with_conn!(self, c => c.meta_get_with(&ik, |bytes, cas| {
-            let env = Envelope::parse(bytes)?;
-            if !env.is_live_at(Timestamp::now()) {
-                return Ok(None);
-            }
-            Ok(Some((env.decode(codec)?, cas)))
-        }).await)?;
-        match read {
-            Some(Ok(Some((record, cas)))) => {
-                self.remember(key, record.version, record.expires_at, cas);
-                Ok(Some(record))
-            }
-            None | Some(Ok(None)) => {
-                self.forget(key);
-                Ok(None)
-            }
-            Some(Err(e)) => Err(self.corrupt(key, e)),
-        }
+        self.load_with(
+            key,
+            |env, codec| env.decode(codec),
+            |r| (r.version, r.expires_at),
+        )
+        .await
+    }
+
+    async fn load_lazy(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+        self.load_with(
+            key,
+            |env, codec| env.decode_lazy(codec),
+            |r| (r.version, r.expires_at),
+        )
+        .await
     }
 
     async fn update(

@@ -86,6 +86,9 @@
 //! (`Arc<[u8]>`): the session handle's load ([`SessionStore::load_lazy`]) shares them
 //! and decodes only the keys its request reads ([`session_core::lazy`]), and a whole
 //! [`SessionStore::load`] decodes them (about the cost of the deep copy it replaces).
+//! A record of [`KeyIndex::MIN_KEYS`] keys or more keeps its key index after it (4 bytes
+//! a key, built once per write), so that a read of one key of a wide session is a binary
+//! search, not a walk over the keys before it.
 //! Checks of a deadline, a version or a principal (`exists`,
 //! `touch`, the compare-and-set of `update`, the user index) never decode, and a touch
 //! changes the deadline in place without copying the bytes. `BENCHMARKS.md` ("As the
@@ -129,7 +132,7 @@ use session_core::codec::{ENCRYPTION_OVERHEAD, MAX_DEPTH};
 use session_core::users::{session_id, sort_oldest_first, validate_principal};
 use session_core::{
     BincodeCodec, Capabilities, Codec, EncodedBytes, EngineRegistry, Error, ImmediateStore,
-    Inserted, LazyRecord, Record, Result, SessionKey, SessionStore, Timestamp, UserIndex,
+    Inserted, KeyIndex, LazyRecord, Record, Result, SessionKey, SessionStore, Timestamp, UserIndex,
     UserSession, async_trait,
 };
 
@@ -203,37 +206,91 @@ static COMPACT: LazyLock<BincodeCodec> = LazyLock::new(|| BincodeCodec::new(usiz
 #[derive(Debug)]
 struct Stored {
     /// Shared with every lazy load of this version ([`session_core::lazy`]): a load
-    /// copies nothing, and an update replaces the bytes rather than changing them.
+    /// copies nothing, and an update replaces the bytes rather than changing them. The
+    /// record as the compact codec wrote it or, for a record of
+    /// [`KeyIndex::MIN_KEYS`] keys or more, `INDEXED`, the record's length (4 bytes,
+    /// little-endian), the record, then its [`KeyIndex`].
     bytes: Arc<[u8]>,
     expires_at: Timestamp,
     version: u64,
     principal: Option<Box<str>>,
 }
 
+/// The first byte of a slot's bytes that carry a key index (a compact record starts
+/// with its own magic byte, `0xB1`).
+const INDEXED: u8 = 0x1D;
+
 impl Stored {
-    /// `record`, encoded, stored under `version`.
+    /// `record`, encoded, stored under `version`. A record with many keys keeps its key
+    /// index beside it, so that a lookup is a binary search rather than a walk.
     fn encode(record: &Record, version: u64) -> Result<Self> {
-        let bytes = COMPACT.encode(record).map_err(Error::Codec)?;
+        let encoded = COMPACT.encode(record).map_err(Error::Codec)?;
+        let index = (record.data.len() >= KeyIndex::MIN_KEYS)
+            .then(|| KeyIndex::build(&encoded))
+            .flatten();
+        let bytes = match (index, u32::try_from(encoded.len())) {
+            (Some(index), Ok(len)) => {
+                let mut b = Vec::with_capacity(5 + encoded.len() + index.len());
+                b.push(INDEXED);
+                b.extend_from_slice(&len.to_le_bytes());
+                b.extend_from_slice(&encoded);
+                b.extend_from_slice(&index);
+                Arc::from(b)
+            }
+            _ => Arc::from(encoded),
+        };
         Ok(Stored {
-            bytes: Arc::from(bytes),
+            bytes,
             expires_at: record.expires_at,
             version,
             principal: record.principal().map(Box::from),
         })
     }
 
+    /// The end of the record in `bytes` when they carry an index after it.
+    fn indexed_len(&self) -> Option<usize> {
+        match &self.bytes[..] {
+            [INDEXED, a, b, c, d, ..] => usize::try_from(u32::from_le_bytes([*a, *b, *c, *d])).ok(),
+            _ => None,
+        }
+    }
+
+    /// The record's bytes.
+    fn record(&self) -> &[u8] {
+        match self.indexed_len() {
+            Some(len) => self.bytes.get(5..5 + len).unwrap_or_default(),
+            None => &self.bytes,
+        }
+    }
+
     /// The record, decoded.
     fn decode(&self) -> Result<Record> {
-        let mut record = COMPACT.decode(&self.bytes).map_err(Error::Codec)?;
+        let mut record = COMPACT.decode(self.record()).map_err(Error::Codec)?;
         record.expires_at = self.expires_at;
         record.version = self.version;
         Ok(record)
     }
 
-    /// The record, its data left encoded and shared with this slot until it is read.
+    /// The record, its data left encoded and shared with this slot until it is read,
+    /// searched through its key index when it has one.
     fn decode_lazy(&self) -> Result<LazyRecord> {
-        let bytes = EncodedBytes::from(Arc::clone(&self.bytes));
+        let shared = EncodedBytes::from(Arc::clone(&self.bytes));
+        let (bytes, index) = match self.indexed_len() {
+            Some(len) => (
+                shared.slice(5..5 + len),
+                shared.slice(5 + len..shared.len()),
+            ),
+            None => (Some(shared), None),
+        };
+        let bytes = bytes.ok_or_else(|| {
+            Error::Codec(session_core::CodecError::Truncated(
+                "stored record cut short".into(),
+            ))
+        })?;
         let mut record = COMPACT.decode_lazy(bytes).map_err(Error::Codec)?;
+        if let Some(index) = index {
+            record.data = record.data.with_index(KeyIndex::new(index));
+        }
         record.expires_at = self.expires_at;
         record.version = self.version;
         Ok(record)
@@ -1180,6 +1237,38 @@ mod tests {
                 let len = codec.encode(r).expect("encode").len();
                 assert!(bound >= len, "{}: bound {bound} < {len}", codec.name());
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn wide_records_load_indexed_and_every_load_reads_what_was_written() {
+        let store = MemoryStore::new();
+        for keys in [1, KeyIndex::MIN_KEYS - 1, KeyIndex::MIN_KEYS, 1_000] {
+            let data: SessionData = (0..keys)
+                .map(|i| (format!("k{i}"), json!({ "i": i })))
+                .collect();
+            let r = record(serde_json::Value::Object(data), Expiry::Idle(60));
+            let key = store.create(&r).await.expect("create");
+            let lazy = store.load_lazy(&key).await.expect("load").expect("live");
+            assert!(!lazy.data.is_decoded());
+            assert_eq!(lazy.data.is_indexed(), keys >= KeyIndex::MIN_KEYS, "{keys}");
+            for (k, v) in &r.data {
+                assert_eq!(lazy.data.get(k).expect("get").as_ref(), Some(v), "{k}");
+            }
+            assert_eq!(lazy.data.get("nope").expect("get"), None);
+            let whole = store.load(&key).await.expect("load").expect("live");
+            assert_eq!(whole.data, r.data);
+            assert_eq!(lazy.decode().expect("decode"), whole);
+            // An update below the index's threshold drops it, one above rebuilds it.
+            let fewer = record(json!({ "only": 1 }), Expiry::Default);
+            store.update(&key, &fewer, None).await.expect("update");
+            let lazy = store.load_lazy(&key).await.expect("load").expect("live");
+            assert!(!lazy.data.is_indexed());
+            assert_eq!(lazy.data.get("only").expect("get"), Some(json!(1)));
+            store.update(&key, &r, None).await.expect("update");
+            let lazy = store.load_lazy(&key).await.expect("load").expect("live");
+            assert_eq!(lazy.data.is_indexed(), keys >= KeyIndex::MIN_KEYS);
+            assert_eq!(lazy.decode().expect("decode").data, r.data);
         }
     }
 

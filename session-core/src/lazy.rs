@@ -49,9 +49,14 @@ use crate::record::{Record, SessionData, SessionMeta};
 use crate::time::Timestamp;
 
 /// The bytes of a stored record: owned (read from a file or a server) or shared with
-/// the store that keeps them (the memory engine), so that a load copies nothing.
+/// the store that keeps them (the memory engine), so that a load copies nothing. A
+/// cheap clone can narrow to a part ([`EncodedBytes::slice`]).
 #[derive(Clone)]
-pub struct EncodedBytes(Bytes);
+pub struct EncodedBytes {
+    buf: Bytes,
+    start: usize,
+    end: usize,
+}
 
 #[derive(Clone)]
 enum Bytes {
@@ -62,10 +67,24 @@ enum Bytes {
 impl EncodedBytes {
     /// The bytes as a slice.
     pub fn as_slice(&self) -> &[u8] {
-        match &self.0 {
+        let all: &[u8] = match &self.buf {
             Bytes::Owned(v) => v,
             Bytes::Shared(a) => a,
+        };
+        &all[self.start..self.end]
+    }
+
+    /// The part `range` of these bytes (relative to them), sharing the buffer; `None`
+    /// when the range is out of bounds.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Option<EncodedBytes> {
+        if range.start > range.end || range.end > self.end - self.start {
+            return None;
         }
+        Some(EncodedBytes {
+            buf: self.buf.clone(),
+            start: self.start + range.start,
+            end: self.start + range.end,
+        })
     }
 }
 
@@ -78,19 +97,55 @@ impl Deref for EncodedBytes {
 
 impl From<Vec<u8>> for EncodedBytes {
     fn from(v: Vec<u8>) -> Self {
-        EncodedBytes(Bytes::Owned(Arc::new(v)))
+        let end = v.len();
+        EncodedBytes {
+            buf: Bytes::Owned(Arc::new(v)),
+            start: 0,
+            end,
+        }
     }
 }
 
 impl From<Arc<[u8]>> for EncodedBytes {
     fn from(a: Arc<[u8]>) -> Self {
-        EncodedBytes(Bytes::Shared(a))
+        let end = a.len();
+        EncodedBytes {
+            buf: Bytes::Shared(a),
+            start: 0,
+            end,
+        }
     }
 }
 
 impl fmt::Debug for EncodedBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "EncodedBytes({} bytes)", self.len())
+    }
+}
+
+/// Where each key of a compact record's data map starts, for lookups by binary search
+/// instead of a walk: 4 bytes (little-endian `u32`) per key, in key order. A store that
+/// writes records itself (the memory engine) builds it once per write
+/// ([`KeyIndex::build`]), keeps it beside the record, and hands it to each lazy load
+/// ([`LazyData::with_index`]). Worth it from [`KeyIndex::MIN_KEYS`] keys: below that, a
+/// walk is as quick and the index would only take memory.
+#[derive(Clone, Debug)]
+pub struct KeyIndex(EncodedBytes);
+
+impl KeyIndex {
+    /// The fewest keys a record has for [`KeyIndex::build`] to index it.
+    pub const MIN_KEYS: usize = 32;
+
+    /// The index of the compact record `record`: `None` when it is not a compact record,
+    /// cannot be read, has fewer than [`KeyIndex::MIN_KEYS`] keys, or its keys are not
+    /// in strictly ascending order (every record this codec writes is).
+    pub fn build(record: &[u8]) -> Option<Vec<u8>> {
+        binary::key_index(record, Self::MIN_KEYS)
+    }
+
+    /// An index [`KeyIndex::build`] made, kept in `bytes`.
+    pub fn new(bytes: EncodedBytes) -> Self {
+        KeyIndex(bytes)
     }
 }
 
@@ -101,11 +156,10 @@ pub struct LazyData(Repr);
 #[derive(Clone, Debug)]
 enum Repr {
     Decoded(SessionData),
-    /// The compact codec's data map, `bytes[start..end]`.
+    /// The compact codec's data map, and the positions of its keys when known.
     Binary {
-        bytes: EncodedBytes,
-        start: usize,
-        end: usize,
+        map: EncodedBytes,
+        index: Option<KeyIndex>,
     },
 }
 
@@ -115,9 +169,24 @@ impl LazyData {
         LazyData(Repr::Decoded(data))
     }
 
-    /// The compact codec's encoded map in `bytes[start..end]`.
-    pub(crate) fn binary(bytes: EncodedBytes, start: usize, end: usize) -> Self {
-        LazyData(Repr::Binary { bytes, start, end })
+    /// The compact codec's encoded map.
+    pub(crate) fn binary(map: EncodedBytes) -> Self {
+        LazyData(Repr::Binary { map, index: None })
+    }
+
+    /// This data, its lookups done by binary search over `index` (built by
+    /// [`KeyIndex::build`] from the same record). An index whose length does not match
+    /// the map's number of keys is not used; decoded data is returned as it is.
+    pub fn with_index(self, index: KeyIndex) -> Self {
+        match self.0 {
+            Repr::Binary { map, .. } if binary::index_fits(&map, &index.0) => {
+                LazyData(Repr::Binary {
+                    map,
+                    index: Some(index),
+                })
+            }
+            other => LazyData(other),
+        }
     }
 
     /// Whether the data is a decoded map (no lookup will decode anything).
@@ -125,19 +194,32 @@ impl LazyData {
         matches!(self.0, Repr::Decoded(_))
     }
 
+    /// Whether lookups search a key index ([`LazyData::with_index`]).
+    pub fn is_indexed(&self) -> bool {
+        matches!(&self.0, Repr::Binary { index: Some(_), .. })
+    }
+
+    fn find(
+        &self,
+        map: &[u8],
+        index: Option<&KeyIndex>,
+        key: &str,
+    ) -> Result<binary::Lookup, CodecError> {
+        match index {
+            Some(i) => binary::lookup_indexed(map, &i.0, key),
+            None => binary::lookup(map, key),
+        }
+    }
+
     /// The value under `key`, decoding only that value.
     pub fn get(&self, key: &str) -> Result<Option<Value>, CodecError> {
         match &self.0 {
             Repr::Decoded(d) => Ok(d.get(key).cloned()),
-            Repr::Binary { bytes, start, end } => {
-                match binary::lookup(&bytes[*start..*end], key)? {
-                    binary::Lookup::Found(at) => {
-                        binary::decode_value_at(&bytes[*start..*end], at).map(Some)
-                    }
-                    binary::Lookup::Absent => Ok(None),
-                    binary::Lookup::Unordered => Ok(self.clone().decode()?.remove(key)),
-                }
-            }
+            Repr::Binary { map, index } => match self.find(map, index.as_ref(), key)? {
+                binary::Lookup::Found(at) => binary::decode_value_at(map, at).map(Some),
+                binary::Lookup::Absent => Ok(None),
+                binary::Lookup::Unordered => Ok(self.clone().decode()?.remove(key)),
+            },
         }
     }
 
@@ -145,13 +227,19 @@ impl LazyData {
     pub fn contains_key(&self, key: &str) -> Result<bool, CodecError> {
         match &self.0 {
             Repr::Decoded(d) => Ok(d.contains_key(key)),
-            Repr::Binary { bytes, start, end } => {
-                match binary::lookup(&bytes[*start..*end], key)? {
-                    binary::Lookup::Found(_) => Ok(true),
-                    binary::Lookup::Absent => Ok(false),
-                    binary::Lookup::Unordered => Ok(self.clone().decode()?.contains_key(key)),
-                }
-            }
+            Repr::Binary { map, index } => match self.find(map, index.as_ref(), key)? {
+                binary::Lookup::Found(_) => Ok(true),
+                binary::Lookup::Absent => Ok(false),
+                binary::Lookup::Unordered => Ok(self.clone().decode()?.contains_key(key)),
+            },
+        }
+    }
+
+    /// The compact codec's encoded map, while the data is encoded.
+    pub(crate) fn encoded_map(&self) -> Option<&[u8]> {
+        match &self.0 {
+            Repr::Binary { map, .. } => Some(map),
+            Repr::Decoded(_) => None,
         }
     }
 
@@ -159,7 +247,7 @@ impl LazyData {
     pub fn decode(self) -> Result<SessionData, CodecError> {
         match self.0 {
             Repr::Decoded(d) => Ok(d),
-            Repr::Binary { bytes, start, end } => binary::decode_data(&bytes[start..end]),
+            Repr::Binary { map, .. } => binary::decode_data(&map),
         }
     }
 }

@@ -95,7 +95,7 @@ pub use expiry::{Expiry, ExpirySettings};
 pub use hashed::HashedKeys;
 pub use key::{KeyError, KeyGenerator, SessionKey};
 pub use layer::{StoreLayer, StoreLayerExt, StoreLayers, TimeoutLayer};
-pub use lazy::{EncodedBytes, LazyData, LazyRecord};
+pub use lazy::{EncodedBytes, KeyIndex, LazyData, LazyRecord};
 pub use maintenance::{ClearReport, Maintenance, SchemaMigration, StoreStats};
 pub use record::{Record, SessionData, SessionMeta};
 pub use registry::{EngineContext, EngineFactory, EngineRegistry, LayerContext, LayerFactory};

@@ -175,8 +175,11 @@ pub(super) fn decode_lazy(bytes: EncodedBytes) -> Result<LazyRecord, CodecError>
     } else {
         (bytes.len(), SessionMeta::default())
     };
+    let map = bytes
+        .slice(start..end)
+        .ok_or_else(|| CodecError::Truncated("input ends inside the record".into()))?;
     Ok(LazyRecord {
-        data: LazyData::binary(bytes, start, end),
+        data: LazyData::binary(map),
         expiry: head.expiry,
         created_at: head.created_at,
         expires_at: head.expires_at,
@@ -237,6 +240,67 @@ pub(crate) fn lookup(map: &[u8], key: &str) -> Result<Lookup, CodecError> {
         scan.skip_value(1)?;
     }
     Ok(found.map_or(Lookup::Absent, Lookup::Found))
+}
+
+/// The key index of the compact record `record` ([`crate::lazy::KeyIndex`]): each key's
+/// position in the data map, 4 bytes little-endian, in order. `None` below `min_keys`
+/// keys, for a record that cannot be read, or one whose keys are not strictly ascending.
+pub(crate) fn key_index(record: &[u8], min_keys: usize) -> Option<Vec<u8>> {
+    let lazy = decode_lazy(record.to_vec().into()).ok()?;
+    let map = lazy.data.encoded_map()?;
+    let mut scan = Scan::new(map);
+    let n = scan.len().ok()?;
+    if n < min_keys {
+        return None;
+    }
+    let mut index = Vec::with_capacity(n.checked_mul(4)?);
+    let mut prev: Option<&[u8]> = None;
+    for _ in 0..n {
+        index.extend_from_slice(&u32::try_from(scan.pos).ok()?.to_le_bytes());
+        let len = scan.len().ok()?;
+        let k = scan.take(len).ok()?;
+        if prev.is_some_and(|p| k <= p) {
+            return None;
+        }
+        prev = Some(k);
+        scan.skip_value(1).ok()?;
+    }
+    (scan.pos == map.len()).then_some(index)
+}
+
+/// Whether `index` holds one position per key of the data map `map`.
+pub(crate) fn index_fits(map: &[u8], index: &[u8]) -> bool {
+    Scan::new(map)
+        .len()
+        .is_ok_and(|n| n.checked_mul(4) == Some(index.len()))
+}
+
+/// [`lookup`] by binary search over the key positions `index` ([`key_index`]).
+pub(crate) fn lookup_indexed(map: &[u8], index: &[u8], key: &str) -> Result<Lookup, CodecError> {
+    let key = key.as_bytes();
+    let (mut lo, mut hi) = (0, index.len() / 4);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let at = index
+            .get(mid * 4..mid * 4 + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_le_bytes)
+            .and_then(|p| usize::try_from(p).ok())
+            .filter(|&p| p <= map.len())
+            .ok_or_else(|| CodecError::Corrupt("key index out of range".into()))?;
+        let mut scan = Scan {
+            bytes: map,
+            pos: at,
+        };
+        let len = scan.len()?;
+        let k = scan.take(len)?;
+        match k.cmp(key) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return Ok(Lookup::Found(scan.pos)),
+        }
+    }
+    Ok(Lookup::Absent)
 }
 
 /// A walk over encoded bytes that skips values without decoding them: bincode's

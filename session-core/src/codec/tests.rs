@@ -3,6 +3,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::expiry::Expiry;
+use crate::lazy::KeyIndex;
 use crate::record::{Record, SessionData};
 use crate::time::Timestamp;
 
@@ -469,6 +470,20 @@ fn assert_lazy_matches(c: &dyn Codec, bytes: &[u8], r: &Record, probes: &[&str])
     assert_eq!(&lazy.clone().decode().expect("decode"), r);
 }
 
+/// `data` in an anonymous record (format 1) and in a signed-in one (format 2).
+fn wide_records(data: SessionData) -> [Record; 2] {
+    [
+        Record {
+            data: data.clone(),
+            ..sample()
+        },
+        Record {
+            data,
+            ..with_meta()
+        },
+    ]
+}
+
 #[test]
 fn lazy_decodes_answer_as_the_whole_decode_in_every_format() {
     let mut wide = SessionData::new();
@@ -482,15 +497,8 @@ fn lazy_decodes_answer_as_the_whole_decode_in_every_format() {
             data: SessionData::new(),
             ..with_meta()
         },
-        Record {
-            data: wide.clone(),
-            ..sample()
-        },
-        Record {
-            data: wide,
-            ..with_meta()
-        },
     ];
+    let records: Vec<Record> = records.into_iter().chain(wide_records(wide)).collect();
     let probes = ["", "a", "k", "k5", "k9999", "zzz", "é"];
     for r in &records {
         for c in codecs() {
@@ -593,4 +601,82 @@ fn lazy_lookups_of_a_repeated_key_answer_as_the_whole_decode() {
         );
         assert_eq!(lazy.data.get("b").expect("get"), Some(json!(3)));
     }
+}
+
+#[test]
+fn indexed_lookups_answer_as_the_whole_decode() {
+    let mut wide = SessionData::new();
+    for i in 0..500 {
+        wide.insert(format!("k{i}"), json!([i, format!("v{i}")]));
+    }
+    let probes = ["", "a", "k", "k5", "k50x", "k9999", "zzz"];
+    for r in wide_records(wide) {
+        let bytes = BincodeCodec::default().encode(&r).expect("encode");
+        let index = KeyIndex::build(&bytes).expect("a wide record is indexed");
+        assert_eq!(index.len(), 4 * r.data.len());
+        let lazy = BincodeCodec::default()
+            .decode_lazy(bytes.into())
+            .expect("lazy");
+        let indexed = lazy
+            .data
+            .clone()
+            .with_index(KeyIndex::new(index.clone().into()));
+        assert!(indexed.is_indexed());
+        for k in r.data.keys().map(String::as_str).chain(probes) {
+            assert_eq!(
+                indexed.get(k).expect("get"),
+                r.data.get(k).cloned(),
+                "{k:?}"
+            );
+            assert_eq!(
+                indexed.contains_key(k).expect("contains"),
+                r.data.contains_key(k)
+            );
+        }
+        assert_eq!(indexed.decode().expect("decode"), r.data);
+        // An index of another length is not used.
+        let short = lazy
+            .data
+            .clone()
+            .with_index(KeyIndex::new(index[4..].to_vec().into()));
+        assert!(!short.is_indexed());
+        // An index pointing outside the map is an error, never a panic.
+        let mut wild = index.clone();
+        wild[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let wild = lazy.data.with_index(KeyIndex::new(wild.into()));
+        for k in r.data.keys().take(20) {
+            let _ = wild.get(k);
+        }
+    }
+}
+
+#[test]
+fn only_compact_records_with_enough_ordered_keys_are_indexed() {
+    let few = Record {
+        data: (0..KeyIndex::MIN_KEYS - 1)
+            .map(|i| (format!("k{i:03}"), json!(i)))
+            .collect(),
+        ..sample()
+    };
+    let enough = Record {
+        data: (0..KeyIndex::MIN_KEYS)
+            .map(|i| (format!("k{i:03}"), json!(i)))
+            .collect(),
+        ..sample()
+    };
+    let b = BincodeCodec::default();
+    assert!(KeyIndex::build(&b.encode(&few).expect("enc")).is_none());
+    assert!(KeyIndex::build(&b.encode(&enough).expect("enc")).is_some());
+    assert!(KeyIndex::build(&JsonCodec::default().encode(&enough).expect("enc")).is_none());
+    assert!(KeyIndex::build(b"garbage").is_none());
+    // Keys out of order (not written by this codec): no index; lookups walk.
+    let mut entries: Vec<(Vec<u8>, Vec<u8>)> = (0..KeyIndex::MIN_KEYS)
+        .map(|i| (format!("k{i:03}").into_bytes(), vec![0]))
+        .collect();
+    entries.swap(3, 4);
+    let refs: Vec<(&[u8], &[u8])> = entries
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
+    assert!(KeyIndex::build(&bincode_with_entries(&refs)).is_none());
 }
