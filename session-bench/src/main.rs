@@ -72,6 +72,7 @@ struct Args {
 const USAGE: &str = "\
 usage: session-bench [--runs N] [--rounds N] [--scale F] [--secs S] [--only g1,g2]
                      [--out DIR] [--doc FILE] [--no-layer] [--layer-requests N]
+                     [--lazy-loads]
 
   --runs N        complete runs, reported side by side as a spread (default 2)
   --rounds N      rounds per run and group (default 3)
@@ -91,6 +92,8 @@ usage: session-bench [--runs N] [--rounds N] [--scale F] [--secs S] [--only g1,g
                   (default docs/bench)
   --doc FILE      also replace the results section of FILE (BENCHMARKS.md)
   --no-layer      skip the middleware comparisons (axum and actix-web; group `layer`)
+  --lazy-loads    our load phases load as the session handle does (`load_lazy`, the data
+                  left encoded) and read one field, instead of decoding the whole record
   --layer-requests N  requests per round per setup in the middleware comparisons (default 20000)
   --count-n N     operations per counted process in the `instructions` group (default 2000)
   --growth-engines LIST  engines of the growth group (default memory,file,redis,sqlite,postgres)
@@ -133,6 +136,7 @@ fn parse_args() -> Result<Args, String> {
             "--out" => a.out = value("--out")?.into(),
             "--doc" => a.doc = Some(value("--doc")?.into()),
             "--no-layer" => a.layer = false,
+            "--lazy-loads" => ours::LAZY_LOADS.store(true, std::sync::atomic::Ordering::Relaxed),
             "--layer-requests" => a.layer_requests = num(&value("--layer-requests")?)?,
             "--count" => a.count = Some(value("--count")?),
             "--count-n" => a.count_n = num(&value("--count-n")?)?,
