@@ -247,20 +247,20 @@ impl Stored {
         })
     }
 
-    /// The end of the record in `bytes` when they carry an index after it.
-    fn indexed_len(&self) -> Option<usize> {
+    /// Where the record lies in `bytes`, and whether its key index follows it.
+    fn record_range(&self) -> (std::ops::Range<usize>, bool) {
         match &self.bytes[..] {
-            [INDEXED, a, b, c, d, ..] => usize::try_from(u32::from_le_bytes([*a, *b, *c, *d])).ok(),
-            _ => None,
+            [INDEXED, a, b, c, d, ..] => {
+                let len = u32::from_le_bytes([*a, *b, *c, *d]) as usize;
+                (5..5 + len, true)
+            }
+            _ => (0..self.bytes.len(), false),
         }
     }
 
     /// The record's bytes.
     fn record(&self) -> &[u8] {
-        match self.indexed_len() {
-            Some(len) => self.bytes.get(5..5 + len).unwrap_or_default(),
-            None => &self.bytes,
-        }
+        self.bytes.get(self.record_range().0).unwrap_or_default()
     }
 
     /// The record, decoded.
@@ -275,14 +275,11 @@ impl Stored {
     /// searched through its key index when it has one.
     fn decode_lazy(&self) -> Result<LazyRecord> {
         let shared = EncodedBytes::from(Arc::clone(&self.bytes));
-        let (bytes, index) = match self.indexed_len() {
-            Some(len) => (
-                shared.slice(5..5 + len),
-                shared.slice(5 + len..shared.len()),
-            ),
-            None => (Some(shared), None),
-        };
-        let bytes = bytes.ok_or_else(|| {
+        let (range, indexed) = self.record_range();
+        let index = indexed
+            .then(|| shared.slice(range.end..shared.len()))
+            .flatten();
+        let bytes = shared.slice(range).ok_or_else(|| {
             Error::Codec(session_core::CodecError::Truncated(
                 "stored record cut short".into(),
             ))

@@ -43,6 +43,9 @@ async fn fill(session: Session, Path(n): Path<usize>) -> Result<String, SessionE
 /// The key each request reads (see the module docs).
 const READ: &str = "k5";
 
+/// The value [`fill`] gives [`READ`], which every answer echoes.
+const VALUE: &str = "value-0000000005";
+
 /// Reads one key.
 async fn read_one(session: Session) -> Result<String, SessionError> {
     Ok(session.get::<String>(READ).await?.unwrap_or_default())
@@ -50,14 +53,13 @@ async fn read_one(session: Session) -> Result<String, SessionError> {
 
 /// Writes one key (the value it holds already) and answers it: the session is saved.
 async fn write_one(session: Session) -> Result<String, SessionError> {
-    let value = format!("value-{:010}", 5);
-    session.insert(READ, &value).await?;
-    Ok(value)
+    session.insert(READ, VALUE).await?;
+    Ok(VALUE.to_owned())
 }
 
 /// The handler without sessions: the same answer, from a constant.
 async fn bare() -> &'static str {
-    "value-0000000005"
+    VALUE
 }
 
 #[derive(Clone)]
@@ -106,7 +108,7 @@ async fn run_one(s: &Setup, requests: usize) -> R<f64> {
         let (status, set_cookie, body) = call(&s.app, s.path, cookie).await?;
         // A write may renew the cookie, never change the key.
         let cookie_ok = set_cookie.is_none() || (s.path != "/" && set_cookie.as_deref() == cookie);
-        if status != StatusCode::OK || body != b"value-0000000005" || !cookie_ok {
+        if status != StatusCode::OK || body != VALUE.as_bytes() || !cookie_ok {
             return wrong!(
                 "{}: request {i} answered {status} {:?} (cookie {set_cookie:?})",
                 s.name,

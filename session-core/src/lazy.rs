@@ -199,23 +199,11 @@ impl LazyData {
         matches!(&self.0, Repr::Binary { index: Some(_), .. })
     }
 
-    fn find(
-        &self,
-        map: &[u8],
-        index: Option<&KeyIndex>,
-        key: &str,
-    ) -> Result<binary::Lookup, CodecError> {
-        match index {
-            Some(i) => binary::lookup_indexed(map, &i.0, key),
-            None => binary::lookup(map, key),
-        }
-    }
-
     /// The value under `key`, decoding only that value.
     pub fn get(&self, key: &str) -> Result<Option<Value>, CodecError> {
         match &self.0 {
             Repr::Decoded(d) => Ok(d.get(key).cloned()),
-            Repr::Binary { map, index } => match self.find(map, index.as_ref(), key)? {
+            Repr::Binary { map, index } => match find(map, index.as_ref(), key)? {
                 binary::Lookup::Found(at) => binary::decode_value_at(map, at).map(Some),
                 binary::Lookup::Absent => Ok(None),
                 binary::Lookup::Unordered => Ok(self.clone().decode()?.remove(key)),
@@ -227,19 +215,11 @@ impl LazyData {
     pub fn contains_key(&self, key: &str) -> Result<bool, CodecError> {
         match &self.0 {
             Repr::Decoded(d) => Ok(d.contains_key(key)),
-            Repr::Binary { map, index } => match self.find(map, index.as_ref(), key)? {
+            Repr::Binary { map, index } => match find(map, index.as_ref(), key)? {
                 binary::Lookup::Found(_) => Ok(true),
                 binary::Lookup::Absent => Ok(false),
                 binary::Lookup::Unordered => Ok(self.clone().decode()?.contains_key(key)),
             },
-        }
-    }
-
-    /// The compact codec's encoded map, while the data is encoded.
-    pub(crate) fn encoded_map(&self) -> Option<&[u8]> {
-        match &self.0 {
-            Repr::Binary { map, .. } => Some(map),
-            Repr::Decoded(_) => None,
         }
     }
 
@@ -249,6 +229,15 @@ impl LazyData {
             Repr::Decoded(d) => Ok(d),
             Repr::Binary { map, .. } => binary::decode_data(&map),
         }
+    }
+}
+
+/// `key` in the encoded map `map`: by binary search over `index` when there is one, by a
+/// walk otherwise.
+fn find(map: &[u8], index: Option<&KeyIndex>, key: &str) -> Result<binary::Lookup, CodecError> {
+    match index {
+        Some(i) => binary::lookup_indexed(map, &i.0, key),
+        None => binary::lookup(map, key),
     }
 }
 

@@ -158,11 +158,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Record, CodecError> {
 /// 1 ends with the data; format 2's meta follows it, so the data is walked (not
 /// decoded) to reach the meta.
 pub(super) fn decode_lazy(bytes: EncodedBytes) -> Result<LazyRecord, CodecError> {
-    let version = format_of(&bytes)?;
-    let start_of_body = BINARY_MAGIC.len() + 1;
-    let (head, read) = bincode::decode_from_slice::<Head, _>(&bytes[start_of_body..], config())
-        .map_err(decode_error)?;
-    let start = start_of_body + read;
+    let (version, head, start) = head_of(&bytes)?;
     let (end, meta) = if version == BINARY_FORMAT_VERSION {
         let mut scan = Scan::new(&bytes[start..]);
         scan.skip_map(0)?;
@@ -175,9 +171,7 @@ pub(super) fn decode_lazy(bytes: EncodedBytes) -> Result<LazyRecord, CodecError>
     } else {
         (bytes.len(), SessionMeta::default())
     };
-    let map = bytes
-        .slice(start..end)
-        .ok_or_else(|| CodecError::Truncated("input ends inside the record".into()))?;
+    let map = bytes.slice(start..end).ok_or_else(cut_short)?;
     Ok(LazyRecord {
         data: LazyData::binary(map),
         expiry: head.expiry,
@@ -186,6 +180,15 @@ pub(super) fn decode_lazy(bytes: EncodedBytes) -> Result<LazyRecord, CodecError>
         version: head.version,
         meta,
     })
+}
+
+/// The format version and header of a binary record, and where its data map starts.
+fn head_of(bytes: &[u8]) -> Result<(u8, Head, usize), CodecError> {
+    let version = format_of(bytes)?;
+    let body = BINARY_MAGIC.len() + 1;
+    let (head, read) =
+        bincode::decode_from_slice::<Head, _>(&bytes[body..], config()).map_err(decode_error)?;
+    Ok((version, head, body + read))
 }
 
 /// The whole data map encoded in `map` (nothing may follow it).
@@ -201,9 +204,7 @@ pub(crate) fn decode_data(map: &[u8]) -> Result<SessionData, CodecError> {
 
 /// The value that starts at `at` in `map` (a [`Lookup::Found`] position).
 pub(crate) fn decode_value_at(map: &[u8], at: usize) -> Result<Value, CodecError> {
-    let rest = map
-        .get(at..)
-        .ok_or_else(|| CodecError::Truncated("input ends inside the record".into()))?;
+    let rest = map.get(at..).ok_or_else(cut_short)?;
     bincode::decode_from_slice::<ValueAt, _>(rest, config())
         .map(|(ValueAt(v), _)| v)
         .map_err(decode_error)
@@ -246,9 +247,8 @@ pub(crate) fn lookup(map: &[u8], key: &str) -> Result<Lookup, CodecError> {
 /// position in the data map, 4 bytes little-endian, in order. `None` below `min_keys`
 /// keys, for a record that cannot be read, or one whose keys are not strictly ascending.
 pub(crate) fn key_index(record: &[u8], min_keys: usize) -> Option<Vec<u8>> {
-    let lazy = decode_lazy(record.to_vec().into()).ok()?;
-    let map = lazy.data.encoded_map()?;
-    let mut scan = Scan::new(map);
+    let (_, _, start) = head_of(record).ok()?;
+    let mut scan = Scan::new(&record[start..]);
     let n = scan.len().ok()?;
     if n < min_keys {
         return None;
@@ -265,7 +265,7 @@ pub(crate) fn key_index(record: &[u8], min_keys: usize) -> Option<Vec<u8>> {
         prev = Some(k);
         scan.skip_value(1).ok()?;
     }
-    (scan.pos == map.len()).then_some(index)
+    Some(index)
 }
 
 /// Whether `index` holds one position per key of the data map `map`.
@@ -305,6 +305,8 @@ pub(crate) fn lookup_indexed(map: &[u8], index: &[u8], key: &str) -> Result<Look
 
 /// A walk over encoded bytes that skips values without decoding them: bincode's
 /// standard varint integers, length-prefixed strings and this codec's value tags.
+/// Written here because bincode decodes a value or nothing: it has no way to step over
+/// one, and a lookup passes hundreds.
 struct Scan<'a> {
     bytes: &'a [u8],
     pos: usize,
