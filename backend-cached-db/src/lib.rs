@@ -35,6 +35,20 @@
 //! task's delete gets through (or the entry's TTL ends, or the cache restarts empty, as
 //! the usual Redis and Memcached deployments for sessions do).
 //!
+//! ## Lazy loads
+//!
+//! The session handle's load ([`session_core::SessionStore::load_lazy`]) goes through
+//! the same levels, counters, fills and invalidations as `load`, and keeps the record's
+//! data encoded until a key is read ([`session_core::lazy`]) when the first level or the
+//! cache answers: a request reading one key of a wide session decodes one value. A
+//! cache entry is checked in full without being decoded
+//! ([`session_core::LazyData::check`]: a walk over its keys and values, no allocation),
+//! and one that would fail the whole decode, in its header or inside its data, is
+//! dropped and the durable store read, as `load` does: a damaged cache entry never
+//! costs a visitor the session the durable store still holds. With a first level, a
+//! cache hit is decoded whole to fill it. A miss reads the durable store whole, since
+//! the cache and the first level are refilled with a whole record.
+//!
 //! ## Outages
 //!
 //! Cache errors never fail a request: reads and writes carry on against the durable store,

@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use session_core::users::{UserIndex, UserSession, index_of, validate_principal};
 use session_core::{
-    Capabilities, Error, Inserted, RawAccess, Record, Result, SessionKey, SessionStore, Timestamp,
+    Capabilities, Error, Inserted, LazyRecord, RawAccess, Record, Result, SessionKey, SessionStore,
+    Timestamp,
 };
 
 /// Options of the `cached_db` engine (section `cached_db`; its `cache` and `db`
@@ -273,6 +274,55 @@ impl CachedDbStore {
         }
     }
 
+    /// The cache's answer to a load of `key` (`load` runs it: the cache's whole or lazy
+    /// load), when the cache may be trusted for it: not while it is skipped after a
+    /// failure, and not for a suspect key, whose entry is dropped first. An undecodable
+    /// entry is dropped, not served or propagated; a failure opens the breaker.
+    async fn read_cache<R, F>(&self, key: &SessionKey, load: impl FnOnce() -> F) -> CacheRead<R>
+    where
+        F: Future<Output = Result<Option<R>>>,
+    {
+        if !self.cache_usable() {
+            return CacheRead::Miss { may_fill: false };
+        }
+        if self.is_suspect(key) {
+            // Clear the possibly stale entry before trusting the cache again.
+            self.invalidate(key).await;
+            return CacheRead::Miss {
+                may_fill: !self.is_suspect(key),
+            };
+        }
+        match load().await {
+            Ok(Some(r)) => {
+                self.cache_ok();
+                CacheRead::Hit(r)
+            }
+            Ok(None) => CacheRead::Miss { may_fill: true },
+            Err(Error::Codec(_)) => {
+                self.invalidate(key).await;
+                CacheRead::Miss { may_fill: false }
+            }
+            Err(e) => {
+                self.cache_failed("load", &e);
+                CacheRead::Miss { may_fill: false }
+            }
+        }
+    }
+
+    /// A load the cache did not answer: counted as a miss, read from the durable store,
+    /// and filled into the cache (when `may_fill`) and the first level.
+    async fn read_durable(&self, key: &SessionKey, may_fill: bool) -> Result<Option<Record>> {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let record = self.db.load(key).await?;
+        if let Some(r) = &record {
+            if may_fill {
+                self.fill_cache(key, r).await;
+            }
+            self.fill_l1(key, r).await;
+        }
+        Ok(record)
+    }
+
     /// Fills the cache after a miss, then re-reads the durable version: if a write
     /// slipped in between the durable read and the fill, the entry is dropped again.
     async fn fill_cache(&self, key: &SessionKey, record: &Record) {
@@ -295,6 +345,15 @@ impl CachedDbStore {
             }
         }
     }
+}
+
+/// What the cache answered a load ([`CachedDbStore::read_cache`]).
+enum CacheRead<R> {
+    /// The cached record.
+    Hit(R),
+    /// Not answered: the durable store is read, and the cache is filled when `may_fill`
+    /// (it answered that it holds no entry, or a suspect entry was dropped).
+    Miss { may_fill: bool },
 }
 
 #[async_trait]
@@ -354,36 +413,70 @@ impl SessionStore for CachedDbStore {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(r));
         }
-        let mut may_fill = false;
-        if self.cache_usable() {
-            if self.is_suspect(key) {
-                // Clear the possibly stale entry before trusting the cache again.
-                self.invalidate(key).await;
-                may_fill = !self.is_suspect(key);
-            } else {
-                match self.cache.load(key).await {
-                    Ok(Some(r)) => {
-                        self.cache_ok();
-                        self.hits.fetch_add(1, Ordering::Relaxed);
-                        self.fill_l1(key, &r).await;
-                        return Ok(Some(r));
-                    }
-                    Ok(None) => may_fill = true,
-                    // An undecodable cache entry is dropped, not served or propagated.
-                    Err(Error::Codec(_)) => self.invalidate(key).await,
-                    Err(e) => self.cache_failed("load", &e),
+        let may_fill = match self.read_cache(key, || self.cache.load(key)).await {
+            CacheRead::Hit(r) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                self.fill_l1(key, &r).await;
+                return Ok(Some(r));
+            }
+            CacheRead::Miss { may_fill } => may_fill,
+        };
+        self.read_durable(key, may_fill).await
+    }
+
+    /// [`SessionStore::load`], the data left encoded until a key is read where the level
+    /// that answers keeps it so ([`session_core::lazy`]): the same levels in the same
+    /// order, the same counters, fills and invalidations.
+    ///
+    /// - A first-level hit is that store's lazy load.
+    /// - A cache hit is the cache's lazy load, its data checked in full without being
+    ///   decoded ([`session_core::LazyData::check`]): an entry that would fail the whole
+    ///   decode, in its header or inside its data, is dropped and the durable store read,
+    ///   as `load` does, so a damaged cache entry never costs a visitor the session the
+    ///   durable store still holds. With a first level, the hit is decoded whole to
+    ///   fill it, and an entry that fails that decode is dropped the same way.
+    /// - A miss reads the durable store whole, as `load` does: refilling the cache and
+    ///   the first level writes a whole record.
+    async fn load_lazy(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+        if let Some((l1, _)) = &self.l1
+            && let Ok(Some(r)) = l1.load_lazy(key).await
+        {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(r));
+        }
+        let may_fill = match self.read_cache(key, || self.cache.load_lazy(key)).await {
+            // Checked in full, not decoded: a value damaged inside the cached data
+            // would otherwise be found only when read, and the session handle would then
+            // start a new session while the durable store holds a sound copy.
+            CacheRead::Hit(r) if self.l1.is_none() => match r.data.check() {
+                Ok(()) => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Some(r));
                 }
-            }
-        }
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        let record = self.db.load(key).await?;
-        if let Some(r) = &record {
-            if may_fill {
-                self.fill_cache(key, r).await;
-            }
-            self.fill_l1(key, r).await;
-        }
-        Ok(record)
+                // As `load`'s cache read of an undecodable entry: dropped, not served.
+                Err(_) => {
+                    self.invalidate(key).await;
+                    false
+                }
+            },
+            CacheRead::Hit(r) => match r.decode() {
+                Ok(r) => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    self.fill_l1(key, &r).await;
+                    return Ok(Some(LazyRecord::from(r)));
+                }
+                // As `load`'s cache read of an undecodable entry: dropped, not served.
+                Err(_) => {
+                    self.invalidate(key).await;
+                    false
+                }
+            },
+            CacheRead::Miss { may_fill } => may_fill,
+        };
+        Ok(self
+            .read_durable(key, may_fill)
+            .await?
+            .map(LazyRecord::from))
     }
 
     async fn update(

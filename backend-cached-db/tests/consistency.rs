@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use backend_cache::MemoryStore;
 use backend_cached_db::{CachedDbConfig, CachedDbStore};
+use backend_file::FileStore;
 use serde_json::json;
 use session_core::{
-    Capabilities, Error, Inserted, Record, Result, SessionData, SessionKey, SessionStore,
-    Timestamp, async_trait,
+    BincodeCodec, Capabilities, Codec, Error, Inserted, LazyRecord, Record, Result, SessionData,
+    SessionKey, SessionStore, Timestamp, async_trait,
 };
 
 /// A memory cache whose writes (and optionally reads) fail while `down` is set.
@@ -55,6 +56,10 @@ impl SessionStore for FlakyCache {
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.check_read()?;
         self.inner.load(key).await
+    }
+    async fn load_lazy(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+        self.check_read()?;
+        self.inner.load_lazy(key).await
     }
     async fn update(
         &self,
@@ -247,5 +252,292 @@ async fn first_level_serves_repeated_loads_and_is_invalidated_by_local_writes() 
     assert_eq!(
         store.load(&k).await.expect("load").expect("rec").data["n"],
         json!(2)
+    );
+}
+
+/// A record of `keys` keys, `k00` = `n`, `k01` = `n + 1`, ...
+fn wide(n: i64, keys: i64) -> Record {
+    let mut d = SessionData::new();
+    for i in 0..keys {
+        d.insert(
+            format!("k{i:02}"),
+            json!({"n": n + i, "s": format!("v{i}")}),
+        );
+    }
+    Record::with_ttl(d, 3600)
+}
+
+/// Checks that `lazy` holds exactly `whole`: its header, every key, absent keys and the
+/// full decode.
+fn assert_reads(lazy: &LazyRecord, whole: &Record) {
+    assert_eq!(
+        (lazy.version, lazy.expires_at, lazy.created_at, &lazy.meta),
+        (
+            whole.version,
+            whole.expires_at,
+            whole.created_at,
+            &whole.meta
+        )
+    );
+    for (k, v) in &whole.data {
+        assert_eq!(
+            lazy.data.get(k).expect("lazy read").as_ref(),
+            Some(v),
+            "{k}"
+        );
+    }
+    for absent in ["", "k", "k5", "k99", "zz"] {
+        assert_eq!(
+            lazy.data.get(absent).expect("lazy read"),
+            None,
+            "{absent:?}"
+        );
+    }
+    assert_eq!(&lazy.clone().decode().expect("full decode"), whole);
+}
+
+#[tokio::test]
+async fn lazy_loads_are_lazy_on_a_cache_hit_and_refill_the_cache_after_a_miss() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cache = Arc::new(MemoryStore::new());
+    let db = Arc::new(
+        FileStore::builder()
+            .dir(tmp.path())
+            .fsync(false)
+            .build()
+            .expect("file store"),
+    );
+    let store = CachedDbStore::new(cache.clone(), db.clone());
+
+    // A hit: the create filled the cache.
+    let k = store.create(&wide(1, 40)).await.expect("create");
+    let whole = db.load(&k).await.expect("db").expect("live");
+    let before = store.stats();
+    let lazy = store.load_lazy(&k).await.expect("load_lazy").expect("live");
+    assert_eq!(store.stats().hits, before.hits + 1, "answered by the cache");
+    assert_eq!(store.stats().misses, before.misses);
+    assert!(!lazy.data.is_decoded(), "a cache hit decoded the data");
+    assert_reads(&lazy, &whole);
+
+    // A miss: the record is only in the durable store.
+    let only_db = db.create(&wide(100, 40)).await.expect("durable create");
+    let whole = db.load(&only_db).await.expect("db").expect("live");
+    assert!(!cache.exists(&only_db).await.expect("cache"));
+    let before = store.stats();
+    let lazy = store
+        .load_lazy(&only_db)
+        .await
+        .expect("load_lazy")
+        .expect("live");
+    assert_eq!(
+        store.stats().misses,
+        before.misses + 1,
+        "read from the durable store"
+    );
+    assert_reads(&lazy, &whole);
+    let refilled = cache
+        .load(&only_db)
+        .await
+        .expect("cache")
+        .expect("refilled");
+    assert_eq!(refilled, whole, "the miss refilled the cache");
+    // And the next load is a lazy hit.
+    let lazy = store
+        .load_lazy(&only_db)
+        .await
+        .expect("load_lazy")
+        .expect("live");
+    assert_eq!(store.stats().hits, before.hits + 1);
+    assert!(!lazy.data.is_decoded());
+    assert_reads(&lazy, &whole);
+
+    // Missing and expired records are `None`, wherever they are.
+    let missing = SessionKey::generate().expect("key");
+    assert!(
+        store
+            .load_lazy(&missing)
+            .await
+            .expect("load_lazy")
+            .is_none()
+    );
+    assert!(
+        !cache.exists(&missing).await.expect("cache"),
+        "nothing filled"
+    );
+    let expired = SessionKey::generate().expect("key");
+    let mut old = wide(7, 3);
+    old.expires_at = Timestamp::now().add_secs(-5);
+    db.insert_new(&expired, &old).await.expect("durable insert");
+    cache
+        .insert_new(&expired, &old)
+        .await
+        .expect("cache insert");
+    assert!(
+        store
+            .load_lazy(&expired)
+            .await
+            .expect("load_lazy")
+            .is_none()
+    );
+    assert!(
+        !cache.exists(&expired).await.expect("cache"),
+        "nothing filled"
+    );
+    store.delete(&k).await.expect("delete");
+    assert!(store.load_lazy(&k).await.expect("load_lazy").is_none());
+}
+
+#[tokio::test]
+async fn a_failed_cache_write_never_lets_a_later_lazy_read_return_old_data() {
+    let (cache, _db, store) = setup(0);
+    let k = store.create(&rec(1)).await.expect("create");
+    let got = store.load_lazy(&k).await.expect("load").expect("rec");
+    assert_eq!(got.data.get("n").expect("read"), Some(json!(1)));
+    cache.writes_fail.store(true, Ordering::SeqCst);
+    store.update(&k, &rec(2), Some(1)).await.expect("update");
+    for _ in 0..3 {
+        let got = store.load_lazy(&k).await.expect("load").expect("rec");
+        assert_eq!(
+            got.data.get("n").expect("read"),
+            Some(json!(2)),
+            "stale lazy read after a failed cache write"
+        );
+        assert_eq!(got.version, 2);
+    }
+    // The cache recovers: the stale entry is dropped and refilled, then served lazily.
+    cache.writes_fail.store(false, Ordering::SeqCst);
+    store.load_lazy(&k).await.expect("load").expect("rec");
+    assert_eq!(store.stats().suspects, 0);
+    let hits = store.stats().hits;
+    let got = store.load_lazy(&k).await.expect("load").expect("rec");
+    assert_eq!(store.stats().hits, hits + 1, "served from the cache again");
+    assert!(!got.data.is_decoded());
+    assert_eq!(got.data.get("n").expect("read"), Some(json!(2)));
+
+    // A cache that fails to answer: the durable store answers, and the breaker opens.
+    cache.reads_fail.store(true, Ordering::SeqCst);
+    let errors = store.stats().cache_errors;
+    let got = store.load_lazy(&k).await.expect("degraded").expect("rec");
+    assert_eq!(got.data.get("n").expect("read"), Some(json!(2)));
+    assert_eq!(store.stats().cache_errors, errors + 1);
+}
+
+/// A file store as the cache tier, whose raw access plants damaged entries.
+fn file_cache(dir: &std::path::Path) -> Arc<FileStore> {
+    Arc::new(
+        FileStore::builder()
+            .dir(dir)
+            .fsync(false)
+            .build()
+            .expect("file store"),
+    )
+}
+
+/// The compact bytes of a two-key record whose second value (`b`) is damaged.
+fn damaged_value(record: &Record) -> Vec<u8> {
+    let mut bytes = BincodeCodec::default().encode(record).expect("encode");
+    let last = bytes.len() - 1;
+    bytes[last] = 0xFF; // the last byte of `b`'s string becomes invalid UTF-8
+    bytes
+}
+
+#[tokio::test]
+async fn a_cache_entry_that_cannot_be_decoded_is_dropped_by_a_lazy_load() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cache = file_cache(tmp.path());
+    let db = Arc::new(MemoryStore::new());
+    let store = CachedDbStore::new(cache.clone(), db.clone());
+    let mut two = SessionData::new();
+    two.insert("a".into(), json!("ok"));
+    two.insert("b".into(), json!("xyz"));
+    let r = Record::with_ttl(two, 3600);
+    let live = Timestamp::now().add_secs(3600);
+    let raw = cache.raw().expect("raw");
+
+    // A header that cannot be decoded: dropped, and the durable record served.
+    let k = store.create(&r).await.expect("create");
+    raw.put_raw(&k, b"\xB1SR\x01garbage", live)
+        .await
+        .expect("plant");
+    let got = store.load_lazy(&k).await.expect("load_lazy").expect("live");
+    assert_eq!(got.data.get("b").expect("read"), Some(json!("xyz")));
+    assert!(
+        raw.get_raw(&k).await.expect("raw").is_none(),
+        "the undecodable entry was kept"
+    );
+
+    // A value damaged inside the data (no first level): the check of the hit finds
+    // it, the entry is dropped, and the durable record is served, every value sound.
+    let k = store.create(&r).await.expect("create");
+    raw.put_raw(&k, &damaged_value(&r), live)
+        .await
+        .expect("plant");
+    let misses = store.stats().misses;
+    let got = store.load_lazy(&k).await.expect("load_lazy").expect("live");
+    assert_eq!(
+        store.stats().misses,
+        misses + 1,
+        "read from the durable store"
+    );
+    assert_eq!(got.data.get("a").expect("sound"), Some(json!("ok")));
+    assert_eq!(got.data.get("b").expect("sound"), Some(json!("xyz")));
+    assert!(
+        raw.get_raw(&k).await.expect("raw").is_none(),
+        "the damaged entry was kept"
+    );
+}
+
+#[tokio::test]
+async fn lazy_loads_with_a_first_level_fill_it_and_are_lazy_on_its_hits() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cache = file_cache(tmp.path());
+    let db = Arc::new(MemoryStore::new());
+    let l1 = Arc::new(MemoryStore::new());
+    let store = CachedDbStore::new(cache.clone(), db.clone())
+        .with_l1(l1.clone(), std::time::Duration::from_secs(60));
+    let r = wide(1, 40);
+    let k = store.create(&r).await.expect("create");
+    let whole = db.load(&k).await.expect("db").expect("live");
+
+    // A cache hit fills the first level (with the whole record it decodes).
+    assert!(!l1.exists(&k).await.expect("l1"));
+    let got = store.load_lazy(&k).await.expect("load_lazy").expect("live");
+    assert_reads(&got, &whole);
+    assert!(
+        l1.exists(&k).await.expect("l1"),
+        "the first level was not filled"
+    );
+    // Its hits are lazy.
+    let hits = store.stats().hits;
+    let got = store.load_lazy(&k).await.expect("load_lazy").expect("live");
+    assert_eq!(store.stats().hits, hits + 1);
+    assert!(!got.data.is_decoded(), "a first-level hit decoded the data");
+    assert_eq!(
+        got.data.get("k05").expect("read"),
+        whole.data.get("k05").cloned()
+    );
+
+    // A cache entry damaged inside its data fails the decode that fills the first
+    // level: dropped as `load` drops it, and the durable record served.
+    let mut two = SessionData::new();
+    two.insert("a".into(), json!("ok"));
+    two.insert("b".into(), json!("xyz"));
+    let r = Record::with_ttl(two, 3600);
+    let k = store.create(&r).await.expect("create");
+    let raw = cache.raw().expect("raw");
+    raw.put_raw(&k, &damaged_value(&r), Timestamp::now().add_secs(3600))
+        .await
+        .expect("plant");
+    let misses = store.stats().misses;
+    let got = store.load_lazy(&k).await.expect("load_lazy").expect("live");
+    assert_eq!(
+        store.stats().misses,
+        misses + 1,
+        "read from the durable store"
+    );
+    assert_eq!(got.data.get("b").expect("read"), Some(json!("xyz")));
+    assert!(
+        raw.get_raw(&k).await.expect("raw").is_none(),
+        "the damaged entry was kept"
     );
 }

@@ -67,6 +67,14 @@
 //!   file's modification time is set to its record's deadline, so `clear_expired`
 //!   streams the directory in bounded batches and reads only files whose deadline
 //!   passed. The deadline inside the record stays authoritative.
+//! - **Lazy loads.** The session handle's load ([`session_core::SessionStore::load_lazy`])
+//!   reads the file as `load` does (the same expiry check and removal, the same errors)
+//!   but keeps the record's data encoded until a key is read ([`session_core::lazy`]),
+//!   so a request reading one key of a wide session decodes one value. The bytes are
+//!   copied once out of the reading thread's reusable buffer, which the next read
+//!   overwrites, into a buffer the record keeps. A value damaged inside the data is
+//!   found when it is read (the session handle then starts a new session), and the file
+//!   is left in place as below.
 //! - **Corrupt files.** A file that does not decode gives [`session_core::Error::Codec`]
 //!   and a warning (with the session's fingerprint, never its key), and is **left in
 //!   place** for inspection; create never overwrites it. `clear_expired` removes it once

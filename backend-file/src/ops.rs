@@ -26,7 +26,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use session_core::{Codec, CodecError, Error, Inserted, Record, Result, SessionKey, Timestamp};
+use session_core::{
+    Codec, CodecError, EncodedBytes, Error, Inserted, LazyRecord, Record, Result, SessionKey,
+    Timestamp,
+};
 
 use crate::error::io_error;
 use crate::fs::{self as sfs, EntryKind, Opened, ReadOutcome, TEMP_PREFIX};
@@ -46,13 +49,46 @@ pub(crate) struct Inner {
     pub(crate) stale_temp_after: Duration,
 }
 
-/// A session file's content, decoded.
-enum Current {
-    Live(Record),
-    Expired(Record),
+/// A session file's content, decoded: whole ([`Record`]), or with its data left encoded
+/// ([`LazyRecord`], for [`Inner::load_lazy`]).
+enum Current<R = Record> {
+    Live(R),
+    Expired(R),
     Corrupt(CodecError),
     /// The name holds something other than a regular file.
     NotRegular(EntryKind),
+}
+
+/// What a read decodes a session file's bytes into: a whole [`Record`], or a
+/// [`LazyRecord`] whose data stays encoded until a key is read.
+trait Decoded: Sized {
+    /// Decodes the file's bytes (borrowed from the reading thread's buffer).
+    fn decode(codec: &dyn Codec, bytes: &[u8]) -> std::result::Result<Self, CodecError>;
+    /// Whether the record's deadline (the one inside it, which is authoritative) has
+    /// passed at `now`.
+    fn is_expired_at(&self, now: Timestamp) -> bool;
+}
+
+impl Decoded for Record {
+    fn decode(codec: &dyn Codec, bytes: &[u8]) -> std::result::Result<Self, CodecError> {
+        codec.decode(bytes)
+    }
+    fn is_expired_at(&self, now: Timestamp) -> bool {
+        Record::is_expired_at(self, now)
+    }
+}
+
+impl Decoded for LazyRecord {
+    /// The bytes are copied once into a buffer of their own: they are borrowed from the
+    /// thread's reusable read buffer (see [`sfs::with_read_buf`]), which the next read
+    /// overwrites, while the record's data must keep them until the request reads it.
+    fn decode(codec: &dyn Codec, bytes: &[u8]) -> std::result::Result<Self, CodecError> {
+        codec.decode_lazy(EncodedBytes::from(bytes.to_vec()))
+    }
+    /// As [`Record::is_expired_at`]: a deadline equal to `now` counts as past.
+    fn is_expired_at(&self, now: Timestamp) -> bool {
+        self.expires_at <= now
+    }
 }
 
 /// What [`Inner::remove_expired`] did with a file.
@@ -120,19 +156,19 @@ impl Inner {
     }
 
     /// Decodes what was read, with the limit applied.
-    fn decode(&self, read: ReadOutcome<'_>) -> std::result::Result<Record, CodecError> {
+    fn decode<R: Decoded>(&self, read: ReadOutcome<'_>) -> std::result::Result<R, CodecError> {
         match read {
-            ReadOutcome::Bytes(bytes) => self.codec.decode(bytes),
+            ReadOutcome::Bytes(bytes) => R::decode(self.codec.as_ref(), bytes),
             ReadOutcome::TooLarge(size) => Err(self.too_large(size)),
             ReadOutcome::NotRegular(kind) => Err(not_regular_error(kind)),
         }
     }
 
-    fn classify(&self, read: ReadOutcome<'_>, now: Timestamp) -> Current {
+    fn classify<R: Decoded>(&self, read: ReadOutcome<'_>, now: Timestamp) -> Current<R> {
         if let ReadOutcome::NotRegular(kind) = read {
             return Current::NotRegular(kind);
         }
-        match self.decode(read) {
+        match self.decode::<R>(read) {
             Ok(r) if r.is_expired_at(now) => Current::Expired(r),
             Ok(r) => Current::Live(r),
             Err(e) => Current::Corrupt(e),
@@ -260,12 +296,25 @@ impl Inner {
     }
 
     pub(crate) fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        self.load_as(key)
+    }
+
+    /// [`Inner::load`], the record's data left encoded until a key is read
+    /// ([`session_core::lazy`]): the same read, expiry check, removal of an expired file
+    /// and errors; only the decode differs ([`Codec::decode_lazy`]).
+    pub(crate) fn load_lazy(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+        self.load_as(key)
+    }
+
+    /// The live record under `key`, decoded as `R`. An expired file is removed (its lock
+    /// taken and the file re-read and decoded whole, as every removal does).
+    fn load_as<R: Decoded>(&self, key: &SessionKey) -> Result<Option<R>> {
         let path = self.path_of(key);
         // Decoded here, on the blocking thread: a large session takes milliseconds to
         // decode, which must not stall the executor either. Decoded straight from the
         // thread's read buffer, which is free again before any removal below reads.
         let current = sfs::read_path(&path, self.max_file_size, |read| {
-            self.classify(read, Timestamp::now())
+            self.classify::<R>(read, Timestamp::now())
         });
         let Some(current) = current.map_err(self.io("load", Some(key)))? else {
             return Ok(None);

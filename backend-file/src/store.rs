@@ -12,8 +12,8 @@ use session_core::codec::DEFAULT_MAX_ENCODED_SIZE;
 use session_core::maintenance::{Progress, scan_stats};
 use session_core::users::{UserIndex, UserSession, validate_principal};
 use session_core::{
-    BincodeCodec, Capabilities, ClearReport, Codec, Error, Inserted, Maintenance, RawAccess,
-    Record, Result, SessionKey, SessionStore, StoreStats, Timestamp, async_trait,
+    BincodeCodec, Capabilities, ClearReport, Codec, Error, Inserted, LazyRecord, Maintenance,
+    RawAccess, Record, Result, SessionKey, SessionStore, StoreStats, Timestamp, async_trait,
 };
 
 use crate::config::{self, FileConfig};
@@ -344,6 +344,14 @@ impl SessionStore for FileStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         let key = key.clone();
         self.blocking(move |s| s.load(&key)).await
+    }
+
+    /// [`SessionStore::load`] (the same read, expiry check and errors), the data left
+    /// encoded until a key is read: the file's bytes are copied once out of the reading
+    /// thread's buffer into the record.
+    async fn load_lazy(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+        let key = key.clone();
+        self.blocking(move |s| s.load_lazy(&key)).await
     }
 
     async fn update(

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use session_core::{
-    Codec, CodecError, Config, EngineRegistry, Error, Inserted, JsonCodec, Record, SessionData,
-    SessionKey, SessionStore, Timestamp,
+    BincodeCodec, Codec, CodecError, Config, EngineRegistry, Error, Inserted, JsonCodec, Record,
+    SessionData, SessionKey, SessionStore, Timestamp,
 };
 
 use crate::fs::mode_of;
@@ -495,6 +495,16 @@ async fn sessions_of_every_size_round_trip() {
         let key = store.create(&r).await.expect("create");
         let back = store.load(&key).await.expect("load").expect("present");
         assert_eq!(back.data, r.data, "len {len}");
+        let lazy = store
+            .load_lazy(&key)
+            .await
+            .expect("load_lazy")
+            .expect("present");
+        assert_eq!(
+            lazy.data.get("blob").expect("lazy read").as_ref(),
+            r.data.get("blob"),
+            "len {len}"
+        );
         // Under the lock too.
         store.touch(&key, r.expires_at).await.expect("touch");
         let v = store
@@ -503,4 +513,206 @@ async fn sessions_of_every_size_round_trip() {
             .expect("update");
         assert_eq!(v, back.version + 1);
     }
+}
+
+/// The key of a signed-in 50-key record saved with the default (compact) codec.
+async fn saved_wide(store: &FileStore) -> SessionKey {
+    let mut r = record(&[], 3600);
+    for i in 0..50 {
+        r.data
+            .insert(format!("k{i:02}"), json!({"i": i, "s": format!("v{i}")}));
+    }
+    r.meta.principal = Some("reader@example.com".into());
+    store.create(&r).await.expect("create")
+}
+
+#[tokio::test]
+async fn lazy_loads_leave_the_data_encoded_and_read_what_load_reads() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = store_in(tmp.path());
+    let key = saved_wide(&store).await;
+    let whole = store.load(&key).await.expect("load").expect("live");
+    let lazy = store
+        .load_lazy(&key)
+        .await
+        .expect("load_lazy")
+        .expect("live");
+    assert!(!lazy.data.is_decoded(), "the data was decoded by the load");
+    assert_eq!(
+        (
+            lazy.version,
+            lazy.created_at,
+            lazy.expires_at,
+            lazy.expiry,
+            &lazy.meta
+        ),
+        (
+            whole.version,
+            whole.created_at,
+            whole.expires_at,
+            whole.expiry,
+            &whole.meta
+        )
+    );
+    for (k, v) in &whole.data {
+        assert_eq!(
+            lazy.data.get(k).expect("lazy read").as_ref(),
+            Some(v),
+            "{k}"
+        );
+    }
+    for absent in ["", "k", "k5", "k99", "zz"] {
+        assert_eq!(
+            lazy.data.get(absent).expect("lazy read"),
+            None,
+            "{absent:?}"
+        );
+    }
+    assert_eq!(lazy.decode().expect("full decode"), whole);
+
+    // A missing file is `None`, as for `load`.
+    let missing = SessionKey::generate().expect("key");
+    assert!(
+        store
+            .load_lazy(&missing)
+            .await
+            .expect("load_lazy")
+            .is_none()
+    );
+    store.delete(&key).await.expect("delete");
+    assert!(store.load_lazy(&key).await.expect("load_lazy").is_none());
+}
+
+#[tokio::test]
+async fn lazy_loads_of_json_files_decode_them_whole() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = FileStore::builder()
+        .dir(tmp.path())
+        .fsync(false)
+        .codec(Arc::new(JsonCodec::default()))
+        .build()
+        .expect("store");
+    let r = record(&[("user_id", json!(101))], 3600);
+    let key = store.create(&r).await.expect("create");
+    let lazy = store
+        .load_lazy(&key)
+        .await
+        .expect("load_lazy")
+        .expect("live");
+    assert!(lazy.data.is_decoded(), "JSON has no lazy form");
+    assert_eq!(lazy.data.get("user_id").expect("read"), Some(json!(101)));
+}
+
+#[tokio::test]
+async fn lazy_loads_of_expired_files_are_none_and_remove_them() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = store_in(tmp.path());
+    let key = SessionKey::generate().expect("key");
+    let mut r = record(&[("x", json!(1))], -5);
+    r.meta.principal = Some("gone@example.com".into());
+    store.insert_new(&key, &r).await.expect("insert");
+    assert!(store.path_of(&key).exists());
+    assert_eq!(markers_of(tmp.path(), &key), 1, "indexed by its principal");
+    assert!(store.load_lazy(&key).await.expect("load_lazy").is_none());
+    assert!(
+        !store.path_of(&key).exists(),
+        "a lazy load removes the expired file as load does"
+    );
+    assert_eq!(markers_of(tmp.path(), &key), 0, "and its index entry");
+
+    // Deadline exactly now (or just past) is expired too; a live one is not.
+    let key = SessionKey::generate().expect("key");
+    let mut r = record(&[("x", json!(1))], 3600);
+    r.expires_at = Timestamp::now();
+    store.insert_new(&key, &r).await.expect("insert");
+    assert!(store.load_lazy(&key).await.expect("load_lazy").is_none());
+}
+
+#[tokio::test]
+async fn lazy_loads_of_corrupt_files_fail_as_load_does_and_leave_them() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = FileStore::builder()
+        .dir(tmp.path())
+        .fsync(false)
+        .max_file_size(1024)
+        .build()
+        .expect("store");
+    let raw = store.raw().expect("raw access");
+    let live = Timestamp::now().add_secs(3600);
+    let good = BincodeCodec::default()
+        .encode(&record(&[("a", json!("ok")), ("b", json!("x"))], 3600))
+        .expect("encode");
+
+    let garbage = SessionKey::generate().expect("key");
+    raw.put_raw(&garbage, b"\xB1SR\x01garbage", live)
+        .await
+        .expect("plant");
+    let cut = SessionKey::generate().expect("key");
+    raw.put_raw(&cut, &good[..4], live).await.expect("plant");
+    let empty = SessionKey::generate().expect("key");
+    raw.put_raw(&empty, b"", live).await.expect("plant");
+    let json = SessionKey::generate().expect("key");
+    raw.put_raw(&json, b"{not json", live).await.expect("plant");
+    let big = SessionKey::generate().expect("key");
+    fs::write(store.path_of(&big), vec![0xB1; 10_000]).expect("plant");
+    let dir = SessionKey::generate().expect("key");
+    fs::create_dir(store.path_of(&dir)).expect("plant");
+
+    for (what, key) in [
+        ("garbage", &garbage),
+        ("truncated", &cut),
+        ("empty", &empty),
+        ("broken JSON", &json),
+        ("oversized", &big),
+        ("a directory", &dir),
+    ] {
+        let whole = store.load(key).await.expect_err(what);
+        let lazy = store.load_lazy(key).await.expect_err(what);
+        assert!(matches!(lazy, Error::Codec(_)), "{what}: {lazy:?}");
+        assert_eq!(
+            codec_error(&lazy).to_string(),
+            codec_error(&whole).to_string(),
+            "{what}"
+        );
+        assert!(store.path_of(key).exists(), "{what}: left in place");
+    }
+    assert!(matches!(
+        store.load_lazy(&big).await,
+        Err(Error::Codec(CodecError::TooLarge {
+            size: 10_000,
+            limit: 1024
+        }))
+    ));
+
+    // A value damaged inside the data: the whole load refuses the record; the lazy one
+    // reads the sound value and finds the damage where it is read.
+    let mut damaged = good.clone();
+    let last = damaged.len() - 1;
+    damaged[last] = 0xFF; // "x", the value of "b", becomes invalid UTF-8
+    let key = SessionKey::generate().expect("key");
+    raw.put_raw(&key, &damaged, live).await.expect("plant");
+    assert!(matches!(store.load(&key).await, Err(Error::Codec(_))));
+    let lazy = store.load_lazy(&key).await.expect("header").expect("live");
+    assert_eq!(lazy.data.get("a").expect("sound"), Some(json!("ok")));
+    assert!(lazy.data.get("b").is_err(), "the damaged value was served");
+    assert!(store.path_of(&key).exists(), "left in place");
+}
+
+/// The codec error inside a store error.
+fn codec_error(e: &Error) -> &CodecError {
+    match e {
+        Error::Codec(c) => c,
+        other => panic!("not a codec error: {other:?}"),
+    }
+}
+
+/// How many per-user index entries (`users/<principal hash>/<key>`) name `key`.
+fn markers_of(dir: &std::path::Path, key: &SessionKey) -> usize {
+    let Ok(users) = fs::read_dir(dir.join("users")) else {
+        return 0;
+    };
+    users
+        .map(|d| d.expect("entry").path().join(key.as_str()))
+        .filter(|p| p.exists())
+        .count()
 }

@@ -55,6 +55,20 @@ async fn corrupt_file_warning_and_io_errors_carry_the_fingerprint_only() {
         "the key leaked into the log: {text}"
     );
 
+    // The session handle's load (lazy) warns the same way.
+    logs.0.lock().expect("logs").clear();
+    assert!(matches!(store.load_lazy(&key).await, Err(Error::Codec(_))));
+    let text = String::from_utf8(logs.0.lock().expect("logs").clone()).expect("utf-8");
+    assert!(
+        text.contains("WARN") && text.contains("session file cannot be decoded"),
+        "no warning logged by the lazy load: {text}"
+    );
+    assert!(text.contains(&key.fingerprint()), "no fingerprint: {text}");
+    assert!(
+        !text.contains(key.as_str()),
+        "the key leaked into the log: {text}"
+    );
+
     // An I/O failure (the directory vanished) names the session the same way.
     std::fs::remove_dir_all(&dir).expect("rm");
     let other = SessionKey::generate().expect("key");

@@ -223,6 +223,19 @@ impl LazyData {
         }
     }
 
+    /// Checks every key and value as [`LazyData::decode`] would read them, building
+    /// nothing: an error exactly when the whole decode would fail (a value damaged
+    /// inside the data, which the lookups find only when they reach it). For a store
+    /// that holds a second copy of the record and would rather fall back to it than
+    /// hand out data that fails later (`cached_db` checks each cache hit this way).
+    /// Cheaper than the decode: a walk and the strings' UTF-8 check, no allocation.
+    pub fn check(&self) -> Result<(), CodecError> {
+        match &self.0 {
+            Repr::Decoded(_) => Ok(()),
+            Repr::Binary { map, .. } => binary::check_data(map),
+        }
+    }
+
     /// The whole map.
     pub fn decode(self) -> Result<SessionData, CodecError> {
         match self.0 {

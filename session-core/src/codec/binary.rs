@@ -161,7 +161,7 @@ pub(super) fn decode_lazy(bytes: EncodedBytes) -> Result<LazyRecord, CodecError>
     let (version, head, start) = head_of(&bytes)?;
     let (end, meta) = if version == BINARY_FORMAT_VERSION {
         let mut scan = Scan::new(&bytes[start..]);
-        scan.skip_map(0)?;
+        scan.skip_map::<false>(0)?;
         let end = start + scan.pos;
         let (meta, n) = decode_meta(&bytes[end..])?;
         if end + n != bytes.len() {
@@ -202,6 +202,18 @@ pub(crate) fn decode_data(map: &[u8]) -> Result<SessionData, CodecError> {
     }
 }
 
+/// Checks the data map encoded in `map` as [`decode_data`] would read it, building
+/// nothing: `Ok` exactly when the whole decode succeeds.
+pub(crate) fn check_data(map: &[u8]) -> Result<(), CodecError> {
+    let mut scan = Scan::new(map);
+    scan.skip_map::<true>(0)?;
+    if scan.pos == map.len() {
+        Ok(())
+    } else {
+        Err(trailing(map.len() - scan.pos))
+    }
+}
+
 /// The value that starts at `at` in `map` (a [`Lookup::Found`] position).
 pub(crate) fn decode_value_at(map: &[u8], at: usize) -> Result<Value, CodecError> {
     let rest = map.get(at..).ok_or_else(cut_short)?;
@@ -238,7 +250,7 @@ pub(crate) fn lookup(map: &[u8], key: &str) -> Result<Lookup, CodecError> {
             // The key again, or a key before it, after it: not in order.
             (_, Some(_)) => return Ok(Lookup::Unordered),
         }
-        scan.skip_value(1)?;
+        scan.skip_value::<false>(1)?;
     }
     Ok(found.map_or(Lookup::Absent, Lookup::Found))
 }
@@ -263,7 +275,7 @@ pub(crate) fn key_index(record: &[u8], min_keys: usize) -> Option<Vec<u8>> {
             return None;
         }
         prev = Some(k);
-        scan.skip_value(1).ok()?;
+        scan.skip_value::<false>(1).ok()?;
     }
     Some(index)
 }
@@ -365,7 +377,10 @@ impl<'a> Scan<'a> {
             .map_err(|_| CodecError::Corrupt("length out of range".into()))
     }
 
-    fn skip_value(&mut self, depth: usize) -> Result<(), CodecError> {
+    /// Steps over one value. `CHECK` also checks what only a decode would notice
+    /// (UTF-8 of strings, the boolean byte, a finite float), so that a walk with it
+    /// fails exactly where the whole decode fails.
+    fn skip_value<const CHECK: bool>(&mut self, depth: usize) -> Result<(), CodecError> {
         if depth > MAX_DEPTH {
             return Err(CodecError::Corrupt(format!(
                 "session value nested deeper than {MAX_DEPTH} levels"
@@ -374,39 +389,58 @@ impl<'a> Scan<'a> {
         match self.byte()? {
             5 => {
                 let n = self.len()?;
-                self.take(n)?;
+                let s = self.take(n)?;
+                if CHECK {
+                    check_utf8(s)?;
+                }
             }
             0 => {}
             1 => {
-                self.byte()?;
+                let b = self.byte()?;
+                if CHECK && b > 1 {
+                    return Err(CodecError::Corrupt(format!("invalid boolean byte {b}")));
+                }
             }
             2 | 3 => {
                 self.varint()?;
             }
             4 => {
-                self.take(8)?;
+                let f = self.take(8)?;
+                if CHECK && !f64::from_le_bytes(f.try_into().unwrap_or_default()).is_finite() {
+                    return Err(CodecError::Corrupt(
+                        "non-finite float in session value".into(),
+                    ));
+                }
             }
             6 => {
                 let n = self.len()?;
                 for _ in 0..n {
-                    self.skip_value(depth + 1)?;
+                    self.skip_value::<CHECK>(depth + 1)?;
                 }
             }
-            7 => self.skip_map(depth)?,
+            7 => self.skip_map::<CHECK>(depth)?,
             t => return Err(CodecError::Corrupt(format!("unknown value tag {t}"))),
         }
         Ok(())
     }
 
-    fn skip_map(&mut self, depth: usize) -> Result<(), CodecError> {
+    fn skip_map<const CHECK: bool>(&mut self, depth: usize) -> Result<(), CodecError> {
         let n = self.len()?;
         for _ in 0..n {
             let k = self.len()?;
-            self.take(k)?;
-            self.skip_value(depth + 1)?;
+            let k = self.take(k)?;
+            if CHECK {
+                check_utf8(k)?;
+            }
+            self.skip_value::<CHECK>(depth + 1)?;
         }
         Ok(())
     }
+}
+
+/// `bytes` checked as UTF-8, as the decode checks a string.
+fn check_utf8(bytes: &[u8]) -> Result<(), CodecError> {
+    utf8(bytes).map(|_| ()).map_err(decode_error)
 }
 
 #[cold]

@@ -3,7 +3,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::expiry::Expiry;
-use crate::lazy::KeyIndex;
+use crate::lazy::{KeyIndex, LazyData};
 use crate::record::{Record, SessionData};
 use crate::time::Timestamp;
 
@@ -542,6 +542,9 @@ fn lazy_decodes_of_damaged_bytes_fail_where_the_whole_decode_does() {
             let lazy = c.decode_lazy(b.clone().into());
             match (whole, lazy) {
                 (Ok(w), Ok(l)) => {
+                    l.data
+                        .check()
+                        .expect("check of a record the whole decode reads");
                     // A flip inside a key can leave a readable record whose keys are out
                     // of order, where lookups trust the order (see `crate::lazy`); they
                     // still never fail where the whole decode reads, and a full read
@@ -554,6 +557,7 @@ fn lazy_decodes_of_damaged_bytes_fail_where_the_whole_decode_does() {
                 (Ok(w), Err(e)) => panic!("lazy refused what the whole decode read: {e} {w:?}"),
                 // Damage the header check missed is found by a full read of the data.
                 (Err(_), Ok(l)) => {
+                    assert!(l.data.check().is_err(), "check passed damaged data");
                     let _ = l.data.get("k20");
                     assert!(l.decode().is_err());
                 }
@@ -573,6 +577,8 @@ fn lazy_lookups_past_a_damaged_value_fail_and_before_it_answer() {
     assert_eq!(lazy.data.get("a").expect("a"), Some(json!("ok")));
     assert!(matches!(lazy.data.get("b"), Err(CodecError::Corrupt(_))));
     assert!(BincodeCodec::default().decode(&b).is_err());
+    // The check finds it without a lookup reaching it.
+    assert!(matches!(lazy.data.check(), Err(CodecError::Corrupt(_))));
     assert!(lazy.decode().is_err());
     // A hostile element count ends at the end of the input, a typed error.
     let hostile =
@@ -581,6 +587,34 @@ fn lazy_lookups_past_a_damaged_value_fail_and_before_it_answer() {
         .decode_lazy(hostile.into())
         .expect("header");
     assert!(matches!(lazy.data.get("b"), Err(CodecError::Truncated(_))));
+}
+
+#[test]
+fn the_data_check_fails_exactly_where_the_whole_decode_does() {
+    // Each value damaged in a way only a decode notices: a boolean byte, a float that
+    // is not finite, UTF-8 in a nested string and in a key, an unknown tag.
+    let cases: [&[(&[u8], &[u8])]; 5] = [
+        &[(b"a", &[1, 2])],
+        &[(b"a", &[4, 0, 0, 0, 0, 0, 0, 0xf0, 0x7f])],
+        &[(b"a", &[6, 1, 5, 1, 0xff])],
+        &[(b"\xff", &[0])],
+        &[(b"a", &[9])],
+    ];
+    let c = BincodeCodec::default();
+    for entries in cases {
+        let b = bincode_with_entries(entries);
+        assert!(c.decode(&b).is_err(), "{entries:?}");
+        let lazy = c.decode_lazy(b.into()).expect("header");
+        assert!(lazy.data.check().is_err(), "{entries:?}");
+    }
+    let sound =
+        bincode_with_entries(&[(b"a", &[1, 1]), (b"b", &[4, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f])]);
+    let lazy = c.decode_lazy(sound.into()).expect("header");
+    lazy.data.check().expect("sound data");
+    // Decoded data has nothing to check.
+    LazyData::decoded(Default::default())
+        .check()
+        .expect("decoded");
 }
 
 #[test]
