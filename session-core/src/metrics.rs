@@ -327,30 +327,39 @@ impl MetricsStore {
         &self.inner
     }
 
-    /// The span of a call (built only when a subscriber wants DEBUG spans: a disabled
-    /// span still costs a `log` check per call where `tracing`'s `log` feature is on, and
-    /// dropping even `Span::none()` costs a few dozen instructions),
-    /// and its start time when this call is timed.
-    fn begin(&self, op: Op, key: Option<&SessionKey>) -> (Option<tracing::Span>, Option<Instant>) {
-        let span = if tracing::enabled!(kind: tracing::metadata::Kind::SPAN, tracing::Level::DEBUG)
+    /// Whether a subscriber wants this layer's DEBUG spans. A span is built only then: a
+    /// disabled span still costs a `log` check per call where `tracing`'s `log` feature
+    /// is on, and dropping even `Span::none()` costs a few dozen instructions.
+    #[inline]
+    fn traced() -> bool {
+        tracing::enabled!(kind: tracing::metadata::Kind::SPAN, tracing::Level::DEBUG)
+    }
+
+    /// The span of a call, for a subscriber that wants it ([`Self::traced`]). Out of
+    /// line: the untraced path, every call's when no subscriber listens, carries none of
+    /// it.
+    #[cold]
+    #[inline(never)]
+    fn span(&self, op: Op, key: Option<&SessionKey>) -> Option<tracing::Span> {
+        let span = tracing::debug_span!(
+            "session_store",
+            engine = &*self.engine,
+            operation = op.name(),
+            session = tracing::field::Empty,
+        );
+        if !span.is_disabled()
+            && let Some(k) = key
         {
-            let span = tracing::debug_span!(
-                "session_store",
-                engine = &*self.engine,
-                operation = op.name(),
-                session = tracing::field::Empty,
-            );
-            if !span.is_disabled()
-                && let Some(k) = key
-            {
-                span.record("session", k.fingerprint());
-            }
-            Some(span).filter(|s| !s.is_disabled())
-        } else {
-            None
-        };
-        let timed = self.sample_every <= 1 || sample(self.sample_every);
-        (span, timed.then(Instant::now))
+            span.record("session", k.fingerprint());
+        }
+        Some(span).filter(|s| !s.is_disabled())
+    }
+
+    /// The start time of this call when it is timed (every call of a store that keeps
+    /// its records outside the process, one in [`IN_PROCESS_SAMPLE_EVERY`] otherwise).
+    #[inline]
+    fn start(&self) -> Option<Instant> {
+        (self.sample_every <= 1 || sample(self.sample_every)).then(Instant::now)
     }
 
     /// Counts the call by the outcome of `result` (`outcome` gives a success's) and
@@ -407,7 +416,12 @@ impl MetricsStore {
     where
         F: Future<Output = Result<T>>,
     {
-        let (span, start) = self.begin(op, key);
+        let span = if Self::traced() {
+            self.span(op, key)
+        } else {
+            None
+        };
+        let start = self.start();
         let result = match span {
             None => fut.await,
             Some(span) => fut.instrument(span).await,
@@ -428,7 +442,29 @@ impl MetricsStore {
             // `immediate` offers this store only over an inner one that has it.
             return Err(Error::unsupported(self.inner.engine(), "immediate calls"));
         };
-        let (span, start) = self.begin(op, key);
+        if Self::traced() {
+            return self.observe_traced(op, key, outcome, inner, call);
+        }
+        let start = self.start();
+        let result = call(inner);
+        self.finish(op, start, &result, outcome);
+        result
+    }
+
+    /// [`Self::observe_now`] for a subscriber that wants spans: the call runs inside its
+    /// span.
+    #[cold]
+    #[inline(never)]
+    fn observe_traced<T>(
+        &self,
+        op: Op,
+        key: Option<&SessionKey>,
+        outcome: impl FnOnce(&T) -> Outcome,
+        inner: &dyn ImmediateStore,
+        call: impl FnOnce(&dyn ImmediateStore) -> Result<T>,
+    ) -> Result<T> {
+        let span = self.span(op, key);
+        let start = self.start();
         let result = match span {
             None => call(inner),
             Some(span) => span.in_scope(|| call(inner)),
