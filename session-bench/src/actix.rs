@@ -28,7 +28,7 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{App, HttpResponse, web};
 use integration_tests::servers;
 
-use crate::harness::{R, median};
+use crate::harness::R;
 use crate::layer::LayerRow;
 use crate::ours::from_toml;
 use crate::wrong;
@@ -316,18 +316,6 @@ async fn measure(
             results[i].push(run_one(&mut setups[i], requests).await?);
         }
     }
-    Ok(setups
-        .iter()
-        .zip(results)
-        .map(|(s, r)| {
-            let m = median(&r);
-            let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = r.iter().copied().fold(0.0, f64::max);
-            LayerRow {
-                name: s.name.to_owned(),
-                median: m,
-                spread_pct: if m > 0.0 { (hi - lo) / m * 100.0 } else { 0.0 },
-            }
-        })
-        .collect())
+    let names: Vec<&str> = setups.iter().map(|s| s.name).collect();
+    Ok(LayerRow::from_rounds(&names, &results))
 }

@@ -341,7 +341,19 @@ pub fn quantile_us(v: &mut [u64], q: f64) -> f64 {
     v[i] as f64 / 1000.0
 }
 
-/// Median of `v` (0 when empty).
+/// The `q`-quantile (0 to 1) of `v`, by linear interpolation between ranks.
+pub fn quantile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let pos = q.clamp(0.0, 1.0) * (s.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
+}
+
+/// The median of `v` (0 when empty).
 pub fn median(v: &[f64]) -> f64 {
     if v.is_empty() {
         return 0.0;

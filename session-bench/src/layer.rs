@@ -25,7 +25,7 @@ use axum::routing::get;
 use session_axum::{Session, SessionError, SessionLayer};
 use tower::ServiceExt;
 
-use crate::harness::{R, median};
+use crate::harness::{R, median, quantile};
 use crate::wrong;
 
 /// One setup's figures.
@@ -37,6 +37,66 @@ pub struct LayerRow {
     pub median: f64,
     /// (max - min) / median, percent.
     pub spread_pct: f64,
+    /// The first setup's speed over this one's, taken within each round (the setups run
+    /// back to back in a round, so what the machine does meanwhile weighs on both
+    /// alike), as (median, first quartile, third quartile) over the rounds.
+    pub paired: (f64, f64, f64),
+    /// Microseconds per request this setup's rounds took more than the same round of the
+    /// setup named in [`PAIRED_WITH`] took, median over the rounds (0 for a setup not
+    /// compared that way).
+    pub extra_us: f64,
+}
+
+/// Setups whose cost is also read as the time they add over another setup's, round by
+/// round: (setup, the setup it adds to).
+pub const PAIRED_WITH: [(&str, &str); 1] =
+    [("session-axum, session untouched", "no session layer")];
+
+impl LayerRow {
+    /// The rows of setups `names` from their requests/s, `rates[setup][round]` (every
+    /// setup measured in every round): per-setup medians and spreads, and the ratios and
+    /// differences taken within each round.
+    pub fn from_rounds(names: &[&str], rates: &[Vec<f64>]) -> Vec<LayerRow> {
+        let first = rates.first().cloned().unwrap_or_default();
+        names
+            .iter()
+            .zip(rates)
+            .map(|(name, r)| {
+                let m = median(r);
+                let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = r.iter().copied().fold(0.0, f64::max);
+                let ratios: Vec<f64> = first
+                    .iter()
+                    .zip(r)
+                    .filter(|(_, b)| **b > 0.0)
+                    .map(|(a, b)| a / b)
+                    .collect();
+                let extra: Vec<f64> = PAIRED_WITH
+                    .iter()
+                    .find(|(setup, _)| setup == name)
+                    .and_then(|(_, base)| names.iter().position(|n| n == base))
+                    .map(|b| {
+                        r.iter()
+                            .zip(&rates[b])
+                            .filter(|(x, y)| **x > 0.0 && **y > 0.0)
+                            .map(|(x, y)| 1e6 / x - 1e6 / y)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                LayerRow {
+                    name: (*name).to_owned(),
+                    median: m,
+                    spread_pct: if m > 0.0 { (hi - lo) / m * 100.0 } else { 0.0 },
+                    paired: (
+                        median(&ratios),
+                        quantile(&ratios, 0.25),
+                        quantile(&ratios, 0.75),
+                    ),
+                    extra_us: median(&extra),
+                }
+            })
+            .collect()
+    }
 }
 
 async fn ours(session: Session) -> Result<String, SessionError> {
@@ -238,20 +298,8 @@ pub async fn run(requests: usize, rounds: usize, sessions: usize) -> R<Vec<Layer
             results[i].push(run_one(&mut setups[i], requests).await?);
         }
     }
-    Ok(setups
-        .iter()
-        .zip(results)
-        .map(|(s, r)| {
-            let m = median(&r);
-            let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = r.iter().copied().fold(0.0, f64::max);
-            LayerRow {
-                name: s.name.to_owned(),
-                median: m,
-                spread_pct: if m > 0.0 { (hi - lo) / m * 100.0 } else { 0.0 },
-            }
-        })
-        .collect())
+    let names: Vec<&str> = setups.iter().map(|s| s.name).collect();
+    Ok(LayerRow::from_rounds(&names, &results))
 }
 
 /// Builds the setup `name` alone (64 sessions, 500 checked warm-up requests) and runs
