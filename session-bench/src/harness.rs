@@ -386,3 +386,143 @@ impl XorShift {
         *x % n
     }
 }
+
+/// Operations one side runs back to back, timed as one, before the other side's turn:
+/// enough that the two clock reads around a batch weigh nothing next to its work, few
+/// enough that the sides take turns many thousand times a phase.
+pub const BATCH: usize = 8;
+
+/// One side's sessions in a round: the keys its create phase made, and each one's
+/// stored version.
+#[derive(Default)]
+pub struct PairState {
+    keys: Vec<Key>,
+    versions: Vec<u64>,
+}
+
+/// What one task hands back: per side, (seconds, operations, keys made, keys worked on
+/// with their versions, delete keys not reached).
+type TaskOut = [(f64, usize, Vec<Key>, Vec<(usize, Key, u64)>, Vec<Key>); 2];
+
+/// Runs `op` with `concurrency` tasks on both sides interleaved: every task alternates a
+/// batch of [`BATCH`] operations on one side with a batch on the other, which side goes
+/// first drawn at random each time (a cost that comes back every so many operations
+/// would otherwise land on the same side every time), and times each batch, within
+/// `budget` (its operation count is split between the sides). Per side: the seconds its
+/// batches took and the operations they made. Load and update work on hot keys (one per
+/// task and side).
+pub async fn paired_phase(
+    sides: &[Arc<dyn Target>; 2],
+    state: &mut [PairState; 2],
+    op: Op,
+    concurrency: usize,
+    budget: Budget,
+    seed: u64,
+) -> R<[(f64, usize); 2]> {
+    let per_task_side = (budget.ops / concurrency / 2).max(BATCH);
+    for (side, st) in sides.iter().zip(state.iter_mut()) {
+        if op != Op::Create {
+            // A create phase cut short by its time budget: top up, untimed.
+            while st.keys.len() < concurrency {
+                st.keys.push(side.create().await?);
+            }
+        }
+        st.versions.resize(st.keys.len(), 1);
+    }
+    // Per task and side: the hot key (load, update) or the keys to delete.
+    let mut work: Vec<[Vec<(usize, Key, u64)>; 2]> =
+        (0..concurrency).map(|_| [Vec::new(), Vec::new()]).collect();
+    let mut doomed: Vec<[Vec<Key>; 2]> =
+        (0..concurrency).map(|_| [Vec::new(), Vec::new()]).collect();
+    for (s, st) in state.iter_mut().enumerate() {
+        match op {
+            Op::Load | Op::Update => {
+                for (w, task) in work.iter_mut().enumerate() {
+                    task[s].push((w, st.keys[w].clone(), st.versions[w]));
+                }
+            }
+            Op::Delete => {
+                for (i, k) in std::mem::take(&mut st.keys).into_iter().enumerate() {
+                    doomed[i % concurrency][s].push(k);
+                }
+                st.versions.clear();
+            }
+            Op::Create => {}
+        }
+    }
+    let deadline = Instant::now() + budget.time;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for (w, (mut mywork, mine)) in work.into_iter().zip(doomed).enumerate() {
+        let sides = sides.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out: TaskOut = Default::default();
+            let limit = |s: usize| match op {
+                Op::Delete => mine[s].len(),
+                _ => per_task_side,
+            };
+            let mut done = [0usize; 2];
+            let mut rng = XorShift::new(seed.wrapping_add(w as u64));
+            while (done[0] < limit(0) || done[1] < limit(1)) && Instant::now() < deadline {
+                // The generator's top bit (its lowest is the weakest).
+                let first = (rng.below(u64::MAX) >> 63) as usize;
+                for k in 0..2 {
+                    let s = (first + k) % 2;
+                    let t = &sides[s];
+                    let n = BATCH.min(limit(s) - done[s]);
+                    if n == 0 {
+                        continue;
+                    }
+                    if op == Op::Delete && done[s] == 0 && !t.holds(&mine[s][0]).await? {
+                        return wrong!(
+                            "delete phase: a created session is missing before its delete"
+                        );
+                    }
+                    let t0 = Instant::now();
+                    for i in 0..n {
+                        let at = done[s] + i;
+                        match op {
+                            Op::Create => out[s].2.push(t.create().await?),
+                            Op::Load => t.load(&mywork[s][0].1, at == 0).await?,
+                            Op::Update => {
+                                let (_, key, version) = &mut mywork[s][0];
+                                *version = t.update(key, *version).await?;
+                            }
+                            Op::Delete => t.delete(&mine[s][at]).await?,
+                        }
+                    }
+                    out[s].0 += t0.elapsed().as_secs_f64();
+                    out[s].1 += n;
+                    if op == Op::Delete && done[s] == 0 && t.holds(&mine[s][0]).await? {
+                        return wrong!("delete phase: the session is still there after its delete");
+                    }
+                    done[s] += n;
+                }
+            }
+            for s in 0..2 {
+                out[s].3 = std::mem::take(&mut mywork[s]);
+                if op == Op::Delete {
+                    out[s].4 = mine[s][done[s]..].to_vec();
+                }
+            }
+            Ok::<_, BenchError>(out)
+        }));
+    }
+    let mut totals = [(0.0, 0usize); 2];
+    let mut leftovers = Vec::new();
+    for task in tasks {
+        for (s, (secs, ops, made, worked, left)) in task.await??.into_iter().enumerate() {
+            totals[s].0 += secs;
+            totals[s].1 += ops;
+            state[s].keys.extend(made);
+            for (i, _, version) in worked {
+                state[s].versions[i] = version;
+            }
+            leftovers.extend(left.into_iter().map(|k| (s, k)));
+        }
+    }
+    // Keys a time-limited delete phase did not reach: removed untimed.
+    for (s, k) in leftovers {
+        sides[s].delete(&k).await?;
+    }
+    Ok(totals)
+}

@@ -67,12 +67,14 @@ struct Args {
     growth_sizes: Vec<u64>,
     /// `--workload`: which sessions the engine groups' load and update phases use.
     workload: harness::Workload,
+    /// `--interleaved`: engine groups run ours interleaved with each other side.
+    interleaved: bool,
 }
 
 const USAGE: &str = "\
 usage: session-bench [--runs N] [--rounds N] [--scale F] [--secs S] [--only g1,g2]
                      [--out DIR] [--doc FILE] [--no-layer] [--layer-requests N]
-                     [--lazy-loads]
+                     [--lazy-loads] [--interleaved]
 
   --runs N        complete runs, reported side by side as a spread (default 2)
   --rounds N      rounds per run and group (default 3)
@@ -92,6 +94,13 @@ usage: session-bench [--runs N] [--rounds N] [--scale F] [--secs S] [--only g1,g
                   (default docs/bench)
   --doc FILE      also replace the results section of FILE (BENCHMARKS.md)
   --no-layer      skip the middleware comparisons (axum and actix-web; group `layer`)
+  --interleaved   engine groups: ours runs interleaved with each other side within one
+                  phase (batches of 8, the side drawn at random; hot keys; no latency
+                  percentiles), instead of each side in a phase of its own. A side's
+                  rate is its operations over its batches' summed time: at c=32 that
+                  is a task's latency, not the store's throughput, and two sides that
+                  queue on one resource (SQLite's write lock, tower's async mutex) wait
+                  on each other. Read it for c=1, and for loads
   --lazy-loads    our load phases load as the session handle does (`load_lazy`, the data
                   left encoded) and read one field, instead of decoding the whole record
   --layer-requests N  requests per round per setup in the middleware comparisons (default 20000)
@@ -123,6 +132,7 @@ fn parse_args() -> Result<Args, String> {
         growth_engines: growth::ENGINES.map(str::to_owned).to_vec(),
         growth_sizes: vec![1_000, 100_000, 1_000_000],
         workload: harness::Workload::Hot,
+        interleaved: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -136,6 +146,7 @@ fn parse_args() -> Result<Args, String> {
             "--out" => a.out = value("--out")?.into(),
             "--doc" => a.doc = Some(value("--doc")?.into()),
             "--no-layer" => a.layer = false,
+            "--interleaved" => a.interleaved = true,
             "--lazy-loads" => ours::LAZY_LOADS.store(true, std::sync::atomic::Ordering::Relaxed),
             "--layer-requests" => a.layer_requests = num(&value("--layer-requests")?)?,
             "--count" => a.count = Some(value("--count")?),
@@ -255,8 +266,8 @@ async fn run(args: Args) -> R<()> {
             .await
             .map_err(|e| format!("{name}: setting up: {e}"))?;
         // (side index, op, concurrency) -> accumulated figures
-        let mut acc: BTreeMap<(usize, Op, usize), Acc> = BTreeMap::new();
-        let mut ratios: BTreeMap<(usize, Op, usize), Vec<Vec<f64>>> = BTreeMap::new();
+        let mut acc: AccMap = BTreeMap::new();
+        let mut ratios: RatioMap = BTreeMap::new();
         for run in 0..args.runs {
             for (ci, &conc) in [1usize, 32].iter().enumerate() {
                 let budget = group.budgets[ci];
@@ -268,6 +279,19 @@ async fn run(args: Args) -> R<()> {
                         .iter()
                         .map(|_| args.workload.round(seed))
                         .collect();
+                    if args.interleaved {
+                        interleaved_round(
+                            &group,
+                            conc,
+                            budget,
+                            (run, round, ci),
+                            &mut acc,
+                            &mut ratios,
+                        )
+                        .await
+                        .map_err(|e| format!("{name}: c={conc}: {e}"))?;
+                        continue;
+                    }
                     for (oi, op) in Op::ALL.into_iter().enumerate() {
                         let n = group.sides.len();
                         let mut rates = vec![0.0; n];
@@ -430,5 +454,63 @@ async fn run(args: Args) -> R<()> {
         args.out.display(),
         report.elapsed_secs
     );
+    Ok(())
+}
+
+/// Per (side index, operation, concurrency): each run's rates (ops/s) and every latency.
+type AccMap = BTreeMap<(usize, Op, usize), Acc>;
+/// Per (side index, operation, concurrency): each run's ratios of ours to that side.
+type RatioMap = BTreeMap<(usize, Op, usize), Vec<Vec<f64>>>;
+
+/// One round of `--interleaved`: for each operation, ours paired with every other side in
+/// turn ([`harness::paired_phase`], each pair on keys of its own), ours' rate taken from
+/// its first pairing. `at` is (run, round, concurrency index).
+async fn interleaved_round(
+    group: &groups::Group,
+    conc: usize,
+    budget: harness::Budget,
+    at: (usize, usize, usize),
+    acc: &mut AccMap,
+    ratios: &mut RatioMap,
+) -> R<()> {
+    let (run, round, ci) = at;
+    let n = group.sides.len();
+    let mut states: Vec<[harness::PairState; 2]> = (1..n).map(|_| Default::default()).collect();
+    for (oi, op) in Op::ALL.into_iter().enumerate() {
+        for j in 0..n - 1 {
+            // The pairs take turns in a rotating order.
+            let k = 1 + (j + round + oi) % (n - 1);
+            let pair = [group.sides[0].target.clone(), group.sides[k].target.clone()];
+            let seed = ((((run * 2 + ci) * 1000 + round) * 4 + oi) * 8 + k) as u64;
+            let [(os, on), (ts, tn)] =
+                harness::paired_phase(&pair, &mut states[k - 1], op, conc, budget, seed)
+                    .await
+                    .map_err(|e| format!("{} with {}: {e}", op.name(), group.sides[k].name))?;
+            if os <= 0.0 || ts <= 0.0 || on == 0 || tn == 0 {
+                return wrong!(
+                    "{} with {}: a side made no operation",
+                    op.name(),
+                    group.sides[k].name
+                );
+            }
+            let (ours, theirs) = (on as f64 / os, tn as f64 / ts);
+            let mut push = |i: usize, rate: f64| {
+                let a = acc.entry((i, op, conc)).or_default();
+                if a.rates.len() <= run {
+                    a.rates.resize(run + 1, Vec::new());
+                }
+                a.rates[run].push(rate);
+            };
+            if k == 1 {
+                push(0, ours);
+            }
+            push(k, theirs);
+            let r = ratios.entry((k, op, conc)).or_default();
+            if r.len() <= run {
+                r.resize(run + 1, Vec::new());
+            }
+            r[run].push(ours / theirs);
+        }
+    }
     Ok(())
 }
