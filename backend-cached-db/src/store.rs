@@ -445,32 +445,34 @@ impl SessionStore for CachedDbStore {
             return Ok(Some(r));
         }
         let may_fill = match self.read_cache(key, || self.cache.load_lazy(key)).await {
-            // Checked in full, not decoded: a value damaged inside the cached data
-            // would otherwise be found only when read, and the session handle would then
-            // start a new session while the durable store holds a sound copy.
-            CacheRead::Hit(r) if self.l1.is_none() => match r.data.check() {
-                Ok(()) => {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Some(r));
+            CacheRead::Hit(r) => {
+                let sound = match &self.l1 {
+                    // Checked in full, not decoded: a value damaged inside the cached
+                    // data would otherwise be found only when read, and the session
+                    // handle would then start a new session while the durable store
+                    // holds a sound copy.
+                    None => r.data.check().map(|()| r),
+                    // Decoded whole, to fill the first level.
+                    Some(_) => match r.decode() {
+                        Ok(whole) => {
+                            self.fill_l1(key, &whole).await;
+                            Ok(LazyRecord::from(whole))
+                        }
+                        Err(e) => Err(e),
+                    },
+                };
+                match sound {
+                    Ok(r) => {
+                        self.hits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(Some(r));
+                    }
+                    // As `load`'s cache read of an undecodable entry: dropped, not served.
+                    Err(_) => {
+                        self.invalidate(key).await;
+                        false
+                    }
                 }
-                // As `load`'s cache read of an undecodable entry: dropped, not served.
-                Err(_) => {
-                    self.invalidate(key).await;
-                    false
-                }
-            },
-            CacheRead::Hit(r) => match r.decode() {
-                Ok(r) => {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
-                    self.fill_l1(key, &r).await;
-                    return Ok(Some(LazyRecord::from(r)));
-                }
-                // As `load`'s cache read of an undecodable entry: dropped, not served.
-                Err(_) => {
-                    self.invalidate(key).await;
-                    false
-                }
-            },
+            }
             CacheRead::Miss { may_fill } => may_fill,
         };
         Ok(self
