@@ -268,32 +268,13 @@ fn wide(n: i64, keys: i64) -> Record {
 }
 
 /// Checks that `lazy` holds exactly `whole`: its header, every key, absent keys and the
-/// full decode.
+/// full decode (the conformance suite's check).
 fn assert_reads(lazy: &LazyRecord, whole: &Record) {
-    assert_eq!(
-        (lazy.version, lazy.expires_at, lazy.created_at, &lazy.meta),
-        (
-            whole.version,
-            whole.expires_at,
-            whole.created_at,
-            &whole.meta
-        )
-    );
-    for (k, v) in &whole.data {
-        assert_eq!(
-            lazy.data.get(k).expect("lazy read").as_ref(),
-            Some(v),
-            "{k}"
-        );
+    if let Err(e) =
+        integration_tests::lazy::lazy_reads_as(lazy, whole, &["", "k", "k5", "k99", "zz"])
+    {
+        panic!("{e}");
     }
-    for absent in ["", "k", "k5", "k99", "zz"] {
-        assert_eq!(
-            lazy.data.get(absent).expect("lazy read"),
-            None,
-            "{absent:?}"
-        );
-    }
-    assert_eq!(&lazy.clone().decode().expect("full decode"), whole);
 }
 
 #[tokio::test]
@@ -441,16 +422,48 @@ fn damaged_value(record: &Record) -> Vec<u8> {
     bytes
 }
 
+/// The two-key record the damaged-entry tests store (`a` = "ok", `b` = "xyz").
+fn two_keys() -> Record {
+    let mut two = SessionData::new();
+    two.insert("a".into(), json!("ok"));
+    two.insert("b".into(), json!("xyz"));
+    Record::with_ttl(two, 3600)
+}
+
+/// Plants `r` damaged inside its data ([`damaged_value`]) as `k`'s entry in `cache`,
+/// then loads `k` lazily through `store`: the load must read the durable store (one more
+/// miss) and drop the entry. Returns what it served.
+async fn lazy_load_over_a_damaged_entry(
+    store: &CachedDbStore,
+    cache: &FileStore,
+    k: &SessionKey,
+    r: &Record,
+) -> LazyRecord {
+    let raw = cache.raw().expect("raw");
+    raw.put_raw(k, &damaged_value(r), Timestamp::now().add_secs(3600))
+        .await
+        .expect("plant");
+    let misses = store.stats().misses;
+    let got = store.load_lazy(k).await.expect("load_lazy").expect("live");
+    assert_eq!(
+        store.stats().misses,
+        misses + 1,
+        "read from the durable store"
+    );
+    assert!(
+        raw.get_raw(k).await.expect("raw").is_none(),
+        "the damaged entry was kept"
+    );
+    got
+}
+
 #[tokio::test]
 async fn a_cache_entry_that_cannot_be_decoded_is_dropped_by_a_lazy_load() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let cache = file_cache(tmp.path());
     let db = Arc::new(MemoryStore::new());
     let store = CachedDbStore::new(cache.clone(), db.clone());
-    let mut two = SessionData::new();
-    two.insert("a".into(), json!("ok"));
-    two.insert("b".into(), json!("xyz"));
-    let r = Record::with_ttl(two, 3600);
+    let r = two_keys();
     let live = Timestamp::now().add_secs(3600);
     let raw = cache.raw().expect("raw");
 
@@ -469,22 +482,9 @@ async fn a_cache_entry_that_cannot_be_decoded_is_dropped_by_a_lazy_load() {
     // A value damaged inside the data (no first level): the check of the hit finds
     // it, the entry is dropped, and the durable record is served, every value sound.
     let k = store.create(&r).await.expect("create");
-    raw.put_raw(&k, &damaged_value(&r), live)
-        .await
-        .expect("plant");
-    let misses = store.stats().misses;
-    let got = store.load_lazy(&k).await.expect("load_lazy").expect("live");
-    assert_eq!(
-        store.stats().misses,
-        misses + 1,
-        "read from the durable store"
-    );
+    let got = lazy_load_over_a_damaged_entry(&store, &cache, &k, &r).await;
     assert_eq!(got.data.get("a").expect("sound"), Some(json!("ok")));
     assert_eq!(got.data.get("b").expect("sound"), Some(json!("xyz")));
-    assert!(
-        raw.get_raw(&k).await.expect("raw").is_none(),
-        "the damaged entry was kept"
-    );
 }
 
 #[tokio::test]
@@ -519,25 +519,8 @@ async fn lazy_loads_with_a_first_level_fill_it_and_are_lazy_on_its_hits() {
 
     // A cache entry damaged inside its data fails the decode that fills the first
     // level: dropped as `load` drops it, and the durable record served.
-    let mut two = SessionData::new();
-    two.insert("a".into(), json!("ok"));
-    two.insert("b".into(), json!("xyz"));
-    let r = Record::with_ttl(two, 3600);
+    let r = two_keys();
     let k = store.create(&r).await.expect("create");
-    let raw = cache.raw().expect("raw");
-    raw.put_raw(&k, &damaged_value(&r), Timestamp::now().add_secs(3600))
-        .await
-        .expect("plant");
-    let misses = store.stats().misses;
-    let got = store.load_lazy(&k).await.expect("load_lazy").expect("live");
-    assert_eq!(
-        store.stats().misses,
-        misses + 1,
-        "read from the durable store"
-    );
+    let got = lazy_load_over_a_damaged_entry(&store, &cache, &k, &r).await;
     assert_eq!(got.data.get("b").expect("read"), Some(json!("xyz")));
-    assert!(
-        raw.get_raw(&k).await.expect("raw").is_none(),
-        "the damaged entry was kept"
-    );
 }

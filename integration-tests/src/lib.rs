@@ -40,6 +40,7 @@
 mod cases;
 pub mod fault_proxy;
 pub mod http_cases;
+pub mod lazy;
 pub mod servers;
 mod spy;
 
