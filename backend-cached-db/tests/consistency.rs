@@ -277,6 +277,12 @@ fn assert_reads(lazy: &LazyRecord, whole: &Record) {
     }
 }
 
+/// A lazy load of `k` finds nothing, and fills nothing into the cache.
+async fn absent_and_not_filled(store: &CachedDbStore, cache: &MemoryStore, k: &SessionKey) {
+    assert!(store.load_lazy(k).await.expect("load_lazy").is_none());
+    assert!(!cache.exists(k).await.expect("cache"), "nothing filled");
+}
+
 #[tokio::test]
 async fn lazy_loads_are_lazy_on_a_cache_hit_and_refill_the_cache_after_a_miss() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -334,17 +340,7 @@ async fn lazy_loads_are_lazy_on_a_cache_hit_and_refill_the_cache_after_a_miss() 
 
     // Missing and expired records are `None`, wherever they are.
     let missing = SessionKey::generate().expect("key");
-    assert!(
-        store
-            .load_lazy(&missing)
-            .await
-            .expect("load_lazy")
-            .is_none()
-    );
-    assert!(
-        !cache.exists(&missing).await.expect("cache"),
-        "nothing filled"
-    );
+    absent_and_not_filled(&store, &cache, &missing).await;
     let expired = SessionKey::generate().expect("key");
     let mut old = wide(7, 3);
     old.expires_at = Timestamp::now().add_secs(-5);
@@ -353,17 +349,7 @@ async fn lazy_loads_are_lazy_on_a_cache_hit_and_refill_the_cache_after_a_miss() 
         .insert_new(&expired, &old)
         .await
         .expect("cache insert");
-    assert!(
-        store
-            .load_lazy(&expired)
-            .await
-            .expect("load_lazy")
-            .is_none()
-    );
-    assert!(
-        !cache.exists(&expired).await.expect("cache"),
-        "nothing filled"
-    );
+    absent_and_not_filled(&store, &cache, &expired).await;
     store.delete(&k).await.expect("delete");
     assert!(store.load_lazy(&k).await.expect("load_lazy").is_none());
 }

@@ -24,12 +24,14 @@ fn record(pairs: &[(&str, serde_json::Value)], ttl: i64) -> Record {
     Record::with_ttl(data(pairs), ttl)
 }
 
+/// A builder for a store in `dir` that skips `fsync` (the tests' files need not survive
+/// a crash).
+fn builder_in(dir: &std::path::Path) -> crate::FileStoreBuilder {
+    FileStore::builder().dir(dir).fsync(false)
+}
+
 fn store_in(dir: &std::path::Path) -> FileStore {
-    FileStore::builder()
-        .dir(dir)
-        .fsync(false)
-        .build()
-        .expect("store")
+    builder_in(dir).build().expect("store")
 }
 
 fn names(dir: &std::path::Path) -> Vec<String> {
@@ -205,9 +207,7 @@ async fn corrupt_and_truncated_files_are_typed_errors_left_in_place() {
 #[tokio::test]
 async fn oversized_files_are_refused_without_reading_them_whole() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let store = FileStore::builder()
-        .dir(tmp.path())
-        .fsync(false)
+    let store = builder_in(tmp.path())
         .max_file_size(1024)
         .build()
         .expect("store");
@@ -280,9 +280,7 @@ async fn clear_expired_counts_sessions_and_leaves_writes_in_flight_alone() {
         assert!(store.exists(k).await.expect("exists"));
     }
 
-    let eager = FileStore::builder()
-        .dir(tmp.path())
-        .fsync(false)
+    let eager = builder_in(tmp.path())
         .stale_temp_after(Duration::ZERO)
         .build()
         .expect("store");
@@ -586,9 +584,7 @@ async fn lazy_loads_leave_the_data_encoded_and_read_what_load_reads() {
 #[tokio::test]
 async fn lazy_loads_of_json_files_decode_them_whole() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let store = FileStore::builder()
-        .dir(tmp.path())
-        .fsync(false)
+    let store = builder_in(tmp.path())
         .codec(Arc::new(JsonCodec::default()))
         .build()
         .expect("store");
@@ -631,9 +627,7 @@ async fn lazy_loads_of_expired_files_are_none_and_remove_them() {
 #[tokio::test]
 async fn lazy_loads_of_corrupt_files_fail_as_load_does_and_leave_them() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let store = FileStore::builder()
-        .dir(tmp.path())
-        .fsync(false)
+    let store = builder_in(tmp.path())
         .max_file_size(1024)
         .build()
         .expect("store");
