@@ -1,11 +1,13 @@
 //! # backend-cache
 //!
-//! Session stores on caches, Django's `cache` engine: records live in memory with a
-//! native deadline and are never written to disk.
+//! Session stores on caches, Django's `cache` engine: records live in memory and are
+//! never written to disk.
 //!
-//! - [`MemoryStore`] (engine `memory`): in-process, on a `moka` cache, bounded in size
-//!   with frequency-aware admission (TinyLFU) and native per-session expiry. For one
-//!   process and for tests; sessions die with the process.
+//! - [`MemoryStore`] (engine `memory`): in-process, on a `quick_cache` cache, bounded in
+//!   size with a scan-resistant eviction policy (sessions read again are kept before
+//!   new ones); expired sessions are never read and are freed by `clear_expired` (the
+//!   background cleanup) or by the bound. For one process and for tests; sessions die
+//!   with the process.
 //! - [`CacheStore`] (engine `cache`, section `cache`): the driver chosen by the scheme of
 //!   `cache.url` ([`cache`] lists them): the in-process store (`memory`, the default),
 //!   [`RedisStore`] on one Redis server (`redis://`, `rediss://`) or a Redis Cluster

@@ -1,79 +1,57 @@
 //! The in-process store (engine `memory`).
 //!
-//! Records live in a [`moka`] cache (`moka::sync::Cache`), a concurrent cache modelled on
-//! Java's Caffeine. It is used rather than own code because it gives, with O(1) work per
-//! operation, the three things a bounded session store needs and a plain concurrent map
-//! does not:
+//! Records live in a [`quick_cache`] cache (`quick_cache::sync::Cache`): a sharded,
+//! bounded concurrent map with a scan-resistant eviction policy. It is used rather than
+//! own code because it gives, with O(1) work per operation and about the memory of a
+//! plain hash map, the two things a bounded session store needs and a plain concurrent
+//! map does not:
 //!
-//! - **A bound that is cheap to keep.** `max_entries` is moka's `max_capacity`.
-//!   Eviction takes the victim from the cold end of an LRU list kept by moka's
-//!   housekeeping, O(1) per insert: an insert into a full store costs about twice one
-//!   below the bound, never a walk over the store (BENCHMARKS.md, "Memory engine at its
-//!   bound").
-//! - **Frequency-aware admission (TinyLFU).** While the store is full, a new session is
-//!   admitted only if its key has been used more often (in a compact frequency sketch)
-//!   than the coldest stored session it would displace; otherwise the new session is
-//!   dropped instead. Sessions in active use are read on every request and stay hot, so a
-//!   flood of one-request visitors (crawlers, scanners, a burst of anonymous traffic)
-//!   cannot push logged-in users out.
-//! - **Native per-session expiry.** Each entry expires at its own record's deadline
-//!   (moka's `Expiry`, re-armed by every update and touch), so expired sessions leave the
-//!   store by themselves: [`SessionStore::clear_expired`] has nothing to do
-//!   (`Capabilities::native_ttl`). Reads still compare the deadline with the wall clock,
-//!   so an expired record is never returned, not even for the instant before moka drops
-//!   it.
+//! - **A bound that is cheap to keep and never overshoots.** `max_entries` is the cache's
+//!   capacity, split evenly over its shards. An insert into a full shard evicts within
+//!   that insert, O(1) amortised, never a walk over the store, so the store never holds
+//!   more than `max_entries` sessions, not even for an instant (BENCHMARKS.md, "Memory
+//!   engine at its bound").
+//! - **Scan resistance.** The policy is a variant of CLOCK-Pro, close to S3-FIFO. A new
+//!   session enters a small probationary section (a tenth of the store here, see
+//!   [`PROBATION`]); a session read again while there is promoted to the protected
+//!   section when the clock reaches it. When the store is full, the victim is taken from
+//!   the probationary section first: a flood of one-request visitors (crawlers,
+//!   scanners, a burst of anonymous traffic) displaces its own kind, not the sessions of
+//!   the users who come back. A key evicted recently and seen again (the cache keeps the
+//!   hashes of recent victims) goes straight to the protected section.
 //!
-//! **What a visitor sees when the store is full.** A session evicted to make room, or a
-//! new session that was not admitted, is simply absent: the next request carrying its
-//! cookie loads nothing and the visitor gets a fresh, empty session (a logged-in user is
-//! logged out), exactly as after the session expired. Nothing fails and no error is
-//! returned; the write that created the session reported success. Size `max_entries`
-//! above the peak number of live sessions so this only happens under abuse
-//! (`Capabilities::may_evict` says the store may drop live records).
+//! **What a visitor sees when the store is full.** A session evicted to make room is
+//! simply absent: the next request carrying its cookie loads nothing and the visitor
+//! gets a fresh, empty session (a logged-in user is logged out), exactly as after the
+//! session expired. Nothing fails and no error is returned; the write that created the
+//! session reported success. Size `max_entries` above the peak number of live sessions
+//! so this only happens under abuse (`Capabilities::may_evict` says the store may drop
+//! live records).
 //!
-//! **How far the bound can overshoot.** moka applies evictions in batched housekeeping,
-//! not inside each insert: between two housekeeping runs the store can hold more than
-//! `max_entries` sessions. Housekeeping runs whenever 64 writes are pending, and writers
-//! run it themselves when its queue (384 writes) is full, so the overshoot stays below a
-//! few hundred entries however many threads insert. [`MemoryStore::count`] (and
-//! `clear_expired`) run the pending housekeeping first, so what they report is within the
-//! bound; `backend-cache/tests/memory_bound.rs` checks this under concurrent inserts.
+//! **Expiry.** Reads compare each record's deadline with the wall clock, so an expired
+//! record is never returned. Expired records are not dropped by a timer: they hold room
+//! until [`SessionStore::clear_expired`] removes them (a sweep of every shard, each
+//! locked in turn; the `[cleanup]` background task of `session_core::cleanup` runs it
+//! for an application), or until the bound evicts them: an expired session is never read
+//! again, so it loses its place as the policy's clock passes it, like any session not
+//! in use. Memory stays within the bound either way, and the sweep frees it early. A
+//! timer per session (moka's timer wheel, which an earlier version of this engine used)
+//! costs work on every write and memory for every session (BENCHMARKS.md, "The memory
+//! engine on quick_cache").
 //!
-//! **Atomicity.** moka holds one small slot per session (the current record behind a
-//! mutex, and its deadline); `update`, `touch` and `delete` change the slot under its
-//! lock, so an update is compare-and-set on the version and never resurrects a session
-//! deleted meanwhile (delete empties the slot before anything else can see it). Only
-//! `insert_new` inserts slots, under a striped create lock: create-if-absent, replacing
-//! only an expired or deleted slot. Keeping updates out of moka's write path keeps them cheap: moka's own
-//! compute operations cost several times a plain map write. moka's timer of a slot is
-//! armed a little past the record's deadline: by a sixteenth of the time left, at most
-//! [`REARM_SLACK`] (a minute). A write re-arms it, with one `get`, only when the new
-//! deadline passes the armed one or falls more than that slack before it: the write flags
-//! the slot, and `Expiry::expire_after_read` hands moka the new timer only when flagged,
-//! so plain reads leave the timer alone without reading the clock. A sliding session
-//! updated on every request thus re-arms at most about once a minute instead of on every
-//! write (that `get` was a fifth of a request's cost through the axum layer). The slack
-//! changes no answer, since reads check the record's own deadline: an expired record
-//! only leaves memory up to the slack later.
+//! **Atomicity.** The cache holds one small slot per session (the current record
+//! behind a mutex, and its deadline); `update`, `touch` and `delete` change the slot under
+//! its lock, so an update is compare-and-set on the version and never resurrects a
+//! session deleted meanwhile (delete empties the slot before anything else can see it).
+//! Only `insert_new` inserts slots, under a striped create lock: create-if-absent,
+//! replacing only an expired or deleted slot. The sweep of `clear_expired` empties an
+//! expired slot under its lock before removing it, so an update in flight finds it
+//! gone. Lock order: a cache shard, then a slot; no code takes a shard's lock while it
+//! holds a slot's.
 //!
-//! **Lookups.** Every read and write finds its slot in a second table, a sharded map
-//! (`dashmap`) from key to a weak reference to the slot, rather than through moka's
-//! `get`: moka's read path logs each read for its policy and reads a clock, and with
-//! the housekeeping those logs cause it cost a tenth of a request's instructions through
-//! the axum layer (`session-bench --only instructions`). moka stays the owner: it holds
-//! the only strong references besides a caller's, and a slot unlists itself when moka's
-//! last reference (or a caller's) goes, so the table never holds a session moka let go
-//! for longer than a caller still uses it. moka's policy still learns what is in use:
-//! one lookup of a slot in four (the first, the fifth, ...) also reads it
-//! through moka, which keeps a session used on every request among the frequent and
-//! recent ones while a flood of one-request visitors reads each of theirs once.
-//!
-//! **Costs kept off the hot path.** The cache has no eviction listener: with one, moka
-//! serialises every insert and removal through a per-key lock map. A slot counts its
-//! own eviction instead, when moka drops it still holding a live record
-//! ([`MemoryStore::evictions`]). Keys are hashed with a seeded multiply-rotate hash
-//! rather than SipHash (see `KeyHash` for why that is safe here): moka's hash table
-//! rehashes whole segments as it grows, shrinks and collects the tombstones of removals.
+//! **Lookups.** A read takes its shard's read lock, finds the slot and marks it used (one
+//! relaxed atomic store), and clones its `Arc`. Keys are hashed with the cache's default
+//! seeded hasher (`ahash`), per store.
 //!
 //! **Records are kept encoded.** A slot holds the record as the compact codec
 //! ([`BincodeCodec`]) writes it, one allocation, beside the few fields the store reads
@@ -106,7 +84,7 @@
 //! entry is added before the record is written (`insert_new` under the key's create
 //! stripe, `update` under the slot's lock, and only when the principal changes), so a
 //! live record bound to a principal is always in that principal's set. Entries whose
-//! record is gone (deleted, expired, evicted by moka) or now bound to another principal
+//! record is gone (deleted, expired, evicted) or now bound to another principal
 //! (or to none) are removed when the principal's sessions are listed, on the principal's
 //! next sign-in, by `delete`, and by [`SessionStore::clear_expired`] (a sweep of the
 //! whole index, for principals who never come back). A removal re-checks the record
@@ -119,14 +97,12 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher, RandomState};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use dashmap::DashMap;
-use moka::Expiry;
-use moka::sync::Cache;
+use quick_cache::sync::Cache;
+use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, UnitWeighter};
 use serde::Deserialize;
 use session_core::codec::{ENCRYPTION_OVERHEAD, MAX_DEPTH};
 use session_core::users::{session_id, sort_oldest_first, validate_principal};
@@ -140,9 +116,9 @@ use session_core::{
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryConfig {
-    /// Most sessions held at once. When full, a new session either displaces the
-    /// least used one or, when it is used less than that one, is not kept (see the
-    /// module docs).
+    /// Most sessions held at once. When full, a new session displaces one that was
+    /// not read again since it was stored, before any session in use (see the module
+    /// docs).
     pub max_entries: usize,
 }
 
@@ -154,18 +130,24 @@ impl Default for MemoryConfig {
     }
 }
 
-/// Key -> slot: the path of every lookup (see the module docs, "Lookups").
-type Lookup = DashMap<SessionKey, Weak<Slot>, KeyHash>;
+/// The share of the store kept for new sessions not read again yet (the cache's cold
+/// section; the rest is the protected, hot one). quick_cache's default is 3 %, tuned for
+/// caches where a new item that matters is read again soon. A new session's second
+/// request may come seconds later, so new sessions get a tenth of the store: under a
+/// flood as large as the store, a newcomer is evicted only after a tenth of the store's
+/// worth of other newcomers arrived before its second request.
+pub const PROBATION: f64 = 0.1;
 
-/// moka's policy is told of one lookup of a slot in this many (see the module docs).
-const READ_SAMPLE: u32 = 4;
+/// Fewest sessions per shard: smaller stores use fewer shards (as quick_cache would).
+const MIN_SHARD_ENTRIES: usize = 32;
+
+/// The cache of slots: unit weights (the bound counts sessions), the cache's seeded
+/// hasher, and [`Evictions`] to count the sessions dropped for the bound.
+type Slots = Cache<SessionKey, Arc<Slot>, UnitWeighter, DefaultHashBuilder, Evictions>;
 
 /// In-process session store.
 pub struct MemoryStore {
-    cache: Cache<SessionKey, Arc<Slot>, KeyHash>,
-    /// Every slot moka holds (and a slot moka dropped while a caller still held it),
-    /// by key; a slot unlists itself when dropped.
-    lookup: Arc<Lookup>,
+    cache: Slots,
     /// Serialises `insert_new` per key (by stripe): the only writer of new slots.
     create_locks: Box<[Mutex<()>]>,
     max_entries: usize,
@@ -176,10 +158,11 @@ pub struct MemoryStore {
 }
 
 impl fmt::Debug for MemoryStore {
-    // moka's own `Debug` lists every entry; a store of a million sessions prints its size.
+    // The cache's own `Debug` would list its shards; a store of a million sessions would
+    // print its size.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("entries", &self.cache.entry_count())
+            .field("entries", &self.cache.len())
             .field("max_entries", &self.max_entries)
             .field("evictions", &self.evictions())
             .field("size_limit", &self.size_limit)
@@ -187,10 +170,6 @@ impl fmt::Debug for MemoryStore {
             .finish()
     }
 }
-
-/// Longest lifetime handed to moka: deadlines further away (years) expire on reads by the
-/// wall clock all the same.
-const MAX_NATIVE_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 
 /// Stripes of the create lock: enough that two creates rarely share one on a few cores.
 const CREATE_STRIPES: usize = 64;
@@ -303,65 +282,20 @@ impl Stored {
     }
 }
 
-/// One session in the cache: its current record (`None` once deleted) and the record's
-/// deadline, readable without the lock by moka's expiry.
+/// One session in the cache: its current record (`None` once deleted or swept) and the
+/// record's deadline, readable without the lock by the sweep.
 #[derive(Debug)]
 struct Slot {
     record: Mutex<Option<Stored>>,
+    /// The record's deadline (Unix ms), kept equal to the record's under the lock.
     expires_at: AtomicI64,
-    /// Unix milliseconds moka's timer is armed for: `expires_at` plus a slack (see
-    /// [`armed_for`]).
-    armed: AtomicI64,
-    /// Set when `armed` moved: the next read hands moka the new timer.
-    rearm: AtomicBool,
-    /// The store's eviction count, bumped if the slot is dropped holding a live record.
-    evictions: Arc<AtomicU64>,
-    /// Lookups so far (moka hears of one in [`READ_SAMPLE`]).
-    reads: AtomicU32,
-    /// The slot's key and the table that lists it under that key: dropping the slot
-    /// removes its entry.
-    key: SessionKey,
-    lookup: Arc<Lookup>,
-}
-
-impl Drop for Slot {
-    /// moka drops a slot when it leaves the cache. Deleted slots are empty and expired
-    /// ones are past their deadline (moka may drop them up to `CLOCK_SLACK` early), and
-    /// `insert_new` replaces no other: a slot still holding a live record was dropped
-    /// for the bound (evicted, or not admitted).
-    fn drop(&mut self) {
-        let record = self
-            .record
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        if record.is_some() {
-            let deadline = self.expires_at.load(Ordering::Relaxed);
-            let now = Timestamp::now().as_unix_millis();
-            if deadline.saturating_sub(now) > CLOCK_SLACK.as_millis() as i64 {
-                self.evictions.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        // Unlist this slot, unless its key lists a newer one already. No lookup guard
-        // is ever held while a slot may be dropped (see `MemoryStore::slot`), so this
-        // cannot wait on its own thread.
-        let me: *const Slot = self;
-        self.lookup
-            .remove_if(&self.key, |_, listed| std::ptr::eq(listed.as_ptr(), me));
-    }
 }
 
 impl Slot {
-    fn new(key: SessionKey, record: Stored, store: &MemoryStore, now: Timestamp) -> Self {
-        let deadline = record.expires_at.as_unix_millis();
+    fn new(record: Stored) -> Self {
         Slot {
-            reads: AtomicU32::new(0),
-            key,
-            lookup: Arc::clone(&store.lookup),
-            expires_at: AtomicI64::new(deadline),
-            armed: AtomicI64::new(armed_for(deadline, now)),
+            expires_at: AtomicI64::new(record.expires_at.as_unix_millis()),
             record: Mutex::new(Some(record)),
-            rearm: AtomicBool::new(false),
-            evictions: Arc::clone(&store.evictions),
         }
     }
 
@@ -379,161 +313,41 @@ impl Slot {
             .map(f)
     }
 
-    /// The time until moka's timer should fire (the armed deadline).
-    fn remaining(&self) -> Duration {
-        let deadline = Timestamp::from_unix_millis(self.armed.load(Ordering::Relaxed));
-        let ms = Timestamp::now().millis_until(deadline);
-        u64::try_from(ms).map_or(Duration::ZERO, |ms| {
-            Duration::from_millis(ms).min(MAX_NATIVE_TTL)
-        })
-    }
-}
-
-/// The most moka's timer is armed past a record's deadline (see the module docs).
-pub const REARM_SLACK: Duration = Duration::from_secs(60);
-
-/// The instant (Unix ms) to arm moka's timer for a record due at `deadline`: a sixteenth
-/// of the time left past it, at most [`REARM_SLACK`].
-fn armed_for(deadline: i64, now: Timestamp) -> i64 {
-    let left = deadline.saturating_sub(now.as_unix_millis()).max(0);
-    deadline.saturating_add((left / 16).min(REARM_SLACK.as_millis() as i64))
-}
-
-/// Whether a record now due at `deadline` needs moka's timer, armed for `armed`, moved:
-/// it would fire before the deadline, or more than the slack after it.
-fn needs_rearm(deadline: i64, armed: i64, now: Timestamp) -> bool {
-    deadline > armed || armed > armed_for(deadline, now)
-}
-
-/// How much earlier than its deadline moka may drop a session: the two clocks (moka's
-/// monotonic one, the wall clock of deadlines) read a millisecond apart at most.
-const CLOCK_SLACK: Duration = Duration::from_millis(2);
-
-/// Each entry expires at its slot's deadline, re-armed by the `get` after every write
-/// that moves it (the write sets the slot's `rearm` flag first).
-struct Deadline;
-
-impl Expiry<SessionKey, Arc<Slot>> for Deadline {
-    fn expire_after_create(
-        &self,
-        _key: &SessionKey,
-        value: &Arc<Slot>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(value.remaining())
-    }
-
-    fn expire_after_read(
-        &self,
-        _key: &SessionKey,
-        value: &Arc<Slot>,
-        _read_at: Instant,
-        duration_until_expiry: Option<Duration>,
-        _last_modified_at: Instant,
-    ) -> Option<Duration> {
-        // Plain reads leave the timer as it is (no clock read); the read after a write
-        // that moved the deadline (it set `rearm` after storing the deadline) hands the
-        // new one over.
-        if value.rearm.swap(false, Ordering::Acquire) {
-            Some(value.remaining())
-        } else {
-            duration_until_expiry
+    /// For the sweep: whether the slot stays. An expired record is taken out under the
+    /// lock (an update in flight then finds nothing to write over) and counted in
+    /// `removed`; an empty slot (a record ended while an update held the slot) goes
+    /// uncounted.
+    fn keep_at(&self, now: Timestamp, removed: &std::cell::Cell<u64>) -> bool {
+        if self.expires_at.load(Ordering::Relaxed) > now.as_unix_millis() {
+            return true;
+        }
+        let mut guard = self.lock();
+        match guard.as_ref() {
+            Some(r) if !r.is_expired_at(now) => true,
+            Some(_) => {
+                *guard = None;
+                removed.set(removed.get() + 1);
+                false
+            }
+            None => false,
         }
     }
-
-    fn expire_after_update(
-        &self,
-        _key: &SessionKey,
-        value: &Arc<Slot>,
-        _updated_at: Instant,
-        _duration_until_expiry: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(value.remaining())
-    }
 }
 
-/// The hash of session keys in the cache, seeded per store.
-///
-/// moka hashes the key on every operation, and its hash table (`cht`) rehashes every
-/// key of a segment when the table grows, shrinks, or collects the tombstones removals
-/// leave (every tenth of its capacity in removals): with the standard SipHash-1-3, that
-/// hashing was the largest cost of creating and deleting sessions after the allocator
-/// (BENCHMARKS.md). SipHash exists to stop an attacker from choosing many keys that
-/// collide in one bucket. Here the keys that get inserted are minted by the server
-/// (`SessionKey::generate`: 32 symbols from the OS random generator; their SHA-256
-/// digests under the `hashed` wrapper; the same keys copied from another store by
-/// `cached_db` or `sessions copy`), so no client chooses what is stored, and the keys a
-/// client sends only probe buckets filled with random keys. A multiply-and-rotate pass
-/// over 8-byte words with a full-avalanche finalizer (MurmurHash3's `fmix64`), seeded
-/// per store from the standard library's random state, spreads such keys as well as
-/// SipHash at a fraction of the cost. It is not meant to resist chosen keys: an
-/// application that calls `insert_new` with keys taken from requests would lose that
-/// protection. Own code: twenty lines, against a new direct dependency (foldhash, built
-/// already for hashbrown, would serve as well).
+/// Counts the sessions the cache evicts for the bound while they hold a live record
+/// ([`MemoryStore::evictions`]). Called by the cache under the evicting shard's lock.
 #[derive(Clone, Debug)]
-struct KeyHash {
-    seed: u64,
-}
+struct Evictions(Arc<AtomicU64>);
 
-impl KeyHash {
-    fn new() -> Self {
-        KeyHash {
-            seed: RandomState::new().hash_one(0x5eed_u64),
+impl Lifecycle<SessionKey, Arc<Slot>> for Evictions {
+    type RequestState = ();
+
+    fn begin_request(&self) -> Self::RequestState {}
+
+    fn on_evict(&self, _state: &mut (), _key: SessionKey, slot: Arc<Slot>) {
+        if slot.read(Timestamp::now(), |_| ()).is_some() {
+            self.0.fetch_add(1, Ordering::Relaxed);
         }
-    }
-}
-
-impl BuildHasher for KeyHash {
-    type Hasher = KeyHasher;
-
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(self.seed)
-    }
-}
-
-/// The hasher of [`KeyHash`].
-#[derive(Debug)]
-struct KeyHasher(u64);
-
-/// 2^64 / golden ratio, odd: the multiplier of Fibonacci hashing.
-const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
-
-impl KeyHasher {
-    fn word(&mut self, w: u64) {
-        self.0 = (self.0 ^ w).wrapping_mul(MIX).rotate_left(31);
-    }
-}
-
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for w in &mut words {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(w);
-            self.word(u64::from_le_bytes(b));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut b = [0u8; 8];
-            b[..rest.len()].copy_from_slice(rest);
-            self.word(u64::from_le_bytes(b));
-        }
-        // The length, so that a shorter input padded with zeroes differs.
-        self.word(bytes.len() as u64);
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.word(u64::from(i));
-    }
-
-    fn finish(&self) -> u64 {
-        // MurmurHash3's fmix64: every input bit reaches every output bit.
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
     }
 }
 
@@ -627,20 +441,36 @@ impl MemoryStore {
     /// A store with explicit options.
     pub fn with_config(config: MemoryConfig) -> Self {
         let max_entries = config.max_entries.max(1);
-        // No eviction listener: with one, moka serialises every insert and removal
-        // through a per-key lock map (two more hash-map writes per operation). Slots
-        // count their own evictions when dropped.
-        let hash = KeyHash::new();
-        let cache = Cache::builder()
-            .max_capacity(max_entries as u64)
-            .expire_after(Deadline)
-            .build_with_hasher(hash.clone());
+        // The cache splits its capacity evenly over its shards, rounding each share up:
+        // the shard count is chosen here (quick_cache's own rule, a power of two up to
+        // four per core with at least 32 sessions each) so that the capacity can be
+        // rounded down to a multiple of it, and the store never holds more than
+        // `max_entries`.
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut shards = (cores * 4).next_power_of_two();
+        while shards > 1 && max_entries / shards < MIN_SHARD_ENTRIES {
+            shards /= 2;
+        }
+        let capacity = max_entries / shards * shards;
+        let options = OptionsBuilder::new()
+            .shards(shards)
+            .estimated_items_capacity(capacity)
+            .weight_capacity(capacity as u64)
+            .hot_allocation(1.0 - PROBATION)
+            .build()
+            .expect("every option is set");
+        let evictions = Arc::new(AtomicU64::new(0));
+        let cache = Cache::with_options(
+            options,
+            UnitWeighter,
+            DefaultHashBuilder::default(),
+            Evictions(Arc::clone(&evictions)),
+        );
         MemoryStore {
             cache,
-            lookup: Arc::new(DashMap::with_hasher(hash)),
             create_locks: (0..CREATE_STRIPES).map(|_| Mutex::new(())).collect(),
             max_entries,
-            evictions: Arc::new(AtomicU64::new(0)),
+            evictions,
             size_limit: None,
             users: DashMap::new(),
         }
@@ -671,54 +501,32 @@ impl MemoryStore {
         self.max_entries
     }
 
-    /// How many sessions were dropped to respect `max_entries`: live ones evicted and
-    /// new ones not admitted. Counted when moka frees a dropped session, so it lags the
-    /// inserts by the pending housekeeping ([`MemoryStore::run_pending_tasks`]) and by
-    /// moka's deferred reclamation of removed entries (epoch-based, freed within a few
-    /// later operations).
+    /// How many sessions were evicted to respect `max_entries` while they held a live
+    /// record (counted as the cache evicts them).
     pub fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
     }
 
-    /// Runs moka's pending housekeeping now: applies evictions for the bound and drops
-    /// expired entries. Every operation triggers it now and then; [`SessionStore::count`]
-    /// and [`SessionStore::clear_expired`] call it first.
-    pub fn run_pending_tasks(&self) {
-        self.cache.run_pending_tasks();
-    }
-
-    /// The slot listed under `key`, without telling moka's policy.
+    /// The slot under `key`, without marking it used (for checks by the index and
+    /// `insert_new`, which are not a visitor's use).
     fn listed(&self, key: &SessionKey) -> Option<Arc<Slot>> {
-        // The guard ends with this statement, before the upgrade: a slot is never
-        // dropped (and never unlists itself) while a lookup guard is held.
-        let weak = self.lookup.get(key).map(|e| Weak::clone(e.value()))?;
-        weak.upgrade()
+        self.cache.peek(key)
     }
 
-    /// The slot under `key`. One call in [`READ_SAMPLE`] per slot also reads it through
-    /// moka, so its policy keeps seeing which sessions are in use.
+    /// The slot under `key`, marked used for the eviction policy.
     fn slot(&self, key: &SessionKey) -> Option<Arc<Slot>> {
-        let slot = self.listed(key)?;
-        if slot
-            .reads
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(READ_SAMPLE)
-        {
-            let _ = self.cache.get(key);
-        }
-        Some(slot)
+        self.cache.get(key)
     }
 
     /// `f` of `key`'s live record, if any, under its slot's lock.
     fn read<T>(&self, key: &SessionKey, now: Timestamp, f: impl FnOnce(&Stored) -> T) -> Option<T> {
-        // moka's clock and the wall clock can differ by a millisecond: the record's own
-        // deadline decides.
         self.slot(key)?.read(now, f)
     }
 
     /// Runs `f` on the live record of `key` under its slot's lock. `f` changes the
-    /// record in place (or leaves it as it was and fails) and returns the answer.
-    /// Re-arms moka's timer when the deadline moved.
+    /// record in place (or leaves it as it was and fails) and returns the answer. A
+    /// record written with a past deadline stays until the sweep counts it, as on every
+    /// engine without native expiry; reads treat it as absent.
     fn modify<T>(&self, key: &SessionKey, f: impl FnOnce(&mut Stored) -> Result<T>) -> Result<T> {
         let now = Timestamp::now();
         let slot = self.slot(key).ok_or(Error::NotFound)?;
@@ -728,26 +536,19 @@ impl MemoryStore {
             .filter(|r| !r.is_expired_at(now))
             .ok_or(Error::NotFound)?;
         let answer = f(cur)?;
-        let expired = cur.is_expired_at(now);
-        let deadline = cur.expires_at.as_unix_millis();
-        slot.expires_at.store(deadline, Ordering::Relaxed);
-        let moved = needs_rearm(deadline, slot.armed.load(Ordering::Relaxed), now);
-        if moved {
-            slot.armed
-                .store(armed_for(deadline, now), Ordering::Relaxed);
-            slot.rearm.store(true, Ordering::Release);
-        }
-        // A record stored already expired empties the slot: it is as good as absent.
-        if expired {
-            *guard = None;
-        }
-        if moved {
-            // expire_after_read reads the new deadline. Done under the slot's lock, so
-            // no reader can find the slot with the new record and the old timer.
-            let _ = self.cache.get(key);
-        }
+        slot.expires_at
+            .store(cur.expires_at.as_unix_millis(), Ordering::Relaxed);
         drop(guard);
         Ok(answer)
+    }
+
+    /// Removes every expired record (and every emptied slot): each shard is locked in
+    /// turn, for one pass over its slots. Returns how many expired records it removed.
+    fn sweep(&self) -> u64 {
+        let now = Timestamp::now();
+        let removed = std::cell::Cell::new(0);
+        self.cache.retain(|_, slot| slot.keep_at(now, &removed));
+        removed.get()
     }
 
     /// The create lock of `key`'s stripe: held by `insert_new`, the only writer of new
@@ -880,7 +681,7 @@ impl MemoryStore {
     }
 
     /// Removes the index entries of sessions that are gone or re-bound, for every
-    /// principal: what `clear_expired` does beside moka's housekeeping.
+    /// principal: what `clear_expired` does after the sweep.
     fn sweep_index(&self) {
         let principals: Vec<Box<str>> = self.users.iter().map(|e| e.key().clone()).collect();
         for p in principals {
@@ -897,7 +698,6 @@ impl SessionStore for MemoryStore {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities::none()
-            .native_ttl(true)
             .compare_and_set(true)
             .listing(true)
             .may_evict(true)
@@ -940,20 +740,19 @@ impl SessionStore for MemoryStore {
         self.exists_now(key)
     }
 
-    /// Expired sessions leave the store by themselves (`native_ttl`): this runs the
-    /// pending housekeeping, which drops those due, forgets the user index's entries of
-    /// sessions that are gone, and reports 0.
+    /// Removes the expired records (a sweep of every shard, see the module docs,
+    /// "Expiry"), then the user index's entries of sessions that are gone. Returns how
+    /// many expired records it removed.
     async fn clear_expired(&self) -> Result<u64> {
-        self.cache.run_pending_tasks();
+        let removed = self.sweep();
         self.sweep_index();
-        Ok(0)
+        Ok(removed)
     }
 
-    /// The number of stored sessions after the pending housekeeping ran (so within
-    /// `max_entries`). Sessions expired since the last housekeeping may still count.
+    /// The number of stored sessions (never above `max_entries`), expired ones not yet
+    /// swept included, as on the other engines without native expiry.
     async fn count(&self) -> Result<u64> {
-        self.cache.run_pending_tasks();
-        Ok(self.cache.entry_count())
+        Ok(self.cache.len() as u64)
     }
 
     async fn list(&self, after: Option<&SessionKey>, limit: usize) -> Result<Vec<SessionKey>> {
@@ -961,8 +760,8 @@ impl SessionStore for MemoryStore {
         let mut keys: Vec<SessionKey> = self
             .cache
             .iter()
-            .filter(|(k, slot)| after.is_none_or(|a| **k > *a) && slot.read(now, |_| ()).is_some())
-            .map(|(k, _)| SessionKey::clone(&k))
+            .filter(|(k, slot)| after.is_none_or(|a| k > a) && slot.read(now, |_| ()).is_some())
+            .map(|(k, _)| k)
             .collect();
         keys.sort_unstable();
         keys.truncate(limit);
@@ -985,23 +784,16 @@ impl ImmediateStore for MemoryStore {
     fn insert_new_now(&self, key: &SessionKey, record: &Record) -> Result<Inserted> {
         self.check_size(record)?;
         let now = Timestamp::now();
-        if record.is_expired_at(now) {
-            // Expired on arrival: as good as absent, so it takes no room. It may replace
-            // an expired record, never a live one.
-            return Ok(match self.read(key, now, |_| ()) {
-                Some(_) => Inserted::KeyTaken,
-                None => Inserted::Created,
-            });
-        }
         // Encoded before any lock is taken.
         let stored = Stored::encode(record, record.version)?;
         // Create-if-absent under the key's stripe of the create lock: every new slot is
         // inserted here, so no other create can slip in between the check and the
-        // insert. (moka's own `or_insert_with` does the same through a waiter map and
-        // flushes its epoch collector on every insert: twice the cost.)
+        // insert. (A record expired on arrival is stored too, as on every engine without
+        // native expiry, and swept by `clear_expired`; it can replace only an expired
+        // record.)
         let create = self.create_lock(key);
-        // Through the lookup table, which tells moka nothing: a new key (the rule:
-        // keys are minted fresh) is absent.
+        // Without marking the slot used: a new key (the rule: keys are minted fresh)
+        // is absent.
         if self
             .listed(key)
             .is_some_and(|slot| slot.read(now, |_| ()).is_some())
@@ -1013,9 +805,7 @@ impl ImmediateStore for MemoryStore {
         if let Some(p) = principal {
             self.index_add(p, key);
         }
-        let slot = Arc::new(Slot::new(key.clone(), stored, self, now));
-        self.lookup.insert(key.clone(), Arc::downgrade(&slot));
-        self.cache.insert(key.clone(), slot);
+        self.cache.insert(key.clone(), Arc::new(Slot::new(stored)));
         drop(create);
         if let Some(p) = principal {
             // A sign-in: forget the principal's sessions that ended meanwhile.
@@ -1064,7 +854,7 @@ impl ImmediateStore for MemoryStore {
     }
 
     fn delete_now(&self, key: &SessionKey) -> Result<bool> {
-        let Some(slot) = self.cache.remove(key) else {
+        let Some((_, slot)) = self.cache.remove(key) else {
             return Ok(false);
         };
         let was = slot.lock().take();
@@ -1302,68 +1092,38 @@ mod tests {
         assert!(MemoryStore::new().create(&big).await.is_ok());
     }
 
-    #[test]
-    fn key_hashes_spread_generated_keys_and_differ_per_store() {
-        let (a, b) = (KeyHash::new(), KeyHash::new());
-        let keys: Vec<SessionKey> = (0..100_000)
-            .map(|_| SessionKey::generate().expect("rng"))
-            .collect();
-        let hashes: std::collections::HashSet<u64> = keys.iter().map(|k| a.hash_one(k)).collect();
-        assert_eq!(hashes.len(), keys.len(), "64-bit collisions");
-        // The low bits (a table's bucket) and the high bits (moka's segment) both spread:
-        // Pearson's chi-squared over 1,024 buckets has 1,023 degrees of freedom (mean
-        // 1,023, standard deviation 45); a uniform hash stays below 1,023 + 7 sd except
-        // about once in 10^11 runs, while a hash that leaves even a quarter of the
-        // buckets empty scores above 30,000.
-        for shift in [0, 54] {
-            let mut buckets = [0u64; 1024];
-            for h in &hashes {
-                buckets[((h >> shift) & 1023) as usize] += 1;
-            }
-            let expected = hashes.len() as f64 / 1024.0;
-            let chi2: f64 = buckets
-                .iter()
-                .map(|&n| (n as f64 - expected).powi(2) / expected)
-                .sum();
-            assert!(
-                chi2 < 1023.0 + 7.0 * 45.2,
-                "shift {shift}: chi-squared {chi2:.0}"
-            );
-        }
-        assert_ne!(a.hash_one(&keys[0]), b.hash_one(&keys[0]), "unseeded");
-    }
-
     #[tokio::test]
     async fn bounded_with_eviction() {
-        let store = MemoryStore::with_config(MemoryConfig { max_entries: 10 });
-        for _ in 0..100 {
-            let r = Record::with_ttl(Default::default(), 60);
-            store.create(&r).await.expect("create");
-        }
-        assert!(store.count().await.expect("count") <= 10);
-        // Evictions are counted as moka frees the dropped sessions, a few operations
-        // after its housekeeping dropped them.
-        for _ in 0..1000 {
-            if store.evictions() >= 90 {
-                break;
+        for max_entries in [1, 10, 100, 1_000, 1_001] {
+            let store = MemoryStore::with_config(MemoryConfig { max_entries });
+            let n = max_entries * 3 + 50;
+            for _ in 0..n {
+                let r = Record::with_ttl(Default::default(), 60);
+                store.create(&r).await.expect("create");
+                assert!(store.count().await.expect("count") <= max_entries as u64);
             }
-            store.run_pending_tasks();
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            // Every session dropped for the bound was live, and is counted as it goes.
+            let held = store.count().await.expect("count");
+            assert_eq!(store.evictions(), n as u64 - held, "{max_entries}");
+            assert!(
+                held * 2 >= max_entries as u64,
+                "{held} of {max_entries} held"
+            );
         }
-        assert_eq!(store.evictions(), 90);
     }
 
     #[tokio::test]
-    async fn expired_records_take_no_room() {
-        let store = MemoryStore::with_config(MemoryConfig { max_entries: 4 });
+    async fn the_sweep_removes_expired_records_and_counts_them() {
+        let store = MemoryStore::with_config(MemoryConfig { max_entries: 100 });
+        let mut expired = Vec::new();
         for _ in 0..3 {
-            store
-                .create(&Record::with_ttl(Default::default(), -1))
-                .await
-                .expect("create expired");
+            expired.push(
+                store
+                    .create(&Record::with_ttl(Default::default(), -1))
+                    .await
+                    .expect("create expired"),
+            );
         }
-        // A record expired on arrival is never kept.
-        assert_eq!(store.count().await.expect("count"), 0);
         let mut live = Vec::new();
         for _ in 0..4 {
             live.push(
@@ -1373,10 +1133,52 @@ mod tests {
                     .expect("create"),
             );
         }
-        store.run_pending_tasks();
+        // Touched into the past, and updated into the past: expired in place.
+        store
+            .touch(&live[0], Timestamp::now().add_secs(-1))
+            .await
+            .expect("touch");
+        let past = Record::with_ttl(Default::default(), -1);
+        store.update(&live[1], &past, None).await.expect("update");
+        // Held until swept, never read.
+        assert_eq!(store.count().await.expect("count"), 7);
+        for k in expired.iter().chain(&live[..2]) {
+            assert!(!store.exists(k).await.expect("exists"));
+            assert!(store.load(k).await.expect("load").is_none());
+        }
+        assert_eq!(store.clear_expired().await.expect("clear_expired"), 5);
+        assert_eq!(store.count().await.expect("count"), 2);
+        assert_eq!(store.clear_expired().await.expect("clear_expired"), 0);
         assert_eq!(store.evictions(), 0);
-        for k in &live {
+        for k in &live[2..] {
             assert!(store.exists(k).await.expect("exists"));
         }
+    }
+
+    #[tokio::test]
+    async fn an_update_that_raced_the_sweep_finds_nothing() {
+        let store = MemoryStore::with_config(MemoryConfig { max_entries: 100 });
+        let key = store
+            .create(&Record::with_ttl(Default::default(), 60))
+            .await
+            .expect("create");
+        // The update's side: the slot taken before the sweep, used after it.
+        let slot = store.slot(&key).expect("slot");
+        store
+            .touch(&key, Timestamp::now().add_secs(-1))
+            .await
+            .expect("touch");
+        assert_eq!(store.clear_expired().await.expect("clear_expired"), 1);
+        assert!(
+            slot.lock().is_none(),
+            "the sweep left the record in its slot"
+        );
+        assert!(matches!(
+            store
+                .update(&key, &Record::with_ttl(Default::default(), 60), None)
+                .await,
+            Err(Error::NotFound)
+        ));
+        assert!(store.load(&key).await.expect("load").is_none());
     }
 }

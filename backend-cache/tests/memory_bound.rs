@@ -2,14 +2,16 @@
 //! configuration through the engine registry, sessions used through `Session` handles.
 //!
 //! - A flood of one-request visitors does not log out the users who are using their
-//!   sessions (frequency-aware admission); a visitor whose session was dropped gets a
+//!   sessions (scan-resistant eviction); a visitor whose session was dropped gets a
 //!   fresh, empty session on the next request, without an error.
-//! - The bound holds after concurrent inserts once the pending housekeeping ran.
-//! - Sessions expire by themselves (native TTL), at their own deadline, moved by touch.
+//! - The bound holds under concurrent inserts.
+//! - Expired sessions are never loaded; the app's background cleanup frees them at their
+//!   own deadline, moved by touch; at the bound they go before the sessions in use.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use session_core::cleanup::{Cleanup, CleanupOptions};
 use session_core::{
     Config, EngineRegistry, Record, Session, SessionData, SessionSettings, SessionStore, Timestamp,
 };
@@ -137,7 +139,6 @@ async fn the_bound_holds_after_concurrent_inserts() {
     for t in tasks {
         t.await.expect("task");
     }
-    // `count` runs the pending housekeeping first: no slack once it ran.
     let count = store.count().await.expect("count");
     println!(
         "{count} sessions after {} concurrent inserts, bound {BOUND}",
@@ -154,9 +155,14 @@ async fn the_bound_holds_after_concurrent_inserts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_expire_by_themselves_at_their_own_deadline() {
+async fn the_background_cleanup_frees_sessions_at_their_own_deadline() {
     let store = memory_store(1_000).await;
-    assert!(store.capabilities().native_ttl);
+    assert!(!store.capabilities().native_ttl);
+    let cleanup = Cleanup::new(
+        store.clone(),
+        CleanupOptions::every(Duration::from_millis(100)).jitter(Duration::ZERO),
+    )
+    .spawn();
     let soon = |ms: i64| {
         let mut r = Record::with_ttl(SessionData::new(), 1);
         r.expires_at = Timestamp::from_unix_millis(Timestamp::now().as_unix_millis() + ms);
@@ -181,7 +187,7 @@ async fn sessions_expire_by_themselves_at_their_own_deadline() {
             "expired session loaded"
         );
     }
-    // Nobody calls clear_expired: the expired entries leave by themselves.
+    // The app's cleanup task sweeps them; nobody else calls clear_expired.
     let mut count = store.count().await.expect("count");
     for _ in 0..50 {
         if count == 2 {
@@ -190,9 +196,10 @@ async fn sessions_expire_by_themselves_at_their_own_deadline() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         count = store.count().await.expect("count");
     }
+    cleanup.stop().await;
     assert_eq!(
         count, 2,
-        "expired sessions still held 5 s past their deadline"
+        "expired sessions still held 5 s past their deadline under a 100 ms cleanup"
     );
     assert!(
         store.load(&moved).await.expect("load").is_some(),
@@ -200,6 +207,54 @@ async fn sessions_expire_by_themselves_at_their_own_deadline() {
     );
     assert!(store.load(&long).await.expect("load").is_some());
     assert_eq!(store.clear_expired().await.expect("clear_expired"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_bound_expired_sessions_go_before_sessions_in_use() {
+    // No cleanup runs: the bound alone makes room. Users who come back keep their
+    // sessions while the sessions of visitors who left (expired, never read again)
+    // are the ones evicted.
+    const BOUND: usize = 200;
+    let store = memory_store(BOUND).await;
+    let settings = Arc::new(SessionSettings::default());
+    let mut users = Vec::new();
+    for u in 0..20 {
+        let (_, key) = request(&store, &settings, None, Some(("user", &format!("u{u}")))).await;
+        users.push(key.expect("a user's session"));
+    }
+    for _ in 0..3 {
+        for k in &users {
+            let (who, _) = request(&store, &settings, Some(k.clone()), None).await;
+            assert!(
+                who.is_some(),
+                "a user was logged out before the store filled"
+            );
+        }
+    }
+    // Visitors who left: their sessions expired and are never read again. They fill the
+    // store (each shard holds its share of the bound).
+    let gone = {
+        let mut r = Record::with_ttl(SessionData::new(), 1);
+        r.expires_at = Timestamp::from_unix_millis(Timestamp::now().as_unix_millis() - 1);
+        r
+    };
+    create_n(&store, &gone, BOUND).await;
+    assert!(store.count().await.expect("count") <= BOUND as u64);
+    // New visitors arrive.
+    for v in 0..BOUND {
+        request(&store, &settings, None, Some(("visit", &v.to_string()))).await;
+    }
+    let mut logged_in = 0;
+    for k in &users {
+        let (who, _) = request(&store, &settings, Some(k.clone()), None).await;
+        logged_in += usize::from(who.is_some());
+    }
+    assert_eq!(
+        logged_in,
+        users.len(),
+        "users were evicted before expired sessions"
+    );
+    assert!(store.count().await.expect("count") <= BOUND as u64);
 }
 
 async fn create_n(

@@ -116,7 +116,7 @@ impl StoreFactory for MemoryOverMemory {
 async fn cached_db_memory_over_memory_passes_the_conformance_suite() {
     run_conformance("cached_db(memory+memory)", &MemoryOverMemory)
         .await
-        .assert_pinned(198, 15);
+        .assert_pinned(201, 12);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
