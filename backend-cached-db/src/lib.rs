@@ -13,8 +13,8 @@
 //! ## The consistency rule
 //!
 //! **No read returns data older than the durable store's, even after a failed cache
-//! write.** Django 5.1+ logs a failed cache write and keeps serving the stale entry until
-//! its TTL. Here:
+//! write**, outside the one window described below. Django 5.1+ logs a failed cache
+//! write and keeps serving the stale entry until its TTL. Here:
 //!
 //! - a write (update, touch, delete) goes to the durable store, then **invalidates** the
 //!   cache entry (it is never rewritten in place, so cache versions always mirror durable
@@ -29,6 +29,17 @@
 //! - a read that misses fills the cache with add-if-absent, then re-reads the durable
 //!   version and drops the entry if a write slipped in between (this closes the classic
 //!   cache-aside race between a reader's fill and a writer's invalidation).
+//!
+//! **The one window left open.** A fill whose durable read came before a write and
+//! whose add reaches the cache after that write's invalidation is visible until its
+//! re-read and drop are answered: in that time (one durable read and one cache delete)
+//! a read in another request can return the version before the write, even after the
+//! write has returned (a logout seen as still signed in, once, by a concurrent request).
+//! The fill cannot be hidden until it is checked through the `SessionStore` calls a
+//! cache offers: that takes an add that hands out a token and a set conditional on
+//! that token (a lease, as in Facebook's memcache). The multi-instance drill
+//! (`session-cli/tests/multi_instance.rs`, a logout racing writers on three instances)
+//! caught it once in many runs under full CI load.
 //!
 //! While the cache is unreachable from one process but reachable from another, that
 //! other process may read an entry the first could not invalidate, until the repair
