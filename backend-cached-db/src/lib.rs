@@ -13,12 +13,13 @@
 //! ## The consistency rule
 //!
 //! **No read returns data older than the durable store's, even after a failed cache
-//! write**, outside the one window described below. Django 5.1+ logs a failed cache
-//! write and keeps serving the stale entry until its TTL. Here:
+//! write**, as far as the cache's own commands allow (see "Fences" below). Django 5.1+
+//! logs a failed cache write and keeps serving the stale entry until its TTL. Here:
 //!
 //! - a write (update, touch, delete) goes to the durable store, then **invalidates** the
-//!   cache entry (it is never rewritten in place, so cache versions always mirror durable
-//!   versions);
+//!   cache entry, an update or a delete by leaving a fence in its place (an entry is
+//!   never rewritten with a new version in place, so cache versions always mirror
+//!   durable versions);
 //! - if the invalidation fails, or a cache write (a fill, a create) fails, the key is
 //!   remembered as *suspect*: its reads in this process bypass the cache, and a
 //!   background task keeps deleting its entry (backing off while the cache fails) until
@@ -30,16 +31,30 @@
 //!   version and drops the entry if a write slipped in between (this closes the classic
 //!   cache-aside race between a reader's fill and a writer's invalidation).
 //!
-//! **The one window left open.** A fill whose durable read came before a write and
-//! whose add reaches the cache after that write's invalidation is visible until its
-//! re-read and drop are answered: in that time (one durable read and one cache delete)
-//! a read in another request can return the version before the write, even after the
-//! write has returned (a logout seen as still signed in, once, by a concurrent request).
-//! The fill cannot be hidden until it is checked through the `SessionStore` calls a
-//! cache offers: that takes an add that hands out a token and a set conditional on
-//! that token (a lease, as in Facebook's memcache). The multi-instance drill
-//! (`session-cli/tests/multi_instance.rs`, a logout racing writers on three instances)
-//! caught it once in many runs under full CI load.
+//! **Fences.** Re-reading after the fill drops a stale entry, but until that re-read is
+//! answered other requests could read it: a fill whose durable read came before a
+//! logout, and whose add reached the cache after the logout's invalidation, served the
+//! ended session to a concurrent request on another instance (the multi-instance drill,
+//! `session-cli/tests/multi_instance.rs`, caught it). So an update or a delete does not
+//! just drop the cached entry: it replaces it with a *fence*, a small record marked with
+//! [`FENCE_KEY`] that lives [`FENCE_TTL_SECS`] seconds, whose version is one below the
+//! version the write made (a delete's is `u64::MAX - 1`). A load reads a fence as a
+//! miss. A fill adds its record where the cache holds nothing, or sets it over a fence
+//! with a compare-and-set on the fence's version: only the version the fenced write made
+//! passes, so a fill of an older version, or of a deleted session, is refused before
+//! anyone can read it. The fill then re-reads the durable store as before. What is left:
+//!
+//! - a touch, a raw write and a write that failed still drop the entry without a fence
+//!   (a touch keeps the version, and a failed write's version is unknown): for those the
+//!   re-read closes the race, after the fact;
+//! - a fill whose durable read began more than 5 seconds before its add was answered
+//!   (a stalled process: the fence may have expired meanwhile) is dropped right after
+//!   its add;
+//! - a fence that cannot be placed (the cache fails, or fills win the race three times)
+//!   makes the key suspect, as a failed invalidation does.
+//!
+//! A fence costs a write one more cache command than a plain invalidation (a delete and
+//! an add).
 //!
 //! While the cache is unreachable from one process but reachable from another, that
 //! other process may read an entry the first could not invalidate, until the repair
@@ -107,7 +122,7 @@
 
 mod store;
 
-pub use store::{CachedDbConfig, CachedDbStats, CachedDbStore};
+pub use store::{CachedDbConfig, CachedDbStats, CachedDbStore, FENCE_KEY, FENCE_TTL_SECS};
 
 use std::sync::Arc;
 

@@ -12,9 +12,52 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use session_core::users::{UserIndex, UserSession, index_of, validate_principal};
 use session_core::{
-    Capabilities, Error, Inserted, LazyRecord, RawAccess, Record, Result, SessionKey, SessionStore,
-    Timestamp,
+    Capabilities, Error, Inserted, LazyRecord, RawAccess, Record, Result, SessionData, SessionKey,
+    SessionStore, Timestamp,
 };
+
+/// The data key that marks a fence: a cache entry that stands for a durable write (see
+/// the crate docs, "Fences"). A load reads a fence as a miss.
+pub const FENCE_KEY: &str = "\u{0}cached_db.fence";
+
+/// How long a fence stays in the cache, in seconds.
+pub const FENCE_TTL_SECS: i64 = 10;
+
+/// A fill whose durable read began longer ago than this is dropped right after its add:
+/// the add may have reached the cache after the fence of a write made since expired.
+const FILL_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// The version of the fence a delete leaves: no durable version is one above it, so no
+/// fill can ever pass it.
+const DELETED: u64 = u64::MAX - 1;
+
+/// The fence of a write whose durable version is now `version + 1` (or of a delete).
+fn fence_record(version: u64) -> Record {
+    let mut data = SessionData::new();
+    data.insert(FENCE_KEY.to_owned(), true.into());
+    let mut fence = Record::with_ttl(data, FENCE_TTL_SECS);
+    fence.version = version;
+    fence
+}
+
+/// A cache entry that may be a fence.
+trait Fenced {
+    fn is_fence(&self) -> bool;
+}
+
+impl Fenced for Record {
+    fn is_fence(&self) -> bool {
+        self.data.contains_key(FENCE_KEY)
+    }
+}
+
+impl Fenced for LazyRecord {
+    fn is_fence(&self) -> bool {
+        // An entry whose keys cannot be read is not served either: the load's own
+        // check drops it.
+        self.data.contains_key(FENCE_KEY).unwrap_or(false)
+    }
+}
 
 /// Options of the `cached_db` engine (section `cached_db`; its `cache` and `db`
 /// sub-sections are complete engine configurations).
@@ -263,6 +306,46 @@ impl CachedDbStore {
         }
     }
 
+    /// Replaces the cached entry with a fence of `version` (see the crate docs,
+    /// "Fences"), after a durable write made version `version + 1` (or deleted the
+    /// record: [`DELETED`]). Drops the first-level entry; remembers the key as suspect
+    /// when the cache cannot be reached or the fence cannot be placed.
+    async fn fence(&self, key: &SessionKey, version: u64) {
+        if let Some((l1, _)) = &self.l1 {
+            let _ = l1.delete(key).await;
+        }
+        if !self.cache_usable() {
+            self.mark_suspect(key);
+            return;
+        }
+        let mark = self.suspects.mark_of(key);
+        let fence = fence_record(version);
+        // A delete, then an add: a fill that slips in between is deleted again (it is
+        // a reader's, and its own check would drop it too).
+        for _ in 0..3 {
+            let placed = match self.cache.delete(key).await {
+                Ok(_) => self.cache.insert_new(key, &fence).await,
+                Err(e) => Err(e),
+            };
+            match placed {
+                Ok(Inserted::Created) => {
+                    self.cache_ok();
+                    self.suspects.clear(key, mark);
+                    return;
+                }
+                Ok(Inserted::KeyTaken) => continue,
+                Err(e) => {
+                    self.cache_failed("fence", &e);
+                    self.mark_suspect(key);
+                    return;
+                }
+            }
+        }
+        // Fills keep winning the race: the entry may be one of them. The repair task
+        // deletes it and keeps this process's reads off the cache until then.
+        self.mark_suspect(key);
+    }
+
     async fn fill_l1(&self, key: &SessionKey, record: &Record) {
         if let Some((l1, ttl)) = &self.l1 {
             let mut r = record.clone();
@@ -280,6 +363,7 @@ impl CachedDbStore {
     /// entry is dropped, not served or propagated; a failure opens the breaker.
     async fn read_cache<R, F>(&self, key: &SessionKey, load: impl FnOnce() -> F) -> CacheRead<R>
     where
+        R: Fenced,
         F: Future<Output = Result<Option<R>>>,
     {
         if !self.cache_usable() {
@@ -293,6 +377,12 @@ impl CachedDbStore {
             };
         }
         match load().await {
+            // A fence: a write was made since the entry was filled; the fill after this
+            // miss may pass it only with the version that write made.
+            Ok(Some(r)) if r.is_fence() => {
+                self.cache_ok();
+                CacheRead::Miss { may_fill: true }
+            }
             Ok(Some(r)) => {
                 self.cache_ok();
                 CacheRead::Hit(r)
@@ -313,32 +403,53 @@ impl CachedDbStore {
     /// and filled into the cache (when `may_fill`) and the first level.
     async fn read_durable(&self, key: &SessionKey, may_fill: bool) -> Result<Option<Record>> {
         self.misses.fetch_add(1, Ordering::Relaxed);
+        let read_at = Instant::now();
         let record = self.db.load(key).await?;
         if let Some(r) = &record {
             if may_fill {
-                self.fill_cache(key, r).await;
+                self.fill_cache(key, r, read_at).await;
             }
             self.fill_l1(key, r).await;
         }
         Ok(record)
     }
 
-    /// Fills the cache after a miss, then re-reads the durable version: if a write
-    /// slipped in between the durable read and the fill, the entry is dropped again.
-    async fn fill_cache(&self, key: &SessionKey, record: &Record) {
-        match self.cache.insert_new(key, record).await {
-            Ok(Inserted::Created) => {
+    /// Fills the cache after a miss with `record`, read from the durable store at
+    /// `read_at`: added where the cache holds nothing, or set over the fence of the
+    /// write that made this version (a compare-and-set on the fence's version, one
+    /// below the record's). A fence of a later write or of a delete refuses it (see
+    /// the crate docs, "Fences"). Then re-reads the durable version: if a write slipped
+    /// in between anyway, the entry is dropped again.
+    async fn fill_cache(&self, key: &SessionKey, record: &Record, read_at: Instant) {
+        let filled = match self.cache.insert_new(key, record).await {
+            Ok(Inserted::Created) => Ok(true),
+            Ok(Inserted::KeyTaken) => match record.version.checked_sub(1) {
+                Some(fence) => match self.cache.update(key, record, Some(fence)).await {
+                    Ok(_) => Ok(true),
+                    Err(Error::Conflict { .. } | Error::NotFound) => Ok(false),
+                    Err(e) => Err(e),
+                },
+                None => Ok(false),
+            },
+            Err(e) => Err(e),
+        };
+        match filled {
+            Ok(true) => {
                 self.cache_ok();
+                if read_at.elapsed() > FILL_MAX_AGE {
+                    self.invalidate(key).await;
+                    return;
+                }
                 let current = self.db.load(key).await;
                 let same = matches!(&current, Ok(Some(r)) if r.version == record.version);
                 if !same {
                     self.invalidate(key).await;
                 }
             }
-            Ok(Inserted::KeyTaken) => {}
-            // The add may still reach the cache after its deadline, later than a
-            // writer's invalidation: the key is suspect until a delete sent after it
-            // has been answered.
+            Ok(false) => self.cache_ok(),
+            // The write may still reach the cache after its deadline, later than a
+            // writer's fence: the key is suspect until a delete sent after it has been
+            // answered.
             Err(e) => {
                 self.cache_failed("fill", &e);
                 self.mark_suspect(key);
@@ -488,14 +599,24 @@ impl SessionStore for CachedDbStore {
         expected_version: Option<u64>,
     ) -> Result<u64> {
         let out = self.db.update(key, record, expected_version).await;
-        // Invalidate even on failure: a timed-out write may still have committed.
-        self.invalidate(key).await;
+        match &out {
+            // Fenced: a fill of an older version can no longer land.
+            Ok(version) if *version > 0 => self.fence(key, version - 1).await,
+            // Invalidated even on failure: a timed-out write may still have committed.
+            _ => self.invalidate(key).await,
+        }
         out
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         let out = self.db.delete(key).await;
-        self.invalidate(key).await;
+        match &out {
+            // Nothing was stored: nothing a fill could bring back.
+            Ok(false) => self.invalidate(key).await,
+            // Deleted, or maybe (a timed-out delete may still have committed): fenced
+            // for good.
+            _ => self.fence(key, DELETED).await,
+        }
         out
     }
 
@@ -506,10 +627,12 @@ impl SessionStore for CachedDbStore {
     }
 
     async fn exists(&self, key: &SessionKey) -> Result<bool> {
+        // Through a load: a fence exists in the cache but stands for no session.
         if self.cache_usable() && !self.is_suspect(key) {
-            match self.cache.exists(key).await {
-                Ok(true) => return Ok(true),
-                Ok(false) => {}
+            match self.cache.load_lazy(key).await {
+                Ok(Some(r)) if !r.is_fence() => return Ok(true),
+                // A damaged entry answers nothing; the durable store does.
+                Ok(_) | Err(Error::Codec(_)) => {}
                 Err(e) => self.cache_failed("exists", &e),
             }
         }

@@ -510,3 +510,195 @@ async fn lazy_loads_with_a_first_level_fill_it_and_are_lazy_on_its_hits() {
     let got = lazy_load_over_a_damaged_entry(&store, &cache, &k, &r).await;
     assert_eq!(got.data.get("b").expect("read"), Some(json!("xyz")));
 }
+
+/// A durable store that can hold a `load` after it read, until the test releases it:
+/// the reader's durable read lands before a write, its next step after it.
+#[derive(Debug)]
+struct GatedDb {
+    inner: Arc<MemoryStore>,
+    gates: std::sync::Mutex<std::collections::VecDeque<Gate>>,
+}
+
+#[derive(Debug)]
+struct Gate {
+    reached: tokio::sync::oneshot::Sender<()>,
+    release: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// The test's side of a [`Gate`]: told when a load reached it, and releases it.
+struct GateHandle {
+    reached: tokio::sync::oneshot::Receiver<()>,
+    release: tokio::sync::oneshot::Sender<()>,
+}
+
+impl GatedDb {
+    fn new(inner: Arc<MemoryStore>) -> Self {
+        GatedDb {
+            inner,
+            gates: std::sync::Mutex::new(Default::default()),
+        }
+    }
+
+    /// Holds the next load that has no gate yet.
+    fn gate(&self) -> GateHandle {
+        let (reached_tx, reached_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel();
+        self.gates.lock().expect("gates").push_back(Gate {
+            reached: reached_tx,
+            release: release_rx,
+        });
+        GateHandle {
+            reached: reached_rx,
+            release: release_tx,
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for GatedDb {
+    fn engine(&self) -> &str {
+        "gated"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn insert_new(&self, key: &SessionKey, record: &Record) -> Result<Inserted> {
+        self.inner.insert_new(key, record).await
+    }
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        let read = self.inner.load(key).await;
+        let gate = self.gates.lock().expect("gates").pop_front();
+        if let Some(g) = gate {
+            let _ = g.reached.send(());
+            let _ = g.release.await;
+        }
+        read
+    }
+    async fn update(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        expected: Option<u64>,
+    ) -> Result<u64> {
+        self.inner.update(key, record, expected).await
+    }
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        self.inner.delete(key).await
+    }
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
+        self.inner.touch(key, expires_at).await
+    }
+    async fn exists(&self, key: &SessionKey) -> Result<bool> {
+        self.inner.exists(key).await
+    }
+    async fn clear_expired(&self) -> Result<u64> {
+        self.inner.clear_expired().await
+    }
+}
+
+/// Two processes on one cache and one durable store: `reader`'s durable loads can be
+/// held, `other` reads freely.
+fn two_processes() -> (Arc<GatedDb>, Arc<MemoryStore>, CachedDbStore, CachedDbStore) {
+    let cache = Arc::new(MemoryStore::new());
+    let durable = Arc::new(MemoryStore::new());
+    let gated = Arc::new(GatedDb::new(durable.clone()));
+    let reader = CachedDbStore::new(cache.clone(), gated.clone());
+    let other = CachedDbStore::new(cache.clone(), durable.clone());
+    (gated, cache, reader, other)
+}
+
+/// Runs a reader's load of `k` whose durable read lands before `write` and whose fill
+/// comes after it; `check` runs while the reader is held after its fill (at its own
+/// re-read), or after the reader finished when its fill was refused.
+async fn fill_racing<W, C>(
+    gated: &GatedDb,
+    reader: Arc<CachedDbStore>,
+    k: &SessionKey,
+    write: W,
+    check: C,
+) where
+    W: std::future::Future<Output = ()>,
+    C: std::future::Future<Output = ()>,
+{
+    let first = gated.gate();
+    let second = gated.gate();
+    let key = k.clone();
+    let mut load = tokio::spawn(async move { reader.load(&key).await });
+    first.reached.await.expect("the reader's durable read");
+    write.await;
+    first.release.send(()).expect("release the reader");
+    let mut reached = second.reached;
+    let finished = tokio::select! {
+        _ = &mut reached => None,
+        done = &mut load => Some(done),
+    };
+    check.await;
+    let _ = second.release.send(());
+    match finished {
+        Some(done) => done,
+        None => load.await,
+    }
+    .expect("reader task")
+    .expect("reader load");
+}
+
+#[tokio::test]
+async fn a_fill_racing_a_delete_is_never_served() {
+    let (gated, cache, reader, other) = two_processes();
+    let reader = Arc::new(reader);
+    let k = other.create(&rec(1)).await.expect("create");
+    cache.delete(&k).await.expect("evict");
+    fill_racing(
+        &gated,
+        reader.clone(),
+        &k,
+        async {
+            assert!(other.delete(&k).await.expect("logout"));
+        },
+        async {
+            assert!(
+                other.load(&k).await.expect("load").is_none(),
+                "a logged-out session read back from a fill that raced the logout"
+            );
+            assert!(!other.exists(&k).await.expect("exists"));
+        },
+    )
+    .await;
+    assert!(other.load(&k).await.expect("load").is_none());
+    assert!(reader.load(&k).await.expect("load").is_none());
+}
+
+#[tokio::test]
+async fn a_fill_racing_an_update_is_never_served_and_the_new_version_is_cached() {
+    let (gated, cache, reader, other) = two_processes();
+    let reader = Arc::new(reader);
+    let k = other.create(&rec(1)).await.expect("create");
+    cache.delete(&k).await.expect("evict");
+    fill_racing(
+        &gated,
+        reader.clone(),
+        &k,
+        async {
+            other.update(&k, &rec(2), Some(1)).await.expect("update");
+        },
+        async {
+            let got = other.load(&k).await.expect("load").expect("live");
+            assert_eq!(got.data["n"], json!(2), "an older version read back");
+            assert_eq!(got.version, 2);
+        },
+    )
+    .await;
+    // The miss after the fence filled the cache with the new version, over the fence.
+    let cached = cache.load(&k).await.expect("cache").expect("filled");
+    assert_eq!((cached.data["n"].clone(), cached.version), (json!(2), 2));
+    let before = other.stats().hits;
+    assert_eq!(
+        other.load(&k).await.expect("load").expect("live").version,
+        2
+    );
+    assert_eq!(
+        other.stats().hits,
+        before + 1,
+        "the next load is a cache hit"
+    );
+}
