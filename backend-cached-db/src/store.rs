@@ -283,17 +283,26 @@ impl CachedDbStore {
         Suspects::mark(&self.suspects, key);
     }
 
-    /// Drops the cached entry (and the first-level one); remembers the key as suspect
-    /// when the cache cannot be reached.
-    async fn invalidate(&self, key: &SessionKey) {
+    /// What a write's invalidation or fence does first: drops the first-level entry,
+    /// and returns the key's suspect mark when the cache may be written (the key is
+    /// marked suspect when it may not).
+    async fn before_cache_write(&self, key: &SessionKey) -> Option<u64> {
         if let Some((l1, _)) = &self.l1 {
             let _ = l1.delete(key).await;
         }
         if !self.cache_usable() {
             self.mark_suspect(key);
-            return;
+            return None;
         }
-        let mark = self.suspects.mark_of(key);
+        Some(self.suspects.mark_of(key))
+    }
+
+    /// Drops the cached entry (and the first-level one); remembers the key as suspect
+    /// when the cache cannot be reached.
+    async fn invalidate(&self, key: &SessionKey) {
+        let Some(mark) = self.before_cache_write(key).await else {
+            return;
+        };
         match self.cache.delete(key).await {
             Ok(_) => {
                 self.cache_ok();
@@ -311,14 +320,9 @@ impl CachedDbStore {
     /// record: [`DELETED`]). Drops the first-level entry; remembers the key as suspect
     /// when the cache cannot be reached or the fence cannot be placed.
     async fn fence(&self, key: &SessionKey, version: u64) {
-        if let Some((l1, _)) = &self.l1 {
-            let _ = l1.delete(key).await;
-        }
-        if !self.cache_usable() {
-            self.mark_suspect(key);
+        let Some(mark) = self.before_cache_write(key).await else {
             return;
-        }
-        let mark = self.suspects.mark_of(key);
+        };
         let fence = fence_record(version);
         // A delete, then an add: a fill that slips in between is deleted again (it is
         // a reader's, and its own check would drop it too).

@@ -596,15 +596,32 @@ impl SessionStore for GatedDb {
     }
 }
 
-/// Two processes on one cache and one durable store: `reader`'s durable loads can be
-/// held, `other` reads freely.
-fn two_processes() -> (Arc<GatedDb>, Arc<MemoryStore>, CachedDbStore, CachedDbStore) {
+/// Two processes on one cache and one durable store, and a session (version 1) that
+/// only the durable store holds: `reader`'s durable loads can be held, `other` reads
+/// freely.
+struct TwoProcesses {
+    gated: Arc<GatedDb>,
+    cache: Arc<MemoryStore>,
+    reader: Arc<CachedDbStore>,
+    other: CachedDbStore,
+    key: SessionKey,
+}
+
+async fn two_processes() -> TwoProcesses {
     let cache = Arc::new(MemoryStore::new());
     let durable = Arc::new(MemoryStore::new());
     let gated = Arc::new(GatedDb::new(durable.clone()));
-    let reader = CachedDbStore::new(cache.clone(), gated.clone());
+    let reader = Arc::new(CachedDbStore::new(cache.clone(), gated.clone()));
     let other = CachedDbStore::new(cache.clone(), durable.clone());
-    (gated, cache, reader, other)
+    let key = other.create(&rec(1)).await.expect("create");
+    cache.delete(&key).await.expect("evict");
+    TwoProcesses {
+        gated,
+        cache,
+        reader,
+        other,
+        key,
+    }
 }
 
 /// Runs a reader's load of `k` whose durable read lands before `write` and whose fill
@@ -644,10 +661,13 @@ async fn fill_racing<W, C>(
 
 #[tokio::test]
 async fn a_fill_racing_a_delete_is_never_served() {
-    let (gated, cache, reader, other) = two_processes();
-    let reader = Arc::new(reader);
-    let k = other.create(&rec(1)).await.expect("create");
-    cache.delete(&k).await.expect("evict");
+    let TwoProcesses {
+        gated,
+        cache: _,
+        reader,
+        other,
+        key: k,
+    } = two_processes().await;
     fill_racing(
         &gated,
         reader.clone(),
@@ -670,10 +690,13 @@ async fn a_fill_racing_a_delete_is_never_served() {
 
 #[tokio::test]
 async fn a_fill_racing_an_update_is_never_served_and_the_new_version_is_cached() {
-    let (gated, cache, reader, other) = two_processes();
-    let reader = Arc::new(reader);
-    let k = other.create(&rec(1)).await.expect("create");
-    cache.delete(&k).await.expect("evict");
+    let TwoProcesses {
+        gated,
+        cache,
+        reader,
+        other,
+        key: k,
+    } = two_processes().await;
     fill_racing(
         &gated,
         reader.clone(),
