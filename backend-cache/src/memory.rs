@@ -40,7 +40,7 @@
 //! engine on quick_cache").
 //!
 //! **Atomicity.** The cache holds one small slot per session (the current record
-//! behind a mutex, and its deadline); `update`, `touch` and `delete` change the slot under
+//! behind a mutex); `update`, `touch` and `delete` change the slot under
 //! its lock, so an update is compare-and-set on the version and never resurrects a
 //! session deleted meanwhile (delete empties the slot before anything else can see it).
 //! Only `insert_new` inserts slots, under a striped create lock: create-if-absent,
@@ -97,7 +97,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use dashmap::DashMap;
@@ -282,19 +282,15 @@ impl Stored {
     }
 }
 
-/// One session in the cache: its current record (`None` once deleted or swept) and the
-/// record's deadline, readable without the lock by the sweep.
+/// One session in the cache: its current record, `None` once deleted or swept.
 #[derive(Debug)]
 struct Slot {
     record: Mutex<Option<Stored>>,
-    /// The record's deadline (Unix ms), kept equal to the record's under the lock.
-    expires_at: AtomicI64,
 }
 
 impl Slot {
     fn new(record: Stored) -> Self {
         Slot {
-            expires_at: AtomicI64::new(record.expires_at.as_unix_millis()),
             record: Mutex::new(Some(record)),
         }
     }
@@ -318,9 +314,6 @@ impl Slot {
     /// `removed`; an empty slot (a record ended while an update held the slot) goes
     /// uncounted.
     fn keep_at(&self, now: Timestamp, removed: &std::cell::Cell<u64>) -> bool {
-        if self.expires_at.load(Ordering::Relaxed) > now.as_unix_millis() {
-            return true;
-        }
         let mut guard = self.lock();
         match guard.as_ref() {
             Some(r) if !r.is_expired_at(now) => true,
@@ -535,11 +528,7 @@ impl MemoryStore {
             .as_mut()
             .filter(|r| !r.is_expired_at(now))
             .ok_or(Error::NotFound)?;
-        let answer = f(cur)?;
-        slot.expires_at
-            .store(cur.expires_at.as_unix_millis(), Ordering::Relaxed);
-        drop(guard);
-        Ok(answer)
+        f(cur)
     }
 
     /// Removes every expired record (and every emptied slot): each shard is locked in
