@@ -105,6 +105,8 @@ use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, UnitWeighter};
 use serde::Deserialize;
 use session_core::codec::{ENCRYPTION_OVERHEAD, MAX_DEPTH};
+use session_core::metrics::HostedMetrics;
+use session_core::store::create_now_with;
 use session_core::users::{session_id, sort_oldest_first, validate_principal};
 use session_core::{
     BincodeCodec, Capabilities, Codec, EncodedBytes, EngineRegistry, Error, ImmediateStore,
@@ -155,6 +157,9 @@ pub struct MemoryStore {
     size_limit: Option<SizeLimit>,
     /// Principal -> keys of its signed-in sessions (a superset of the live ones).
     users: DashMap<Box<str>, HashSet<SessionKey>>,
+    /// The metrics layer's instruments, once a layer arms them: each immediate call is
+    /// measured inside the engine, with no layer between it and the caller.
+    metrics: HostedMetrics,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -466,6 +471,7 @@ impl MemoryStore {
             evictions,
             size_limit: None,
             users: DashMap::new(),
+            metrics: HostedMetrics::default(),
         }
     }
 
@@ -766,11 +772,9 @@ impl SessionStore for MemoryStore {
     }
 }
 
-/// Every call of the engine is a lookup and a lock in this process: the session handle
-/// makes them without a boxed future (see `session_core::store`, "Stores that answer
-/// without waiting").
-impl ImmediateStore for MemoryStore {
-    fn insert_new_now(&self, key: &SessionKey, record: &Record) -> Result<Inserted> {
+/// The bodies of the immediate calls below.
+impl MemoryStore {
+    fn insert_new_unmeasured(&self, key: &SessionKey, record: &Record) -> Result<Inserted> {
         self.check_size(record)?;
         let now = Timestamp::now();
         // Encoded before any lock is taken.
@@ -803,16 +807,19 @@ impl ImmediateStore for MemoryStore {
         Ok(Inserted::Created)
     }
 
-    fn load_now(&self, key: &SessionKey) -> Result<Option<Record>> {
+    #[inline]
+    fn load_unmeasured(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.read(key, Timestamp::now(), Stored::decode).transpose()
     }
 
-    fn load_lazy_now(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+    #[inline]
+    fn load_lazy_unmeasured(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
         self.read(key, Timestamp::now(), Stored::decode_lazy)
             .transpose()
     }
 
-    fn update_now(
+    #[inline]
+    fn update_unmeasured(
         &self,
         key: &SessionKey,
         record: &Record,
@@ -842,7 +849,8 @@ impl ImmediateStore for MemoryStore {
         })
     }
 
-    fn delete_now(&self, key: &SessionKey) -> Result<bool> {
+    #[inline]
+    fn delete_unmeasured(&self, key: &SessionKey) -> Result<bool> {
         let Some((_, slot)) = self.cache.remove(key) else {
             return Ok(false);
         };
@@ -853,7 +861,8 @@ impl ImmediateStore for MemoryStore {
         Ok(was.is_some_and(|r| !r.is_expired_at(Timestamp::now())))
     }
 
-    fn touch_now(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
+    #[inline]
+    fn touch_unmeasured(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
         // In place: the encoded record stays as it is (see `Stored`).
         self.modify(key, |cur| {
             cur.expires_at = expires_at;
@@ -861,8 +870,62 @@ impl ImmediateStore for MemoryStore {
         })
     }
 
-    fn exists_now(&self, key: &SessionKey) -> Result<bool> {
+    #[inline]
+    fn exists_unmeasured(&self, key: &SessionKey) -> Result<bool> {
         Ok(self.read(key, Timestamp::now(), |_| ()).is_some())
+    }
+}
+
+/// Every call of the engine is a lookup and a lock in this process: the session handle
+/// makes them without a boxed future (see `session_core::store`, "Stores that answer
+/// without waiting"). Each runs through the hosted metrics (a plain call until the
+/// metrics layer arms them).
+impl ImmediateStore for MemoryStore {
+    fn insert_new_now(&self, key: &SessionKey, record: &Record) -> Result<Inserted> {
+        self.metrics
+            .insert_new(key, || self.insert_new_unmeasured(key, record))
+    }
+
+    fn create_now(&self, record: &Record) -> Result<SessionKey> {
+        self.metrics
+            .create(|| create_now_with(|key| self.insert_new_unmeasured(key, record)))
+    }
+
+    fn load_now(&self, key: &SessionKey) -> Result<Option<Record>> {
+        self.metrics.load(key, || self.load_unmeasured(key))
+    }
+
+    fn load_lazy_now(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
+        self.metrics
+            .load_lazy(key, || self.load_lazy_unmeasured(key))
+    }
+
+    fn update_now(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        expected_version: Option<u64>,
+    ) -> Result<u64> {
+        self.metrics.update(key, || {
+            self.update_unmeasured(key, record, expected_version)
+        })
+    }
+
+    fn delete_now(&self, key: &SessionKey) -> Result<bool> {
+        self.metrics.delete(key, || self.delete_unmeasured(key))
+    }
+
+    fn touch_now(&self, key: &SessionKey, expires_at: Timestamp) -> Result<()> {
+        self.metrics
+            .touch(key, || self.touch_unmeasured(key, expires_at))
+    }
+
+    fn exists_now(&self, key: &SessionKey) -> Result<bool> {
+        self.metrics.exists(key, || self.exists_unmeasured(key))
+    }
+
+    fn hosted_metrics(&self) -> Option<&HostedMetrics> {
+        Some(&self.metrics)
     }
 }
 

@@ -87,16 +87,21 @@ pub async fn run(rounds: usize, budget: impl Fn(&str, usize) -> Budget) -> R<Vec
             "memory" => "engine = \"memory\"\n".to_owned(),
             _ => format!("engine = \"file\"\n[file]\npath = {:?}\n", dir.path()),
         };
+        // Three stores of the same configuration, one per side. The layered side needs
+        // a store of its own (the memory engine hosts the layer's instruments, so a
+        // store that wears the layer measures every call made on it, through the layer
+        // or not), and so the control pair compares two bare stores too.
         let bare: Arc<dyn SessionStore> = from_toml(&toml).await?;
-        let layered = MetricsLayer.layer(bare.clone());
-        // The comparison, and the bare store against itself: what the method reads when
-        // the two sides are the same (its own bias and noise in that cell).
+        let other: Arc<dyn SessionStore> = from_toml(&toml).await?;
+        let layered = MetricsLayer.layer(from_toml(&toml).await?);
+        // The comparison, and two bare stores against each other: what the method reads
+        // when the two sides are alike (its own bias and noise in that cell).
         let pairs: [[Arc<dyn Target>; 2]; 2] = [
             [
                 Arc::new(Ours::new(bare.clone())),
                 Arc::new(Ours::new(layered)),
             ],
-            [Arc::new(Ours::new(bare.clone())), Arc::new(Ours::new(bare))],
+            [Arc::new(Ours::new(bare)), Arc::new(Ours::new(other))],
         ];
         for conc in [1usize, 32] {
             let b = budget(engine, conc);

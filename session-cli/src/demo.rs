@@ -253,6 +253,8 @@ fn install_prometheus() -> Result<PrometheusHandle, CliError> {
 }
 
 async fn metrics_page(handle: PrometheusHandle) -> Response {
+    // The in-process engine's counts, to the last call.
+    session_core::metrics::publish();
     handle.run_upkeep();
     (
         [(
@@ -904,6 +906,7 @@ mod actix {
                             web::get().to(move || {
                                 let handle = prometheus.clone();
                                 async move {
+                                    session_core::metrics::publish();
                                     handle.run_upkeep();
                                     HttpResponse::Ok()
                                         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -234,16 +234,7 @@ pub trait ImmediateStore: Send + Sync {
     /// [`SessionStore::create`]: mints keys with [`SessionKey::generate`] until one is
     /// free, as [`create_with`] does.
     fn create_now(&self, record: &Record) -> Result<SessionKey> {
-        for _ in 0..MAX_CREATE_ATTEMPTS {
-            let key = SessionKey::generate()?;
-            if let Inserted::Created = self.insert_new_now(&key, record)? {
-                return Ok(key);
-            }
-            tracing::debug!("session key collision; re-rolling");
-        }
-        Err(Error::KeyCollision {
-            attempts: MAX_CREATE_ATTEMPTS,
-        })
+        create_now_with(|key| self.insert_new_now(key, record))
     }
 
     /// [`SessionStore::load`].
@@ -270,6 +261,32 @@ pub trait ImmediateStore: Send + Sync {
 
     /// [`SessionStore::exists`].
     fn exists_now(&self, key: &SessionKey) -> Result<bool>;
+
+    /// The metrics layer's instruments, when this engine hosts them in its own calls
+    /// (see [`crate::metrics::HostedMetrics`]): the layer then measures every call above
+    /// through them instead of wrapping the engine. `None` (the default): the layer
+    /// wraps it.
+    #[cfg(feature = "metrics")]
+    fn hosted_metrics(&self) -> Option<&crate::metrics::HostedMetrics> {
+        None
+    }
+}
+
+/// [`ImmediateStore::create_now`] over `insert_new`: mints keys with
+/// [`SessionKey::generate`] until `insert_new` creates one, as [`create_with`] does.
+pub fn create_now_with(
+    mut insert_new: impl FnMut(&SessionKey) -> Result<Inserted>,
+) -> Result<SessionKey> {
+    for _ in 0..MAX_CREATE_ATTEMPTS {
+        let key = SessionKey::generate()?;
+        if let Inserted::Created = insert_new(&key)? {
+            return Ok(key);
+        }
+        tracing::debug!("session key collision; re-rolling");
+    }
+    Err(Error::KeyCollision {
+        attempts: MAX_CREATE_ATTEMPTS,
+    })
 }
 
 /// Calls a store the way the session handle does: through [`SessionStore::immediate`]
