@@ -87,28 +87,13 @@ pub async fn run(rounds: usize, budget: impl Fn(&str, usize) -> Budget) -> R<Vec
             "memory" => "engine = \"memory\"\n".to_owned(),
             _ => format!("engine = \"file\"\n[file]\npath = {:?}\n", dir.path()),
         };
-        // Three stores of the same configuration, one per side. The layered side needs
-        // a store of its own (the memory engine hosts the layer's instruments, so a
-        // store that wears the layer measures every call made on it, through the layer
-        // or not), and so the control pair compares two bare stores too.
-        let bare: Arc<dyn SessionStore> = from_toml(&toml).await?;
-        let other: Arc<dyn SessionStore> = from_toml(&toml).await?;
-        let layered = MetricsLayer.layer(from_toml(&toml).await?);
-        // The comparison, and two bare stores against each other: what the method reads
-        // when the two sides are alike (its own bias and noise in that cell).
-        let pairs: [[Arc<dyn Target>; 2]; 2] = [
-            [
-                Arc::new(Ours::new(bare.clone())),
-                Arc::new(Ours::new(layered)),
-            ],
-            [Arc::new(Ours::new(bare)), Arc::new(Ours::new(other))],
-        ];
         for conc in [1usize, 32] {
             let b = budget(engine, conc);
             // Per pair and op: (first side's rates, second side's rates, ratios).
             let mut acc: Vec<Vec<Rates>> =
                 vec![vec![(Vec::new(), Vec::new(), Vec::new()); Op::ALL.len()]; 2];
             for round in 0..rounds {
+                let pairs = stores(&toml, round).await?;
                 for (pi, sides) in pairs.iter().enumerate() {
                     let mut state: [PairState; 2] = Default::default();
                     for (oi, op) in Op::ALL.into_iter().enumerate() {
@@ -149,6 +134,32 @@ pub async fn run(rounds: usize, budget: impl Fn(&str, usize) -> Budget) -> R<Vec
         }
     }
     Ok(rows)
+}
+
+/// The two pairs of one round: bare against layered, and two bare stores against each
+/// other (what the method reads when the two sides are alike: its own bias and noise in
+/// that cell).
+///
+/// Four stores of `toml`'s configuration, one per side, built afresh each round, the
+/// roles rotating with `round` over the order they were built in. The layered side
+/// needs a store of its own (the memory engine hosts the layer's instruments, so a store
+/// that wears the layer measures every call made on it, through the layer or not); a
+/// store kept for the whole run would keep its place in the allocator's heap for every
+/// round (which moved a memory delete at concurrency 1 by up to a fifth between two
+/// bare stores); and a store used by both pairs would meet the second one warm.
+async fn stores(toml: &str, round: usize) -> R<[[Arc<dyn Target>; 2]; 2]> {
+    let mut built: Vec<Arc<dyn SessionStore>> = Vec::with_capacity(4);
+    for _ in 0..4 {
+        built.push(from_toml(toml).await?);
+    }
+    built.rotate_left(round % 4);
+    let side = |s: Arc<dyn SessionStore>| -> Arc<dyn Target> { Arc::new(Ours::new(s)) };
+    let [bare, layered, one, two] = <[Arc<dyn SessionStore>; 4]>::try_from(built)
+        .map_err(|_| "metrics-cost: four stores".to_owned())?;
+    Ok([
+        [side(bare), side(MetricsLayer.layer(layered))],
+        [side(one), side(two)],
+    ])
 }
 
 /// The rows as a Markdown table.
