@@ -450,7 +450,19 @@ struct Pending {
 }
 
 impl Pending {
-    fn new(series: Vec<(usize, Counter)>, durations: [Histogram; Op::COUNT]) -> Arc<Self> {
+    /// The pending counts of a store whose handles are `ops` (by [`Op`] index).
+    fn new(ops: &[OpHandles; Op::COUNT]) -> Arc<Self> {
+        let series: Vec<(usize, Counter)> = ops
+            .iter()
+            .enumerate()
+            .flat_map(|(op, h)| {
+                h.outcomes
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(o, c)| c.clone().map(|c| (op * Outcome::COUNT + o, c)))
+            })
+            .collect();
+        let durations = ops.each_ref().map(|h| h.duration.clone());
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let count = (threads * 2).next_power_of_two().clamp(2, 64);
         let stripes = (0..count)
@@ -518,31 +530,34 @@ impl Pending {
             .unwrap_or_else(PoisonError::into_inner);
         let (series_done, buckets_done) = &mut *published;
         for ((series, counter), done) in self.series.iter().zip(series_done.iter_mut()) {
-            let total: u64 = self
-                .stripes
-                .iter()
-                .map(|s| s.counts[*series].load(Ordering::Relaxed))
-                .sum();
-            if total > *done {
-                counter.increment(total - *done);
-                *done = total;
+            let new = self.since(done, |s| &s.counts[*series]);
+            if new > 0 {
+                counter.increment(new);
             }
         }
         for (op, histogram) in self.durations.iter().enumerate() {
             for bucket in 0..BUCKETS {
-                let total: u64 = self
-                    .stripes
-                    .iter()
-                    .map(|s| s.durations[op][bucket].load(Ordering::Relaxed))
-                    .sum();
                 let done = &mut buckets_done[op * BUCKETS + bucket];
-                if total > *done {
-                    let new = usize::try_from(total - *done).unwrap_or(usize::MAX);
+                let new = self.since(done, |s| &s.durations[op][bucket]);
+                if new > 0 {
+                    let new = usize::try_from(new).unwrap_or(usize::MAX);
                     histogram.record_many(bucket_secs(bucket), new);
-                    *done = total;
                 }
             }
         }
+    }
+
+    /// What one slot of every stripe (`slot` picks it) added up to since `done`, which
+    /// becomes the new total.
+    fn since(&self, done: &mut u64, slot: impl Fn(&Stripe) -> &AtomicU64) -> u64 {
+        let total: u64 = self
+            .stripes
+            .iter()
+            .map(|s| slot(s).load(Ordering::Relaxed))
+            .sum();
+        let new = total.saturating_sub(*done);
+        *done = total.max(*done);
+        new
     }
 }
 
@@ -557,10 +572,9 @@ impl Drop for Pending {
 struct Instruments {
     engine: SharedString,
     ops: [OpHandles; Op::COUNT],
-    /// Time one call in this many (1: every call).
-    sample_every: u32,
-    /// In-process stores count here, published every [`PUBLISH_INTERVAL`]; every other
-    /// store on the handles themselves.
+    /// In-process stores count here, published every [`PUBLISH_INTERVAL`], and time one
+    /// call in [`IN_PROCESS_SAMPLE_EVERY`]; every other store records every call on the
+    /// handles themselves.
     pending: Option<Arc<Pending>>,
 }
 
@@ -568,29 +582,10 @@ impl Instruments {
     fn register(engine: &str, in_process: bool) -> Self {
         let engine = SharedString::from(Arc::<str>::from(engine));
         let ops = Op::ALL.map(|op| OpHandles::register(&engine, op));
-        let pending = in_process.then(|| {
-            let series = Op::ALL
-                .iter()
-                .flat_map(|op| {
-                    ops[*op as usize]
-                        .outcomes
-                        .iter()
-                        .enumerate()
-                        .filter_map(move |(o, c)| {
-                            c.clone().map(|c| (*op as usize * Outcome::COUNT + o, c))
-                        })
-                })
-                .collect();
-            Pending::new(series, ops.each_ref().map(|h| h.duration.clone()))
-        });
+        let pending = in_process.then(|| Pending::new(&ops));
         Instruments {
             engine,
             ops,
-            sample_every: if in_process {
-                IN_PROCESS_SAMPLE_EVERY
-            } else {
-                1
-            },
             pending,
         }
     }
@@ -627,7 +622,7 @@ impl Instruments {
     /// its records outside the process, one in [`IN_PROCESS_SAMPLE_EVERY`] otherwise).
     #[inline]
     fn start(&self) -> Option<Instant> {
-        (self.sample_every <= 1 || sample(self.sample_every)).then(Instant::now)
+        (self.pending.is_none() || sample(IN_PROCESS_SAMPLE_EVERY)).then(Instant::now)
     }
 
     /// Counts the call by the outcome of `result` (`outcome` gives a success's) and
@@ -1205,7 +1200,7 @@ mod tests {
     use crate::layer::StoreLayerExt;
     use crate::record::SessionData;
     use crate::store::StoreCalls;
-    use metrics_exporter_prometheus::PrometheusBuilder;
+    use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A store of one record slot, enough to drive each outcome; in-process unless
@@ -1556,14 +1551,24 @@ mod tests {
         assert!((5..=60).contains(&ours), "{ours} of 400 sampled");
     }
 
+    /// The series of loads that found nothing, of the test store.
+    const LOAD_MISS: &str =
+        "session_store_operations_total{engine=\"one\",operation=\"load\",outcome=\"miss\"}";
+
+    /// `inner` wearing the layer, registered with a recorder of its own, and that
+    /// recorder's handle.
+    fn layered(inner: One) -> (PrometheusHandle, Arc<dyn SessionStore>) {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let store =
+            ::metrics::with_local_recorder(&recorder, || MetricsLayer.layer(Arc::new(inner)));
+        (handle, store)
+    }
+
     /// Counts `n` loads of a missing key through the layer over an in-process store, on
     /// `threads` threads at once; returns what the exporter shows after [`publish`].
     fn published_after(threads: usize, n: usize) -> Option<f64> {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        let store = ::metrics::with_local_recorder(&recorder, || {
-            MetricsLayer.layer(Arc::new(One::immediate()))
-        });
+        let (handle, store) = layered(One::immediate());
         let key = SessionKey::generate().expect("key");
         std::thread::scope(|s| {
             for _ in 0..threads {
@@ -1575,10 +1580,8 @@ mod tests {
                 });
             }
         });
-        let miss =
-            "session_store_operations_total{engine=\"one\",operation=\"load\",outcome=\"miss\"}";
         publish();
-        line_value(&handle.render(), miss)
+        line_value(&handle.render(), LOAD_MISS)
     }
 
     #[test]
@@ -1589,20 +1592,14 @@ mod tests {
 
     #[test]
     fn the_publishing_thread_publishes_within_its_interval() {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        let store = ::metrics::with_local_recorder(&recorder, || {
-            MetricsLayer.layer(Arc::new(One::immediate()))
-        });
+        let (handle, store) = layered(One::immediate());
         let key = SessionKey::generate().expect("key");
         let now = store.immediate().expect("immediate");
         for _ in 0..3 {
             assert!(now.load_now(&key).expect("load").is_none());
         }
-        let miss =
-            "session_store_operations_total{engine=\"one\",operation=\"load\",outcome=\"miss\"}";
         let deadline = Instant::now() + PUBLISH_INTERVAL * 3;
-        while line_value(&handle.render(), miss) != Some(3.0) {
+        while line_value(&handle.render(), LOAD_MISS) != Some(3.0) {
             assert!(
                 Instant::now() < deadline,
                 "not published within {:?}",
@@ -1614,11 +1611,7 @@ mod tests {
 
     #[test]
     fn a_dropped_store_publishes_what_it_counted() {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        let store = ::metrics::with_local_recorder(&recorder, || {
-            MetricsLayer.layer(Arc::new(One::immediate()))
-        });
+        let (handle, store) = layered(One::immediate());
         let key = SessionKey::generate().expect("key");
         for _ in 0..5 {
             let now = store.immediate().expect("immediate");
@@ -1626,10 +1619,8 @@ mod tests {
         }
         drop(store);
         // The publishing thread may hold the counts a moment while it publishes them.
-        let miss =
-            "session_store_operations_total{engine=\"one\",operation=\"load\",outcome=\"miss\"}";
         let deadline = Instant::now() + Duration::from_secs(2);
-        while line_value(&handle.render(), miss) != Some(5.0) {
+        while line_value(&handle.render(), LOAD_MISS) != Some(5.0) {
             assert!(Instant::now() < deadline, "{}", handle.render());
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -1637,11 +1628,7 @@ mod tests {
 
     #[test]
     fn a_durable_stores_counts_are_exported_at_once() {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        let store = ::metrics::with_local_recorder(&recorder, || {
-            MetricsLayer.layer(Arc::new(One::durable()))
-        });
+        let (handle, store) = layered(One::durable());
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");
@@ -1649,9 +1636,7 @@ mod tests {
         rt.block_on(async {
             assert!(store.load(&key).await.expect("load").is_none());
         });
-        let miss =
-            "session_store_operations_total{engine=\"one\",operation=\"load\",outcome=\"miss\"}";
-        assert_eq!(line_value(&handle.render(), miss), Some(1.0));
+        assert_eq!(line_value(&handle.render(), LOAD_MISS), Some(1.0));
     }
 
     #[test]
@@ -1676,11 +1661,7 @@ mod tests {
 
     #[test]
     fn an_in_process_stores_sampled_durations_reach_the_histogram() {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        let store = ::metrics::with_local_recorder(&recorder, || {
-            MetricsLayer.layer(Arc::new(One::immediate()))
-        });
+        let (handle, store) = layered(One::immediate());
         let key = SessionKey::generate().expect("key");
         let n = 100 * IN_PROCESS_SAMPLE_EVERY as usize;
         let started = Instant::now();
