@@ -99,7 +99,7 @@ pub use lazy::{EncodedBytes, KeyIndex, LazyData, LazyRecord};
 pub use maintenance::{ClearReport, Maintenance, SchemaMigration, StoreStats};
 pub use record::{Record, SessionData, SessionMeta};
 pub use registry::{EngineContext, EngineFactory, EngineRegistry, LayerContext, LayerFactory};
-pub use session::{Session, SessionContext};
+pub use session::{Activity, Session, SessionContext};
 pub use store::{
     Capabilities, ImmediateStore, Inserted, RawAccess, SessionStore, StoreCalls, create_with,
 };

@@ -198,6 +198,11 @@ impl State {
         self.data.is_some() || self.lazy.is_some()
     }
 
+    /// Django's `is_empty()`: no key and no data.
+    fn is_empty(&self) -> bool {
+        self.key.is_none() && self.lazy.is_none() && self.data.as_ref().is_none_or(|d| d.is_empty())
+    }
+
     /// The value under `key`, decoding only it while the data is still encoded.
     fn value(&mut self, key: &str) -> Option<Value> {
         if let (None, Some(lazy)) = (&self.data, &self.lazy) {
@@ -285,6 +290,20 @@ impl fmt::Debug for SessionContext {
 struct Inner {
     ctx: Arc<SessionContext>,
     state: Mutex<State>,
+}
+
+/// What a session did during one request, read at once ([`Session::activity`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Activity {
+    /// The data was read or written ([`Session::accessed`]).
+    pub accessed: bool,
+    /// The data or expiry was changed ([`Session::modified`]).
+    pub modified: bool,
+    /// No key and no data ([`Session::is_empty`]).
+    pub empty: bool,
+    /// The session has a key: it was loaded under one or saved.
+    pub has_key: bool,
 }
 
 /// One visitor's session during one request.
@@ -395,6 +414,19 @@ impl Session {
         !st.accessed && !st.modified
     }
 
+    /// [`Session::accessed`], [`Session::modified`], [`Session::is_empty`] and whether
+    /// the session has a key, read under one lock: what a middleware asks of every
+    /// response.
+    pub fn activity(&self) -> Activity {
+        let st = self.lock();
+        Activity {
+            accessed: st.accessed,
+            modified: st.modified,
+            empty: st.is_empty(),
+            has_key: st.key.is_some(),
+        }
+    }
+
     /// The key the handle was made with (from the request's cookie), whether or not it
     /// named a live record; for observers (request hooks, audit), which log its
     /// fingerprint.
@@ -434,8 +466,7 @@ impl Session {
 
     /// Django's `is_empty()`: no key and no data. Never loads.
     pub fn is_empty(&self) -> bool {
-        let st = self.lock();
-        st.key.is_none() && st.lazy.is_none() && st.data.as_ref().is_none_or(|d| d.is_empty())
+        self.lock().is_empty()
     }
 
     async fn load_base(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
@@ -495,7 +526,18 @@ impl Session {
         Ok(())
     }
 
+    /// Runs `f` on the state once the data is there (loading it first if needed), and
+    /// marks the data accessed. Where it is already there (every call after a request's
+    /// first), under one lock: a lock is two atomic operations, and a request that reads
+    /// and writes a value would otherwise take it twice as often.
     async fn with_data<R>(&self, f: impl FnOnce(&mut State) -> Result<R>) -> Result<R> {
+        {
+            let mut st = self.lock();
+            if st.has_data() {
+                st.accessed = true;
+                return f(&mut st);
+            }
+        }
         self.ensure_data().await?;
         let mut st = self.lock();
         f(&mut st)
@@ -793,6 +835,24 @@ impl Session {
     /// The deadline if saved now (Django's `get_expiry_date`).
     pub async fn expiry_date(&self) -> Result<Timestamp> {
         self.expiry_date_at(Timestamp::now()).await
+    }
+
+    /// The `Max-Age` of the session's cookie if the session is saved at `modification`:
+    /// `None` for a cookie that lasts until the browser closes
+    /// ([`Session::expire_at_browser_close`]), else [`Session::expiry_age_at`]; both
+    /// read under one lock.
+    pub async fn cookie_max_age_at(&self, modification: Timestamp) -> Result<Option<i64>> {
+        let s = &self.inner.ctx.settings.expiry;
+        self.with_data(|st| {
+            Ok((!s.expire_at_browser_close(st.expiry)).then(|| {
+                s.age_secs(
+                    st.expiry,
+                    modification,
+                    st.created_at.unwrap_or(modification),
+                )
+            }))
+        })
+        .await
     }
 
     /// Whether the cookie should last only until the browser closes.

@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use session_core::hooks::RequestOutcome;
-use session_core::{Error, Session, Timestamp};
+use session_core::{Activity, Error, Session, Timestamp};
 
 use crate::cookie_engine::{self, CookieSlot};
 use crate::error::log;
@@ -267,11 +267,7 @@ impl SessionRules {
     /// `Max-Age` for the session's cookie as of `now`: `None` for a browser-session
     /// cookie.
     async fn max_age(session: &Session, now: Timestamp) -> session_core::Result<Option<i64>> {
-        if session.expire_at_browser_close().await? {
-            Ok(None)
-        } else {
-            Ok(Some(session.expiry_age_at(now).await?))
-        }
+        session.cookie_max_age_at(now).await
     }
 
     /// Saves the session and returns its new cookie.
@@ -385,10 +381,14 @@ impl SessionRules {
         status: StatusCode,
     ) -> Option<ResponseChanges> {
         let session = &request.session;
-        if self.save_every_request || !session.untouched() {
+        if self.save_every_request {
             return None;
         }
-        let out = if request.carried && session.is_empty() {
+        let activity = session.activity();
+        if activity.accessed || activity.modified {
+            return None;
+        }
+        let out = if request.carried && activity.empty {
             self.cookie_deleted()
         } else {
             ResponseChanges::default()
@@ -408,9 +408,13 @@ impl SessionRules {
         mut report: Option<&mut RequestOutcome>,
     ) -> Result<ResponseChanges, Error> {
         let session = &request.session;
-        let accessed = session.accessed();
-        let modified = session.modified();
-        let empty = session.is_empty();
+        let Activity {
+            accessed,
+            modified,
+            empty,
+            has_key,
+            ..
+        } = session.activity();
         if request.carried && empty {
             return Ok(self.cookie_deleted());
         }
@@ -422,7 +426,7 @@ impl SessionRules {
             if status.is_server_error() || discard {
                 return Ok(out);
             }
-            let new = session.key().is_none();
+            let new = !has_key;
             let saved = self.save(session, &request.wiring).await;
             if let Some(r) = report.as_deref_mut() {
                 r.save_result(saved.as_ref().map(drop));
