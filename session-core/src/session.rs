@@ -590,7 +590,13 @@ impl Session {
         self.with_data(|st| {
             let data = st.data_mut();
             self.check_room(data, usize::from(!data.contains_key(key)))?;
-            data.insert(key.to_owned(), value.clone());
+            match data.get_mut(key) {
+                // An existing key keeps its string: no allocation for the map's copy.
+                Some(slot) => *slot = value.clone(),
+                None => {
+                    data.insert(key.to_owned(), value.clone());
+                }
+            }
             st.changes.push(Change::Set(key.to_owned(), value));
             st.modified = true;
             Ok(())

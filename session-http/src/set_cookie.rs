@@ -100,28 +100,49 @@ impl CookieWriter {
         max_age: Option<i64>,
         now_secs: i64,
     ) -> Option<HeaderValue> {
-        let mut s = String::with_capacity(
-            self.head.len() + value.len() + self.domain.len() + self.tail.len() + 72,
-        );
+        let age = max_age.map(|a| a.max(0));
+        let mut buffer = itoa::Buffer::new();
+        let age_digits = age.map(|a| buffer.format(a));
+        // The exact length: a header value whose buffer is full becomes the header's
+        // bytes as it is, where a larger one costs an allocation more.
+        let len = self.head.len()
+            + value.len()
+            + self.domain.len()
+            + if self.http_only { HTTP_ONLY.len() } else { 0 }
+            + age_digits.map_or(0, |d| {
+                EXPIRES.len() + HTTP_DATE_LEN + MAX_AGE.len() + d.len()
+            })
+            + self.tail.len();
+        let mut s = String::with_capacity(len);
         s.push_str(&self.head);
         s.push_str(value);
         s.push_str(&self.domain);
-        let age = max_age.map(|a| a.max(0));
         if let Some(age) = age {
-            s.push_str("; expires=");
+            s.push_str(EXPIRES);
             http_date(now_secs.saturating_add(age), &mut s);
         }
         if self.http_only {
-            s.push_str("; HttpOnly");
+            s.push_str(HTTP_ONLY);
         }
-        if let Some(age) = age {
-            s.push_str("; Max-Age=");
-            s.push_str(itoa::Buffer::new().format(age));
+        if let Some(d) = age_digits {
+            s.push_str(MAX_AGE);
+            s.push_str(d);
         }
         s.push_str(&self.tail);
+        debug_assert_eq!(
+            s.len(),
+            len,
+            "the Set-Cookie value's length was reckoned wrong"
+        );
         HeaderValue::try_from(s).ok()
     }
 }
+
+const EXPIRES: &str = "; expires=";
+const HTTP_ONLY: &str = "; HttpOnly";
+const MAX_AGE: &str = "; Max-Age=";
+/// The length of every date [`http_date`] writes (`Thu, 01 Jan 1970 00:00:00 GMT`).
+const HTTP_DATE_LEN: usize = 29;
 
 /// Latest instant an HTTP date can show: 9999-12-31T23:59:59Z.
 const MAX_HTTP_DATE_SECS: i64 = 253_402_300_799;
@@ -188,6 +209,9 @@ mod tests {
         assert_eq!(date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
         assert_eq!(date(4_107_542_399), "Sun, 28 Feb 2100 23:59:59 GMT");
         assert_eq!(date(i64::MAX), "Fri, 31 Dec 9999 23:59:59 GMT");
+        for secs in [i64::MIN, -1, 0, 59, 1_700_000_000, 253_402_300_799, i64::MAX] {
+            assert_eq!(date(secs).len(), HTTP_DATE_LEN, "{secs}");
+        }
         // Cross-check against the `time` crate over a range of instants.
         for secs in (0..4_000_000_000i64).step_by(86_400 * 37 + 3_601) {
             let t = cookie::time::OffsetDateTime::from_unix_timestamp(secs).expect("in range");

@@ -600,9 +600,25 @@ impl<C> Decode<C> for WireOwned {
     }
 }
 
+/// The most entries a map decodes by inserting them one by one: one leaf of the
+/// standard library's B-tree (`2 * 6 - 1` keys), which a bulk build would allocate too.
+const SMALL_MAP: usize = 11;
+
 fn decode_map<D: Decoder>(d: &mut D, depth: usize) -> Result<SessionData, DecodeError> {
     let len = usize::decode(d)?;
     d.claim_container_read::<(String, Value)>(len)?;
+    if len <= SMALL_MAP {
+        // Few enough for one node of the map: inserted in place, with no list beside it
+        // (one allocation fewer; each insert searches a node of at most this many keys).
+        let mut map = SessionData::new();
+        for _ in 0..len {
+            d.unclaim_bytes_read(std::mem::size_of::<(String, Value)>());
+            let k = decode_string(d)?;
+            let v = decode_value(d, depth + 1)?;
+            map.insert(k, v);
+        }
+        return Ok(map);
+    }
     let mut entries = Vec::with_capacity(len.min(1024));
     for _ in 0..len {
         d.unclaim_bytes_read(std::mem::size_of::<(String, Value)>());
