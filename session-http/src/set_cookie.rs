@@ -209,7 +209,15 @@ mod tests {
         assert_eq!(date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
         assert_eq!(date(4_107_542_399), "Sun, 28 Feb 2100 23:59:59 GMT");
         assert_eq!(date(i64::MAX), "Fri, 31 Dec 9999 23:59:59 GMT");
-        for secs in [i64::MIN, -1, 0, 59, 1_700_000_000, 253_402_300_799, i64::MAX] {
+        for secs in [
+            i64::MIN,
+            -1,
+            0,
+            59,
+            1_700_000_000,
+            253_402_300_799,
+            i64::MAX,
+        ] {
             assert_eq!(date(secs).len(), HTTP_DATE_LEN, "{secs}");
         }
         // Cross-check against the `time` crate over a range of instants.
