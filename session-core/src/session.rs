@@ -506,12 +506,21 @@ impl Session {
         Ok(None)
     }
 
+    /// Loads the data if this handle has none yet, and marks it accessed.
     async fn ensure_data(&self) -> Result<()> {
+        self.with_data(|_| Ok(())).await
+    }
+
+    /// Runs `f` on the state once the data is there (loading it first if needed), and
+    /// marks the data accessed. Where it is already there (every call after a request's
+    /// first), under one lock: a lock is two atomic operations, and a request that reads
+    /// and writes a value would otherwise take it twice as often.
+    async fn with_data<R>(&self, f: impl FnOnce(&mut State) -> Result<R>) -> Result<R> {
         let key = {
             let mut st = self.lock();
             st.accessed = true;
             if st.has_data() {
-                return Ok(());
+                return f(&mut st);
             }
             st.key.clone()
         };
@@ -523,23 +532,6 @@ impl Session {
         if !st.has_data() {
             st.rebase(base)?;
         }
-        Ok(())
-    }
-
-    /// Runs `f` on the state once the data is there (loading it first if needed), and
-    /// marks the data accessed. Where it is already there (every call after a request's
-    /// first), under one lock: a lock is two atomic operations, and a request that reads
-    /// and writes a value would otherwise take it twice as often.
-    async fn with_data<R>(&self, f: impl FnOnce(&mut State) -> Result<R>) -> Result<R> {
-        {
-            let mut st = self.lock();
-            if st.has_data() {
-                st.accessed = true;
-                return f(&mut st);
-            }
-        }
-        self.ensure_data().await?;
-        let mut st = self.lock();
         f(&mut st)
     }
 
@@ -809,15 +801,17 @@ impl Session {
 
     /// Seconds until expiry if the session were saved at `modification`.
     pub async fn expiry_age_at(&self, modification: Timestamp) -> Result<i64> {
-        let s = &self.inner.ctx.settings.expiry;
-        self.with_data(|st| {
-            Ok(s.age_secs(
-                st.expiry,
-                modification,
-                st.created_at.unwrap_or(modification),
-            ))
-        })
-        .await
+        self.with_data(|st| Ok(self.age_secs(st, modification)))
+            .await
+    }
+
+    /// Seconds until expiry of the session `st` holds, if saved at `modification`.
+    fn age_secs(&self, st: &State, modification: Timestamp) -> i64 {
+        self.inner.ctx.settings.expiry.age_secs(
+            st.expiry,
+            modification,
+            st.created_at.unwrap_or(modification),
+        )
     }
 
     /// Seconds until expiry if saved now (Django's `get_expiry_age`).
@@ -850,13 +844,7 @@ impl Session {
     pub async fn cookie_max_age_at(&self, modification: Timestamp) -> Result<Option<i64>> {
         let s = &self.inner.ctx.settings.expiry;
         self.with_data(|st| {
-            Ok((!s.expire_at_browser_close(st.expiry)).then(|| {
-                s.age_secs(
-                    st.expiry,
-                    modification,
-                    st.created_at.unwrap_or(modification),
-                )
-            }))
+            Ok((!s.expire_at_browser_close(st.expiry)).then(|| self.age_secs(st, modification)))
         })
         .await
     }

@@ -264,12 +264,6 @@ impl SessionRules {
         rs
     }
 
-    /// `Max-Age` for the session's cookie as of `now`: `None` for a browser-session
-    /// cookie.
-    async fn max_age(session: &Session, now: Timestamp) -> session_core::Result<Option<i64>> {
-        session.cookie_max_age_at(now).await
-    }
-
     /// Saves the session and returns its new cookie.
     async fn save(&self, session: &Session, wiring: &Wiring) -> session_core::Result<HeaderValue> {
         session.save().await?;
@@ -291,7 +285,7 @@ impl SessionRules {
             }
         };
         let now = Timestamp::now();
-        let max_age = Self::max_age(session, now).await?;
+        let max_age = session.cookie_max_age_at(now).await?;
         self.session_cookie(&value, max_age, now).ok_or_else(|| {
             Error::config("cookie", "the session cookie does not form a valid header")
         })
@@ -317,7 +311,7 @@ impl SessionRules {
         }
         let key = session.key()?;
         let now = Timestamp::now();
-        let max_age = Self::max_age(session, now).await.ok()?;
+        let max_age = session.cookie_max_age_at(now).await.ok()?;
         self.session_cookie(&self.key_cookie_value(&key), max_age, now)
     }
 

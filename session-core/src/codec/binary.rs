@@ -612,25 +612,29 @@ fn decode_map<D: Decoder>(d: &mut D, depth: usize) -> Result<SessionData, Decode
         // (one allocation fewer; each insert searches a node of at most this many keys).
         let mut map = SessionData::new();
         for _ in 0..len {
-            d.unclaim_bytes_read(std::mem::size_of::<(String, Value)>());
-            let k = decode_string(d)?;
-            let v = decode_value(d, depth + 1)?;
+            let (k, v) = decode_entry(d, depth)?;
             map.insert(k, v);
         }
         return Ok(map);
     }
     let mut entries = Vec::with_capacity(len.min(1024));
     for _ in 0..len {
-        d.unclaim_bytes_read(std::mem::size_of::<(String, Value)>());
-        let k = decode_string(d)?;
-        let v = decode_value(d, depth + 1)?;
-        entries.push((k, v));
+        entries.push(decode_entry(d, depth)?);
     }
     // Built in one pass: the entries were written in key order (a map's iteration
     // order), which the map's bulk build checks in one comparison per entry, where
     // inserting one by one searches the map for each. Keys that repeat (a record not
     // written by this codec) keep the last value, as inserting would.
     Ok(entries.into_iter().collect())
+}
+
+/// One key and its value of a map at `depth`, its share of the map's claimed size
+/// given back first.
+fn decode_entry<D: Decoder>(d: &mut D, depth: usize) -> Result<(String, Value), DecodeError> {
+    d.unclaim_bytes_read(std::mem::size_of::<(String, Value)>());
+    let k = decode_string(d)?;
+    let v = decode_value(d, depth + 1)?;
+    Ok((k, v))
 }
 
 /// A string, as bincode's `String` writes it (length, then UTF-8 bytes). Read in
