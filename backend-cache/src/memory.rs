@@ -381,47 +381,66 @@ const BOUND_PER_STRING_BYTE: usize = 6;
 /// `stop_above`, and returns `usize::MAX` for values nested deeper than the codecs
 /// accept, so the caller asks the codec for the exact (typed) answer.
 fn encoded_size_bound(record: &Record, stop_above: usize) -> usize {
-    let string = |s: &str| {
-        s.len()
-            .saturating_mul(BOUND_PER_STRING_BYTE)
-            .saturating_add(BOUND_PER_VALUE)
-    };
     let mut size = BOUND_PER_RECORD + ENCRYPTION_OVERHEAD;
-    let mut stack = Vec::new();
-    for (k, v) in &record.data {
-        size = size
-            .saturating_add(string(k))
-            .saturating_add(BOUND_PER_VALUE);
-        stack.push((v, 1usize));
+    // Only arrays and objects wait on this list, to have their items counted: a record
+    // whose values are scalars (the common case) is bounded without allocating.
+    let mut nested = Vec::new();
+    let entries = record.data.iter().map(|(k, v)| (Some(k), v));
+    if let Some(stop) = add_items(&mut size, stop_above, entries, 1, &mut nested) {
+        return stop;
     }
-    while let Some((v, depth)) = stack.pop() {
-        if size > stop_above {
-            return size;
-        }
-        if depth > MAX_DEPTH {
-            return usize::MAX;
-        }
-        if let Some(s) = v.as_str() {
-            size = size.saturating_add(s.len().saturating_mul(BOUND_PER_STRING_BYTE));
-        } else if let Some(items) = v.as_array() {
-            size = size.saturating_add(items.len().saturating_mul(BOUND_PER_VALUE));
-            if size > stop_above {
-                return size;
+    while let Some((v, depth)) = nested.pop() {
+        let stop = match v {
+            serde_json::Value::Array(items) => {
+                let items = items.iter().map(|v| (None, v));
+                add_items(&mut size, stop_above, items, depth + 1, &mut nested)
             }
-            stack.extend(items.iter().map(|v| (v, depth + 1)));
-        } else if let Some(map) = v.as_object() {
-            for (k, v) in map {
-                size = size
-                    .saturating_add(string(k))
-                    .saturating_add(BOUND_PER_VALUE);
-                if size > stop_above {
-                    return size;
-                }
-                stack.push((v, depth + 1));
+            serde_json::Value::Object(map) => {
+                let entries = map.iter().map(|(k, v)| (Some(k), v));
+                add_items(&mut size, stop_above, entries, depth + 1, &mut nested)
             }
+            _ => None,
+        };
+        if let Some(stop) = stop {
+            return stop;
         }
     }
     size
+}
+
+/// Adds to `size` the bound of `items` (values at `depth`, each with its key if it is a
+/// map's), leaving their own arrays and objects on `nested`. Returns what
+/// [`encoded_size_bound`] returns if it should stop: `size` once above `stop_above`, or
+/// `usize::MAX` for values nested deeper than the codecs accept.
+fn add_items<'a>(
+    size: &mut usize,
+    stop_above: usize,
+    items: impl Iterator<Item = (Option<&'a String>, &'a serde_json::Value)>,
+    depth: usize,
+    nested: &mut Vec<(&'a serde_json::Value, usize)>,
+) -> Option<usize> {
+    for (k, v) in items {
+        if depth > MAX_DEPTH {
+            return Some(usize::MAX);
+        }
+        *size = size
+            .saturating_add(k.map_or(0, |k| string_bound(k)))
+            .saturating_add(v.as_str().map_or(BOUND_PER_VALUE, string_bound));
+        if *size > stop_above {
+            return Some(*size);
+        }
+        if v.is_array() || v.is_object() {
+            nested.push((v, depth));
+        }
+    }
+    None
+}
+
+/// The most bytes a string can need, with its tag or length.
+fn string_bound(s: &str) -> usize {
+    s.len()
+        .saturating_mul(BOUND_PER_STRING_BYTE)
+        .saturating_add(BOUND_PER_VALUE)
 }
 
 impl Default for MemoryStore {
@@ -1063,13 +1082,17 @@ mod tests {
                 Expiry::At(Timestamp::from_unix_millis(i64::MIN)),
             ),
             record(json!({ "a": vec![json!(""); 500], "o": { "\"": { "\\": [[], {}] } } }), Expiry::Default),
-            record(json!({ "deep": deep }), Expiry::Default),
+            record(json!({ "deep": deep.clone() }), Expiry::Default),
         ]
         .map(|mut r| {
             r.created_at = Timestamp::from_unix_millis(i64::MIN);
             r.expires_at = r.created_at;
             r
         });
+        let too_deep = record(json!({ "deep": [deep] }), Expiry::Default);
+        // Past the binary codec's depth the bound gives way to the configured codec.
+        assert_eq!(encoded_size_bound(&too_deep, usize::MAX), usize::MAX);
+        assert!(codecs[0].encode(&too_deep).is_err());
         for r in &records {
             let bound = encoded_size_bound(r, usize::MAX);
             for codec in &codecs {

@@ -9,7 +9,6 @@
 //! anonymous session) is still written as format 1, so older builds keep reading it.
 
 use bincode::de::Decoder;
-use bincode::de::read::Reader;
 use bincode::enc::Encoder;
 use bincode::error::{DecodeError, EncodeError};
 use bincode::{Decode, Encode};
@@ -56,7 +55,7 @@ impl Codec for BincodeCodec {
     }
 
     fn encode(&self, r: &Record) -> Result<Vec<u8>, CodecError> {
-        let mut out = Vec::with_capacity(64 + r.data.len() * 32);
+        let mut out = Vec::with_capacity(capacity_hint(r));
         out.extend_from_slice(&BINARY_MAGIC);
         let with_meta = !r.meta.is_empty();
         out.push(if with_meta { BINARY_FORMAT_VERSION } else { 1 });
@@ -90,6 +89,23 @@ impl Codec for BincodeCodec {
             decode_any(&bytes, self.max_encoded_size).map(LazyRecord::from)
         }
     }
+}
+
+/// About what a record's encoding needs, read off its top level: the header, each key
+/// and string with its length and tag, and a byte for every other value and for each
+/// item of an array or object. A record of strings (the common case) is encoded without
+/// the buffer growing; a nested one grows it as it needs.
+fn capacity_hint(r: &Record) -> usize {
+    let meta = if r.meta.is_empty() { 0 } else { 64 };
+    r.data.iter().fold(64 + meta, |n, (k, v)| {
+        let value = match v {
+            Value::String(s) => s.len() + 4,
+            Value::Array(a) => a.len() + 4,
+            Value::Object(m) => m.len() + 4,
+            _ => 2,
+        };
+        n.saturating_add(k.len() + 3).saturating_add(value)
+    })
 }
 
 /// Checks the magic bytes and returns the format version.
@@ -138,20 +154,27 @@ fn trailing(extra: usize) -> CodecError {
 }
 
 pub(super) fn decode(bytes: &[u8]) -> Result<Record, CodecError> {
-    let version = format_of(bytes)?;
-    let body = &bytes[BINARY_MAGIC.len() + 1..];
-    let (WireOwned(mut r), mut read) =
-        bincode::decode_from_slice::<WireOwned, _>(body, config()).map_err(decode_error)?;
+    let (version, head, start) = head_of(bytes)?;
+    let mut data = DataReader::new(&bytes[start..]);
+    let map = data.map(0)?;
+    let mut read = start + data.scan.pos;
+    let mut meta = SessionMeta::default();
     if version == BINARY_FORMAT_VERSION {
-        let (meta, n) = decode_meta(&body[read..])?;
+        let (m, n) = decode_meta(&bytes[read..])?;
         read += n;
-        r.meta = meta;
+        meta = m;
     }
-    if read == body.len() {
-        Ok(r)
-    } else {
-        Err(trailing(body.len() - read))
+    if read != bytes.len() {
+        return Err(trailing(bytes.len() - read));
     }
+    Ok(Record {
+        data: map,
+        expiry: head.expiry,
+        created_at: head.created_at,
+        expires_at: head.expires_at,
+        version: head.version,
+        meta,
+    })
 }
 
 /// The record's header decoded, its data map left in `bytes` ([`crate::lazy`]). Format
@@ -193,12 +216,12 @@ fn head_of(bytes: &[u8]) -> Result<(u8, Head, usize), CodecError> {
 
 /// The whole data map encoded in `map` (nothing may follow it).
 pub(crate) fn decode_data(map: &[u8]) -> Result<SessionData, CodecError> {
-    let (MapAt(data), read) =
-        bincode::decode_from_slice::<MapAt, _>(map, config()).map_err(decode_error)?;
-    if read == map.len() {
-        Ok(data)
+    let mut data = DataReader::new(map);
+    let decoded = data.map(0)?;
+    if data.scan.pos == map.len() {
+        Ok(decoded)
     } else {
-        Err(trailing(map.len() - read))
+        Err(trailing(map.len() - data.scan.pos))
     }
 }
 
@@ -217,9 +240,9 @@ pub(crate) fn check_data(map: &[u8]) -> Result<(), CodecError> {
 /// The value that starts at `at` in `map` (a [`Lookup::Found`] position).
 pub(crate) fn decode_value_at(map: &[u8], at: usize) -> Result<Value, CodecError> {
     let rest = map.get(at..).ok_or_else(cut_short)?;
-    bincode::decode_from_slice::<ValueAt, _>(rest, config())
-        .map(|(ValueAt(v), _)| v)
-        .map_err(decode_error)
+    let mut one = DataReader::new(rest);
+    one.run = 0;
+    one.value(1)
 }
 
 /// What a lookup in an encoded data map found.
@@ -438,32 +461,202 @@ impl<'a> Scan<'a> {
     }
 }
 
+/// How many bytes from a string's start [`DataReader`] checks as UTF-8 at once.
+const RUN: usize = 4096;
+
+/// Decodes a data map, or one of its values, from the encoded bytes.
+///
+/// Written here rather than through bincode's `Decode` (which the header and meta
+/// still use) for two reasons, both measured on the full load of a 10-key record:
+/// - **UTF-8 in runs.** A string's bytes must be checked before they become a `String`;
+///   checking each on its own cost about a tenth of a load (twenty short checks). The
+///   reader checks the input from a string's start onwards (up to [`RUN`] bytes, or the
+///   string's length if longer) and keeps the valid run it finds (its `text`), so the
+///   strings that follow are cut from it without another check. Tags and the one-byte
+///   lengths of strings under 128 bytes are ASCII, so a run usually covers a record of
+///   short strings; it stops at the first byte that is not UTF-8 (a longer length, a
+///   float's bytes), and the next string outside it starts a new one. A run that stops
+///   early is checked again up to where it stopped, as safe Rust makes a `str` of bytes
+///   only by checking them.
+/// - **Claims without a generic decoder.** A hostile length must not make the decoder
+///   reserve more memory than [`CLAIM_LIMIT`]. The reader keeps bincode's own account
+///   (a container claims its length times its entry's size and gives one entry back as
+///   each is read; a string claims its bytes) in one field, without the generic
+///   decoder's reader and claim calls around every value, which showed in the profile.
+///
+/// It reads what bincode's standard configuration writes (varint integers, zigzag for
+/// signed ones, little-endian floats, length-prefixed strings) and fails where a bincode
+/// decode of the same layout fails: `Truncated` where the input ends, `Corrupt` for
+/// anything else. `codec::tests` checks it against [`Scan`]'s checking walk on every
+/// damaged byte of a varied record.
+struct DataReader<'a> {
+    scan: Scan<'a>,
+    /// How far past a string a run is checked: [`RUN`], or 0 to check each string alone
+    /// (reading one value, where the bytes after it are not read).
+    run: usize,
+    /// A valid UTF-8 run of the input, and where it starts.
+    text: &'a str,
+    text_at: usize,
+    /// Bytes claimed, as bincode's decoder counts them.
+    claimed: usize,
+}
+
+impl<'a> DataReader<'a> {
+    /// A reader of a whole map, checking UTF-8 in runs.
+    fn new(bytes: &'a [u8]) -> Self {
+        DataReader {
+            scan: Scan::new(bytes),
+            run: RUN,
+            text: "",
+            text_at: 0,
+            claimed: 0,
+        }
+    }
+
+    fn claim(&mut self, len: usize, size: usize) -> Result<(), CodecError> {
+        self.claimed = len
+            .checked_mul(size)
+            .and_then(|n| self.claimed.checked_add(n))
+            .filter(|&n| n <= CLAIM_LIMIT)
+            .ok_or_else(|| {
+                CodecError::Corrupt(format!(
+                    "session data claims more than the {CLAIM_LIMIT} bytes a decode allows"
+                ))
+            })?;
+        Ok(())
+    }
+
+    fn unclaim(&mut self, size: usize) {
+        self.claimed = self.claimed.saturating_sub(size);
+    }
+
+    /// The string at the reader's position (its length, then its bytes).
+    #[inline]
+    fn string(&mut self) -> Result<String, CodecError> {
+        let len = self.scan.len()?;
+        self.claim(len, 1)?;
+        let start = self.scan.pos;
+        let bytes = self.scan.take(len)?;
+        Ok(self.text_of(start, bytes)?.to_owned())
+    }
+
+    /// `bytes`, found at `start`, as text: cut from the current run when it lies in it,
+    /// else from a new run checked from `start` on.
+    #[inline]
+    fn text_of(&mut self, start: usize, bytes: &'a [u8]) -> Result<&'a str, CodecError> {
+        if let Some(s) = self.cut(start, bytes.len()) {
+            return Ok(s);
+        }
+        let rest = &self.scan.bytes[start..];
+        let run = &rest[..bytes.len().max(self.run).min(rest.len())];
+        let valid = match simdutf8::compat::from_utf8(run) {
+            Ok(text) => text,
+            Err(e) => utf8(&run[..e.valid_up_to()])?,
+        };
+        self.text = valid;
+        self.text_at = start;
+        // Not in the new run: the string holds a byte that is not UTF-8, or ends
+        // inside a character.
+        self.cut(start, bytes.len()).map_or_else(|| utf8(bytes), Ok)
+    }
+
+    #[inline]
+    fn cut(&self, start: usize, len: usize) -> Option<&'a str> {
+        let from = start.checked_sub(self.text_at)?;
+        self.text.get(from..from.checked_add(len)?)
+    }
+
+    /// A value at `depth` (1 for the data map's own values).
+    fn value(&mut self, depth: usize) -> Result<Value, CodecError> {
+        if depth > MAX_DEPTH {
+            return Err(CodecError::Corrupt(format!(
+                "session value nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        Ok(match self.scan.byte()? {
+            0 => Value::Null,
+            1 => match self.scan.byte()? {
+                0 => Value::Bool(false),
+                1 => Value::Bool(true),
+                b => return Err(CodecError::Corrupt(format!("invalid boolean byte {b}"))),
+            },
+            2 => {
+                // Zigzag, as bincode writes signed integers.
+                let n = self.scan.varint()?;
+                let i = if n % 2 == 0 {
+                    (n / 2) as i64
+                } else {
+                    !(n / 2) as i64
+                };
+                Value::Number(i.into())
+            }
+            3 => Value::Number(self.scan.varint()?.into()),
+            4 => {
+                let bytes = self.scan.take(8)?;
+                let f = f64::from_le_bytes(bytes.try_into().unwrap_or_default());
+                Value::Number(Number::from_f64(f).ok_or_else(|| {
+                    CodecError::Corrupt("non-finite float in session value".into())
+                })?)
+            }
+            5 => Value::String(self.string()?),
+            6 => {
+                let len = self.scan.len()?;
+                self.claim(len, std::mem::size_of::<Value>())?;
+                let mut items = Vec::with_capacity(len.min(1024));
+                for _ in 0..len {
+                    self.unclaim(std::mem::size_of::<Value>());
+                    items.push(self.value(depth + 1)?);
+                }
+                Value::Array(items)
+            }
+            7 => Value::Object(self.map(depth)?),
+            t => return Err(CodecError::Corrupt(format!("unknown value tag {t}"))),
+        })
+    }
+
+    /// A map whose values are at `depth + 1` (0 for the data map).
+    fn map(&mut self, depth: usize) -> Result<SessionData, CodecError> {
+        let len = self.scan.len()?;
+        self.claim(len, std::mem::size_of::<(String, Value)>())?;
+        if len <= SMALL_MAP {
+            // Few enough to insert in place, with no list beside the map.
+            let mut map = SessionData::new();
+            for _ in 0..len {
+                let (k, v) = self.entry(depth)?;
+                map.insert(k, v);
+            }
+            return Ok(map);
+        }
+        let mut entries = Vec::with_capacity(len.min(1024));
+        for _ in 0..len {
+            entries.push(self.entry(depth)?);
+        }
+        // Built in one pass: the entries were written in key order (a map's iteration
+        // order), which the map's bulk build checks in one comparison per entry, where
+        // inserting one by one searches the map for each. Keys that repeat (a record not
+        // written by this codec) keep the last value, as inserting would.
+        Ok(entries.into_iter().collect())
+    }
+
+    /// One key and its value of a map at `depth`, its share of the map's claim given
+    /// back first.
+    #[inline(always)]
+    fn entry(&mut self, depth: usize) -> Result<(String, Value), CodecError> {
+        self.unclaim(std::mem::size_of::<(String, Value)>());
+        let k = self.string()?;
+        let v = self.value(depth + 1)?;
+        Ok((k, v))
+    }
+}
+
 /// `bytes` checked as UTF-8, as the decode checks a string.
 fn check_utf8(bytes: &[u8]) -> Result<(), CodecError> {
-    utf8(bytes).map(|_| ()).map_err(decode_error)
+    utf8(bytes).map(|_| ())
 }
 
 #[cold]
 fn cut_short() -> CodecError {
     CodecError::Truncated("input ends inside the record".into())
-}
-
-/// A data map, decoded from the start of the input.
-struct MapAt(SessionData);
-
-impl<C> Decode<C> for MapAt {
-    fn decode<D: Decoder<Context = C>>(d: &mut D) -> Result<Self, DecodeError> {
-        decode_map(d, 0).map(MapAt)
-    }
-}
-
-/// One value of a data map, decoded from the start of the input.
-struct ValueAt(Value);
-
-impl<C> Decode<C> for ValueAt {
-    fn decode<D: Decoder<Context = C>>(d: &mut D) -> Result<Self, DecodeError> {
-        decode_value(d, 1).map(ValueAt)
-    }
 }
 
 fn decode_error(e: DecodeError) -> CodecError {
@@ -476,7 +669,6 @@ fn decode_error(e: DecodeError) -> CodecError {
 }
 
 struct WireRef<'a>(&'a Record);
-struct WireOwned(Record);
 
 impl Encode for WireRef<'_> {
     fn encode<E: Encoder>(&self, e: &mut E) -> Result<(), EncodeError> {
@@ -585,114 +777,21 @@ impl<C> Decode<C> for Head {
     }
 }
 
-impl<C> Decode<C> for WireOwned {
-    fn decode<D: Decoder<Context = C>>(d: &mut D) -> Result<Self, DecodeError> {
-        let head = Head::decode(d)?;
-        let data = decode_map(d, 0)?;
-        Ok(WireOwned(Record {
-            data,
-            expiry: head.expiry,
-            created_at: head.created_at,
-            expires_at: head.expires_at,
-            version: head.version,
-            meta: SessionMeta::default(),
-        }))
-    }
-}
-
-/// The most entries a map decodes by inserting them one by one: one leaf of the
-/// standard library's B-tree (`2 * 6 - 1` keys), which a bulk build would allocate too.
-const SMALL_MAP: usize = 11;
-
-fn decode_map<D: Decoder>(d: &mut D, depth: usize) -> Result<SessionData, DecodeError> {
-    let len = usize::decode(d)?;
-    d.claim_container_read::<(String, Value)>(len)?;
-    if len <= SMALL_MAP {
-        // Few enough for one node of the map: inserted in place, with no list beside it
-        // (one allocation fewer; each insert searches a node of at most this many keys).
-        let mut map = SessionData::new();
-        for _ in 0..len {
-            let (k, v) = decode_entry(d, depth)?;
-            map.insert(k, v);
-        }
-        return Ok(map);
-    }
-    let mut entries = Vec::with_capacity(len.min(1024));
-    for _ in 0..len {
-        entries.push(decode_entry(d, depth)?);
-    }
-    // Built in one pass: the entries were written in key order (a map's iteration
-    // order), which the map's bulk build checks in one comparison per entry, where
-    // inserting one by one searches the map for each. Keys that repeat (a record not
-    // written by this codec) keep the last value, as inserting would.
-    Ok(entries.into_iter().collect())
-}
-
-/// One key and its value of a map at `depth`, its share of the map's claimed size
-/// given back first.
-fn decode_entry<D: Decoder>(d: &mut D, depth: usize) -> Result<(String, Value), DecodeError> {
-    d.unclaim_bytes_read(std::mem::size_of::<(String, Value)>());
-    let k = decode_string(d)?;
-    let v = decode_value(d, depth + 1)?;
-    Ok((k, v))
-}
-
-/// A string, as bincode's `String` writes it (length, then UTF-8 bytes). Read in
-/// place from the input where the reader holds it (decoding from a slice, as this
-/// codec does): one allocation of the exact size, not bincode's zeroed buffer that is
-/// then overwritten.
-fn decode_string<D: Decoder>(d: &mut D) -> Result<String, DecodeError> {
-    let len = usize::decode(d)?;
-    d.claim_container_read::<u8>(len)?;
-    if let Some(bytes) = d.reader().peek_read(len) {
-        let s = utf8(bytes)?.to_owned();
-        d.reader().consume(len);
-        return Ok(s);
-    }
-    let mut bytes = vec![0u8; len];
-    d.reader().read(&mut bytes)?;
-    String::from_utf8(bytes).map_err(|e| DecodeError::Utf8 {
-        inner: e.utf8_error(),
-    })
-}
+/// The most entries a map decodes by inserting them one by one. Inserting searches the
+/// node from its first key, and entries come in key order, so the `n`th insert compares
+/// with every key before it: `n(n-1)/2` comparisons in all, against about `2n` and one
+/// list for a bulk build. Up to 4 keys (at most 6 comparisons) inserting is cheaper; at
+/// 10 it took a quarter of a load's time.
+const SMALL_MAP: usize = 4;
 
 /// `bytes` as UTF-8. Checked with `simdutf8` (several bytes per instruction, where the
 /// standard library's check took about a fifth of a record's decode), and again with
 /// the standard library only to describe a failure.
-fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
-    simdutf8::basic::from_utf8(bytes).map_err(|_| match std::str::from_utf8(bytes) {
-        Err(inner) => DecodeError::Utf8 { inner },
-        Ok(_) => DecodeError::Other("invalid UTF-8"),
-    })
-}
-
-fn decode_value<D: Decoder>(d: &mut D, depth: usize) -> Result<Value, DecodeError> {
-    if depth > MAX_DEPTH {
-        return Err(DecodeError::OtherString(format!(
-            "session value nested deeper than {MAX_DEPTH} levels"
-        )));
-    }
-    Ok(match u8::decode(d)? {
-        0 => Value::Null,
-        1 => Value::Bool(bool::decode(d)?),
-        2 => Value::Number(i64::decode(d)?.into()),
-        3 => Value::Number(u64::decode(d)?.into()),
-        4 => Value::Number(
-            Number::from_f64(f64::decode(d)?)
-                .ok_or(DecodeError::Other("non-finite float in session value"))?,
-        ),
-        5 => Value::String(decode_string(d)?),
-        6 => {
-            let len = usize::decode(d)?;
-            d.claim_container_read::<Value>(len)?;
-            let mut a = Vec::with_capacity(len.min(1024));
-            for _ in 0..len {
-                d.unclaim_bytes_read(std::mem::size_of::<Value>());
-                a.push(decode_value(d, depth + 1)?);
-            }
-            Value::Array(a)
-        }
-        7 => Value::Object(decode_map(d, depth)?),
-        t => return Err(DecodeError::OtherString(format!("unknown value tag {t}"))),
+fn utf8(bytes: &[u8]) -> Result<&str, CodecError> {
+    simdutf8::basic::from_utf8(bytes).map_err(|_| {
+        CodecError::Corrupt(match std::str::from_utf8(bytes) {
+            Err(e) => format!("invalid UTF-8 in session data: {e}"),
+            Ok(_) => "invalid UTF-8 in session data".into(),
+        })
     })
 }

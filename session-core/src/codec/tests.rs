@@ -134,6 +134,61 @@ fn every_prefix_and_every_single_byte_flip_is_handled_without_panic() {
     }
 }
 
+/// A record whose strings cross the decoder's UTF-8 runs in every way: lengths on both
+/// sides of a one-byte length (128) and of a run (4,096 bytes), multi-byte characters
+/// across a run's end, floats and negative numbers (bytes that end a run) between
+/// strings, maps small enough to fill in place and large enough to build in bulk.
+fn wide_and_varied() -> Record {
+    let mut r = sample();
+    for (i, len) in [0usize, 1, 127, 128, 250, 251, 300, 4095, 4096, 4097, 9000]
+        .into_iter()
+        .enumerate()
+    {
+        let text: String = "aé☃𝄞".chars().cycle().take(len).collect();
+        r.data.insert(format!("s{i:02}"), json!(text));
+        r.data.insert(format!("s{i:02}f"), json!(-(i as f64) - 0.5));
+    }
+    r.data.insert(
+        "nested".into(),
+        json!({"a": ["é".repeat(200), -7, 2.5, {"b": "☃".repeat(1500)}], "c": [true, null]}),
+    );
+    r
+}
+
+#[test]
+fn the_data_decoder_reads_every_string_and_agrees_with_the_checking_walk() {
+    let c = BincodeCodec::default();
+    let original = wide_and_varied();
+    let bytes = c.encode(&original).expect("enc");
+    assert_eq!(c.decode(&bytes).expect("decode"), original);
+    let lazy = c.decode_lazy(bytes.clone().into()).expect("lazy");
+    for (k, v) in &original.data {
+        assert_eq!(lazy.data.get(k).expect("get").as_ref(), Some(v), "{k}");
+    }
+    assert_eq!(lazy.data.decode().expect("lazy decode"), original.data);
+    // Damaged anywhere, the whole decode fails exactly when the walk that checks the
+    // data (`LazyData::check`) fails, and never decodes into another record.
+    for i in 0..bytes.len() {
+        for flip in [0x01u8, 0x80] {
+            let mut b = bytes.clone();
+            b[i] ^= flip;
+            let whole = c.decode(&b);
+            let Ok(lazy) = c.decode_lazy(b.into()) else {
+                assert!(whole.is_err(), "byte {i} ^ {flip:#x}: header");
+                continue;
+            };
+            let checked = lazy.data.check();
+            let data = lazy.data.decode();
+            assert_eq!(
+                checked.is_ok(),
+                data.is_ok(),
+                "byte {i} ^ {flip:#x}: {checked:?}"
+            );
+            assert_eq!(whole.is_ok(), data.is_ok(), "byte {i} ^ {flip:#x}");
+        }
+    }
+}
+
 #[test]
 fn foreign_input_is_recognised() {
     let django = b"eyJ1c2VyX2lkIjoxMDF9:1r31eq:_h3jaZ971_4kGhQPNtIugVb-pQC9VhmGBadPptk5vEo";
@@ -423,7 +478,7 @@ fn invalid_utf8_in_a_key_or_a_string_value_is_corrupt() {
     let bad_value = bincode_with_entries(&[(b"k", &[5, 2, b'a', 0xc3])]);
     for b in [bad_key, bad_value] {
         match BincodeCodec::default().decode(&b) {
-            Err(CodecError::Corrupt(msg)) => assert!(msg.to_lowercase().contains("utf8"), "{msg}"),
+            Err(CodecError::Corrupt(msg)) => assert!(msg.to_lowercase().contains("utf-8"), "{msg}"),
             other => panic!("expected Corrupt, got {other:?}"),
         }
     }
