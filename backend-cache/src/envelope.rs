@@ -14,7 +14,7 @@
 //! The header's fields win over the ones inside the codec's bytes: `touch` and `update`
 //! change them without re-encoding.
 
-use session_core::{CodecError, LazyRecord, Record, Timestamp};
+use session_core::{CodecError, EncodedBytes, LazyRecord, Record, Timestamp};
 
 /// Length of the header in bytes.
 pub(crate) const HEADER_LEN: usize = 42;
@@ -120,6 +120,52 @@ impl<'a> Envelope<'a> {
     /// ([`session_core::lazy`]): the payload is copied once, not decoded.
     pub fn decode_lazy(&self, codec: &dyn session_core::Codec) -> Result<LazyRecord, CodecError> {
         let mut record = codec.decode_lazy(self.payload.to_vec().into())?;
+        record.version = self.version;
+        record.expires_at = self.expires_at;
+        Ok(record)
+    }
+}
+
+/// A whole stored value, owned, whose header was found valid: a lazy decode keeps its
+/// buffer for the record's data instead of copying the payload out of it.
+#[derive(Debug)]
+pub(crate) struct StoredValue {
+    version: u64,
+    expires_at: Timestamp,
+    bytes: Vec<u8>,
+}
+
+impl StoredValue {
+    /// `bytes` with its header checked, as [`Envelope::parse`] checks it.
+    pub fn parse(bytes: Vec<u8>) -> Result<Self, CodecError> {
+        let Envelope {
+            version,
+            expires_at,
+            ..
+        } = Envelope::parse(&bytes)?;
+        Ok(StoredValue {
+            version,
+            expires_at,
+            bytes,
+        })
+    }
+
+    /// The value's header fields and payload.
+    pub fn envelope(&self) -> Envelope<'_> {
+        Envelope {
+            version: self.version,
+            expires_at: self.expires_at,
+            payload: &self.bytes[HEADER_LEN..],
+        }
+    }
+
+    /// [`Envelope::decode_lazy`], the payload left in this value's buffer.
+    pub fn decode_lazy(self, codec: &dyn session_core::Codec) -> Result<LazyRecord, CodecError> {
+        let len = self.bytes.len();
+        let payload = EncodedBytes::from(self.bytes)
+            .slice(HEADER_LEN..len)
+            .ok_or_else(|| CodecError::Truncated("stored value shorter than its header".into()))?;
+        let mut record = codec.decode_lazy(payload)?;
         record.version = self.version;
         record.expires_at = self.expires_at;
         Ok(record)

@@ -90,7 +90,7 @@ use session_core::{
 };
 
 use crate::cache::{CacheConfig, CacheTarget, redact};
-use crate::envelope::{self, Envelope, HEADER_LEN};
+use crate::envelope::{self, Envelope, HEADER_LEN, StoredValue};
 
 /// `update` with an expected version, the common case. The client already built the new
 /// value (header with version expected + 1), so on the fast path the script compares the
@@ -735,19 +735,16 @@ impl RedisStore {
     async fn load_with<T>(
         &self,
         key: &SessionKey,
-        decode: impl FnOnce(
-            &Envelope<'_>,
-            &dyn Codec,
-        ) -> std::result::Result<T, session_core::CodecError>,
+        decode: impl FnOnce(StoredValue, &dyn Codec) -> std::result::Result<T, session_core::CodecError>,
     ) -> Result<Option<T>> {
         let Some(bytes) = self.get_value(key).await? else {
             return Ok(None);
         };
-        let env = Envelope::parse(&bytes).map_err(|e| self.corrupt(key, e))?;
-        if !env.is_live_at(Timestamp::now()) {
+        let stored = StoredValue::parse(bytes).map_err(|e| self.corrupt(key, e))?;
+        if !stored.envelope().is_live_at(Timestamp::now()) {
             return Ok(None);
         }
-        decode(&env, self.codec.as_ref())
+        decode(stored, self.codec.as_ref())
             .map(Some)
             .map_err(|e| self.corrupt(key, e))
     }
@@ -1032,11 +1029,12 @@ impl SessionStore for RedisStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        self.load_with(key, |env, codec| env.decode(codec)).await
+        self.load_with(key, |stored, codec| stored.envelope().decode(codec))
+            .await
     }
 
     async fn load_lazy(&self, key: &SessionKey) -> Result<Option<LazyRecord>> {
-        self.load_with(key, |env, codec| env.decode_lazy(codec))
+        self.load_with(key, |stored, codec| stored.decode_lazy(codec))
             .await
     }
 
