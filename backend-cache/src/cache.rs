@@ -55,7 +55,7 @@ pub struct CacheConfig {
     /// How long to wait for a connection to the server, in milliseconds.
     pub connect_timeout_ms: u64,
     /// How long one operation may take before it fails with `Error::Timeout`: the
-    /// `cache` engine wears a [`TimeoutLayer`](session_core::TimeoutLayer) of it, and
+    /// `cache` engine wears a [`session_core::TimeoutLayer`] of it, and
     /// the Redis client bounds each command by it.
     pub command_timeout_ms: u64,
     /// Most connections to a Memcached server held at once (Redis multiplexes one).
