@@ -14,7 +14,7 @@
 //! The header's fields win over the ones inside the codec's bytes: `touch` and `update`
 //! change them without re-encoding.
 
-use session_core::{CodecError, EncodedBytes, LazyRecord, Record, Timestamp};
+use session_core::{CodecError, LazyRecord, Record, Timestamp};
 
 /// Length of the header in bytes.
 pub(crate) const HEADER_LEN: usize = 42;
@@ -118,6 +118,7 @@ impl<'a> Envelope<'a> {
 
     /// [`Envelope::decode`], the data left encoded until it is read
     /// ([`session_core::lazy`]): the payload is copied once, not decoded.
+    #[cfg(feature = "memcached")]
     pub fn decode_lazy(&self, codec: &dyn session_core::Codec) -> Result<LazyRecord, CodecError> {
         let mut record = codec.decode_lazy(self.payload.to_vec().into())?;
         record.version = self.version;
@@ -128,6 +129,7 @@ impl<'a> Envelope<'a> {
 
 /// A whole stored value, owned, whose header was found valid: a lazy decode keeps its
 /// buffer for the record's data instead of copying the payload out of it.
+#[cfg(feature = "redis")]
 #[derive(Debug)]
 pub(crate) struct StoredValue {
     version: u64,
@@ -135,6 +137,7 @@ pub(crate) struct StoredValue {
     bytes: Vec<u8>,
 }
 
+#[cfg(feature = "redis")]
 impl StoredValue {
     /// `bytes` with its header checked, as [`Envelope::parse`] checks it.
     pub fn parse(bytes: Vec<u8>) -> Result<Self, CodecError> {
@@ -159,10 +162,11 @@ impl StoredValue {
         }
     }
 
-    /// [`Envelope::decode_lazy`], the payload left in this value's buffer.
+    /// The record, its data left encoded until it is read ([`session_core::lazy`]) and
+    /// kept in this value's buffer: nothing is copied.
     pub fn decode_lazy(self, codec: &dyn session_core::Codec) -> Result<LazyRecord, CodecError> {
         let len = self.bytes.len();
-        let payload = EncodedBytes::from(self.bytes)
+        let payload = session_core::EncodedBytes::from(self.bytes)
             .slice(HEADER_LEN..len)
             .ok_or_else(|| CodecError::Truncated("stored value shorter than its header".into()))?;
         let mut record = codec.decode_lazy(payload)?;
