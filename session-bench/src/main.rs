@@ -107,6 +107,8 @@ usage: session-bench [--runs N] [--rounds N] [--scale F] [--secs S] [--only g1,g
   --count-n N     operations per counted process in the `instructions` group (default 2000)
   --growth-engines LIST  engines of the growth group (default memory,file,redis,sqlite,postgres)
   --growth-sizes LIST    its sizes (default 1000,100000,1000000; file stops at 100000)
+  --growth-self-check    SQLite and PostgreSQL only: the reference against itself, each
+                         on a store of its own (what the method reads with no difference)
   --workload W    the engine groups' load and update phases: hot (default; one session
                   per task, over and over) or random (every session the round created,
                   each once, in random order)
@@ -164,6 +166,9 @@ fn parse_args() -> Result<Args, String> {
                     w => return Err(format!("--workload {w}: hot or random")),
                 }
             }
+            "--growth-self-check" => {
+                growth::SELF_CHECK.store(true, std::sync::atomic::Ordering::Relaxed)
+            }
             "--growth-sizes" => {
                 a.growth_sizes = value("--growth-sizes")?
                     .split(',')
@@ -193,6 +198,13 @@ fn parse_args() -> Result<Args, String> {
     for e in &a.growth_engines {
         if !growth::ENGINES.contains(&e.as_str()) {
             return Err(format!("unknown growth engine {e}"));
+        }
+        if growth::SELF_CHECK.load(std::sync::atomic::Ordering::Relaxed)
+            && !growth::SELF_CHECK_ENGINES.contains(&e.as_str())
+        {
+            return Err(format!(
+                "--growth-self-check: {e} has no reference to run twice (sqlite and postgres do)"
+            ));
         }
     }
     Ok(a)
