@@ -153,14 +153,9 @@ async fn one(engine: &str, n: u64, ops: usize, run_id: &str) -> R<GrowthRow> {
                 )
             };
             let ours = crate::groups::db_store(&url, &ours_t).await?;
+            let self_check = SELF_CHECK.load(Ordering::Relaxed);
             let raw = if engine == "sqlite" {
-                // A file of its own, through a pool of the same configuration: two
-                // tables of one file share each connection's page cache (about 2 MB,
-                // SQLite's default), which at 1,000 sessions holds one table's pages
-                // and not both; checked against itself there, the reference read one
-                // table 1.2-1.4x faster than the other.
-                let url = format!("sqlite://{}", dir.path().join("raw.db").display());
-                crate::groups::db_store(&url, &raw_t).await?
+                crate::groups::sqlite_floor_store(dir.path(), &raw_t).await?
             } else {
                 let raw = Arc::new(DbStore::new(ours.pool().clone(), &raw_t)?);
                 raw.migrate().await?;
@@ -171,7 +166,7 @@ async fn one(engine: &str, n: u64, ops: usize, run_id: &str) -> R<GrowthRow> {
                 // record's timestamps differ from one encoding to the next).
                 let bytes = crate::groups::encoded()?;
                 let (keys, rates) = fill_tables(&ours, &raw, n, &bytes).await?;
-                let first: Arc<dyn Target> = if SELF_CHECK.load(Ordering::Relaxed) {
+                let first: Arc<dyn Target> = if self_check {
                     Arc::new(RawSql::new(&ours, bytes.clone()))
                 } else {
                     Arc::new(Ours::new(ours.clone() as Arc<dyn SessionStore>))
@@ -185,7 +180,7 @@ async fn one(engine: &str, n: u64, ops: usize, run_id: &str) -> R<GrowthRow> {
             ours.drop_table().await?;
             raw.drop_table().await?;
             let (rates, m) = result?;
-            let reference = if SELF_CHECK.load(Ordering::Relaxed) {
+            let reference = if self_check {
                 "sqlx (same statements), against itself"
             } else {
                 "sqlx (same statements)"
