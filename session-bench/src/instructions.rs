@@ -18,6 +18,10 @@
 //!   session (the benchmark's 10-field session), bare and wearing the metrics layer,
 //!   with a Prometheus recorder installed in both processes, called as the session
 //!   handle calls them ([`session_core::StoreCalls`]).
+//!
+//! `--count redis:load` and `--count redis-floor:load` run the same loop against Redis,
+//! through the `cache` engine and through the raw client: not counted by the group, but a
+//! process to profile (`perf record -g`) for what a store's load adds to a `GET`.
 
 use std::fmt::Write as _;
 use std::process::Command;
@@ -50,22 +54,44 @@ pub async fn count(thing: &str, n: usize) -> R<()> {
     // Built directly, as the axum setups' store is: from configuration the engine wears
     // the timeout layer, whose timers make the count depend on the wall clock.
     let bare: Arc<dyn SessionStore> = Arc::new(backend_cache::MemoryStore::new());
-    let store = match side {
-        "memory" => bare,
-        "memory+metrics" => MetricsLayer.layer(bare),
+    let target: Box<dyn Target> = match side {
+        "memory" => Box::new(Ours::new(bare)),
+        "memory+metrics" => Box::new(Ours::new(MetricsLayer.layer(bare))),
+        // Against Redis (`SESSIONS_TEST_REDIS_URL`, default the local server): the
+        // `cache` engine as configuration builds it, and the raw client's floor. For a
+        // profile of one side's client work (`perf record` on `--count redis:load`);
+        // the group does not count them (the layer's timers follow the wall clock).
+        "redis" => {
+            let url = integration_tests::servers::redis_url();
+            Box::new(Ours::new(
+                crate::ours::from_toml(&format!(
+                    "engine = \"cache\"\n[cache]\nurl = {url:?}\nkey_prefix = \"count:\"\n"
+                ))
+                .await?,
+            ))
+        }
+        "redis-floor" => Box::new(crate::raw::RawRedis::new(
+            crate::raw::RedisConn::single(&integration_tests::servers::redis_url()).await?,
+            "count-raw:".to_owned(),
+            crate::groups::encoded()?,
+        )),
         other => return wrong!("unknown store side: {other}"),
     };
-    let target = Ours::new(store);
+    let target = target.as_ref();
     let mut keys: Vec<(Key, u64)> = Vec::with_capacity(64);
     for _ in 0..64 {
         keys.push((target.create().await?, 1));
     }
-    run_calls(&target, &mut keys, op, 500).await?;
-    run_calls(&target, &mut keys, op, n).await
+    run_calls(target, &mut keys, op, 500).await?;
+    run_calls(target, &mut keys, op, n).await?;
+    for (key, _) in &keys {
+        target.delete(key).await?;
+    }
+    Ok(())
 }
 
 /// `count` calls of `op` on the sessions of `keys`, round robin.
-async fn run_calls(target: &Ours, keys: &mut [(Key, u64)], op: &str, count: usize) -> R<()> {
+async fn run_calls(target: &dyn Target, keys: &mut [(Key, u64)], op: &str, count: usize) -> R<()> {
     for i in 0..count {
         let slot = i % keys.len();
         let (key, version) = &mut keys[slot];
@@ -89,6 +115,8 @@ fn instructions(thing: &str, n: usize) -> R<u64> {
         .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
         .arg(&exe)
         .args(["--count", thing, "--count-n", &n.to_string()])
+        // The store's `load` (the whole record decoded), as the module docs name it.
+        .arg("--eager-loads")
         .output()
         .map_err(|e| format!("running valgrind: {e} (install it: apt-get install valgrind)"))?;
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -74,7 +74,7 @@ struct Args {
 const USAGE: &str = "\
 usage: session-bench [--runs N] [--rounds N] [--scale F] [--secs S] [--only g1,g2]
                      [--out DIR] [--doc FILE] [--no-layer] [--layer-requests N]
-                     [--lazy-loads] [--interleaved]
+                     [--eager-loads] [--interleaved]
 
   --runs N        complete runs, reported side by side as a spread (default 2)
   --rounds N      rounds per run and group (default 3)
@@ -101,8 +101,9 @@ usage: session-bench [--runs N] [--rounds N] [--scale F] [--secs S] [--only g1,g
                   is a task's latency, not the store's throughput, and two sides that
                   queue on one resource (SQLite's write lock, tower's async mutex) wait
                   on each other. Read it for c=1, and for loads
-  --lazy-loads    our load phases load as the session handle does (`load_lazy`, the data
-                  left encoded) and read one field, instead of decoding the whole record
+  --eager-loads   our load phases decode the whole record (`SessionStore::load`) instead
+                  of loading as the session handle does (the default, `--lazy-loads`:
+                  `load_lazy`, the data left encoded, then one field read)
   --layer-requests N  requests per round per setup in the middleware comparisons (default 20000)
   --count-n N     operations per counted process in the `instructions` group (default 2000)
   --growth-engines LIST  engines of the growth group (default memory,file,redis,sqlite,postgres)
@@ -150,6 +151,7 @@ fn parse_args() -> Result<Args, String> {
             "--no-layer" => a.layer = false,
             "--interleaved" => a.interleaved = true,
             "--lazy-loads" => ours::LAZY_LOADS.store(true, std::sync::atomic::Ordering::Relaxed),
+            "--eager-loads" => ours::LAZY_LOADS.store(false, std::sync::atomic::Ordering::Relaxed),
             "--layer-requests" => a.layer_requests = num(&value("--layer-requests")?)?,
             "--count" => a.count = Some(value("--count")?),
             "--count-n" => a.count_n = num(&value("--count-n")?)?,

@@ -25,8 +25,10 @@ pub async fn from_toml(toml: &str) -> R<Arc<dyn SessionStore>> {
     Ok(registry().build(&Config::from_toml(toml)).await?)
 }
 
-/// `--lazy-loads`: load phases load as the session handle does ([`Ours::load_lazy`]).
-pub static LAZY_LOADS: AtomicBool = AtomicBool::new(false);
+/// Whether load phases load as the session handle does ([`Ours::load_lazy`]: the data
+/// left encoded, one field read), the default; `--eager-loads` turns it off, and loads
+/// then decode the whole record (`SessionStore::load`).
+pub static LAZY_LOADS: AtomicBool = AtomicBool::new(true);
 
 /// The field a lazy load reads, as a request reading one key of its session does.
 const READ_FIELD: &str = "field_5";

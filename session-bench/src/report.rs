@@ -99,6 +99,9 @@ pub struct Report {
     pub machine: String,
     /// The load and update phases' workload (`--workload`).
     pub workload: crate::harness::Workload,
+    /// Whether our loads left the data encoded and read one field (`--lazy-loads`, the
+    /// default) or decoded the whole record (`--eager-loads`).
+    pub lazy_loads: bool,
     /// Every measured cell.
     pub cells: Vec<Cell>,
     /// The middleware comparison.
@@ -168,6 +171,7 @@ impl Report {
             scale,
             machine: machine(),
             workload: crate::harness::Workload::Hot,
+            lazy_loads: crate::ours::LAZY_LOADS.load(std::sync::atomic::Ordering::Relaxed),
             cells: Vec::new(),
             layer: Vec::new(),
             actix: Vec::new(),
@@ -342,11 +346,12 @@ impl Report {
         };
         for e in self.engines() {
             for conc in [1usize, 32] {
-                for op in [Op::Load, Op::Update] {
+                // Loads: 0.95x (the lazy-load issue's goal); updates: 0.9x.
+                for (op, goal) in [(Op::Load, 0.95), (Op::Update, 0.9)] {
                     check(
                         format!("{e} {} c={conc} vs floor", op.name()),
                         self.find(&e, Role::Floor, op, conc),
-                        0.9,
+                        goal,
                     );
                 }
             }
@@ -407,6 +412,16 @@ impl Report {
                      session the round created, each once, in random order",
             }
         );
+        let _ = writeln!(
+            s,
+            "Our loads: {}.\n",
+            if self.lazy_loads {
+                "as the session handle loads (`load_lazy`: the data left encoded, then one \
+                 field of ten read; the default, `--lazy-loads`)"
+            } else {
+                "the whole record decoded (`SessionStore::load`, `--eager-loads`)"
+            }
+        );
         s.push_str("### Sides per engine\n\n| Engine | Floor | Peer |\n|---|---|---|\n");
         for e in self.engines() {
             let _ = writeln!(
@@ -448,7 +463,7 @@ impl Report {
         for c in self.checks() {
             let _ = writeln!(
                 s,
-                "| {} | ≥ {:.1}x | {:.2}x | {:.2}–{:.2} | {} |",
+                "| {} | ≥ {:.2}x | {:.2}x | {:.2}–{:.2} | {} |",
                 c.what,
                 c.goal,
                 c.ratio,
