@@ -40,8 +40,8 @@ const READ_FIELD: &str = "field_5";
 /// and as the floors and the peers write theirs. A deadline fixed once would let a
 /// database leave its expiry index alone on every update (PostgreSQL's heap-only
 /// updates, an untouched SQLite index entry) where a real save cannot: our updates read
-/// 3-22 % above the same statements that way. The records are kept in a free list, so no call pays a
-/// copy of the data.
+/// 3-22 % above the same statements that way. The records are kept in a free list, so
+/// no call pays a copy of the data.
 pub struct Ours {
     store: Arc<dyn SessionStore>,
     record: Record,
