@@ -319,20 +319,42 @@ pub enum CacheStore {
     Memcached(MemcachedStore),
 }
 
+/// Who bounds a networked driver's commands in time (Redis's; Memcached's client has no
+/// timeout of its own, so the layer always does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Bound {
+    /// The client, every command: a store that may be used without the layer.
+    Client,
+    /// The engine's timeout layer, every session operation; the store, every step of a
+    /// sweep, which the layer leaves unbounded.
+    Layer,
+}
+
 impl CacheStore {
     /// Builds the driver `config` selects, connecting to its server.
     ///
     /// The store is bare: the `cache` engine adds the per-operation deadline
     /// (`command_timeout_ms`) as a layer; a store built here directly wears it with
-    /// `store.with_layer(TimeoutLayer::new(config.command_timeout()))`.
+    /// `store.with_layer(TimeoutLayer::new(config.command_timeout()))`. A Redis driver
+    /// built here also bounds each command in its client (the engine's does not: its
+    /// layer is the one timer), so it stays bounded without the layer.
     pub async fn connect(config: &CacheConfig, codec: Arc<dyn Codec>) -> Result<Self> {
+        Self::connect_bounded(config, codec, Bound::Client).await
+    }
+
+    /// [`CacheStore::connect`], a Redis driver's commands bounded by `bound`.
+    async fn connect_bounded(
+        config: &CacheConfig,
+        codec: Arc<dyn Codec>,
+        bound: Bound,
+    ) -> Result<Self> {
         Ok(match config.target()? {
             CacheTarget::Memory => CacheStore::Memory(MemoryStore::with_config(MemoryConfig {
                 max_entries: config.max_entries,
             })),
             #[cfg(feature = "redis")]
             CacheTarget::Redis(_) | CacheTarget::RedisCluster(_) => {
-                CacheStore::Redis(RedisStore::connect(config, codec).await?)
+                CacheStore::Redis(RedisStore::connect_bounded(config, codec, bound).await?)
             }
             #[cfg(feature = "memcached")]
             CacheTarget::Memcached(_) => {
@@ -341,7 +363,7 @@ impl CacheStore {
             // `target()` refused drivers that are not compiled in.
             #[allow(unreachable_patterns)]
             _ => {
-                let _ = codec;
+                let _ = (codec, bound);
                 return Err(Error::config(
                     "cache.url",
                     "this cache driver is not compiled in",
@@ -460,7 +482,10 @@ impl CacheConfig {
         // The driver itself, not this enum: every call of the enum's forwards to its
         // driver through one more boxed future, which the engine's calls need not pay.
         // Redis, Redis Cluster and Memcached wear the same one layer.
-        Ok(match CacheStore::connect(self, settings.codec()).await? {
+        // One timer per operation: the layer's (a Redis client's own response timeout
+        // is off under it; see the `redis` module).
+        let connected = CacheStore::connect_bounded(self, settings.codec(), Bound::Layer).await?;
+        Ok(match connected {
             // The in-process driver keeps decoded records: it applies the size limit
             // itself, as the byte-storing drivers' codecs do.
             CacheStore::Memory(m) => {

@@ -63,13 +63,25 @@
 //! re-adds it to the set); a caller that extends a signed-in record with `touch` beyond
 //! its principal's set lifetime should save it instead.
 //!
-//! Every command is bounded by `cache.command_timeout_ms` in the client (its response
-//! timeout, [`Error::Timeout`]), and the `cache` engine wears a
-//! [`TimeoutLayer`](session_core::layer::TimeoutLayer) of the same bound around every
-//! session operation, which also covers waiting for a reconnect; a store built with
-//! [`RedisStore::connect`] directly wears it with `.with_layer(...)`. A server that is
-//! down gives [`Error::Backend`] or [`Error::Timeout`] at once or within that bound, and
-//! the same store works again when it is back.
+//! Every operation is bounded by `cache.command_timeout_ms` ([`Error::Timeout`]), by
+//! one timer:
+//! - The `cache` engine wears a [`TimeoutLayer`](session_core::layer::TimeoutLayer) of
+//!   that bound around every session operation, which also covers waiting for a
+//!   reconnect, and its client sets no response timeout of its own. The client's
+//!   timer under the layer cost a load about 870 of its 22,700 instructions, and 2-9 %
+//!   of its rate at concurrency 1 against the raw client; a cluster client has two (a
+//!   command's and a request's across redirections). See BENCHMARKS.md, "Redis: one
+//!   timer per operation". The layer is the timer kept because only it also bounds
+//!   the wait for a reconnect. The steps the layer leaves unbounded (each
+//!   `SCAN` step and `CLUSTER SLOTS` of `count` and `list`, each `DEL` of
+//!   [`RedisStore::purge_prefix`]) are bounded one by one by the store.
+//! - A store built with [`RedisStore::connect`] or
+//!   [`CacheStore::connect`](crate::CacheStore::connect) may be used without the layer:
+//!   its client bounds every command (the response timeout). Wearing the layer as well
+//!   (`.with_layer(...)`) bounds reconnect waits too.
+//!
+//! A server that is down gives [`Error::Backend`] or [`Error::Timeout`] at once or within
+//! that bound, and the same store works again when it is back.
 
 use std::fmt;
 use std::sync::{Arc, LazyLock};
@@ -89,7 +101,7 @@ use session_core::{
     SessionStore, Timestamp, UserIndex, UserSession, async_trait,
 };
 
-use crate::cache::{CacheConfig, CacheTarget, redact};
+use crate::cache::{Bound, CacheConfig, CacheTarget, redact};
 use crate::envelope::{self, Envelope, HEADER_LEN, StoredValue};
 
 /// `update` with an expected version, the common case. The client already built the new
@@ -327,6 +339,9 @@ pub struct RedisStore {
     cluster: bool,
     codec: Arc<dyn Codec>,
     command_timeout: Duration,
+    /// Whether the client bounds each command (its response timeout); if not, the
+    /// engine's timeout layer bounds each operation and the store each sweep step.
+    client_bounded: bool,
 }
 
 impl fmt::Debug for RedisStore {
@@ -344,12 +359,24 @@ impl RedisStore {
     /// Connects to the Redis server or cluster that `config` names (`cache.url` with a
     /// `redis://`, `rediss://` or `redis+cluster://` scheme, or `cache.urls` for a
     /// cluster). Fails when the configuration is invalid or the server does not answer
-    /// within `cache.connect_timeout_ms`.
+    /// within `cache.connect_timeout_ms`. Every command is bounded by
+    /// `cache.command_timeout_ms` in the client.
     pub async fn connect(config: &CacheConfig, codec: Arc<dyn Codec>) -> Result<Self> {
+        Self::connect_bounded(config, codec, Bound::Client).await
+    }
+
+    /// [`RedisStore::connect`], its commands bounded by `bound`.
+    pub(crate) async fn connect_bounded(
+        config: &CacheConfig,
+        codec: Arc<dyn Codec>,
+        bound: Bound,
+    ) -> Result<Self> {
         match config.target()? {
-            CacheTarget::Redis(url) => Self::connect_standalone(config, &url, codec).await,
+            CacheTarget::Redis(url) => Self::connect_standalone(config, &url, codec, bound).await,
             #[cfg(feature = "cluster")]
-            CacheTarget::RedisCluster(urls) => Self::connect_cluster(config, &urls, codec).await,
+            CacheTarget::RedisCluster(urls) => {
+                Self::connect_cluster(config, &urls, codec, bound).await
+            }
             _ => Err(Error::config(
                 "cache.url",
                 "not a Redis URL: use redis://host:port, rediss://host:port or redis+cluster://h1:p1,h2:p2",
@@ -361,6 +388,7 @@ impl RedisStore {
         config: &CacheConfig,
         url: &str,
         codec: Arc<dyn Codec>,
+        bound: Bound,
     ) -> Result<Self> {
         if url.starts_with("rediss://") {
             #[cfg(not(feature = "tls"))]
@@ -380,18 +408,19 @@ impl RedisStore {
         // bounded by the engine's timeout layer anyway, and once the retries are spent
         // the next command starts a fresh attempt, so a server that comes back is found
         // within about a second rather than after a long exponential backoff.
-        // The response timeout bounds each command, as the cluster client's does: the
-        // steps of a `SCAN` and the commands of a store used without the layer.
+        // The response timeout bounds each command of a store that may be used without
+        // the layer; under the layer it is off (the client's default is 500 ms).
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(Some(command_timeout))
+            .set_response_timeout((bound == Bound::Client).then_some(command_timeout))
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
         let connecting = ConnectionManager::new_with_config(client, manager_config);
         // The manager retries its first connection too; bound the whole attempt.
-        let bound = connect_timeout.saturating_mul(4);
-        let manager = match session_core::layer::deadline("redis", bound, connecting).await {
+        let connect_bound = connect_timeout.saturating_mul(4);
+        let manager = match session_core::layer::deadline("redis", connect_bound, connecting).await
+        {
             Ok(Ok(m)) => m,
             Ok(Err(e)) => {
                 return Err(Error::backend(
@@ -410,6 +439,7 @@ impl RedisStore {
             cluster: false,
             codec,
             command_timeout,
+            client_bounded: bound == Bound::Client,
         })
     }
 
@@ -418,6 +448,7 @@ impl RedisStore {
         config: &CacheConfig,
         urls: &[String],
         codec: Arc<dyn Codec>,
+        bound: Bound,
     ) -> Result<Self> {
         let connect_timeout = config.connect_timeout();
         let command_timeout = config.command_timeout();
@@ -430,9 +461,15 @@ impl RedisStore {
             #[cfg(feature = "tls")]
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let client = ClusterClientBuilder::new(urls.iter().map(String::as_str))
-            .connection_timeout(connect_timeout)
-            .response_timeout(command_timeout)
+        let mut builder = ClusterClientBuilder::new(urls.iter().map(String::as_str))
+            .connection_timeout(connect_timeout);
+        // Each command, and each request across its redirections (the overall timeout
+        // follows the response timeout), of a store that may be used without the layer;
+        // none under the layer (the builder's default).
+        if bound == Bound::Client {
+            builder = builder.response_timeout(command_timeout);
+        }
+        let client = builder
             .retries(2)
             .min_retry_wait(20)
             .max_retry_wait(200)
@@ -443,27 +480,29 @@ impl RedisStore {
                     format!("invalid Redis Cluster node URLs: {e}"),
                 )
             })?;
-        let bound = connect_timeout.saturating_mul(4);
+        let connect_bound = connect_timeout.saturating_mul(4);
         let connecting = client.get_async_connection();
-        let conn = match session_core::layer::deadline("redis-cluster", bound, connecting).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                return Err(Error::backend(
-                    "redis-cluster",
-                    format!(
-                        "could not connect to the cluster at {}: {e}; are the nodes running?",
-                        urls.iter().map(|u| redact(u)).collect::<Vec<_>>().join(",")
-                    ),
-                ));
-            }
-            Err(timeout) => return Err(timeout),
-        };
+        let conn =
+            match session_core::layer::deadline("redis-cluster", connect_bound, connecting).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    return Err(Error::backend(
+                        "redis-cluster",
+                        format!(
+                            "could not connect to the cluster at {}: {e}; are the nodes running?",
+                            urls.iter().map(|u| redact(u)).collect::<Vec<_>>().join(",")
+                        ),
+                    ));
+                }
+                Err(timeout) => return Err(timeout),
+            };
         Ok(RedisStore {
             conn: Conn::Cluster(conn),
             prefix: config.key_prefix.clone(),
             cluster: true,
             codec,
             command_timeout,
+            client_bounded: bound == Bound::Client,
         })
     }
 
@@ -697,6 +736,17 @@ impl RedisStore {
         self.mapped(cmd.query_async::<Value>(&mut conn)).await
     }
 
+    /// One step of a sweep (a `SCAN` step, `CLUSTER SLOTS`, a `DEL` of
+    /// [`RedisStore::purge_prefix`]), which the engine's timeout layer does not bound:
+    /// bounded here by the command timeout when the client does not bound it.
+    async fn step<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        if self.client_bounded {
+            fut.await
+        } else {
+            session_core::layer::deadline(self.engine_name(), self.command_timeout, fut).await?
+        }
+    }
+
     /// Runs `script` on `key` with the arguments `args` appends: `EVALSHA`, and `EVAL`
     /// (which also caches the script) when the server does not know it yet, e.g. after
     /// a restart or on a cluster node seen for the first time. Building the command
@@ -804,7 +854,7 @@ impl RedisStore {
         for k in keys {
             let mut cmd = ::redis::cmd("DEL");
             cmd.arg(k);
-            if let Value::Int(n) = self.query(&cmd).await? {
+            if let Value::Int(n) = self.step(self.query(&cmd)).await? {
                 removed += u64::try_from(n).unwrap_or(0);
             }
         }
@@ -838,10 +888,10 @@ impl RedisStore {
         };
         let mut conn = conn.clone();
         let reply = self
-            .mapped(conn.route_command(
+            .step(self.mapped(conn.route_command(
                 ::redis::cmd("CLUSTER").arg("SLOTS").clone(),
                 RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
-            ))
+            )))
             .await?;
         let Value::Array(ranges) = &reply else {
             return Err(self.unexpected("CLUSTER SLOTS", &reply));
@@ -893,9 +943,10 @@ impl RedisStore {
                         host: host.clone(),
                         port: *port,
                     });
-                    self.mapped(conn.route_command(cmd, routing)).await?
+                    self.step(self.mapped(conn.route_command(cmd, routing)))
+                        .await?
                 }
-                _ => self.query(&cmd).await?,
+                _ => self.step(self.query(&cmd)).await?,
             };
             let Value::Array(mut parts) = reply else {
                 return Err(self.unexpected("SCAN", &reply));

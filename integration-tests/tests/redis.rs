@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use backend_cache::{CacheConfig, CacheStore};
+use integration_tests::fault_proxy::{FaultProxy, Mode};
 use integration_tests::servers::{PrivateRedis, free_port};
 use integration_tests::{StoreFactory, run_conformance, servers};
 use session_core::{
@@ -195,4 +196,114 @@ async fn redis_outage_gives_timely_typed_errors_and_the_same_store_recovers() {
     // The old session died with the unpersisted server: a typed miss, not an error.
     assert!(store.load(&key).await.expect("load").is_none());
     assert!(got.is_some_and(|r| r.expires_at > Timestamp::now()));
+}
+
+/// Awaits `call` behind a silent network (command timeout 300 ms): it must fail with
+/// `Error::Timeout` within the bound plus slack. A call still waiting after 10 s fails
+/// the test rather than hanging it.
+async fn fails_in_time<T: std::fmt::Debug>(
+    what: &str,
+    call: impl Future<Output = Result<T, Error>>,
+) {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .unwrap_or_else(|_| panic!("{what} hung behind a silent network"));
+    let took = started.elapsed();
+    match outcome {
+        Err(Error::Timeout { .. }) => {}
+        other => panic!("{what} behind a silent network gave {other:?}, not a timeout"),
+    }
+    assert!(
+        took <= Duration::from_millis(300 + 700),
+        "{what} took {took:?} behind a silent network"
+    );
+}
+
+/// The port of a `redis://[user@]host:port[/db]` URL.
+fn port_of(url: &str) -> u16 {
+    let rest = url.rsplit('@').next().unwrap_or(url);
+    rest.trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .and_then(|hostport| hostport.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"))
+}
+
+/// Behind a network that accepts and answers nothing, every call of the engine's store
+/// fails with `Error::Timeout` within its bound: its one timer is the engine's timeout
+/// layer (the client has no response timeout under it), and the steps of a sweep
+/// (`count`, `list`: `SCAN`), which the layer leaves unbounded, are bounded by the
+/// store. A store built directly (`CacheStore::connect`, no layer) is bounded by its
+/// client. Both work again once the network delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_silent_network_every_call_is_bounded_and_the_store_recovers() {
+    let url = servers::redis_url();
+    check_reachable(&url).await;
+    let proxy = FaultProxy::start(port_of(&url)).await;
+    let via = format!("redis://127.0.0.1:{}", proxy.port());
+    let prefix = format!("it-redis-silent-{}:", servers::unique_suffix());
+    let registry = EngineRegistry::new();
+    backend_cache::register(&registry);
+    let config = Config::from_toml(&format!(
+        "engine = \"cache\"\n[cache]\nurl = {via:?}\nkey_prefix = {prefix:?}\n\
+         command_timeout_ms = 300\nconnect_timeout_ms = 300\n"
+    ));
+    let store = registry.build(&config).await.expect("the engine's store");
+    let mut direct_config = CacheConfig::new(&via).with_key_prefix(&prefix);
+    direct_config.command_timeout_ms = 300;
+    let direct = CacheStore::connect(
+        &direct_config,
+        session_core::CodecKind::Bincode.build(1 << 22),
+    )
+    .await
+    .expect("the store built directly");
+    let key = store.create(&sample()).await.expect("create");
+
+    proxy.set(Mode::Blackhole);
+    fails_in_time("load", store.load(&key)).await;
+    fails_in_time("update", store.update(&key, &sample(), Some(1))).await;
+    fails_in_time("exists", store.exists(&key)).await;
+    fails_in_time("count", store.count()).await;
+    fails_in_time("list", store.list(None, 10)).await;
+    fails_in_time("the direct store's load", direct.load(&key)).await;
+    fails_in_time("the direct store's count", direct.count()).await;
+
+    // Delivered again: the same stores answer, and the session is intact.
+    proxy.set(Mode::Pass);
+    let healed = Instant::now();
+    for (name, s) in [("engine", store.clone()), ("direct", Arc::new(direct) as _)] {
+        let s: Arc<dyn SessionStore> = s;
+        let got = loop {
+            match s.load(&key).await {
+                Ok(got) => break got,
+                Err(e) => {
+                    assert!(e.is_unavailable(), "{name}: {e:?}");
+                    assert!(
+                        healed.elapsed() < Duration::from_secs(5),
+                        "the {name} store did not answer within 5 s of the network's return: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        let got = got.unwrap_or_else(|| panic!("{name}: the session is gone"));
+        assert_eq!(got.data.get("user_id"), Some(&7.into()), "{name}");
+        // The timed-out update's bytes were held, not lost: like any write whose answer
+        // never came, it may land once they are delivered, and only once.
+        assert!(
+            matches!(got.version, 1 | 2),
+            "{name}: version {} after one timed-out update",
+            got.version
+        );
+    }
+    assert!(
+        store
+            .count()
+            .await
+            .expect("count after the network's return")
+            >= 1
+    );
+    assert!(store.delete(&key).await.expect("delete"));
 }
