@@ -22,6 +22,8 @@
 //! `--count redis:load` and `--count redis-floor:load` run the same loop against Redis,
 //! through the `cache` engine and through the raw client: not counted by the group, but a
 //! process to profile (`perf record -g`) for what a store's load adds to a `GET`.
+//! `--count file:load` and `--count file-floor:load` do the same for the file engine
+//! against `tokio::fs`.
 
 use std::fmt::Write as _;
 use std::process::Command;
@@ -75,9 +77,35 @@ pub async fn count(thing: &str, n: usize) -> R<()> {
             "count-raw:".to_owned(),
             crate::groups::encoded()?,
         )),
+        // The file engine as configuration builds it, and `tokio::fs`, each in a
+        // directory of its own (removed at exit), for the same kind of profile.
+        "file" | "file-floor" => {
+            let dir = tempfile::tempdir()?;
+            let target: Box<dyn Target> = if side == "file" {
+                Box::new(Ours::new(
+                    crate::ours::from_toml(&format!(
+                        "engine = \"file\"\n[file]\npath = {:?}\n",
+                        dir.path()
+                    ))
+                    .await?,
+                ))
+            } else {
+                Box::new(crate::raw::RawFs::new(
+                    dir.path().to_owned(),
+                    crate::groups::encoded()?,
+                    true,
+                ))
+            };
+            return run_all(target.as_ref(), op, n).await;
+        }
         other => return wrong!("unknown store side: {other}"),
     };
-    let target = target.as_ref();
+    run_all(target.as_ref(), op, n).await
+}
+
+/// Creates 64 sessions, calls `op` on them round robin (500 warm-up calls, then `n`),
+/// and deletes them.
+async fn run_all(target: &dyn Target, op: &str, n: usize) -> R<()> {
     let mut keys: Vec<(Key, u64)> = Vec::with_capacity(64);
     for _ in 0..64 {
         keys.push((target.create().await?, 1));
