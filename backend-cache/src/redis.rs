@@ -339,9 +339,9 @@ pub struct RedisStore {
     cluster: bool,
     codec: Arc<dyn Codec>,
     command_timeout: Duration,
-    /// Whether the client bounds each command (its response timeout); if not, the
-    /// engine's timeout layer bounds each operation and the store each sweep step.
-    client_bounded: bool,
+    /// Who bounds each command: the client (its response timeout), or the engine's
+    /// timeout layer each operation and the store each sweep step.
+    bound: Bound,
 }
 
 impl fmt::Debug for RedisStore {
@@ -439,7 +439,7 @@ impl RedisStore {
             cluster: false,
             codec,
             command_timeout,
-            client_bounded: bound == Bound::Client,
+            bound,
         })
     }
 
@@ -502,7 +502,7 @@ impl RedisStore {
             cluster: true,
             codec,
             command_timeout,
-            client_bounded: bound == Bound::Client,
+            bound,
         })
     }
 
@@ -740,7 +740,7 @@ impl RedisStore {
     /// [`RedisStore::purge_prefix`]), which the engine's timeout layer does not bound:
     /// bounded here by the command timeout when the client does not bound it.
     async fn step<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
-        if self.client_bounded {
+        if self.bound == Bound::Client {
             fut.await
         } else {
             session_core::layer::deadline(self.engine_name(), self.command_timeout, fut).await?

@@ -76,6 +76,18 @@ pub fn unique_suffix() -> String {
     key.as_str()[..12].to_owned()
 }
 
+/// The port of a server URL (`scheme://[user[:password]@]host:port[/path]`), for a
+/// proxy put in front of it.
+pub fn port_of(url: &str) -> u16 {
+    let rest = url.rsplit('@').next().unwrap_or(url);
+    let rest = rest.split_once("://").map_or(rest, |(_, r)| r);
+    rest.split('/')
+        .next()
+        .and_then(|hostport| hostport.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"))
+}
+
 /// A free TCP port on the loopback interface (bound once, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use backend_cache::{CacheConfig, CacheStore};
 use integration_tests::fault_proxy::{FaultProxy, Mode};
-use integration_tests::servers::{PrivateRedis, free_port};
+use integration_tests::servers::{PrivateRedis, free_port, port_of};
 use integration_tests::{StoreFactory, run_conformance, servers};
 use session_core::{
     BoxError, Config, EngineRegistry, Error, Record, SessionData, SessionStore, Timestamp,
@@ -218,17 +218,6 @@ async fn fails_in_time<T: std::fmt::Debug>(
         took <= Duration::from_millis(300 + 700),
         "{what} took {took:?} behind a silent network"
     );
-}
-
-/// The port of a `redis://[user@]host:port[/db]` URL.
-fn port_of(url: &str) -> u16 {
-    let rest = url.rsplit('@').next().unwrap_or(url);
-    rest.trim_start_matches("redis://")
-        .split('/')
-        .next()
-        .and_then(|hostport| hostport.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {url}"))
 }
 
 /// Behind a network that accepts and answers nothing, every call of the engine's store

@@ -335,21 +335,6 @@ async fn drill(store: &str, proxy: &FaultProxy, a_toml: &str, b_toml: &str, op_d
     );
 }
 
-fn port_of(url: &str) -> u16 {
-    let rest = url.rsplit('@').next().unwrap_or(url);
-    let hostport = rest
-        .trim_start_matches("redis://")
-        .trim_start_matches("postgres://")
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    hostport
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {url}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_behind_a_faulty_network() {
     let url = servers::redis_url();
@@ -360,7 +345,7 @@ async fn redis_behind_a_faulty_network() {
     )
     .await
     .unwrap_or_else(|e| servers::unreachable("Redis", &url, e));
-    let proxy = FaultProxy::start(port_of(&url)).await;
+    let proxy = FaultProxy::start(servers::port_of(&url)).await;
     let toml = |u: &str| {
         format!(
             "engine = \"cache\"\n[cache]\nurl = {u:?}\nkey_prefix = {prefix:?}\n\
@@ -386,9 +371,9 @@ async fn postgres_behind_a_faulty_network() {
     let probe = DbStore::connect(&DbConfig::new(&url).with_table(&table))
         .await
         .unwrap_or_else(|e| servers::unreachable("PostgreSQL", &url, e));
-    let proxy = FaultProxy::start(port_of(&url)).await;
+    let proxy = FaultProxy::start(servers::port_of(&url)).await;
     let via_proxy = url.replacen(
-        &format!(":{}/", port_of(&url)),
+        &format!(":{}/", servers::port_of(&url)),
         &format!(":{}/", proxy.port()),
         1,
     );
