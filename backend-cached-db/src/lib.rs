@@ -28,8 +28,11 @@
 //!   delete travels after it over the same connection, so once it is answered no
 //!   process can read that late, old entry;
 //! - a read that misses fills the cache with add-if-absent, then re-reads the durable
-//!   version and drops the entry if a write slipped in between (this closes the classic
-//!   cache-aside race between a reader's fill and a writer's invalidation).
+//!   version and takes the fill back if a write slipped in between (this closes the
+//!   classic cache-aside race between a reader's fill and a writer's invalidation). The
+//!   fill is replaced by a fence with a compare-and-set on its version, so what a writer
+//!   put in its place meanwhile (its fence, or a newer fill) stays, and the first level
+//!   is not filled with a read known to be old.
 //!
 //! **Fences.** Re-reading after the fill drops a stale entry, but until that re-read is
 //! answered other requests could read it: a fill whose durable read came before a
@@ -48,8 +51,8 @@
 //!   (a touch keeps the version, and a failed write's version is unknown): for those the
 //!   re-read closes the race, after the fact;
 //! - a fill whose durable read began more than 5 seconds before its add was answered
-//!   (a stalled process: the fence may have expired meanwhile) is dropped right after
-//!   its add;
+//!   (a stalled process: the fence may have expired meanwhile) is taken back right
+//!   after its add;
 //! - a fence that cannot be placed (the cache fails, or fills win the race three times)
 //!   makes the key suspect, as a failed invalidation does.
 //!

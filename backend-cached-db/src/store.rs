@@ -410,10 +410,13 @@ impl CachedDbStore {
         let read_at = Instant::now();
         let record = self.db.load(key).await?;
         if let Some(r) = &record {
-            if may_fill {
-                self.fill_cache(key, r, read_at).await;
+            // A fill that found the durable store moved on since its read keeps the
+            // record out of the first level too: this request answers with what it read,
+            // the next one reads again.
+            let current = !may_fill || self.fill_cache(key, r, read_at).await;
+            if current {
+                self.fill_l1(key, r).await;
             }
-            self.fill_l1(key, r).await;
         }
         Ok(record)
     }
@@ -423,8 +426,11 @@ impl CachedDbStore {
     /// write that made this version (a compare-and-set on the fence's version, one
     /// below the record's). A fence of a later write or of a delete refuses it (see
     /// the crate docs, "Fences"). Then re-reads the durable version: if a write slipped
-    /// in between anyway, the entry is dropped again.
-    async fn fill_cache(&self, key: &SessionKey, record: &Record, read_at: Instant) {
+    /// in between anyway, the fill is taken back ([`CachedDbStore::retract_fill`]).
+    ///
+    /// Returns `false` when the record is known not to be the durable version any more
+    /// (the re-read found another, or the read is too old to tell).
+    async fn fill_cache(&self, key: &SessionKey, record: &Record, read_at: Instant) -> bool {
         let filled = match self.cache.insert_new(key, record).await {
             Ok(Inserted::Created) => Ok(true),
             Ok(Inserted::KeyTaken) => match record.version.checked_sub(1) {
@@ -441,21 +447,52 @@ impl CachedDbStore {
             Ok(true) => {
                 self.cache_ok();
                 if read_at.elapsed() > FILL_MAX_AGE {
-                    self.invalidate(key).await;
-                    return;
+                    self.retract_fill(key, record.version).await;
+                    return false;
                 }
                 let current = self.db.load(key).await;
                 let same = matches!(&current, Ok(Some(r)) if r.version == record.version);
                 if !same {
-                    self.invalidate(key).await;
+                    self.retract_fill(key, record.version).await;
                 }
+                same
             }
-            Ok(false) => self.cache_ok(),
+            Ok(false) => {
+                self.cache_ok();
+                true
+            }
             // The write may still reach the cache after its deadline, later than a
             // writer's fence: the key is suspect until a delete sent after it has been
             // answered.
             Err(e) => {
                 self.cache_failed("fill", &e);
+                self.mark_suspect(key);
+                true
+            }
+        }
+    }
+
+    /// Takes back this process's fill of version `filled`: replaces the entry with a
+    /// fence, with a compare-and-set on `filled`, so only while the entry is still that
+    /// fill. A plain delete here would also drop what a writer put in its place since:
+    /// the writer's fence, which then no longer refuses the fill of a reader slower than
+    /// this one (its durable read older than the write), and that fill would be served
+    /// until its own re-read; or a newer fill over that fence, which is the durable
+    /// version. The update makes the fence's version `filled + 1`, so for the fence's
+    /// life ([`FENCE_TTL_SECS`]) a fill passes it only with version `filled + 2`, and
+    /// loads of this key read the durable store. Drops the first-level entry; a cache
+    /// that fails makes the key suspect, as a failed invalidation does.
+    async fn retract_fill(&self, key: &SessionKey, filled: u64) {
+        if self.before_cache_write(key).await.is_none() {
+            return;
+        }
+        let fence = fence_record(filled.saturating_add(1));
+        match self.cache.update(key, &fence, Some(filled)).await {
+            // Replaced; or the entry is no longer this fill (a fence, a newer fill, or
+            // nothing), and stays.
+            Ok(_) | Err(Error::Conflict { .. } | Error::NotFound) => self.cache_ok(),
+            Err(e) => {
+                self.cache_failed("retract fill", &e);
                 self.mark_suspect(key);
             }
         }

@@ -3,13 +3,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use backend_cache::MemoryStore;
+use backend_cache::{CacheConfig, CacheStore, MemoryStore};
 use backend_cached_db::{CachedDbConfig, CachedDbStore};
+use backend_db::{DbConfig, DbStore};
 use backend_file::FileStore;
+use integration_tests::servers;
 use serde_json::json;
 use session_core::{
-    BincodeCodec, Capabilities, Codec, Error, Inserted, LazyRecord, Record, Result, SessionData,
-    SessionKey, SessionStore, Timestamp, async_trait,
+    BincodeCodec, Capabilities, Codec, CodecKind, Error, Inserted, LazyRecord, Record, Result,
+    SessionData, SessionKey, SessionStore, Timestamp, async_trait,
 };
 
 /// A memory cache whose writes (and optionally reads) fail while `down` is set.
@@ -511,11 +513,12 @@ async fn lazy_loads_with_a_first_level_fill_it_and_are_lazy_on_its_hits() {
     assert_eq!(got.data.get("b").expect("read"), Some(json!("xyz")));
 }
 
-/// A durable store that can hold a `load` after it read, until the test releases it:
-/// the reader's durable read lands before a write, its next step after it.
+/// A durable store that can hold a `load` after it read (the reader's durable read
+/// lands before a write, its next step after it), or before it reads (the read lands
+/// after a write, the steps before it before the write), until the test releases it.
 #[derive(Debug)]
 struct GatedDb {
-    inner: Arc<MemoryStore>,
+    inner: Arc<dyn SessionStore>,
     gates: std::sync::Mutex<std::collections::VecDeque<Gate>>,
 }
 
@@ -523,6 +526,8 @@ struct GatedDb {
 struct Gate {
     reached: tokio::sync::oneshot::Sender<()>,
     release: tokio::sync::oneshot::Receiver<()>,
+    /// Held before the read rather than after it.
+    before_read: bool,
 }
 
 /// The test's side of a [`Gate`]: told when a load reached it, and releases it.
@@ -532,20 +537,30 @@ struct GateHandle {
 }
 
 impl GatedDb {
-    fn new(inner: Arc<MemoryStore>) -> Self {
+    fn new(inner: Arc<dyn SessionStore>) -> Self {
         GatedDb {
             inner,
             gates: std::sync::Mutex::new(Default::default()),
         }
     }
 
-    /// Holds the next load that has no gate yet.
+    /// Holds the next load that has no gate yet, after it read.
     fn gate(&self) -> GateHandle {
+        self.push_gate(false)
+    }
+
+    /// Holds the next load that has no gate yet, before it reads.
+    fn gate_before_read(&self) -> GateHandle {
+        self.push_gate(true)
+    }
+
+    fn push_gate(&self, before_read: bool) -> GateHandle {
         let (reached_tx, reached_rx) = tokio::sync::oneshot::channel();
         let (release_tx, release_rx) = tokio::sync::oneshot::channel();
         self.gates.lock().expect("gates").push_back(Gate {
             reached: reached_tx,
             release: release_rx,
+            before_read,
         });
         GateHandle {
             reached: reached_rx,
@@ -566,12 +581,18 @@ impl SessionStore for GatedDb {
         self.inner.insert_new(key, record).await
     }
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        let read = self.inner.load(key).await;
         let gate = self.gates.lock().expect("gates").pop_front();
-        if let Some(g) = gate {
+        let Some(g) = gate else {
+            return self.inner.load(key).await;
+        };
+        if g.before_read {
             let _ = g.reached.send(());
             let _ = g.release.await;
+            return self.inner.load(key).await;
         }
+        let read = self.inner.load(key).await;
+        let _ = g.reached.send(());
+        let _ = g.release.await;
         read
     }
     async fn update(
@@ -724,4 +745,121 @@ async fn a_fill_racing_an_update_is_never_served_and_the_new_version_is_cached()
         before + 1,
         "the next load is a cache hit"
     );
+}
+
+/// A fill found stale by its own re-read is taken back without dropping the fence a
+/// writer put in its place meanwhile: a reader slower than it (its durable read older
+/// than the write) is still refused, and the process that knew its read was old does
+/// not keep it in its first level. Over `cache` and `durable`, empty of the session.
+async fn a_fill_found_stale_leaves_the_writers_fence(
+    cache: Arc<dyn SessionStore>,
+    durable: Arc<dyn SessionStore>,
+) {
+    let fast_db = Arc::new(GatedDb::new(durable.clone()));
+    let slow_db = Arc::new(GatedDb::new(durable.clone()));
+    let l1 = Arc::new(MemoryStore::new());
+    let fast = Arc::new(
+        CachedDbStore::new(cache.clone(), fast_db.clone())
+            .with_l1(l1.clone(), std::time::Duration::from_secs(60)),
+    );
+    let slow = Arc::new(CachedDbStore::new(cache.clone(), slow_db.clone()));
+    let writer = CachedDbStore::new(cache.clone(), durable.clone());
+    let k = writer.create(&rec(1)).await.expect("create");
+    cache.delete(&k).await.expect("evict");
+
+    // The slow reader reads version 1 and is held before its fill.
+    let slow_read = slow_db.gate();
+    let slow_check = slow_db.gate();
+    let key = k.clone();
+    let slow_reader = slow.clone();
+    let mut slow_load = tokio::spawn(async move { slow_reader.load(&key).await });
+    slow_read
+        .reached
+        .await
+        .expect("the slow reader's durable read");
+
+    // The fast reader reads version 1, fills it, and is held before its re-read.
+    let fast_read = fast_db.gate();
+    let fast_check = fast_db.gate_before_read();
+    let key = k.clone();
+    let fast_reader = fast.clone();
+    let fast_load = tokio::spawn(async move { fast_reader.load(&key).await });
+    fast_read
+        .reached
+        .await
+        .expect("the fast reader's durable read");
+    fast_read.release.send(()).expect("release");
+    fast_check.reached.await.expect("the fast reader's re-read");
+    let filled = cache.load(&k).await.expect("cache").expect("the fast fill");
+    assert_eq!(filled.version, 1);
+
+    // Another process writes version 2 and fences the entry; then the fast reader's
+    // re-read finds version 2 and takes its fill back.
+    writer.update(&k, &rec(2), Some(1)).await.expect("update");
+    fast_check.release.send(()).expect("release");
+    let answered = fast_load.await.expect("task").expect("load").expect("live");
+    assert_eq!(answered.version, 1, "its read came before the write");
+
+    // The slow reader's fill of version 1 comes now. Had the fast reader deleted the
+    // entry, the fill would be in the cache while the slow reader re-reads.
+    slow_read.release.send(()).expect("release");
+    let mut reached = slow_check.reached;
+    let finished = tokio::select! {
+        _ = &mut reached => None,
+        done = &mut slow_load => Some(done),
+    };
+    let got = writer.load(&k).await.expect("load").expect("live");
+    assert_eq!(
+        (got.data["n"].clone(), got.version),
+        (json!(2), 2),
+        "an older version read back from a fill the writer's fence should have refused"
+    );
+    let _ = slow_check.release.send(());
+    let slow_answer = match finished {
+        Some(done) => done,
+        None => slow_load.await,
+    }
+    .expect("task")
+    .expect("load")
+    .expect("live");
+    assert_eq!(slow_answer.version, 1, "its read came before the write");
+
+    // The fast reader's process kept nothing it knew was old.
+    assert!(
+        !l1.exists(&k).await.expect("l1"),
+        "first level holds the old version"
+    );
+    assert_eq!(fast.load(&k).await.expect("load").expect("live").version, 2);
+    assert_eq!(slow.load(&k).await.expect("load").expect("live").version, 2);
+    writer.delete(&k).await.expect("clean up");
+}
+
+#[tokio::test]
+async fn a_fill_found_stale_leaves_the_writers_fence_in_process() {
+    a_fill_found_stale_leaves_the_writers_fence(
+        Arc::new(MemoryStore::new()),
+        Arc::new(MemoryStore::new()),
+    )
+    .await;
+}
+
+/// The same over the shared Redis and PostgreSQL servers (a table of its own, dropped
+/// after).
+#[tokio::test]
+async fn a_fill_found_stale_leaves_the_writers_fence_on_redis_and_postgres() {
+    let suffix = servers::unique_suffix();
+    let redis_url = servers::redis_url();
+    let cache_config =
+        CacheConfig::new(redis_url.clone()).with_key_prefix(format!("fence-{suffix}:"));
+    let cache = CacheStore::connect(&cache_config, CodecKind::Bincode.build(1 << 22))
+        .await
+        .unwrap_or_else(|e| servers::unreachable("Redis", &redis_url, e));
+    let pg_url = servers::postgres_url();
+    let table = format!("fence_{}", suffix.to_ascii_lowercase().replace('-', "_"));
+    let db = DbStore::connect(&DbConfig::new(pg_url.clone()).with_table(table))
+        .await
+        .unwrap_or_else(|e| servers::unreachable("PostgreSQL", &pg_url, e));
+    let db = Arc::new(db);
+    a_fill_found_stale_leaves_the_writers_fence(Arc::new(cache), db.clone()).await;
+    db.drop_table().await.expect("drop the table");
 }
