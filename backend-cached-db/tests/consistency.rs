@@ -647,14 +647,16 @@ async fn two_processes() -> TwoProcesses {
 
 /// Runs a reader's load of `k` whose durable read lands before `write` and whose fill
 /// comes after it; `check` runs while the reader is held after its fill (at its own
-/// re-read), or after the reader finished when its fill was refused.
+/// re-read), or after the reader finished when its fill was refused. Returns what the
+/// reader's load answered.
 async fn fill_racing<W, C>(
     gated: &GatedDb,
     reader: Arc<CachedDbStore>,
     k: &SessionKey,
     write: W,
     check: C,
-) where
+) -> Option<Record>
+where
     W: std::future::Future<Output = ()>,
     C: std::future::Future<Output = ()>,
 {
@@ -677,7 +679,7 @@ async fn fill_racing<W, C>(
         None => load.await,
     }
     .expect("reader task")
-    .expect("reader load");
+    .expect("reader load")
 }
 
 #[tokio::test]
@@ -767,61 +769,41 @@ async fn a_fill_found_stale_leaves_the_writers_fence(
     let k = writer.create(&rec(1)).await.expect("create");
     cache.delete(&k).await.expect("evict");
 
-    // The slow reader reads version 1 and is held before its fill.
-    let slow_read = slow_db.gate();
-    let slow_check = slow_db.gate();
-    let key = k.clone();
-    let slow_reader = slow.clone();
-    let mut slow_load = tokio::spawn(async move { slow_reader.load(&key).await });
-    slow_read
-        .reached
-        .await
-        .expect("the slow reader's durable read");
-
-    // The fast reader reads version 1, fills it, and is held before its re-read.
-    let fast_read = fast_db.gate();
-    let fast_check = fast_db.gate_before_read();
-    let key = k.clone();
-    let fast_reader = fast.clone();
-    let fast_load = tokio::spawn(async move { fast_reader.load(&key).await });
-    fast_read
-        .reached
-        .await
-        .expect("the fast reader's durable read");
-    fast_read.release.send(()).expect("release");
-    fast_check.reached.await.expect("the fast reader's re-read");
-    let filled = cache.load(&k).await.expect("cache").expect("the fast fill");
-    assert_eq!(filled.version, 1);
-
-    // Another process writes version 2 and fences the entry; then the fast reader's
-    // re-read finds version 2 and takes its fill back.
-    writer.update(&k, &rec(2), Some(1)).await.expect("update");
-    fast_check.release.send(()).expect("release");
-    let answered = fast_load.await.expect("task").expect("load").expect("live");
-    assert_eq!(answered.version, 1, "its read came before the write");
-
-    // The slow reader's fill of version 1 comes now. Had the fast reader deleted the
-    // entry, the fill would be in the cache while the slow reader re-reads.
-    slow_read.release.send(()).expect("release");
-    let mut reached = slow_check.reached;
-    let finished = tokio::select! {
-        _ = &mut reached => None,
-        done = &mut slow_load => Some(done),
+    // The slow reader's durable read (version 1) lands before all of this, its fill
+    // after it. Meanwhile the fast reader reads version 1 and fills it, another process
+    // writes version 2 and fences the entry, and the fast reader's re-read finds
+    // version 2 and takes its fill back. Had the fast reader deleted the entry, the slow
+    // reader's fill would be in the cache while the slow reader re-reads.
+    let race = async {
+        let fast_read = fast_db.gate();
+        let fast_check = fast_db.gate_before_read();
+        let key = k.clone();
+        let fast_reader = fast.clone();
+        let fast_load = tokio::spawn(async move { fast_reader.load(&key).await });
+        fast_read
+            .reached
+            .await
+            .expect("the fast reader's durable read");
+        fast_read.release.send(()).expect("release");
+        fast_check.reached.await.expect("the fast reader's re-read");
+        let filled = cache.load(&k).await.expect("cache").expect("the fast fill");
+        assert_eq!(filled.version, 1);
+        writer.update(&k, &rec(2), Some(1)).await.expect("update");
+        fast_check.release.send(()).expect("release");
+        let answered = fast_load.await.expect("task").expect("load").expect("live");
+        assert_eq!(answered.version, 1, "its read came before the write");
     };
-    let got = writer.load(&k).await.expect("load").expect("live");
-    assert_eq!(
-        (got.data["n"].clone(), got.version),
-        (json!(2), 2),
-        "an older version read back from a fill the writer's fence should have refused"
-    );
-    let _ = slow_check.release.send(());
-    let slow_answer = match finished {
-        Some(done) => done,
-        None => slow_load.await,
-    }
-    .expect("task")
-    .expect("load")
-    .expect("live");
+    let check = async {
+        let got = writer.load(&k).await.expect("load").expect("live");
+        assert_eq!(
+            (got.data["n"].clone(), got.version),
+            (json!(2), 2),
+            "an older version read back from a fill the writer's fence should have refused"
+        );
+    };
+    let slow_answer = fill_racing(&slow_db, slow.clone(), &k, race, check)
+        .await
+        .expect("live");
     assert_eq!(slow_answer.version, 1, "its read came before the write");
 
     // The fast reader's process kept nothing it knew was old.
