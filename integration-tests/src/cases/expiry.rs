@@ -569,7 +569,7 @@ async fn saved_policy_survives_reload(ctx: &Ctx) -> CaseResult {
 
 async fn custom_expiry_datetime_survives_the_store(ctx: &Ctx) -> CaseResult {
     let m = Timestamp::now();
-    let deadline = Timestamp::from_unix_millis(m.add_secs(LIVE_SECS).as_unix_millis() + 321);
+    let deadline = super::millis_past_second(m.add_secs(LIVE_SECS), 321);
     let s = handle(ctx, None);
     s.set_expiry(Expiry::At(deadline));
     s.save().await.ctx("save")?;

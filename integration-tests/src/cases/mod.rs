@@ -134,6 +134,12 @@ pub(crate) fn expired(pairs: &[(&str, serde_json::Value)]) -> Record {
     r
 }
 
+/// `t` moved to `ms` milliseconds past its whole second (`0 < ms < 1000`): a value a
+/// store keeping whole seconds cannot give back unchanged, whatever the clock read.
+pub(crate) fn millis_past_second(t: Timestamp, ms: i64) -> Timestamp {
+    Timestamp::from_unix_millis(t.as_unix_millis().div_euclid(1000) * 1000 + ms)
+}
+
 /// Whether two deadlines agree within [`TOLERANCE_MS`].
 pub(crate) fn near(a: Timestamp, b: Timestamp) -> bool {
     a.millis_until(b).abs() <= TOLERANCE_MS

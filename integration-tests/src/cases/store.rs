@@ -815,8 +815,8 @@ async fn keys_sharing_a_prefix_do_not_collide(ctx: &Ctx) -> CaseResult {
 
 async fn expiry_policy_and_created_at_round_trip(ctx: &Ctx) -> CaseResult {
     let now = Timestamp::now();
-    // An odd millisecond value catches stores that keep whole seconds.
-    let created = Timestamp::from_unix_millis(now.as_unix_millis() - 86_400_000 + 123);
+    // A millisecond part catches stores that keep whole seconds.
+    let created = super::millis_past_second(now.add_secs(-86_400), 123);
     let r = Record {
         data: super::data(&[("x", json!(1))]),
         expiry: Expiry::Idle(5_400),
@@ -842,7 +842,7 @@ async fn expiry_policy_and_created_at_round_trip(ctx: &Ctx) -> CaseResult {
 }
 
 async fn every_expiry_policy_round_trips(ctx: &Ctx) -> CaseResult {
-    let at = Timestamp::from_unix_millis(Timestamp::now().add_secs(LIVE_SECS).as_unix_millis() + 7);
+    let at = super::millis_past_second(Timestamp::now().add_secs(LIVE_SECS), 7);
     for policy in [
         Expiry::Default,
         Expiry::BrowserClose,
